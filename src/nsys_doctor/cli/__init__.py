@@ -1,0 +1,57 @@
+"""Command line: `nsys-doctor COMMAND ...`. One module per command with a docstring (its help),
+`add_arguments(parser)` and `run(args) -> int`. This is the only place that turns errors into exit codes."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .. import __version__
+from ..errors import NsysDoctorError
+
+# A new command is one new file in this folder plus its name here.
+COMMANDS = ["analyze", "profile", "env", "export", "diff", "check"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nsys-doctor",
+        description="Tells you why your GPU inference is slow, from an Nsight Systems profile.")
+    parser.add_argument("--version", action="version", version=f"nsys-doctor {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            mod = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name == f"{__name__}.{name}":
+                continue        # command not built yet
+            raise
+        doc = (mod.__doc__ or "").strip()
+        p = sub.add_parser(name, help=doc.splitlines()[0] if doc else None, description=doc,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return args._run(args)
+    except NsysDoctorError as err:
+        where = f"{err.path}: " if err.path else ""
+        print(f"nsys-doctor: {where}{err.problem}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nsys-doctor: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def console_main() -> None:
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""The Report: what `analyze` found, as plain data. The JSON contract (docs/json-schema.md) is `Report.to_dict()`.
+
+Renderers, `diff` and `check` work from a Report (or its saved JSON), never from the profile.
+Schema changes: add fields freely; renaming or removing one bumps SCHEMA_VERSION's major number.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = "1.0"
+SEVERITIES = ("high", "medium", "low")
+
+
+@dataclass
+class Instance:
+    """One concrete occurrence behind a finding: where on the timeline to look."""
+    what: str                       # e.g. "cudaDeviceSynchronize blocked 2.1 ms"
+    start_ns: int                   # profile time, ns since capture start
+    end_ns: int
+    request: int | None = None      # index into the report's requests, None when outside requests
+    thread: str | None = None       # thread name (tid)
+    name: str | None = None         # kernel / API / function name
+    code: str | None = None         # code location (from CPU samples or backtraces), when recorded
+    value_ms: float | None = None   # the instance's own cost, for ranking
+
+
+@dataclass
+class Evidence:
+    numbers: dict[str, Any] = field(default_factory=dict)   # measured facts, units in the key names
+    worst: list[Instance] = field(default_factory=list)     # worst instances, worst first
+    code: list[dict[str, Any]] = field(default_factory=list)  # hot functions: {"function", "module", "share_pct", ...}
+    notes: list[str] = field(default_factory=list)          # caveats: missing data, how a number was inferred
+
+
+@dataclass
+class Finding:
+    category: str          # gpu_underutilization | cuda_sync | cpu_preprocessing | ... (docs/json-schema.md)
+    severity: str          # high | medium | low, from the measured impact
+    title: str             # one line, in the user's words
+    impact_ms: float       # per request: what the fix would save (estimate)
+    impact_pct: float      # impact_ms as a share of the mean request latency, in percent
+    estimate: str          # how impact_ms was estimated
+    evidence: Evidence
+    fix: str
+    why: str
+
+
+@dataclass
+class Report:
+    profile: dict[str, Any]                 # what the file holds: path, format, version, tables present/absent
+    requests: dict[str, Any]                # range chosen and why, count, latency percentiles, breakdown
+    findings: list[Finding] = field(default_factory=list)
+    verdict: str = ""
+    per_request: dict[str, list] = field(default_factory=dict)  # columns, one value per measured request
+    notes: list[str] = field(default_factory=list)
+    schema_version: str = SCHEMA_VERSION
+
+    def ranked(self) -> "Report":
+        self.findings.sort(key=lambda f: (-f.impact_ms, SEVERITIES.index(f.severity)))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        from . import __version__
+        d["tool"] = {"name": "nsys-doctor", "version": __version__}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Report":
+        findings = []
+        for f in d.get("findings", []):
+            ev = f.get("evidence") or {}
+            evidence = Evidence(numbers=ev.get("numbers", {}), code=ev.get("code", []), notes=ev.get("notes", []),
+                                worst=[Instance(**_known(Instance, i)) for i in ev.get("worst", [])])
+            findings.append(Finding(**{**_known(Finding, f), "evidence": evidence}))
+        return cls(profile=d.get("profile", {}), requests=d.get("requests", {}), findings=findings,
+                   verdict=d.get("verdict", ""), per_request=d.get("per_request", {}), notes=d.get("notes", []),
+                   schema_version=d.get("schema_version", SCHEMA_VERSION))
+
+
+def _known(klass, d: dict) -> dict:
+    names = {f.name for f in dataclasses.fields(klass)}
+    return {k: v for k, v in d.items() if k in names}
+
+
+def severity_for(impact_pct: float, high_pct: float, medium_pct: float) -> str:
+    """Severity from the share of request latency a fix would save."""
+    if impact_pct >= high_pct:
+        return "high"
+    return "medium" if impact_pct >= medium_pct else "low"
