@@ -1,0 +1,115 @@
+"""open_trace(path) -> Trace: sniff the file's format by its bytes, not its name, and pick the reader.
+
+Formats: Nsight Systems SQLite exports (plain, .xz, .gz), .nsys-rep/.qdrep reports (exported with nsys first),
+PyTorch profiler (Kineto) Chrome-trace JSON (plain or .gz). A new format is one new module here plus one line below.
+Inputs are never modified: compressed files are expanded into a cache folder, SQLite is opened read-only.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib
+import lzma
+import os
+import pathlib
+import shutil
+import tempfile
+
+from ..errors import BadInput
+from ..model.trace import Trace
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+XZ_MAGIC = b"\xfd7zXZ\x00"
+GZIP_MAGIC = b"\x1f\x8b"
+ZIP_MAGIC = b"PK\x03\x04"   # none of ours, named so the message can say so
+QDREP_SUFFIXES = (".nsys-rep", ".qdrep")
+
+
+def cache_dir() -> pathlib.Path:
+    base = os.environ.get("NSYS_DOCTOR_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "nsys-doctor")
+    path = pathlib.Path(base)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if os.access(path, os.W_OK):
+            return path
+    except OSError:
+        pass
+    path = pathlib.Path(tempfile.gettempdir()) / f"nsys-doctor-{os.getuid()}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _head(path: pathlib.Path, n: int = 64) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(n)
+
+
+def _expand(path: pathlib.Path, opener, suffix: str) -> pathlib.Path:
+    """Decompress once into the cache, keyed by the file's identity; reused while the source is unchanged."""
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:20]
+    out = cache_dir() / f"{key}{suffix}"
+    if out.exists():
+        return out
+    tmp = out.with_name(out.name + f".part{os.getpid()}")
+    try:
+        with opener(path) as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 22)
+        os.replace(tmp, out)
+    except (lzma.LZMAError, gzip.BadGzipFile, EOFError, OSError, zlib_error()) as err:
+        tmp.unlink(missing_ok=True)
+        raise BadInput(path, f"compressed file is truncated or corrupt ({err})")
+    return out
+
+
+def zlib_error():
+    import zlib
+    return zlib.error
+
+
+def sniff(path: pathlib.Path) -> tuple[str, pathlib.Path]:
+    """-> (format, path of the uncompressed file). Formats: 'sqlite', 'nsys-rep', 'json'."""
+    head = _head(path)
+    if head.startswith(XZ_MAGIC):
+        return sniff_inner(path, _expand(path, lzma.open, ".unxz"))
+    if head.startswith(GZIP_MAGIC):
+        return sniff_inner(path, _expand(path, gzip.open, ".ungz"))
+    return sniff_inner(path, path)
+
+
+def sniff_inner(original: pathlib.Path, path: pathlib.Path) -> tuple[str, pathlib.Path]:
+    head = _head(path)
+    if head.startswith(SQLITE_MAGIC):
+        return "sqlite", path
+    if original.suffix.lower() in QDREP_SUFFIXES or original.name.lower().endswith(
+            tuple(s + ".gz" for s in QDREP_SUFFIXES)):
+        return "nsys-rep", path
+    if head.lstrip()[:1] in (b"{", b"["):
+        return "json", path
+    if not head:
+        raise BadInput(original, "file is empty")
+    if head.startswith(ZIP_MAGIC):
+        raise BadInput(original, "a zip archive, not a profile; unpack it and pass the .sqlite, .nsys-rep or .json")
+    raise BadInput(original, "not a profile: expected an Nsight Systems .sqlite export (or .xz/.gz of one), "
+                             "an .nsys-rep/.qdrep report, or a PyTorch profiler .json trace")
+
+
+READERS = {"sqlite": "nsys_sqlite", "nsys-rep": "nsys_rep", "json": "kineto_json"}
+
+
+def open_trace(path: str | os.PathLike) -> Trace:
+    p = pathlib.Path(path)
+    if not p.exists():
+        raise BadInput(p, "no such file")
+    if p.is_dir():
+        raise BadInput(p, "is a folder; pass a profile file")
+    try:
+        fmt, real = sniff(p)
+    except PermissionError:
+        raise BadInput(p, "permission denied")
+    try:
+        reader = importlib.import_module(f"{__name__}.{READERS[fmt]}")
+    except ModuleNotFoundError:
+        raise BadInput(p, f"{fmt} input is not supported by this build")
+    return reader.read(str(real), display_path=str(p))

@@ -1,0 +1,100 @@
+"""analyze(path) -> Report: read the profile, find and measure its requests, run the diagnoses."""
+from __future__ import annotations
+
+import numpy as np
+
+from .diagnose import Context, diagnose_all
+from .model.requests import Requests, find_requests
+from .model.trace import Trace
+from .read import open_trace
+from .report import Report
+
+PERCENTILES = (50, 90, 99)
+MS = 1e6
+
+
+def analyze(path, range_name: str | None = None, skip: int | None = None) -> Report:
+    trace = open_trace(path)
+    try:
+        return analyze_trace(trace, range_name, skip)
+    finally:
+        trace.close()
+
+
+def analyze_trace(trace: Trace, range_name: str | None = None, skip: int | None = None) -> Report:
+    req = find_requests(trace, range_name, skip)
+    ctx = Context(trace, req)
+    findings = diagnose_all(ctx)
+    report = Report(profile=describe_profile(trace, req), requests=summarize_requests(trace, req),
+                    findings=findings, per_request=per_request_columns(req))
+    report.verdict = verdict(report)
+    return report
+
+
+def _stats(values_ns: np.ndarray) -> dict:
+    if len(values_ns) == 0:
+        return {}
+    v = values_ns / MS
+    out = {f"p{p}": round(float(np.percentile(v, p)), 3) for p in PERCENTILES}
+    out.update(max=round(float(v.max()), 3), min=round(float(v.min()), 3), mean=round(float(v.mean()), 3))
+    return out
+
+
+def describe_profile(trace: Trace, req: Requests) -> dict:
+    m = trace.meta
+    span = None
+    if "capture_start_ns" in m:
+        span = round((m["capture_end_ns"] - m["capture_start_ns"]) / 1e9, 3)
+    tensorrt = bool(np.isin(["TensorRT"], trace.table("ranges")["domain"].astype(str)).any()) \
+        if trace.has("ranges") else False
+    return {"path": trace.path, "format": trace.source, "nsys_version": m.get("nsys_version"),
+            "schema_version": m.get("schema_version"), "duration_s": span,
+            "gpus": [g.get("name") for g in m.get("gpus", [])],
+            "counts": {k: v for k, v in m.get("counts", {}).items()},
+            "absent": dict(trace.absent), "tensorrt": tensorrt}
+
+
+def summarize_requests(trace: Trace, req: Requests) -> dict:
+    t, m = req.table, req.measured
+    lat = t["latency_ns"][m]
+    mean_lat = float(lat.mean()) if len(lat) else 0.0
+    parts = {"compute": "compute_ns", "copies": "copy_ns", "other_gpu_work": "other_gpu_ns", "gpu_idle": "idle_ns"}
+    breakdown = {k: round(float(t[c][m].mean()) / MS, 3) if len(m) else 0.0 for k, c in parts.items()}
+    busy = t["device_busy_ns"][m] / np.maximum(t["latency_ns"][m], 1)
+    own = t["busy_ns"][m] / np.maximum(t["latency_ns"][m], 1)
+    threads = sorted({trace.thread_name(x) for x in np.unique(t["tid"][m])})
+    return {
+        "range": req.range_name, "domain": req.domain, "chosen_because": req.reason, "inferred": req.inferred,
+        "count": int(len(m)), "total": req.count, "warmup": req.warmup, "warmup_reason": req.warmup_reason,
+        "threads": threads,
+        "latency_ms": _stats(lat), "cpu_ms": _stats(t["cpu_ns"][m]),
+        "gpu_busy_pct": round(100 * float(busy.mean()), 1) if len(m) else 0.0,
+        "own_gpu_busy_pct": round(100 * float(own.mean()), 1) if len(m) else 0.0,
+        "breakdown_ms": breakdown,
+        "breakdown_pct": {k: round(100 * v * MS / mean_lat, 1) if mean_lat else 0.0 for k, v in breakdown.items()},
+        "launches_per_request": round(float(t["launches"][m].mean()), 1) if len(m) else 0.0,
+        "kernels_per_request": round(float(t["kernels"][m].mean()), 1) if len(m) else 0.0,
+        "copies_per_request": round(float(t["copies"][m].mean()), 1) if len(m) else 0.0,
+        "candidates": [{k: c[k] for k in ("name", "domain", "count", "eligible", "why")} for c in req.candidates[:6]],
+    }
+
+
+def per_request_columns(req: Requests) -> dict:
+    t = req.table
+    ms = lambda c: [round(float(x) / MS, 4) for x in t[c]]  # noqa: E731
+    return {"start_ns": [int(x) for x in t["start_ns"]], "latency_ms": ms("latency_ns"), "cpu_ms": ms("cpu_ns"),
+            "compute_ms": ms("compute_ns"), "copy_ms": ms("copy_ns"), "other_gpu_ms": ms("other_gpu_ns"),
+            "idle_ms": ms("idle_ns"), "launches": [int(x) for x in t["launches"]],
+            "warmup": [i < req.warmup for i in range(req.count)]}
+
+
+def verdict(report: Report) -> str:
+    top = [f for f in report.findings if f.severity in ("high", "medium")]
+    if top:
+        f = top[0]
+        return f"{f.title} (about {f.impact_ms:.1f} ms per request, {f.impact_pct:.0f}% of latency)"
+    busy = report.requests.get("gpu_busy_pct", 0)
+    if busy >= 90:
+        return (f"The GPU is the bottleneck: it is busy {busy:.0f}% of each request's latency, and nothing "
+                "else costs much. Faster kernels (precision, fusion, a smaller model) are what would help.")
+    return f"No dominant bottleneck found; the GPU is busy {busy:.0f}% of each request's latency."

@@ -1,0 +1,356 @@
+"""Requests: NVTX range instances, with the GPU work they launched projected onto them by correlation id.
+
+Per request: CPU-side duration, end-to-end latency (range start to whichever ends later, the range or its last GPU
+work: asynchronous requests queue behind earlier ones), and a breakdown of that latency into the request's own
+compute, its copies, other work the GPU did meanwhile (queued earlier requests), and GPU idle. Without NVTX the
+repeating unit of work is inferred from the synchronisation that ends each iteration (model/iterations.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .intervals import covered, group_union_length, union
+from .trace import Table, Trace, table_len, take
+
+# A range a library opens for its own bookkeeping is not a request. Domains of NVIDIA libraries (nsys names them so).
+LIBRARY_DOMAINS = {"cuBLAS", "cuDNN", "CUDA", "NCCL", "cuFFT", "cuSPARSE", "nvJPEG", "NVSHMEM"}
+# Range names that libraries push in the default domain (seen: cublasCreate_v2 in all zoo profiles).
+LIBRARY_NAME_PREFIXES = ("cublas", "cudnn", "cufft", "cusparse", "nccl", "cudaProfiler")
+MIN_INSTANCES = 2            # a request repeats; a range seen once is set-up or a whole run
+MIN_GPU_SHARE = 0.5          # at least half of its instances launch GPU work (a user's request encloses inference)
+WARMUP_FACTOR = 1.5          # a leading request slower than 1.5x the steady median is warm-up (cuDNN autotune,
+                             # lazy init: 10-50x slower in the zoo profiles; steady requests vary by < 1.3x)
+WARMUP_MAX_SHARE = 0.2       # never call more than a fifth of the requests warm-up
+WARMUP_MAX = 10
+
+
+@dataclass
+class Requests:
+    """One row per request (all int64 ns unless noted), sorted by start; `measured` excludes warm-up."""
+    range_name: str
+    domain: str
+    reason: str                       # why this range was chosen, in words
+    inferred: bool                    # True when no NVTX range was used
+    table: Table                      # start_ns end_ns tid gpu_start_ns gpu_end_ns latency_ns cpu_ns compute_ns
+                                      # copy_ns other_gpu_ns idle_ns busy_ns launches kernels copies device
+    warmup: int                       # leading requests left out of statistics
+    warmup_reason: str
+    candidates: list[dict] = field(default_factory=list)   # the other ranges considered
+    # projection: for each api call / GPU activity row, the request index or -1
+    api_request: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    gpu_request: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return table_len(self.table)
+
+    @property
+    def measured(self) -> np.ndarray:
+        """Indices of the requests that count in statistics."""
+        return np.arange(self.warmup, self.count)
+
+
+GPU_TABLES = ("kernels", "copies", "memsets", "graphs")
+
+
+def find_requests(trace: Trace, range_name: str | None = None, skip: int | None = None) -> Requests:
+    from ..errors import NoData
+    ranges = trace.table("ranges")
+    if range_name is not None:
+        if table_len(ranges) == 0:
+            raise NoData(trace.path, f"no NVTX ranges in the profile, so --range {range_name!r} matches nothing "
+                                     "(record with nsys profile --trace=nvtx)")
+        pick = ranges["name"] == range_name
+        if not pick.any():
+            names = _top_names(ranges)
+            raise NoData(trace.path, f"no NVTX range named {range_name!r}; the profile has: {names}")
+        domain = str(ranges["domain"][np.flatnonzero(pick)[0]])
+        reason = "chosen with --range"
+        cands = []
+        inst = _outermost(take(ranges, pick))
+    else:
+        cands = rank_ranges(trace)
+        good = [c for c in cands if c["eligible"]]
+        if good:
+            best = good[0]
+            pick = (ranges["name"] == best["name"]) & (ranges["domain"] == best["domain"])
+            inst = _outermost(take(ranges, pick))
+            range_name, domain, reason = best["name"], best["domain"], best["why"]
+        else:
+            from .iterations import infer_iterations
+            inst, range_name, reason = infer_iterations(trace)
+            domain = ""
+            return _measure(trace, inst, range_name, domain, reason, True, skip, cands)
+    return _measure(trace, inst, range_name, domain, reason, False, skip, cands)
+
+
+def _top_names(ranges: Table, n: int = 8) -> str:
+    names, counts = np.unique(ranges["name"].astype(str), return_counts=True)
+    order = np.argsort(-counts)[:n]
+    return ", ".join(f"{names[i]!r} x{counts[i]}" for i in order) or "none"
+
+
+def _outermost(r: Table) -> Table:
+    """Drop instances nested inside another instance of the same range on the same thread (recursion)."""
+    if table_len(r) < 2:
+        return r
+    keep = np.ones(table_len(r), bool)
+    for th in np.unique(r["tid"]):
+        m = np.flatnonzero(r["tid"] == th)
+        m = m[np.argsort(r["start_ns"][m], kind="stable")]
+        run_end = np.maximum.accumulate(r["end_ns"][m])
+        keep[m[1:]] = r["end_ns"][m[1:]] > run_end[:-1]
+    r = take(r, keep)
+    return take(r, np.argsort(r["start_ns"], kind="stable"))
+
+
+def _launch_calls(trace: Trace) -> np.ndarray:
+    """Boolean mask over api_calls: the call launched GPU work (its correlation id appears on the GPU)."""
+    api = trace.table("api_calls")
+    corr = [trace.table(t)["correlation"] for t in GPU_TABLES if trace.has(t)]
+    if not corr or table_len(api) == 0:
+        return np.zeros(table_len(api), bool)
+    return np.isin(api["correlation"], np.unique(np.concatenate(corr)))
+
+
+def rank_ranges(trace: Trace) -> list[dict]:
+    """Every distinct NVTX range, with whether it can be a request and why, best first."""
+    ranges = trace.table("ranges")
+    if table_len(ranges) == 0:
+        return []
+    api = trace.table("api_calls")
+    launch = _launch_calls(trace)
+    l_start, l_tid = api["start_ns"][launch], api["tid"][launch]
+    keys = np.char.add(np.char.add(ranges["domain"].astype(str), "\x1f"), ranges["name"].astype(str))
+    uniq, inv = np.unique(keys, return_inverse=True)
+    # launches inside each range instance (same thread, between start and end)
+    inside = _count_inside(ranges, l_tid, l_start)
+    depth = _nesting_depth(ranges)
+    out = []
+    for k, key in enumerate(uniq):
+        m = inv == k
+        domain, name = str(key).split("\x1f", 1)
+        n = int(m.sum())
+        with_gpu = float((inside[m] > 0).mean())
+        lib = domain in LIBRARY_DOMAINS or name.lower().startswith(LIBRARY_NAME_PREFIXES)
+        eligible = n >= MIN_INSTANCES and with_gpu >= MIN_GPU_SHARE and not lib
+        out.append({"name": name, "domain": domain, "count": n, "gpu_share": round(with_gpu, 3),
+                    "launches": int(inside[m].sum()), "depth": float(np.median(depth[m])),
+                    "library": lib, "eligible": eligible})
+    # outermost first (a request encloses its phases), then the most GPU launches, then the most instances
+    out.sort(key=lambda c: (not c["eligible"], c["depth"], -c["launches"], -c["count"]))
+    for c in out:
+        c["why"] = _why(c, out)
+    return out
+
+
+def _why(c: dict, allc: list[dict]) -> str:
+    if c["library"]:
+        return "a library's own range"
+    if c["count"] < MIN_INSTANCES:
+        return "occurs once"
+    if c["gpu_share"] < MIN_GPU_SHARE:
+        return f"only {c['gpu_share']:.0%} of its instances launch GPU work"
+    others = sum(1 for o in allc if o["eligible"] and o is not c)
+    return (f"repeated {c['count']} times, {c['gpu_share']:.0%} of them launch GPU work "
+            f"({c['launches']} launches), outermost of {others + 1} such ranges")
+
+
+def _count_inside(ranges: Table, tid: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Per range instance: how many of the points (tid, t) fall inside it."""
+    out = np.zeros(table_len(ranges), np.int64)
+    order = np.lexsort((t, tid))
+    tid, t = tid[order], t[order]
+    for th in np.unique(ranges["tid"]):
+        lo, hi = np.searchsorted(tid, th, "left"), np.searchsorted(tid, th, "right")
+        ts = t[lo:hi]
+        m = np.flatnonzero(ranges["tid"] == th)
+        out[m] = np.searchsorted(ts, ranges["end_ns"][m], "right") - np.searchsorted(ts, ranges["start_ns"][m], "left")
+    return out
+
+
+def _nesting_depth(ranges: Table) -> np.ndarray:
+    """How many other ranges on the same thread enclose each range."""
+    depth = np.zeros(table_len(ranges), np.int64)
+    for th in np.unique(ranges["tid"]):
+        m = np.flatnonzero(ranges["tid"] == th)
+        s, e = ranges["start_ns"][m], ranges["end_ns"][m]
+        if len(m) > 2000:   # many ranges: enclosing count through sorted starts (approximate for ties)
+            order = np.argsort(s, kind="stable")
+            ends_sorted = np.maximum.accumulate(e[order])
+            pos = np.searchsorted(s[order], s, "left")
+            depth[m] = (pos > 0) & (ends_sorted[np.clip(pos - 1, 0, None)] >= e)
+            continue
+        enc = (s[None, :] <= s[:, None]) & (e[None, :] >= e[:, None])
+        depth[m] = enc.sum(axis=1) - 1
+    return depth
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+def _measure(trace: Trace, inst: Table, name: str, domain: str, reason: str, inferred: bool,
+             skip: int | None, cands: list[dict]) -> Requests:
+    from ..errors import NoData
+    n = table_len(inst)
+    if n == 0:
+        raise NoData(trace.path, "no requests found: no repeated NVTX range and no repeating GPU work")
+    api = trace.table("api_calls")
+    api_req = _assign_calls(inst, api["tid"], api["start_ns"])
+    launch = _launch_calls(trace)
+    tab: Table = {"start_ns": inst["start_ns"].astype(np.int64), "end_ns": inst["end_ns"].astype(np.int64),
+                  "tid": inst["tid"].astype(np.int64)}
+    tab["cpu_ns"] = tab["end_ns"] - tab["start_ns"]
+    tab["launches"] = np.bincount(api_req[launch & (api_req >= 0)], minlength=n).astype(np.int64)
+
+    # correlation ids -> request, per process (correlation ids are unique within a process)
+    gpu_req = {}
+    key_api = _corr_key(api["tid"] >> 24 << 24, api["correlation"])
+    sel = api_req >= 0
+    k_sorted_idx = np.argsort(key_api[sel], kind="stable")
+    k_sorted = key_api[sel][k_sorted_idx]
+    r_sorted = api_req[sel][k_sorted_idx]
+    for t in GPU_TABLES:
+        g = trace.table(t)
+        if table_len(g) == 0:
+            gpu_req[t] = np.zeros(0, np.int64)
+            continue
+        key = _corr_key(g["pid"], g["correlation"])
+        pos = np.clip(np.searchsorted(k_sorted, key), 0, max(len(k_sorted) - 1, 0))
+        hit = (len(k_sorted) > 0) & (k_sorted[pos] == key) if len(k_sorted) else np.zeros(len(key), bool)
+        gpu_req[t] = np.where(hit, r_sorted[pos] if len(k_sorted) else -1, -1).astype(np.int64)
+
+    # first/last GPU activity of each request
+    gs = np.full(n, np.iinfo(np.int64).max)
+    ge = np.full(n, -1, np.int64)
+    counts = {}
+    for t in GPU_TABLES:
+        g, r = trace.table(t), gpu_req[t]
+        m = r >= 0
+        if m.any():
+            np.minimum.at(gs, r[m], g["start_ns"][m])
+            np.maximum.at(ge, r[m], g["end_ns"][m])
+        counts[t] = np.bincount(r[m], minlength=n) if m.any() else np.zeros(n, np.int64)
+    has_gpu = ge >= 0
+    tab["gpu_start_ns"] = np.where(has_gpu, gs, -1)
+    tab["gpu_end_ns"] = ge
+    tab["kernels"] = (counts["kernels"] + counts["graphs"]).astype(np.int64)
+    tab["copies"] = counts["copies"].astype(np.int64)
+    end = np.maximum(tab["end_ns"], ge)
+    tab["latency_ns"] = end - tab["start_ns"]
+
+    # breakdown of the latency window: own compute, own copies, other GPU work, idle
+    cat = lambda tables, col: np.concatenate([trace.table(t)[col] for t in tables])  # noqa: E731
+    compute_tables = ("kernels", "graphs")
+    copy_tables = ("copies", "memsets")
+    req_of = lambda tables: np.concatenate([gpu_req[t] for t in tables])  # noqa: E731
+    compute = group_union_length(req_of(compute_tables), cat(compute_tables, "start_ns"),
+                                 cat(compute_tables, "end_ns"), n)
+    busy = group_union_length(req_of(GPU_TABLES), cat(GPU_TABLES, "start_ns"), cat(GPU_TABLES, "end_ns"), n)
+    tab["compute_ns"] = compute
+    tab["copy_ns"] = busy - compute
+    tab["busy_ns"] = busy
+    # the device each request mostly used, and everything that device did during the request
+    dev_all = cat(GPU_TABLES, "device")
+    req_all = req_of(GPU_TABLES)
+    device = np.zeros(n, np.int64)
+    if (req_all >= 0).any():
+        m = req_all >= 0
+        pair = np.unique(np.stack([req_all[m], dev_all[m]]), axis=1)
+        device[pair[0]] = pair[1]   # last device wins on a tie; one device per request in practice
+    tab["device"] = device
+    dev_busy = np.zeros(n, np.int64)
+    s_all, e_all = cat(GPU_TABLES, "start_ns"), cat(GPU_TABLES, "end_ns")
+    for d in np.unique(device):
+        md = dev_all == d
+        us, ue = union(s_all[md], e_all[md])
+        rows = device == d
+        dev_busy[rows] = covered(us, ue, tab["start_ns"][rows], end[rows])
+    tab["other_gpu_ns"] = np.maximum(dev_busy - busy, 0)
+    tab["idle_ns"] = np.maximum(tab["latency_ns"] - dev_busy, 0)
+    tab["device_busy_ns"] = dev_busy
+
+    if not has_gpu.any():
+        raise NoData(trace.path, f"the {n} instances of range {name!r} launch no GPU work "
+                                 "(no CUDA activity recorded inside them: was it profiled with --trace=cuda?)")
+    warm, why = _warmup(tab["latency_ns"], skip, _drain_barrier(trace, tab, api_req))
+    return Requests(range_name=name, domain=domain, reason=reason, inferred=inferred, table=tab, warmup=warm,
+                    warmup_reason=why, candidates=cands, api_request=api_req, gpu_request=gpu_req)
+
+
+def _corr_key(pid: np.ndarray, corr: np.ndarray) -> np.ndarray:
+    # globalPid carries the pid in bits 24..55; keep 31 bits of it above a 32-bit correlation id
+    return ((pid.astype(np.int64) >> 24) & 0x7FFFFFFF) << 32 | (corr.astype(np.int64) & 0xFFFFFFFF)
+
+
+def _assign_calls(inst: Table, tid: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """For each call (tid, t): index of the request open on that thread at t, or -1."""
+    out = np.full(len(t), -1, np.int64)
+    for th in np.unique(inst["tid"]):
+        ri = np.flatnonzero(inst["tid"] == th)
+        rs, re = inst["start_ns"][ri], inst["end_ns"][ri]
+        order = np.argsort(rs)
+        ri, rs, re = ri[order], rs[order], re[order]
+        ci = np.flatnonzero(tid == th)
+        slot = np.searchsorted(rs, t[ci], side="right") - 1
+        ok = (slot >= 0) & (t[ci] <= re[np.clip(slot, 0, None)])
+        out[ci[ok]] = ri[slot[ok]]
+    return out
+
+
+DRAIN_CALLS = ("cudaDeviceSynchronize", "cuCtxSynchronize")   # wait for all GPU work: ends a warm-up phase
+
+
+def sync_name_ids(trace: Trace, prefixes: tuple[str, ...]) -> np.ndarray:
+    """String ids of the API calls whose names start with one of `prefixes`."""
+    ids = np.unique(trace.table("api_calls")["name_id"])
+    return np.array([i for i in ids if trace.name(i).startswith(prefixes)], np.int64)
+
+
+def _drain_barrier(trace: Trace, tab: Table, api_req: np.ndarray) -> int:
+    """k when the request thread drained the GPU between request k-1 and k, outside both: the benchmark idiom
+    `warm up; torch.cuda.synchronize(); measure`. 0 when there is no such barrier among the first requests."""
+    n = len(tab["start_ns"])
+    limit = min(WARMUP_MAX, int(n * WARMUP_MAX_SHARE))
+    api = trace.table("api_calls")
+    if limit < 1 or len(api_req) == 0:
+        return 0
+    drain = np.isin(api["name_id"], sync_name_ids(trace, DRAIN_CALLS)) & (api_req < 0)
+    tid0 = tab["tid"][0]
+    t = np.sort(api["start_ns"][drain & (api["tid"] == tid0)])
+    idx = np.flatnonzero(tab["tid"] == tid0)
+    if len(idx) < 4 or len(t) == 0:
+        return 0
+    # a drain in the gap before each request of this thread
+    gap_lo, gap_hi = tab["end_ns"][idx[:-1]], tab["start_ns"][idx[1:]]
+    has = np.searchsorted(t, gap_hi) > np.searchsorted(t, gap_lo, side="right")
+    early = has[:limit]
+    # only a barrier that the steady loop does not repeat marks the end of warm-up
+    later = has[limit:]
+    if not early.any() or (len(later) and later.mean() >= 0.5):
+        return 0
+    last = int(np.flatnonzero(early)[-1])
+    return int(idx[last + 1])
+
+
+def _warmup(latency: np.ndarray, skip: int | None, barrier: int = 0) -> tuple[int, str]:
+    n = len(latency)
+    if skip is not None:
+        k = max(0, min(int(skip), n - 1))
+        return k, f"--skip {skip}"
+    if n < 4:
+        return 0, "too few requests to tell warm-up apart"
+    limit = min(WARMUP_MAX, int(n * WARMUP_MAX_SHARE))
+    if barrier:
+        return barrier, f"the first {barrier} end in a full GPU drain (device synchronize) before the rest began"
+    k = 0
+    while k < limit:
+        steady = np.median(latency[k + 1:])
+        if latency[k] > WARMUP_FACTOR * steady:
+            k += 1
+            continue
+        break
+    if k == 0:
+        return 0, "no slow leading requests"
+    return k, f"the first {k} took {latency[:k].min() / 1e6:.1f}-{latency[:k].max() / 1e6:.1f} ms, " \
+              f"over {WARMUP_FACTOR}x the steady median ({np.median(latency[k:]) / 1e6:.1f} ms)"

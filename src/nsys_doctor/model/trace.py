@@ -1,0 +1,76 @@
+"""The trace model: tables of numpy columns, loaded on first use, and a string table.
+
+A reader fills a Trace with *loaders* (one per table it can provide) and `absent` (tables the profile did not record,
+with the `nsys profile` flag that records them). Nothing is read until a table is asked for, so an analysis loads only
+the columns it needs. Column meanings are documented once in `model/columns.py`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .columns import TABLES
+
+Table = dict[str, np.ndarray]
+
+
+def empty_table(name: str) -> Table:
+    """A table with the documented columns and no rows."""
+    return {col: np.zeros(0, dtype=np.int64) for col in TABLES[name]["columns"]}
+
+
+def table_len(table: Table) -> int:
+    for col in table.values():
+        return len(col)
+    return 0
+
+
+def take(table: Table, index) -> Table:
+    """Rows of a table selected by a boolean mask or an index array."""
+    return {k: v[index] for k, v in table.items()}
+
+
+@dataclass
+class Trace:
+    path: str
+    source: str                                   # "nsys-sqlite" | "kineto-json"
+    meta: dict = field(default_factory=dict)      # versions, capture span, GPUs, processes
+    loaders: dict[str, Callable[[], Table]] = field(default_factory=dict)
+    absent: dict[str, str] = field(default_factory=dict)   # table -> why it is missing / which flag records it
+    strings: Callable[[int], str] = lambda i: f"<{i}>"     # id -> text for name columns
+    enums: dict[str, dict[int, str]] = field(default_factory=dict)  # enum name -> value -> label, from the profile
+    _cache: dict[str, Table] = field(default_factory=dict)
+
+    def has(self, name: str) -> bool:
+        return name in self.loaders and table_len(self.table(name)) > 0
+
+    def table(self, name: str) -> Table:
+        if name not in self._cache:
+            loader = self.loaders.get(name)
+            self._cache[name] = loader() if loader else empty_table(name)
+        return self._cache[name]
+
+    def name(self, string_id) -> str:
+        try:
+            return self.strings(int(string_id))
+        except (KeyError, TypeError, ValueError):
+            return f"<unknown {string_id}>"
+
+    def names(self, string_ids) -> list[str]:
+        return [self.name(i) for i in string_ids]
+
+    def enum(self, enum: str, value, default: str = "unknown") -> str:
+        return self.enums.get(enum, {}).get(int(value), default)
+
+    def thread_name(self, tid: int) -> str:
+        threads = self.table("threads")
+        hit = np.flatnonzero(threads["tid"] == tid)
+        name = self.name(threads["name_id"][hit[0]]) if len(hit) else "thread"
+        return f"{name} ({int(tid) & 0xFFFFFF})"
+
+    def close(self) -> None:
+        closer = self.meta.get("_close")
+        if closer:
+            closer()

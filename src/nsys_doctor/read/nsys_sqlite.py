@@ -1,0 +1,280 @@
+"""Nsight Systems SQLite export -> trace model tables. Opened read-only; asks the file what it has.
+
+Exports from 2022.x to 2025.3 differ in tables and columns (e.g. `greenContextId`, NVTX `textId`, `ENUM_*` tables);
+we probe for them instead of trusting version strings. Enum meanings come from the profile's own `ENUM_*` tables.
+"""
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+
+from ..errors import BadInput
+from ..model.columns import TABLES
+from ..model.trace import Trace
+from .sqlfetch import Fetcher
+
+# Tables that carry CUDA activity. A file with none of these and no NVTX is not something we can analyse.
+ACTIVITY_TABLES = ("CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_MEMCPY", "CUPTI_ACTIVITY_KIND_RUNTIME",
+                   "NVTX_EVENTS", "OSRT_API")
+NVTX_PUSH_POP, NVTX_START_END, NVTX_DOMAIN_CREATE = 59, 60, 75   # ENUM_NSYS_EVENT_TYPE ids (2022.x-2025.3)
+
+
+def read(path: str, display_path: str | None = None) -> Trace:
+    shown = display_path or path
+    try:
+        f = Fetcher(path)
+        tables = {name: _columns(f.db, name) for (name,) in
+                  f.db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()}
+    except sqlite3.DatabaseError as err:
+        raise BadInput(shown, f"not a readable SQLite database ({err}); expected an `nsys export --type sqlite` file")
+    if not tables:
+        raise BadInput(shown, "empty SQLite database: no tables; the export did not finish or holds no data")
+    if not any(t in tables for t in ACTIVITY_TABLES) and "StringIds" not in tables:
+        raise BadInput(shown, "SQLite file is not an Nsight Systems export (no StringIds, CUPTI, NVTX or OSRT tables)")
+    r = _Reader(f, tables, shown)
+    return r.trace()
+
+
+def _columns(db, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f'PRAGMA table_info("{table}")')}
+
+
+class _Reader:
+    def __init__(self, f: Fetcher, tables: dict[str, set[str]], shown: str):
+        self.f, self.tables, self.shown = f, tables, shown
+
+    def has(self, table: str, *cols: str) -> bool:
+        return table in self.tables and all(c in self.tables[table] for c in cols)
+
+    def col(self, table: str, col: str, default: str = "-1") -> str:
+        """Column expression, or a constant when this export has no such column."""
+        return f'"{col}"' if col in self.tables.get(table, ()) else default
+
+    def count(self, table: str) -> int:
+        if table not in self.tables:
+            return 0
+        try:
+            return self.f.db.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+        except sqlite3.DatabaseError as err:
+            raise BadInput(self.shown, f"table {table} cannot be read ({err}): the file is truncated or corrupt")
+
+    def fetch(self, sql: str, names: list[str], **kw) -> dict[str, np.ndarray]:
+        try:
+            return self.f.columns(sql, names, **kw)
+        except sqlite3.DatabaseError as err:
+            raise BadInput(self.shown, f"cannot read the export ({err}): the file is truncated or corrupt")
+
+    # ---------------------------------------------------------------- the trace
+    def trace(self) -> Trace:
+        strings = self._strings()
+        t = Trace(path=self.shown, source="nsys-sqlite", strings=strings.__getitem__)
+        t.enums = self._enums()
+        t.meta = self._meta()
+        t.meta["_close"] = self.f.close
+        specs = {
+            "kernels": self._kernels, "copies": self._copies, "memsets": self._memsets, "graphs": self._graphs,
+            "syncs": self._syncs, "api_calls": self._api_calls, "ranges": self._ranges, "os_calls": self._os_calls,
+            "sched": self._sched, "samples": self._samples, "callchains": self._callchains,
+            "os_callchains": self._os_callchains, "gpu_metrics": self._gpu_metrics, "threads": self._threads,
+            "processes": self._processes,
+        }
+        source = {"kernels": "CUPTI_ACTIVITY_KIND_KERNEL", "copies": "CUPTI_ACTIVITY_KIND_MEMCPY",
+                  "memsets": "CUPTI_ACTIVITY_KIND_MEMSET", "graphs": "CUPTI_ACTIVITY_KIND_GRAPH_TRACE",
+                  "syncs": "CUPTI_ACTIVITY_KIND_SYNCHRONIZATION", "api_calls": "CUPTI_ACTIVITY_KIND_RUNTIME",
+                  "ranges": "NVTX_EVENTS", "os_calls": "OSRT_API", "sched": "SCHED_EVENTS",
+                  "samples": "COMPOSITE_EVENTS", "callchains": "SAMPLING_CALLCHAINS",
+                  "os_callchains": "OSRT_CALLCHAINS", "gpu_metrics": "GPU_METRICS", "threads": "ThreadNames",
+                  "processes": "PROCESSES"}
+        counts = {}
+        for name, loader in specs.items():
+            n = self.count(source[name])
+            counts[name] = n
+            if n:
+                t.loaders[name] = loader
+            elif source[name] not in self.tables and TABLES[name]["absent_flag"]:
+                t.absent[name] = f"not recorded (nsys profile {TABLES[name]['absent_flag']})"
+        t.meta["counts"] = counts
+        t.meta["tables"] = sorted(self.tables)
+        return t
+
+    def _strings(self) -> "_Strings":
+        if not self.has("StringIds", "id", "value"):
+            return _Strings({})
+        rows = self.fetch('SELECT id, value FROM StringIds', ["id", "value"], text=("value",))
+        return _Strings(dict(zip(rows["id"].tolist(), rows["value"].tolist())))
+
+    def _enums(self) -> dict[str, dict[int, str]]:
+        out = {}
+        for table, cols in self.tables.items():
+            if table.startswith("ENUM_") and {"id", "label"} <= cols:
+                try:
+                    out[table[5:]] = {int(i): str(lab) for i, lab in
+                                      self.f.db.execute(f'SELECT id, label FROM "{table}"') if i is not None}
+                except (sqlite3.DatabaseError, ValueError, TypeError):
+                    continue
+        return out
+
+    def _meta(self) -> dict:
+        meta: dict = {}
+        if "META_DATA_EXPORT" in self.tables:
+            try:
+                kv = dict(self.f.db.execute("SELECT name, value FROM META_DATA_EXPORT").fetchall())
+                meta["nsys_version"] = kv.get("EXPORT_PRODUCT_VERSION")
+                meta["schema_version"] = kv.get("EXPORT_SCHEMA_VERSION")
+            except sqlite3.DatabaseError:
+                pass
+        if self.has("ANALYSIS_DETAILS", "startTime", "stopTime"):
+            try:
+                row = self.f.db.execute("SELECT min(startTime), max(stopTime) FROM ANALYSIS_DETAILS").fetchone()
+                if row and row[0] is not None:
+                    meta["capture_start_ns"], meta["capture_end_ns"] = int(row[0]), int(row[1] or row[0])
+            except (sqlite3.DatabaseError, TypeError, ValueError):
+                pass
+        if "TARGET_INFO_GPU" in self.tables:
+            try:
+                cols = self.tables["TARGET_INFO_GPU"]
+                sel = ", ".join(c if c in cols else "NULL" for c in ("name", "memoryBandwidth", "smCount", "id"))
+                meta["gpus"] = [{"name": r[0], "memory_bandwidth_Bps": r[1], "sm_count": r[2], "id": r[3]}
+                                for r in self.f.db.execute(f"SELECT {sel} FROM TARGET_INFO_GPU")]
+            except sqlite3.DatabaseError:
+                pass
+        if self.has("TARGET_INFO_GPU_METRICS", "metricId", "metricName"):
+            try:
+                meta["gpu_metric_names"] = {int(i): str(n) for i, n in self.f.db.execute(
+                    "SELECT DISTINCT metricId, metricName FROM TARGET_INFO_GPU_METRICS")}
+            except (sqlite3.DatabaseError, TypeError, ValueError):
+                pass
+        return meta
+
+    # ---------------------------------------------------------------- GPU activity
+    def _gpu_activity(self, table: str, extra: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+        c = lambda col: self.col(table, col)  # noqa: E731
+        cols = [("start_ns", c("start")), ("end_ns", c("end")), ("device", c("deviceId")),
+                ("stream", c("streamId")), ("correlation", c("correlationId")), ("pid", c("globalPid"))] + extra
+        sql = "SELECT " + ", ".join(expr for _, expr in cols) + f' FROM "{table}" ORDER BY 1'
+        return self.fetch(sql, [n for n, _ in cols])
+
+    def _kernels(self):
+        t = "CUPTI_ACTIVITY_KIND_KERNEL"
+        c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
+        name = c("shortName") if "shortName" in self.tables[t] else c("demangledName")
+        grid = f"{c('gridX')}*{c('gridY')}*{c('gridZ')}" if self.has(t, "gridX", "gridY", "gridZ") else "-1"
+        block = f"{c('blockX')}*{c('blockY')}*{c('blockZ')}" if self.has(t, "blockX", "blockY", "blockZ") else "-1"
+        extra = [("name_id", name), ("full_name_id", c("demangledName")), ("grid", grid), ("block", block),
+                 ("registers", c("registersPerThread")), ("graph_node", f"coalesce({c('graphNodeId', '0')}, 0)")]
+        return self._gpu_activity(t, extra)
+
+    def _copies(self):
+        t = "CUPTI_ACTIVITY_KIND_MEMCPY"
+        c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
+        return self._gpu_activity(t, [("bytes", c("bytes")), ("kind", c("copyKind")),
+                                      ("src_kind", c("srcKind")), ("dst_kind", c("dstKind"))])
+
+    def _memsets(self):
+        return self._gpu_activity("CUPTI_ACTIVITY_KIND_MEMSET", [("bytes", self.col("CUPTI_ACTIVITY_KIND_MEMSET", "bytes"))])
+
+    def _graphs(self):
+        return self._gpu_activity("CUPTI_ACTIVITY_KIND_GRAPH_TRACE",
+                                  [("graph_id", self.col("CUPTI_ACTIVITY_KIND_GRAPH_TRACE", "graphId"))])
+
+    def _syncs(self):
+        t = "CUPTI_ACTIVITY_KIND_SYNCHRONIZATION"
+        c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
+        sync_type = c("syncType") if "syncType" in self.tables[t] else c("deprecatedSyncType")
+        cols = [("start_ns", c("start")), ("end_ns", c("end")), ("stream", c("streamId")), ("pid", c("globalPid")),
+                ("correlation", c("correlationId")), ("sync_type", sync_type)]
+        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}" ORDER BY 1', [n for n, _ in cols])
+
+    # ---------------------------------------------------------------- CPU side
+    def _api_calls(self):
+        t = "CUPTI_ACTIVITY_KIND_RUNTIME"
+        c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
+        # eventClass 1 is TRACE_PROCESS_EVENT_CUDA_DRIVER (ENUM_NSYS_EVENT_CLASS); runtime and driver share the table.
+        cols = [("start_ns", c("start")), ("end_ns", c("end")), ("tid", c("globalTid")),
+                ("correlation", c("correlationId")), ("name_id", c("nameId")),
+                ("driver", f"({c('eventClass', '0')} = 1)"), ("callchain", f"coalesce({c('callchainId')}, -1)")]
+        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}" ORDER BY 1', [n for n, _ in cols])
+
+    def _ranges(self):
+        t = "NVTX_EVENTS"
+        c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
+        has_text_id = "textId" in self.tables[t] and "StringIds" in self.tables
+        text = f"coalesce({c('text', 'NULL')}, s.value)" if has_text_id else c("text", "NULL")
+        join = f"LEFT JOIN StringIds s ON s.id = n.{c('textId')}" if has_text_id else ""
+        dom = c("domainId", "0")
+        domains = {}
+        if "domainId" in self.tables[t] and "eventType" in self.tables[t]:
+            try:
+                for did, name in self.f.db.execute(
+                        f'SELECT domainId, text FROM "{t}" WHERE eventType = {NVTX_DOMAIN_CREATE}'):
+                    domains[did] = "" if name is None else str(name)
+            except sqlite3.DatabaseError:
+                pass
+        etype = c("eventType", str(NVTX_PUSH_POP))
+        sql = (f"SELECT n.{c('start')}, n.{c('end')}, n.{c('globalTid')}, {text}, n.{dom}, ({etype} = {NVTX_PUSH_POP}) "
+               f'FROM "{t}" n {join} WHERE {etype} IN ({NVTX_PUSH_POP}, {NVTX_START_END}) AND n.{c("end")} IS NOT NULL '
+               f"AND n.{c('end')} >= n.{c('start')} ORDER BY 1")
+        rows = self.fetch(sql.replace("n.-1", "-1").replace("n.NULL", "NULL"),
+                          ["start_ns", "end_ns", "tid", "name", "domain_id", "push_pop"], text=("name",))
+        dom_ids = rows.pop("domain_id")
+        rows["domain"] = np.array([domains.get(int(d), "") for d in dom_ids], dtype=object)
+        return rows
+
+    def _os_calls(self):
+        t = "OSRT_API"
+        c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
+        cols = [("start_ns", c("start")), ("end_ns", c("end")), ("tid", c("globalTid")), ("name_id", c("nameId")),
+                ("callchain", f"coalesce({c('callchainId')}, -1)")]
+        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}" ORDER BY 1', [n for n, _ in cols])
+
+    def _sched(self):
+        t = "SCHED_EVENTS"
+        c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
+        cols = [("start_ns", c("start")), ("tid", c("globalTid")), ("cpu", c("cpu")), ("sched_in", c("isSchedIn")),
+                ("state", c("threadState")), ("block", f"coalesce({c('threadBlock')}, -1)")]
+        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}" ORDER BY 1', [n for n, _ in cols])
+
+    def _samples(self):
+        t = "COMPOSITE_EVENTS"
+        c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
+        cols = [("start_ns", c("start")), ("tid", c("globalTid")), ("callchain", c("id")), ("cpu", c("cpu"))]
+        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}" ORDER BY 1', [n for n, _ in cols])
+
+    def _chains(self, t):
+        c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
+        cols = [("id", c("id")), ("depth", c("stackDepth")), ("symbol_id", c("symbol")), ("module_id", c("module"))]
+        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}" ORDER BY 1, 2',
+                          [n for n, _ in cols])
+
+    def _callchains(self):
+        return self._chains("SAMPLING_CALLCHAINS")
+
+    def _os_callchains(self):
+        return self._chains("OSRT_CALLCHAINS")
+
+    def _gpu_metrics(self):
+        t = "GPU_METRICS"
+        c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
+        cols = [("start_ns", c("timestamp")), ("metric", c("metricId")), ("value", c("value", "NULL")),
+                ("gpu", c("typeId"))]
+        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}" ORDER BY 1',
+                          [n for n, _ in cols], floats=("value",))
+
+    def _threads(self):
+        t = "ThreadNames"
+        c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
+        rows = self.fetch(f'SELECT {c("globalTid")}, {c("nameId")} FROM "{t}"', ["tid", "name_id"])
+        rows["pid"] = (rows["tid"] >> 24) << 24
+        return rows
+
+    def _processes(self):
+        t = "PROCESSES"
+        c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
+        return self.fetch(f'SELECT {c("globalPid")}, {c("pid")}, {c("name", "NULL")} FROM "{t}"',
+                          ["pid", "os_pid", "name"], text=("name",))
+
+
+class _Strings(dict):
+    def __missing__(self, key):
+        return f"<string {key}>"

@@ -1,0 +1,82 @@
+"""Report -> terminal text: the verdict first, then the evidence. Everything from the profile is escaped."""
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from ..report import Report
+
+SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "dim"}
+
+
+def render(report: Report, file=None, width: int | None = None, color: bool | None = None) -> None:
+    file = file or sys.stdout
+    con = Console(file=file, width=width or (None if file.isatty() else 110), highlight=False,
+                  force_terminal=color, no_color=color is False, soft_wrap=False)
+    p, r = report.profile, report.requests
+    con.print(Text("nsys-doctor", style="bold") + Text(f"  {p.get('path')}"))
+    gpus = ", ".join(p.get("gpus") or []) or "GPU not recorded"
+    held = ", ".join(f"{k} {v:,}" for k, v in (p.get("counts") or {}).items() if v and k not in ("threads", "processes"))
+    con.print(f"[dim]{escape(str(p.get('format')))} {escape(str(p.get('nsys_version') or ''))} · {escape(gpus)}"
+              f" · {escape(held)}[/dim]")
+    missing = [f"{k}: {v}" for k, v in (p.get("absent") or {}).items()]
+    if missing:
+        con.print(f"[dim]missing: {escape('; '.join(missing))}[/dim]")
+    if p.get("tensorrt"):
+        con.print("[dim]TensorRT engine detected (TensorRT NVTX domain)[/dim]")
+    con.print()
+    con.print(Text("Verdict: ", style="bold") + Text(report.verdict))
+    con.print()
+    how = "inferred" if r.get("inferred") else "NVTX range"
+    con.print(f"[bold]Requests[/bold]: {r.get('count')} measured of {r.get('total')} ({how} "
+              f"[cyan]{escape(str(r.get('range')))}[/cyan]; {escape(str(r.get('chosen_because')))})")
+    if r.get("warmup"):
+        con.print(f"  warm-up left out: {r['warmup']} ({escape(str(r.get('warmup_reason')))})")
+    lat, cpu = r.get("latency_ms", {}), r.get("cpu_ms", {})
+    t = Table(box=None, padding=(0, 2), show_header=True, header_style="bold")
+    for col in ("ms", "p50", "p90", "p99", "max", "mean"):
+        t.add_column(col, justify="right")
+    t.add_row("end-to-end latency", *(f"{lat.get(k, 0):.2f}" for k in ("p50", "p90", "p99", "max", "mean")))
+    t.add_row("CPU time in range", *(f"{cpu.get(k, 0):.2f}" for k in ("p50", "p90", "p99", "max", "mean")))
+    con.print(t)
+    b, bp = r.get("breakdown_ms", {}), r.get("breakdown_pct", {})
+    con.print(f"  GPU busy {r.get('gpu_busy_pct', 0):.1f}% of latency (own work {r.get('own_gpu_busy_pct', 0):.1f}%); "
+              f"per request: {r.get('launches_per_request', 0):g} launches, {r.get('kernels_per_request', 0):g} "
+              f"kernels, {r.get('copies_per_request', 0):g} copies")
+    bar = "  ".join(f"{k.replace('_', ' ')} {b[k]:.2f} ms ({bp.get(k, 0):.0f}%)" for k in b)
+    con.print(f"  breakdown: {bar}")
+    con.print()
+    if not report.findings:
+        con.print("[bold]Findings[/bold]: none")
+    for i, f in enumerate(report.findings, 1):
+        style = SEVERITY_STYLE.get(f.severity, "")
+        con.print(f"[{style}]{i}. [{f.severity.upper()}] {escape(f.title)}[/{style}]  "
+                  f"[bold]~{f.impact_ms:.2f} ms/request ({f.impact_pct:.0f}%)[/bold]  [dim]{escape(f.category)}[/dim]")
+        nums = ", ".join(f"{k}={_fmt(v)}" for k, v in f.evidence.numbers.items())
+        if nums:
+            con.print(f"   evidence: {escape(nums)}")
+        for inst in f.evidence.worst[:3]:
+            where = f" @ {inst.start_ns / 1e9:.6f}s" + (f" req {inst.request}" if inst.request is not None else "")
+            extra = f" [{inst.thread}]" if inst.thread else ""
+            code = f" at {inst.code}" if inst.code else ""
+            con.print(f"   - {escape(inst.what)}{escape(where)}{escape(extra)}{escape(code)}")
+        for c in f.evidence.code[:3]:
+            con.print(f"   - hot: {escape(str(c.get('function')))} ({escape(str(c.get('module', '')))}) "
+                      f"{c.get('share_pct', 0):.0f}%")
+        for note in f.evidence.notes:
+            con.print(f"   [dim]note: {escape(note)}[/dim]")
+        con.print(f"   [green]fix[/green]: {escape(f.fix)}")
+        con.print(f"   [dim]why: {escape(f.why)}[/dim]")
+        con.print(f"   [dim]estimate: {escape(f.estimate)}[/dim]")
+    for note in report.notes:
+        con.print(f"[dim]note: {escape(note)}[/dim]")
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    return str(v)
