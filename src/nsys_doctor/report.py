@@ -55,6 +55,7 @@ class Report:
     verdict: str = ""
     per_request: dict[str, list] = field(default_factory=dict)  # columns, one value per measured request
     notes: list[str] = field(default_factory=list)
+    timeline: dict[str, Any] = field(default_factory=dict)     # excerpts of the timeline the findings cite (HTML)
     schema_version: str = SCHEMA_VERSION
 
     def ranked(self) -> "Report":
@@ -77,6 +78,7 @@ class Report:
             findings.append(Finding(**{**_known(Finding, f), "evidence": evidence}))
         return cls(profile=d.get("profile", {}), requests=d.get("requests", {}), findings=findings,
                    verdict=d.get("verdict", ""), per_request=d.get("per_request", {}), notes=d.get("notes", []),
+                   timeline=d.get("timeline", {}),
                    schema_version=d.get("schema_version", SCHEMA_VERSION))
 
 

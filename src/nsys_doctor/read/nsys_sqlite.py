@@ -17,6 +17,15 @@ from .sqlfetch import Fetcher
 # Tables that carry CUDA activity. A file with none of these and no NVTX is not something we can analyse.
 ACTIVITY_TABLES = ("CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_MEMCPY", "CUPTI_ACTIVITY_KIND_RUNTIME",
                    "NVTX_EVENTS", "OSRT_API")
+DEFAULT_ENUMS = {  # same values in every export that has the tables (2022.4-2025.3)
+    "CUDA_MEMCPY_OPER": {0: "Unknown", 1: "Host-to-Device", 2: "Device-to-Host", 3: "Host-to-Array",
+                         4: "Array-to-Host", 5: "Array-to-Array", 6: "Array-to-Device", 7: "Device-to-Array",
+                         8: "Device-to-Device", 9: "Host-to-Host", 10: "Peer-to-Peer", 11: "Unified Host-to-Device",
+                         12: "Unified Device-to-Host", 13: "Unified Device-to-Device"},
+    "CUDA_MEM_KIND": {0: "Pageable", 1: "Pinned", 2: "Device", 3: "Array", 4: "Managed", 5: "Device Static",
+                      6: "Managed Static", 7: "Unknown"},
+    "CUPTI_SYNC_TYPE": {0: "Unknown", 1: "Event sync", 2: "Stream wait sync", 3: "Stream sync", 4: "Context sync"},
+}
 NVTX_PUSH_POP, NVTX_START_END, NVTX_DOMAIN_CREATE = 59, 60, 75   # ENUM_NSYS_EVENT_TYPE ids (2022.x-2025.3)
 
 
@@ -105,11 +114,12 @@ class _Reader:
         return _Strings(dict(zip(rows["id"].tolist(), rows["value"].tolist())))
 
     def _enums(self) -> dict[str, dict[int, str]]:
-        out = {}
+        # 2022.1/2 exports (schema 2.9.1) have no ENUM_* tables; their values are those of later exports
+        out = {k: dict(v) for k, v in DEFAULT_ENUMS.items()}
         for table, cols in self.tables.items():
             if table.startswith("ENUM_") and {"id", "label"} <= cols:
                 try:
-                    out[table[5:]] = {int(i): str(lab) for i, lab in
+                    out[table[5:].replace("KRENEL", "KERNEL")] = {int(i): str(lab) for i, lab in
                                       self.f.db.execute(f'SELECT id, label FROM "{table}"') if i is not None}
                 except (sqlite3.DatabaseError, ValueError, TypeError):
                     continue
@@ -117,9 +127,10 @@ class _Reader:
 
     def _meta(self) -> dict:
         meta: dict = {}
-        if "META_DATA_EXPORT" in self.tables:
+        meta_table = next((t for t in ("META_DATA_EXPORT", "EXPORT_META_DATA") if t in self.tables), None)
+        if meta_table:   # EXPORT_META_DATA in schema 2.9-3.1 (2022.1-2023.1)
             try:
-                kv = dict(self.f.db.execute("SELECT name, value FROM META_DATA_EXPORT").fetchall())
+                kv = dict(self.f.db.execute(f"SELECT name, value FROM {meta_table}").fetchall())
                 meta["nsys_version"] = kv.get("EXPORT_PRODUCT_VERSION")
                 meta["schema_version"] = kv.get("EXPORT_SCHEMA_VERSION")
             except sqlite3.DatabaseError:
@@ -181,7 +192,11 @@ class _Reader:
     def _syncs(self):
         t = "CUPTI_ACTIVITY_KIND_SYNCHRONIZATION"
         c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
-        sync_type = c("syncType") if "syncType" in self.tables[t] else c("deprecatedSyncType")
+        # 2025.3 re-exports of older captures put 0 in syncType and the real value in deprecatedSyncType
+        if self.has(t, "syncType", "deprecatedSyncType"):
+            sync_type = 'coalesce(nullif("syncType", 0), "deprecatedSyncType", 0)'
+        else:
+            sync_type = c("syncType")
         cols = [("start_ns", c("start")), ("end_ns", c("end")), ("stream", c("streamId")), ("pid", c("globalPid")),
                 ("correlation", c("correlationId")), ("sync_type", sync_type)]
         return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}" ORDER BY 1', [n for n, _ in cols])
@@ -194,7 +209,10 @@ class _Reader:
         cols = [("start_ns", c("start")), ("end_ns", c("end")), ("tid", c("globalTid")),
                 ("correlation", c("correlationId")), ("name_id", c("nameId")),
                 ("driver", f"({c('eventClass', '0')} = 1)"), ("callchain", f"coalesce({c('callchainId')}, -1)")]
-        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}" ORDER BY 1', [n for n, _ in cols])
+        # eventClass 67 (CUDA backtrace, 2022 exports) repeats real calls with the same correlation id
+        where = 'WHERE "eventClass" IN (0, 1)' if "eventClass" in self.tables[t] else ""
+        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}" {where} ORDER BY 1',
+                          [n for n, _ in cols])
 
     def _ranges(self):
         t = "NVTX_EVENTS"
