@@ -175,3 +175,30 @@ def remove_leftovers(output_base: str | os.PathLike) -> list[Path]:
         path.unlink(missing_ok=True)
         removed.append(path)
     return removed
+
+
+def gpu_metrics_option(help_text: str) -> str:
+    """--gpu-metrics-devices (2024+) or --gpu-metrics-device (2023.x), whichever this nsys has."""
+    return "--gpu-metrics-devices" if "--gpu-metrics-devices" in help_text else "--gpu-metrics-device"
+
+
+def gpu_metrics_devices(path: str, option: str) -> str:
+    """`nsys profile --gpu-metrics-device(s)=help`: the GPUs that can sample metrics, or why none can."""
+    try:
+        out = subprocess.run([path, "profile", f"{option}=help"], capture_output=True, text=True,
+                             timeout=VERSION_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return (out.stdout + out.stderr).strip()
+
+
+def gpu_metrics_available(devices_text: str) -> bool:
+    """False when nsys says it has no GPU for metrics ('NVIDIA GPUs not found, feature is not available')."""
+    return bool(devices_text) and not re.search(r"not found|not available|not supported|insufficient|permission",
+                                                devices_text, re.IGNORECASE)
+
+
+def cpu_sampling_ok(status_text: str | None) -> bool | None:
+    """From `nsys status -e`: 'CPU Profiling Environment (process-tree): OK' -> True, FAIL -> False, absent -> None."""
+    match = re.search(r"CPU Profiling Environment \(process-tree\):\s*(\w+)", status_text or "")
+    return None if match is None else match.group(1).upper() == "OK"

@@ -122,8 +122,25 @@ def run(args: argparse.Namespace) -> int:
             if features[feature]:
                 features[feature] = False
                 _note(f"perf_event_paranoid is {level} (> {MAX_PARANOID_FOR_SAMPLING}): {DROPPED_MEANS[feature]}")
-    help_text = nsys_tool.profile_help(nsys)
-    metrics_option = "--gpu-metrics-devices" if "--gpu-metrics-devices" in help_text else "--gpu-metrics-device"
+    if features["sample"] or features["cpuctxsw"]:
+        if nsys_tool.cpu_sampling_ok(nsys_tool.status_environment(nsys)) is False:
+            for feature in ("sample", "cpuctxsw"):
+                if features[feature]:
+                    features[feature] = False
+                    _note(f"`nsys status -e` says CPU profiling is unavailable: {DROPPED_MEANS[feature]}")
+    metrics_option = nsys_tool.gpu_metrics_option(nsys_tool.profile_help(nsys))
+    if features["gpu_metrics"]:
+        devices = nsys_tool.gpu_metrics_devices(nsys, metrics_option)
+        if not nsys_tool.gpu_metrics_available(devices):
+            features["gpu_metrics"] = False
+            reason = nsys_tool.last_error_line(devices) if devices else "nsys lists no GPU for it"
+            _note(f"{reason}: {DROPPED_MEANS['gpu_metrics']}")
+
+    if "nvtx" in args.trace:
+        from ..envcheck import nvtx_package_version, nvtx_ranges_recorded
+        recorded, why = nvtx_ranges_recorded(nsys_tool.nsys_version(nsys), nvtx_package_version())
+        if recorded is False:
+            _note(f"NVTX ranges may be missing: {why}")   # about this Python's nvtx; the program may use another
 
     env = dict(os.environ)
     if args.capture_range:
