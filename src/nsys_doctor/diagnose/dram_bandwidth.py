@@ -1,0 +1,168 @@
+"""DRAM bandwidth: the request's longest kernels already move bytes near the GPU memory's peak rate, so they only get
+faster by moving fewer bytes (fusing elementwise chains, 16-bit activations), not by more parallelism."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..model.intervals import union
+from ..report import Evidence
+from .common import WORST, instance, make_finding
+
+DRAM_BOUND_PCT = 65.0       # read+write % of peak while the kernel ran; membw_bound's kernels 73-89, compute kernels
+                            # <= 40 (fp32_gemm 6, healthy's convs 60 but blended, see MIN_SAMPLES_PER_KERNEL)
+SM_ISSUE_MAX_PCT = 60.0     # issue slots busier than this: compute-heavy too, fewer bytes won't halve its time
+                            # (fp32_gemm SGEMM 85; membw_bound's kernels 17-52)
+MIN_SAMPLE_PERIODS = 1.0    # median kernel duration in metric sample periods: a sample averages the period before it,
+                            # so shorter kernels are blended with neighbours (healthy's 28 us kernels read 60-70%)
+TOP_KERNELS = 12            # kernel names judged, by time inside measured requests
+BYTES_CUT_FP32 = 0.5        # fp32/fp64 data in bf16/fp16 halves the bytes, so a bandwidth-bound kernel's time
+BYTES_CUT_16BIT = 0.25      # already 16-bit: only fusion helps; fusing two elementwise passes removes the intermediate
+                            # write+read, conservatively a quarter of the traffic
+MAX_IDLE_SHARE = 0.1        # a request window with < 10% GPU idle is GPU-bound: its latency is the queue of GPU work
+MIN_SHARE_PCT = 1.0         # below 1% of latency: not worth a line
+METRICS_FLAG = "--gpu-metrics-devices=all"
+
+NEEDS = ("kernels", "gpu_metrics")
+HALF_WORDS = ("Half", "BFloat16", "__half", "bfloat16", "__nv_bfloat16", "half_t", "bf16", "f16")
+
+
+def metric_ids(trace, prefix: str) -> list[int]:
+    """Metric ids whose name starts with `prefix` (ids differ per GPU and nsys version; names do not)."""
+    names = trace.meta.get("gpu_metric_names") or {}
+    return [int(i) for i, n in names.items() if str(n).startswith(prefix)]
+
+
+def latency_saving(ctx, saved_gpu_ns: np.ndarray) -> tuple[float, float]:
+    """Per measured request: GPU time saved -> latency saved. Where the GPU never idles during the request, requests
+    queue behind earlier ones doing the same work, so latency shrinks by the same share as the GPU work:
+    saved x device_busy / own_busy. Elsewhere latency shrinks by the GPU time saved. Returns (mean ns, mean factor)."""
+    t, m = ctx.requests.table, ctx.measured
+    if len(m) == 0:
+        return 0.0, 1.0
+    own = np.maximum(t["busy_ns"][m], 1).astype(np.float64)
+    lat = np.maximum(t["latency_ns"][m], 1).astype(np.float64)
+    saturated = t["idle_ns"][m] / lat < MAX_IDLE_SHARE
+    factor = np.where(saturated, np.clip(t["device_busy_ns"][m] / own, 1.0, lat / own), 1.0)
+    saved = np.minimum(saved_gpu_ns[m] * factor, lat)
+    return float(saved.mean()), float(factor.mean())
+
+
+def samples_inside(ts: np.ndarray, us: np.ndarray, ue: np.ndarray) -> np.ndarray:
+    """Mask of sample times inside the disjoint sorted intervals (us, ue)."""
+    if len(us) == 0:
+        return np.zeros(len(ts), bool)
+    i = np.searchsorted(us, ts, "right") - 1
+    return (i >= 0) & (ts < ue[np.clip(i, 0, None)])
+
+
+def diagnose(ctx):
+    trace, rq = ctx.trace, ctx.requests
+    k = trace.table("kernels")
+    kreq = rq.gpu_request.get("kernels", np.zeros(0, np.int64))
+    inreq = kreq >= rq.warmup
+    if not inreq.any() or ctx.mean_latency_ns <= 0:
+        return []
+    rd, wr = metric_ids(trace, "DRAM Read Bandwidth"), metric_ids(trace, "DRAM Write Bandwidth")
+    if not rd or not wr or "gpu_metrics" in trace.absent:
+        return [_no_metrics(ctx)]
+    g = trace.table("gpu_metrics")
+    if len(g["start_ns"]) == 0:
+        return [_no_metrics(ctx)]
+    gpu = _busiest_gpu(g, trace)
+
+    def series(ids):
+        sel = np.isin(g["metric"], ids) & (g["gpu"] == gpu)
+        ts, v = g["start_ns"][sel], g["value"][sel].astype(np.float64)
+        o = np.argsort(ts, kind="stable")
+        return ts[o], v[o]
+    ts_rd, v_rd = series(rd[:1])
+    ts_wr, v_wr = series(wr[:1])
+    if len(ts_rd) < 2 or len(ts_rd) != len(ts_wr):
+        return [_no_metrics(ctx)]
+    period = float(np.median(np.diff(ts_rd)))
+    dram = v_rd + v_wr
+    issue = series(metric_ids(trace, "SM Issue")[:1])
+
+    dur = (k["end_ns"] - k["start_ns"]).astype(np.float64)
+    ids, inv = np.unique(k["name_id"][inreq], return_inverse=True)
+    tot = np.bincount(inv, weights=dur[inreq])
+    order = np.argsort(-tot)[:TOP_KERNELS]
+    n_meas = len(ctx.measured)
+    saved = np.zeros(rq.count)
+    judged, flagged = [], []
+    for j in order:
+        mk = inreq & (k["name_id"] == ids[j])
+        us, ue = union(k["start_ns"][mk], k["end_ns"][mk])
+        inside = samples_inside(ts_rd, us, ue)
+        med = float(np.median(dur[mk]))
+        row = {"kernel": trace.name(ids[j]), "ms_per_request": float(tot[j]) / 1e6 / n_meas,
+               "dram_pct": float(dram[inside].mean()) if inside.any() else float("nan"), "samples": int(inside.sum()),
+               "median_us": med / 1e3, "mask": mk}
+        iss_in = samples_inside(issue[0], us, ue) if len(issue[0]) else np.zeros(0, bool)
+        row["sm_issue_pct"] = float(issue[1][iss_in].mean()) if iss_in.any() else float("nan")
+        judged.append(row)
+        if (med >= MIN_SAMPLE_PERIODS * period and inside.any() and row["dram_pct"] >= DRAM_BOUND_PCT
+                and not row["sm_issue_pct"] > SM_ISSUE_MAX_PCT):
+            full = trace.name(k["full_name_id"][np.flatnonzero(mk)[0]])
+            row["half"] = any(w in full for w in HALF_WORDS)
+            row["cut"] = BYTES_CUT_16BIT if row["half"] else BYTES_CUT_FP32
+            np.add.at(saved, kreq[mk], dur[mk] * row["cut"])
+            flagged.append(row)
+    if not flagged:
+        return []
+    impact, factor = latency_saving(ctx, saved)
+    if 100.0 * impact / ctx.mean_latency_ns < MIN_SHARE_PCT:
+        return []
+    own_ms = float(rq.table["busy_ns"][ctx.measured].mean()) / 1e6
+    bound_ms = float(sum(r["ms_per_request"] for r in flagged))
+    numbers = {"bandwidth_bound_kernel_ms_per_request": round(bound_ms, 3),
+               "own_gpu_ms_per_request": round(own_ms, 3),
+               "bandwidth_bound_share_of_gpu_pct": round(100 * bound_ms / own_ms, 1) if own_ms else 0.0,
+               "gpu_saving_ms_per_request": round(float(saved[ctx.measured].mean()) / 1e6, 3),
+               "queue_factor": round(factor, 2), "metric_sample_period_us": round(period / 1e3, 1)}
+    for r in flagged[:4]:
+        numbers[f"dram_rd_wr_pct[{r['kernel'][:60]}]"] = round(r["dram_pct"], 1)
+    worst = []
+    for r in flagged[:WORST]:
+        i = np.flatnonzero(r["mask"])
+        i = i[np.argmax(dur[i])]
+        worst.append(instance(ctx, int(kreq[i]), int(k["start_ns"][i]), int(k["end_ns"][i]),
+                              f"{r['ms_per_request']:.2f} ms/request at {r['dram_pct']:.0f}% of DRAM peak (read+write), "
+                              f"SM issue {r['sm_issue_pct']:.0f}%, {'16-bit' if r['half'] else '32-bit'} data",
+                              tid=int(rq.table["tid"][kreq[i]]), name=r["kernel"]))
+    fp32 = any(not r["half"] for r in flagged)
+    notes = [f"metrics: DRAM read+write throughput samples (every {period / 1e3:.0f} us) inside each kernel's "
+             f"intervals; kernels shorter than one sample period are not judged (their samples mix in neighbours)"]
+    return [make_finding(
+        ctx, "memory_bandwidth",
+        f"{len(flagged)} kernel(s) run at the DRAM bandwidth limit: {bound_ms:.1f} ms of {own_ms:.1f} ms GPU "
+        "per request", impact,
+        f"bytes cut x time of kernels at >= {DRAM_BOUND_PCT:g}% DRAM peak ({BYTES_CUT_FP32:g} for 32-bit data moved "
+        f"to bf16/fp16, {BYTES_CUT_16BIT:g} for 16-bit data by fusion) = {numbers['gpu_saving_ms_per_request']} ms "
+        f"GPU per request; x{factor:.1f} because requests queue on a saturated GPU behind the same work",
+        Evidence(numbers=numbers, worst=worst, notes=notes),
+        ("Move fewer bytes: " + ("run activations in bf16/fp16 (torch.autocast, model.half(), TensorRT fp16) to "
+                                 "halve them; " if fp32 else "") +
+         "fuse elementwise/normalisation chains into one kernel (torch.compile, TensorRT, fused LayerNorm/GELU/"
+         "softmax kernels) so intermediates stay in registers instead of round-tripping through DRAM."),
+        ("These kernels already stream data at close to the GPU memory's peak rate while the SMs mostly wait on "
+         "loads; their time is bytes / bandwidth, so more threads or a faster GPU core will not help, fewer bytes "
+         "will."))]
+
+
+def _busiest_gpu(g, trace) -> int:
+    gpus = np.unique(g["gpu"])
+    if len(gpus) == 1:
+        return int(gpus[0])
+    sm = np.isin(g["metric"], metric_ids(trace, "SMs Active"))
+    means = [float(g["value"][sm & (g["gpu"] == x)].mean()) if (sm & (g["gpu"] == x)).any() else 0.0 for x in gpus]
+    return int(gpus[int(np.argmax(means))])
+
+
+def _no_metrics(ctx):
+    return make_finding(
+        ctx, "memory_bandwidth", "DRAM bandwidth not checked: the profile has no GPU metrics", 0.0,
+        "not estimated: no GPU metrics samples", Evidence(notes=[
+            f"record with `nsys profile {METRICS_FLAG}` to see whether kernels are limited by GPU memory bandwidth"]),
+        f"Profile again with `{METRICS_FLAG}`.",
+        "Without DRAM throughput samples a memory-bound kernel cannot be told from a compute-bound one.")

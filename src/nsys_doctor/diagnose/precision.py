@@ -1,0 +1,116 @@
+"""Precision: matrix multiplies and convolutions run in fp32 on the CUDA cores (FFMA, SGEMM) of a GPU that has tensor
+cores, which would run the same math several times faster in TF32, FP16/BF16 or INT8."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from ..report import Evidence
+from .common import WORST, instance, make_finding
+from .dram_bandwidth import latency_saving, metric_ids, samples_inside
+from ..model.intervals import union
+
+# CUDA-core fp32 GEMM/conv kernels of cuBLAS, cuDNN and CUTLASS (names seen in fp32_gemm / memcpy_pageable and the
+# standard library names): sgemm, *_ffma_*, xmma f32f32_f32f32 without tf32, scudnn, gemmSN, simt
+CUDA_CORE = re.compile(r"sgemm|_ffma|ffma_|f32f32_f32f32|scudnn|gemmsn|cutlass.*simt|implicit_convolve_sgemm")
+# tensor-core paths: any of these in the name means the kernel already uses tensor cores (healthy: xmma f16f16,
+# nvjet_sm90_hsh, hmma tensor1688; standard: h884/h1688/s1688 tf32, tensorop, wgmma, imma, bf16, i8)
+TENSOR_CORE = re.compile(r"tf32|h884|h1688|s1688|s16816|h16816|i8816|hmma|imma|tensorop|wgmma|gmma|tensor\d|"
+                         r"f16|bf16|e4m3|e5m2|nvjet|i8i8|int8|fp8")
+# GPUs without tensor cores (Maxwell, Pascal and older): the fix does not exist there
+NO_TENSOR_CORE_GPU = re.compile(r"\b(K\d+|M\d+|P\d+|GTX|Tesla [KMP])", re.I)
+TC_SPEEDUP = 2.0            # assumed speed-up of the tensor-core path: TF32 dense peak is ~7x FP32 FFMA on H100/A100
+                            # (495 vs 67 TFLOP/s), large GEMMs reach 3-5x; 2x keeps the estimate conservative
+TENSOR_ACTIVE_MAX_PCT = 10.0  # while those kernels ran; above it they do use tensor cores (fp32_gemm: 0.8%;
+                            # healthy's real tensor-core kernels read 11-21% blended)
+MIN_SHARE_PCT = 1.0         # under 1% of latency: not worth a line
+
+NEEDS = ("kernels",)
+
+
+def diagnose(ctx):
+    trace, rq = ctx.trace, ctx.requests
+    k = trace.table("kernels")
+    kreq = rq.gpu_request.get("kernels", np.zeros(0, np.int64))
+    inreq = kreq >= rq.warmup
+    if not inreq.any() or ctx.mean_latency_ns <= 0:
+        return []
+    gpus = [str(g.get("name") or "") for g in trace.meta.get("gpus", [])]
+    if gpus and all(NO_TENSOR_CORE_GPU.search(g) for g in gpus):
+        return []
+    ids = np.unique(k["name_id"][inreq])
+    cc_ids = [int(i) for i in ids if _cuda_core(trace.name(i))]
+    if not cc_ids:
+        return []
+    is_cc = inreq & np.isin(k["name_id"], cc_ids)
+    dur = (k["end_ns"] - k["start_ns"]).astype(np.float64)
+    cc_ns = np.bincount(kreq[is_cc], weights=dur[is_cc], minlength=rq.count)
+    numbers = {"cuda_core_gemm_ms_per_request": round(float(cc_ns[ctx.measured].mean()) / 1e6, 3),
+               "own_gpu_ms_per_request": round(float(rq.table["busy_ns"][ctx.measured].mean()) / 1e6, 3)}
+    own = numbers["own_gpu_ms_per_request"]
+    numbers["cuda_core_gemm_share_of_gpu_pct"] = round(100 * numbers["cuda_core_gemm_ms_per_request"] / own, 1) \
+        if own else 0.0
+    notes = []
+    tensor, issue = _metric_during(ctx, k, is_cc, "Tensor Active"), _metric_during(ctx, k, is_cc, "SM Issue")
+    if tensor is not None:
+        numbers["tensor_active_pct_during"] = round(tensor, 1)
+        if tensor > TENSOR_ACTIVE_MAX_PCT:
+            return []       # names say fp32, but the tensor pipes are busy: not this problem
+    else:
+        notes.append("no 'Tensor Active' GPU metric (record with --gpu-metrics-devices=all); judged by kernel names")
+    if issue is not None:
+        numbers["sm_issue_pct_during"] = round(issue, 1)
+    saved = cc_ns * (1.0 - 1.0 / TC_SPEEDUP)
+    impact, factor = latency_saving(ctx, saved)
+    if 100.0 * impact / ctx.mean_latency_ns < MIN_SHARE_PCT:
+        return []
+    numbers["queue_factor"] = round(factor, 2)
+    idx = np.flatnonzero(is_cc)
+    idx = idx[np.argsort(-dur[idx], kind="stable")]
+    seen, worst = set(), []
+    for i in idx:                        # the longest instance of each distinct kernel
+        if k["name_id"][i] in seen:
+            continue
+        seen.add(k["name_id"][i])
+        worst.append(instance(ctx, int(kreq[i]), int(k["start_ns"][i]), int(k["end_ns"][i]),
+                              "fp32 matrix kernel on CUDA cores (FFMA)", tid=int(rq.table["tid"][kreq[i]]),
+                              name=trace.name(k["name_id"][i])))
+        if len(worst) >= WORST:
+            break
+    return [make_finding(
+        ctx, "precision",
+        f"fp32 matrix math on CUDA cores, no tensor cores: {numbers['cuda_core_gemm_ms_per_request']:.1f} ms of "
+        f"{own:.1f} ms GPU per request", impact,
+        f"time of CUDA-core GEMM/conv kernels x (1 - 1/{TC_SPEEDUP:g}), assuming the tensor-core path is at least "
+        f"{TC_SPEEDUP:g}x faster (TF32 peak is ~7x FP32 on A100/H100, BF16 ~14x); x{factor:.1f} where requests queue "
+        "on a saturated GPU behind the same work",
+        Evidence(numbers=numbers, worst=worst, notes=notes),
+        ("Let the matmuls use tensor cores: TF32 with `torch.set_float32_matmul_precision('high')` (or "
+         "torch.backends.cuda.matmul.allow_tf32 = True and torch.backends.cudnn.allow_tf32 = True), or run the "
+         "model in FP16/BF16 with torch.autocast / model.half(); for deployment build a TensorRT engine in "
+         "FP16/INT8 (calibrated or quantised). Check accuracy once after the switch."),
+        ("Without TF32 or 16-bit types, cuBLAS/cuDNN pick FFMA kernels that run on the ordinary fp32 CUDA cores; "
+         "tensor cores do the same matrix math many times faster, and they sit idle here."))]
+
+
+def _cuda_core(name: str) -> bool:
+    low = name.lower()
+    return bool(CUDA_CORE.search(low)) and not TENSOR_CORE.search(low)
+
+
+def _metric_during(ctx, k, mask, prefix: str) -> float | None:
+    """Mean of a GPU metric over its samples taken while the masked kernels ran; None when not recorded."""
+    trace = ctx.trace
+    ids = metric_ids(trace, prefix)
+    if not ids or "gpu_metrics" in trace.absent:
+        return None
+    g = trace.table("gpu_metrics")
+    sel = g["metric"] == ids[0]
+    if not sel.any():
+        return None
+    ts, v = g["start_ns"][sel], g["value"][sel].astype(np.float64)
+    o = np.argsort(ts, kind="stable")
+    us, ue = union(k["start_ns"][mask], k["end_ns"][mask])
+    inside = samples_inside(ts[o], us, ue)
+    return float(v[o][inside].mean()) if inside.any() else None

@@ -1,0 +1,160 @@
+"""Memory transfers: host<->device copies inside requests run slowly (pageable host memory, staged by the driver and
+blocking the CPU) or stall the GPU, because nothing computes while they run."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..model.intervals import covered, union
+from ..report import Evidence
+from .common import WORST, instance, make_finding, per_request_mean
+
+MIN_MEASURE_BYTES = 1 << 20        # below 1 MiB a copy's time is mostly fixed latency, its GB/s means nothing
+PINNED_FLOOR_GBPS = 12.0           # pinned PCIe Gen3 x16 moves ~12 GB/s, the slowest link a current datacenter GPU sits
+                                   # on; a faster rate measured in the same profile replaces it (healthy: 55 GB/s H2D)
+MIN_SHARE_PCT = 1.0                # under 1% of request latency the copies are not worth a line (healthy: pinned async)
+HOST_KINDS = {1: "HtoD", 2: "DtoH"}  # ENUM_CUDA_MEMCPY_OPER values used when the profile has no enum table
+PAGEABLE = 0                       # ENUM_CUDA_MEM_KIND value of pageable host memory (fallback for the enum label)
+
+NEEDS = ("copies", "kernels", "api_calls")
+
+
+def _direction(trace, kind: np.ndarray) -> np.ndarray:
+    """'HtoD' / 'DtoH' per copy, '' for device-side copies (DtoD, PtoP, memsets are not host transfers)."""
+    out = np.full(len(kind), "", object)
+    for v in np.unique(kind):
+        label = trace.enum("CUDA_MEMCPY_OPER", v, "")
+        if label:
+            low = label.lower()
+            d = "HtoD" if low.startswith("host-to-device") else "DtoH" if low.startswith("device-to-host") else ""
+        else:
+            d = HOST_KINDS.get(int(v), "")
+        out[kind == v] = d
+    return out
+
+
+def _pageable(trace, mem_kind: np.ndarray) -> np.ndarray:
+    labels = {int(v): trace.enum("CUDA_MEM_KIND", v, "") for v in np.unique(mem_kind)}
+    pag = {v for v, lab in labels.items() if lab.lower() == "pageable" or (not lab and v == PAGEABLE)}
+    return np.isin(mem_kind, list(pag))
+
+
+def diagnose(ctx):
+    trace, rq = ctx.trace, ctx.requests
+    if not trace.has("copies") or ctx.mean_latency_ns <= 0:
+        return []
+    c = trace.table("copies")
+    req = rq.gpu_request.get("copies", np.zeros(0, np.int64))
+    direction = _direction(trace, c["kind"])
+    host = direction != ""
+    dur = (c["end_ns"] - c["start_ns"]).astype(np.float64)
+    nbytes = c["bytes"].astype(np.float64)
+    pageable = host & (_pageable(trace, c["src_kind"]) | _pageable(trace, c["dst_kind"]))
+
+    # reference rate per direction: the best measured in the whole profile (pinned or not), never below the floor
+    big = host & (nbytes >= MIN_MEASURE_BYTES) & (dur > 0)
+    rate = np.where(dur > 0, nbytes / np.maximum(dur, 1), 0.0)          # bytes/ns == GB/s
+    ref = {}
+    for d in ("HtoD", "DtoH"):
+        m = big & (direction == d)
+        ref[d] = max(PINNED_FLOOR_GBPS, float(rate[m].max()) if m.any() else 0.0)
+    ref_rate = np.where(direction == "HtoD", ref["HtoD"], np.where(direction == "DtoH", ref["DtoH"], PINNED_FLOOR_GBPS))
+
+    inreq = host & (req >= rq.warmup)
+    if not inreq.any():
+        return []
+    # 1) slow copies: time above what the reference rate needs (only for copies big enough to measure)
+    ideal = np.where(big, nbytes / np.maximum(ref_rate, 1e-9), dur)
+    slow_ns = np.where(big, np.clip(dur - ideal, 0, None), 0.0)
+    # 2) copies the GPU waits on: copy time during which the same device runs no kernel
+    k = trace.table("kernels")
+    exposed = np.zeros(len(dur))
+    for dev in np.unique(c["device"][inreq]):
+        km = k["device"] == dev
+        us, ue = union(k["start_ns"][km], k["end_ns"][km])
+        cm = inreq & (c["device"] == dev)
+        exposed[cm] = dur[cm] - covered(us, ue, c["start_ns"][cm], c["end_ns"][cm])
+    # after the rate fix, the exposed part shrinks in proportion; a side stream can hide it behind the compute of
+    # neighbouring requests, at most as much compute as the request itself has
+    exposed_after = exposed * np.where(dur > 0, np.minimum(ideal, dur) / np.maximum(dur, 1), 0)
+    n = rq.count
+    m = inreq
+    per_req_exposed = np.bincount(req[m], weights=exposed_after[m], minlength=n)
+    hide = np.minimum(per_req_exposed, rq.table["compute_ns"].astype(np.float64))
+    reqs = np.arange(n)
+    meas = reqs >= rq.warmup
+    overlap_ns = float(hide[meas].mean()) if meas.any() else 0.0
+    slow_mean = per_request_mean(slow_ns, np.where(m, req, -1), ctx)
+    impact = slow_mean + overlap_ns
+    if 100.0 * impact / ctx.mean_latency_ns < MIN_SHARE_PCT:
+        return []
+
+    copy_ms = per_request_mean(dur, np.where(m, req, -1), ctx) / 1e6
+    pag_ms = per_request_mean(np.where(pageable, dur, 0), np.where(m, req, -1), ctx) / 1e6
+    numbers = {
+        "copies_per_request": round(per_request_mean(np.ones(len(dur)), np.where(m, req, -1), ctx), 2),
+        "copy_ms_per_request": round(copy_ms, 3),
+        "bytes_per_request_MiB": round(per_request_mean(nbytes, np.where(m, req, -1), ctx) / 2**20, 2),
+        "pageable_copy_ms_per_request": round(pag_ms, 3),
+        "slow_excess_ms_per_request": round(slow_mean / 1e6, 3),
+        "gpu_waits_on_copy_ms_per_request": round(per_request_mean(exposed, np.where(m, req, -1), ctx) / 1e6, 3),
+        "hideable_by_overlap_ms_per_request": round(overlap_ns / 1e6, 3),
+    }
+    for d in ("HtoD", "DtoH"):
+        dm = m & (direction == d) & big
+        if dm.any():
+            numbers[f"{d}_GBps_in_requests"] = round(float(nbytes[dm].sum() / dur[dm].sum()), 2)
+            numbers[f"{d}_reference_GBps"] = round(ref[d], 2)
+    blocked, n_sync = _host_blocking(ctx)
+    numbers["memcpy_api_blocked_ms_per_request"] = round(blocked / 1e6, 3)
+    numbers["synchronous_memcpy_calls_per_request"] = round(n_sync, 2)
+
+    cost = slow_ns + exposed_after
+    idx = np.flatnonzero(m)
+    idx = idx[np.argsort(-cost[idx], kind="stable")][:WORST]
+    worst = []
+    for i in idx:
+        what = (f"{direction[i]} {'pageable' if pageable[i] else 'pinned/device'} {nbytes[i] / 2**20:.1f} MiB "
+                f"in {dur[i] / 1e6:.2f} ms ({rate[i]:.1f} GB/s; reference {ref_rate[i]:.1f} GB/s)")
+        worst.append(instance(ctx, int(req[i]), int(c["start_ns"][i]), int(c["end_ns"][i]), what,
+                              tid=int(rq.table["tid"][req[i]]), name=f"memcpy {direction[i]}"))
+    notes = [f"reference rate: the best host<->device rate of copies >= 1 MiB in this profile per direction, at least "
+             f"{PINNED_FLOOR_GBPS:g} GB/s (pinned PCIe Gen3 x16); pinned PCIe Gen4/Gen5 reach ~25/~50 GB/s"]
+    pag_share = pag_ms / copy_ms if copy_ms > 0 else 0.0
+    if pag_share >= 0.5:
+        title = f"Pageable host copies take {copy_ms:.1f} ms per request"
+        fix = ("Copy from/to pinned (page-locked) host buffers allocated once: torch `tensor.pin_memory()` / "
+               "`torch.empty(..., pin_memory=True)` reused across requests, `cudaHostAlloc`/`cudaHostRegister`, then "
+               "`.to(device, non_blocking=True)` / cudaMemcpyAsync on a side stream so the next request's input "
+               "moves while this one computes. Send fewer bytes if you can (fp16/uint8 inputs, crop before copying).")
+        why = ("The driver cannot DMA from pageable memory: it copies through a small pinned staging buffer in "
+               "chunks, at a fraction of the link's speed, and the calling thread is blocked for the whole copy "
+               "(even cudaMemcpyAsync), so neither the CPU nor the GPU can do anything else meanwhile.")
+    else:
+        title = f"Host<->device copies stall the GPU for {numbers['gpu_waits_on_copy_ms_per_request']:.1f} ms " \
+                f"per request"
+        fix = ("Issue copies with cudaMemcpyAsync / `non_blocking=True` on a separate stream from pinned buffers, and "
+               "double-buffer inputs so request N+1's upload overlaps request N's compute; copy fewer bytes.")
+        why = ("A copy on the compute stream serialises with the kernels: the SMs sit idle while bytes cross PCIe. "
+               "Copy engines run independently of the SMs, so on another stream the same copy costs nothing.")
+    estimate = (f"per request: copy time above bytes / reference rate ({slow_mean / 1e6:.2f} ms; what pinned buffers "
+                f"would save) + copy time with no kernel running that a side stream could overlap with compute, at "
+                f"most the request's compute time ({overlap_ns / 1e6:.2f} ms)")
+    return [make_finding(ctx, "memory_transfer", title, impact, estimate,
+                         Evidence(numbers=numbers, worst=worst, notes=notes), fix, why)]
+
+
+def _host_blocking(ctx) -> tuple[float, float]:
+    """CPU time per measured request spent inside memcpy API calls, and synchronous (non-Async) memcpy calls."""
+    api = ctx.trace.table("api_calls")
+    r = ctx.requests.api_request
+    if len(r) == 0 or len(r) != len(api["start_ns"]):
+        return 0.0, 0.0
+    ids = np.unique(api["name_id"][r >= ctx.requests.warmup])
+    names = {int(i): ctx.trace.name(i) for i in ids}
+    mem = [i for i, s in names.items() if s.startswith(("cudaMemcpy", "cuMemcpy"))]
+    sync = [i for i in mem if "Async" not in names[i] and "Peer" not in names[i]]
+    is_mem = np.isin(api["name_id"], mem)
+    dur = (api["end_ns"] - api["start_ns"]).astype(np.float64)
+    blocked = per_request_mean(np.where(is_mem, dur, 0.0), r, ctx)
+    n_sync = per_request_mean(np.isin(api["name_id"], sync).astype(np.float64), r, ctx)
+    return blocked, n_sync

@@ -1,0 +1,34 @@
+"""memory_bandwidth on real zoo profiles: membw_bound's fp32 elementwise/LayerNorm/softmax kernels run at the DRAM
+limit (GPU metrics, read+write % of peak); healthy's short fp16 kernels and fp32_gemm's SGEMM do not count."""
+import sqlite3
+
+from tests.conftest import zoo, zoo_report
+
+
+def _finding(report, category):
+    return next((f for f in report.findings if f.category == category), None)
+
+
+def test_membw_bound_kernels_at_dram_peak():
+    # independent fact (SQL): while kernels run, DRAM read+write throughput samples are high on membw_bound
+    db = sqlite3.connect(zoo("membw_bound"))
+    ids = dict(db.execute("SELECT metricName, metricId FROM TARGET_INFO_GPU_METRICS"))
+    rd = ids["DRAM Read Bandwidth [Throughput %]"]
+    wr = ids["DRAM Write Bandwidth [Throughput %]"]
+    mx = db.execute("SELECT max(value) FROM GPU_METRICS WHERE metricId IN (?, ?)", (rd, wr)).fetchone()[0]
+    assert mx >= 40
+    f = _finding(zoo_report("membw_bound"), "memory_bandwidth")
+    assert f is not None and f.severity == "high"
+    assert f.evidence.numbers["bandwidth_bound_share_of_gpu_pct"] >= 80
+    assert any("vectorized_elementwise" in (w.name or "") for w in f.evidence.worst)
+
+
+def test_membw_bound_ranks_bandwidth_first():
+    top = max((f for f in zoo_report("membw_bound").findings if f.severity != "low"), key=lambda f: f.impact_pct)
+    assert top.category == "memory_bandwidth"
+
+
+def test_absent_where_compute_bound_or_healthy():
+    for name in ("healthy", "fp32_gemm"):
+        f = _finding(zoo_report(name), "memory_bandwidth")
+        assert f is None or f.severity == "low", name
