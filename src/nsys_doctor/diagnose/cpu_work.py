@@ -1,0 +1,169 @@
+"""CPU pre- and post-processing: the request thread computes on the CPU before its first GPU work (decode, resize,
+normalise) or after its last GPU result (NMS, formatting), while the GPU has nothing of this request to do.
+
+The window before the first launch and the window after the last GPU result are split by cause (cpu_samples):
+time inside CUDA calls, blocked in OS calls (locks: thread_contention; sleep and file/socket reads: data loading,
+gpu_underutilization) and off-CPU time are not CPU work. What remains is the thread running its own code, confirmed by
+CPU samples where the profile has them, and only the part of it during which the GPU idled is a saving.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..model.intervals import union
+from ..model.requests import GPU_TABLES, _assign_calls, _launch_calls
+from ..report import Evidence
+from . import cpu_samples as cs
+from .common import WORST, instance, make_finding
+
+MIN_SAVING_NS = 1_000_000     # under 1 ms per request the window is Python glue (healthy 0.04, sync_heavy 0.24 ms)
+MIN_SAVING_PCT = 3.0          # of mean latency; below, not worth a line (memcpy_pageable post 1.8 ms = 0.7%)
+MIN_SAMPLE_CONFIRM = 0.5      # samples must cover half of the remainder to trust it is CPU work, else scale down
+                              # (cpu_preproc: 47 samples x 2 ms = 94 ms vs 89 ms remainder)
+NEEDS = ("api_calls", "os_calls", "sched", "samples", "callchains", "ranges")
+
+PHASES = {"cpu_preprocessing": ("before its first GPU launch", "pre-processing"),
+          "cpu_postprocessing": ("after its last GPU result", "post-processing")}
+
+
+def request_windows(ctx) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per request: (lo, hi) of the pre window (start -> first launch) and post window (GPU end -> range end)."""
+    if "cpu_windows" in ctx.cache:
+        return ctx.cache["cpu_windows"]
+    trace, req = ctx.trace, ctx.requests
+    t, n = req.table, req.count
+    api = trace.table("api_calls")
+    first = np.full(n, np.iinfo(np.int64).max)
+    launch = _launch_calls(trace) & (req.api_request >= 0) if len(req.api_request) else np.zeros(0, bool)
+    if launch.any():
+        np.minimum.at(first, req.api_request[launch], api["start_ns"][launch])
+    first = np.where(first == np.iinfo(np.int64).max, np.where(t["gpu_start_ns"] >= 0, t["gpu_start_ns"], t["end_ns"]),
+                     first)
+    pre = (t["start_ns"], np.clip(first, t["start_ns"], t["end_ns"]))
+    post_lo = np.where(t["gpu_end_ns"] >= 0, t["gpu_end_ns"], t["end_ns"])
+    post = (np.clip(post_lo, t["start_ns"], t["end_ns"]), t["end_ns"])
+    out = {"cpu_preprocessing": pre, "cpu_postprocessing": post}
+    ctx.cache["cpu_windows"] = out
+    return out
+
+
+def device_idle(ctx, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """Times in [lo, hi) when no GPU ran anything (all devices together), as a disjoint sorted set."""
+    key = ("device_idle", lo, hi)
+    if key not in ctx.cache:
+        tr = ctx.trace
+        s = np.concatenate([tr.table(x)["start_ns"] for x in GPU_TABLES]).astype(np.int64)
+        e = np.concatenate([tr.table(x)["end_ns"] for x in GPU_TABLES]).astype(np.int64)
+        bs, be = union(s, e)
+        ctx.cache[key] = cs.subtract(np.array([lo], np.int64), np.array([hi], np.int64), bs, be)
+    return ctx.cache[key]
+
+
+def window_causes(ctx, lo: np.ndarray, hi: np.ndarray, idle_only: bool) -> dict[str, np.ndarray]:
+    """Per request (all of them): ns per cause inside its window, optionally only while the GPU idled."""
+    t = ctx.requests.table
+    n = ctx.requests.count
+    out = {c: np.zeros(n, np.int64) for c in cs.CAUSES}
+    if n == 0:
+        return out
+    within = device_idle(ctx, int(t["start_ns"].min()), int(max(t["end_ns"].max(), t["gpu_end_ns"].max()))) \
+        if idle_only else None
+    for tid in np.unique(t["tid"]):
+        m = np.flatnonzero(t["tid"] == tid)
+        got = cs.causes_in_windows(ctx, int(tid), lo[m], hi[m], within)
+        for c in cs.CAUSES:
+            out[c][m] = got[c]
+    return out
+
+
+def nested_phases(ctx, lo: np.ndarray, hi: np.ndarray) -> list[dict]:
+    """User NVTX ranges nested in the windows (e.g. "preprocess"), total ms per request, largest first."""
+    r = ctx.trace.table("ranges")
+    if len(r.get("start_ns", [])) == 0:
+        return []
+    t, m = ctx.requests.table, ctx.requests.measured
+    win = _assign_calls({"tid": t["tid"][m], "start_ns": lo[m], "end_ns": hi[m]}, r["tid"], r["start_ns"])
+    ok = (win >= 0) & (r["end_ns"] <= hi[m][np.clip(win, 0, None)]) & (r["name"] != ctx.requests.range_name)
+    if not ok.any():
+        return []
+    names, inv = np.unique(r["name"][ok].astype(str), return_inverse=True)
+    tot = np.bincount(inv, weights=(r["end_ns"][ok] - r["start_ns"][ok]).astype(float))
+    order = np.argsort(-tot)[:3]
+    return [{"range": str(names[k]), "ms_per_request": round(float(tot[k]) / len(m) / 1e6, 3)} for k in order]
+
+
+def diagnose(ctx) -> list:
+    req, trace = ctx.requests, ctx.trace
+    m = req.measured
+    if len(m) == 0 or ctx.mean_latency_ns <= 0:
+        return []
+    period = cs.sample_period_ns(trace)
+    findings = []
+    for cat, (lo, hi) in request_windows(ctx).items():
+        where, word = PHASES[cat]
+        full = window_causes(ctx, lo, hi, idle_only=False)
+        idle = window_causes(ctx, lo, hi, idle_only=True)
+        cpu_ns = full["cpu"][m].astype(float)
+        notes = []
+        # confirm the remainder is CPU work with samples (it also holds untraced waits when osrt/sched are absent)
+        confirm = 1.0
+        if trace.has("samples"):
+            win = cs.samples_in_windows(trace, req.table["tid"][m], lo[m], hi[m])
+            sampled = float((win >= 0).sum()) * period
+            if cpu_ns.sum() > 0:
+                confirm = min(1.0, sampled / cpu_ns.sum())
+            if confirm < MIN_SAMPLE_CONFIRM:
+                notes.append(f"CPU samples cover only {confirm:.0%} of this time: part of it is waiting that the "
+                             "OS runtime trace did not record")
+            else:
+                confirm = 1.0
+        else:
+            notes.append("no CPU samples (record with --sample=process-tree): CPU time is the window minus traced "
+                         "waits, not confirmed")
+        if not trace.has("os_calls"):
+            notes.append("no OS runtime trace (--trace=osrt): blocking reads, sleeps and lock waits cannot be "
+                         "told apart from CPU work")
+        saving = float(idle["cpu"][m].mean()) * confirm
+        window_ns = float((hi - lo)[m].mean())
+        if saving < MIN_SAVING_NS or 100.0 * saving / ctx.mean_latency_ns < MIN_SAVING_PCT:
+            continue
+        funcs, nsamp = cs.hot_functions(trace, req.table["tid"][m], lo[m], hi[m])
+        phases = nested_phases(ctx, lo, hi)
+        ms = lambda c: round(float(full[c][m].mean()) / 1e6, 3)  # noqa: E731
+        numbers = {"window_ms_per_request": round(window_ns / 1e6, 3),
+                   "cpu_ms_per_request": round(float(cpu_ns.mean()) * confirm / 1e6, 3),
+                   "cpu_while_gpu_idle_ms_per_request": round(saving / 1e6, 3),
+                   "lock_wait_ms_per_request": ms("lock"), "sleep_ms_per_request": ms("sleep"),
+                   "io_ms_per_request": ms("io"), "cuda_api_ms_per_request": round(ms("sync") + ms("copy")
+                                                                                 + ms("launch"), 3),
+                   "off_cpu_runnable_ms_per_request": ms("runqueue"), "cpu_samples": nsamp,
+                   "sample_period_ms": round(period / 1e6, 3)}
+        if phases:
+            numbers["nvtx_phases"] = phases
+        worst_idx = m[np.argsort(-idle["cpu"][m])[:WORST]]
+        worst = []
+        for r in worst_idx:
+            f, _ = cs.hot_functions(trace, req.table["tid"][r:r + 1], lo[r:r + 1], hi[r:r + 1], top=1)
+            worst.append(instance(ctx, int(r), lo[r], hi[r], f"{word} on the CPU {idle['cpu'][r] / 1e6:.1f} ms "
+                                  f"while the GPU idled", int(req.table["tid"][r]),
+                                  name=phases[0]["range"] if phases else None, code=cs.code_line(f)))
+        hot = f" (hottest: {funcs[0]['function']} in {funcs[0]['module']})" if funcs else ""
+        named = f" in NVTX range {phases[0]['range']!r}" if phases else ""
+        title = f"CPU {word}{named} keeps the GPU idle {saving / 1e6:.1f} ms per request {where}{hot}"
+        waits = ms("lock") + ms("sleep") + ms("io")
+        if waits > 0.1:
+            notes.append(f"{waits:.1f} ms of the window is blocked (locks, sleep, I/O), not counted here: see "
+                         "thread_contention / gpu_underutilization")
+        findings.append(make_finding(
+            ctx, cat, title, saving,
+            "on-CPU time of the request thread in the window (window minus CUDA calls, OS-runtime waits and off-CPU "
+            "time, checked against CPU samples) that overlaps GPU idle time; overlapping it with the GPU work of "
+            "another request or moving it to the GPU removes it from the critical path",
+            Evidence(numbers=numbers, worst=worst, code=funcs, notes=notes),
+            fix=(f"Move the {word} off the request's critical path: run it in a worker pool / data-loader process "
+                 "that prepares the next request while the GPU runs this one, or do it on the GPU (torch / DALI / "
+                 "cv-cuda kernels, vectorised numpy instead of Python loops)."),
+            why=(f"The serving thread spends {numbers['cpu_ms_per_request']:.1f} ms per request running its own code "
+                 f"{where}, and the GPU has nothing of this request to run meanwhile, so each request pays the CPU "
+                 "time and the GPU time one after the other.")))
+    return findings

@@ -1,0 +1,120 @@
+"""Thread contention: request threads wait for each other (one lock around a shared model, the Python GIL) or sit
+runnable but not running because more threads want the CPU than there are cores.
+
+Only the threads that serve requests, only inside requests: background threads that block in poll/epoll or a
+condition variable all the time (CUDA event handler, CUPTI worker, BLAS pools) are idle by design. Lock waits that
+happen inside a CUDA call (the driver's own futex while a sync waits) belong to the sync, not to contention
+(cpu_samples charges a ns to the CUDA call first). Run-queue delay is off-CPU time (context-switch trace) that no
+OS-runtime or CUDA call explains: the thread was switched out without blocking on anything.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..model.trace import table_len
+from ..report import Evidence
+from . import cpu_samples as cs
+from .common import WORST, instance, make_finding
+
+MIN_SAVING_NS = 1_000_000   # 1 ms per request; every zoo profile without contention has lock wait 0 and run-queue
+                            # median 0 (max 0.24 ms in cpu_postproc); thread_contention has 46 + 3 ms
+MIN_SAVING_PCT = 3.0        # of mean latency; below, not worth a line
+NEEDS = ("os_calls", "sched", "api_calls")
+
+
+def _overlapping_requests(t: dict, m: np.ndarray) -> float:
+    """Mean number of requests of other threads open at each measured request's start."""
+    s, e, tid = t["start_ns"], t["end_ns"], t["tid"]
+    order = np.argsort(s)
+    ss = s[order]
+    es_sorted = np.sort(e)
+    open_at = np.searchsorted(ss, s[m], "right") - np.searchsorted(es_sorted, s[m], "right") - 1
+    return float(np.mean(np.maximum(open_at, 0))) if len(m) else 0.0
+
+
+def _interleaving(ctx, tids: np.ndarray) -> int:
+    """How many times lock waits alternate between request threads (serialised on one lock), inside requests."""
+    osc = ctx.trace.table("os_calls")
+    if table_len(osc) == 0 or len(tids) < 2:
+        return 0
+    pick = np.isin(osc["tid"], tids)
+    cls = cs.os_call_class(ctx.trace, osc["name_id"][pick])
+    lock = cls == cs.CAUSES.index("lock")
+    th = osc["tid"][pick][lock]
+    st = osc["start_ns"][pick][lock]
+    dur = osc["end_ns"][pick][lock] - st
+    big = dur > 100_000           # short uncontended waits say nothing
+    th = th[big][np.argsort(st[big])]
+    return int((th[1:] != th[:-1]).sum()) if len(th) > 1 else 0
+
+
+def diagnose(ctx) -> list:
+    trace, req = ctx.trace, ctx.requests
+    t, m = req.table, req.measured
+    if len(m) == 0 or ctx.mean_latency_ns <= 0:
+        return []
+    if not trace.has("os_calls") and not trace.has("sched"):
+        return []
+    n = req.count
+    lock = np.zeros(n, np.int64)
+    runq = np.zeros(n, np.int64)
+    for tid in np.unique(t["tid"]):
+        rows = np.flatnonzero(t["tid"] == tid)
+        got = cs.causes_in_windows(ctx, int(tid), t["start_ns"][rows], t["end_ns"][rows])
+        lock[rows], runq[rows] = got["lock"], got["runqueue"]
+    lock_ms = float(lock[m].mean())
+    runq_ms = float(runq[m].mean())
+    saving = lock_ms + runq_ms
+    if saving < MIN_SAVING_NS or 100.0 * saving / ctx.mean_latency_ns < MIN_SAVING_PCT:
+        return []
+    tids = np.unique(t["tid"][m])
+    # which lock calls: name and ms per request
+    osc = trace.table("os_calls")
+    calls = []
+    if table_len(osc):
+        from .common import events_in_requests
+        r = events_in_requests(ctx, osc["tid"], osc["start_ns"])
+        sel = (r >= req.warmup) & (cs.os_call_class(trace, osc["name_id"]) == cs.CAUSES.index("lock"))
+        if sel.any():
+            ids, inv = np.unique(osc["name_id"][sel], return_inverse=True)
+            tot = np.bincount(inv, weights=(osc["end_ns"][sel] - osc["start_ns"][sel]).astype(float))
+            for k in np.argsort(-tot)[:4]:
+                calls.append({"call": trace.name(ids[k]), "ms_per_request": round(float(tot[k]) / len(m) / 1e6, 3),
+                              "calls_per_request": round(float((inv == k).sum()) / len(m), 1)})
+    funcs, _ = cs.hot_functions(trace, t["tid"][m], t["start_ns"][m], t["end_ns"][m])
+    numbers = {"lock_wait_ms_per_request": round(lock_ms / 1e6, 3),
+               "run_queue_ms_per_request": round(runq_ms / 1e6, 3),
+               "request_threads": int(len(tids)),
+               "concurrent_requests_mean": round(_overlapping_requests(t, m), 2),
+               "lock_handoffs_between_request_threads": _interleaving(ctx, tids),
+               "lock_calls": calls}
+    notes = []
+    if not trace.has("sched"):
+        notes.append("no context-switch trace (--cpuctxsw=process-tree): run-queue delay not measured")
+    if not trace.has("os_calls"):
+        notes.append("no OS runtime trace (--trace=osrt): lock waits not measured")
+    if calls and any(c["call"].startswith(("sem_", "pthread_cond_timedwait")) for c in calls):
+        notes.append("CPython's threading.Lock waits in sem_wait/sem_timedwait and the GIL in "
+                     "pthread_cond_timedwait, so these are Python-level lock and GIL waits")
+    per = lock + runq
+    worst = [instance(ctx, int(r), t["start_ns"][r], t["end_ns"][r],
+                      f"blocked on locks {lock[r] / 1e6:.1f} ms, runnable but not running {runq[r] / 1e6:.1f} ms",
+                      int(t["tid"][r]), name=calls[0]["call"] if calls else None)
+             for r in m[np.argsort(-per[m])[:WORST]]]
+    what = []
+    if lock_ms >= runq_ms * 0.2:
+        what.append(f"wait {lock_ms / 1e6:.1f} ms on locks")
+    if runq_ms >= lock_ms * 0.2 or runq_ms >= MIN_SAVING_NS:
+        what.append(f"wait {runq_ms / 1e6:.1f} ms for a CPU")
+    title = (f"Request threads ({len(tids)}) " + " and ".join(what) + " per request")
+    fix = ("Stop serialising requests on one lock: give each worker thread its own model instance / CUDA stream, or "
+           "queue requests to one dedicated inference thread (or batch them) instead of locking around the model; "
+           "keep CPU-heavy side threads fewer than the free cores (or pin them) so serving threads get a core; "
+           "for Python, release the GIL in heavy work or use processes.")
+    why = (f"Inside each request the serving thread is blocked {lock_ms / 1e6:.1f} ms on a lock another thread holds "
+           f"and {runq_ms / 1e6:.1f} ms ready to run but switched out; neither does any work, and the GPU waits too.")
+    return [make_finding(ctx, "thread_contention", title, saving,
+                         "lock-wait OS-runtime time (outside CUDA calls) plus off-CPU time no call explains, on the "
+                         "request thread inside requests: what removing the shared lock and the CPU oversubscription "
+                         "would give back",
+                         Evidence(numbers=numbers, worst=worst, code=funcs, notes=notes), fix, why)]
