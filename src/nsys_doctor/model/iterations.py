@@ -19,16 +19,29 @@ SEGMENT_TOLERANCE = 0.1      # iterations of a fixed model launch the same numbe
 MAX_PERIOD_CV = 1.0          # period spread (std/mean) above which the sync points are not a loop's rhythm
 
 
+def no_cuda_message(trace: Trace) -> str:
+    """Why there is nothing to analyse, in the user's terms, with nsys's own explanation when it left one."""
+    ranges = table_len(trace.table("ranges"))
+    api = table_len(trace.table("api_calls"))
+    if api == 0:
+        what = "no CUDA activity recorded (the profile was taken without --trace=cuda, or the program used no GPU)"
+    else:
+        what = f"no GPU work recorded ({api} CUDA API calls but no kernels or copies)"
+    if ranges:
+        what += f"; it holds {ranges} NVTX ranges, but nothing they could be measured against"
+    said = [d for d in trace.meta.get("diagnostics", []) if "CUDA" in d or "root" in d or "Unable" in d]
+    if said:
+        what += f"; nsys noted: {said[0]}"
+    return what
+
+
 def infer_iterations(trace: Trace) -> tuple[Table, str, str]:
     from ..errors import NoData
     from .requests import _launch_calls, sync_name_ids
     api = trace.table("api_calls")
-    if table_len(api) == 0:
-        raise NoData(trace.path, "no CUDA API calls recorded: the profile was taken without --trace=cuda "
-                                 "or the program did no GPU work")
+    if table_len(api) == 0 or not _launch_calls(trace).any():
+        raise NoData(trace.path, no_cuda_message(trace))
     launch = _launch_calls(trace)
-    if not launch.any():
-        raise NoData(trace.path, "no GPU work recorded (no kernels or copies): nothing to analyse")
     # the thread that launches most GPU work serves the requests
     tids, counts = np.unique(api["tid"][launch], return_counts=True)
     tid = tids[np.argmax(counts)]

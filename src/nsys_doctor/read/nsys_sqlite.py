@@ -70,9 +70,15 @@ class _Reader:
 
     def fetch(self, sql: str, names: list[str], **kw) -> dict[str, np.ndarray]:
         try:
-            return self.f.columns(sql, names, **kw)
+            cols = self.f.columns(sql, names, **kw)
         except sqlite3.DatabaseError as err:
             raise BadInput(self.shown, f"cannot read the export ({err}): the file is truncated or corrupt")
+        first = cols.get(names[0]) if names else None
+        if names and names[0] == "start_ns" and first is not None and len(first) > 1 and (np.diff(first) < 0).any():
+            # time order, which every model function expects; exports are usually stored so already
+            order = np.argsort(first, kind="stable")
+            cols = {k: v[order] for k, v in cols.items()}
+        return cols
 
     # ---------------------------------------------------------------- the trace
     def trace(self) -> Trace:
@@ -81,6 +87,7 @@ class _Reader:
         t.enums = self._enums()
         t.meta = self._meta()
         t.meta["_close"] = self.f.close
+        t.meta["_queries"] = self.f.log     # what was read, for the benchmark's same-columns baseline
         specs = {
             "kernels": self._kernels, "copies": self._copies, "memsets": self._memsets, "graphs": self._graphs,
             "syncs": self._syncs, "api_calls": self._api_calls, "ranges": self._ranges, "os_calls": self._os_calls,
@@ -150,6 +157,13 @@ class _Reader:
                                 for r in self.f.db.execute(f"SELECT {sel} FROM TARGET_INFO_GPU")]
             except sqlite3.DatabaseError:
                 pass
+        if self.has("DIAGNOSTIC_EVENT", "severity", "text"):
+            try:   # nsys's own warnings and errors (2 and 3 in ENUM_DIAGNOSTIC_SEVERITY_LEVEL): why data is missing
+                meta["diagnostics"] = [str(t) for sev, t in self.f.db.execute(
+                    "SELECT severity, text FROM DIAGNOSTIC_EVENT WHERE severity IN (2, 3) ORDER BY severity DESC")
+                    if t]
+            except sqlite3.DatabaseError:
+                pass
         if self.has("TARGET_INFO_GPU_METRICS", "metricId", "metricName"):
             try:
                 meta["gpu_metric_names"] = {int(i): str(n) for i, n in self.f.db.execute(
@@ -163,7 +177,7 @@ class _Reader:
         c = lambda col: self.col(table, col)  # noqa: E731
         cols = [("start_ns", c("start")), ("end_ns", c("end")), ("device", c("deviceId")),
                 ("stream", c("streamId")), ("correlation", c("correlationId")), ("pid", c("globalPid"))] + extra
-        sql = "SELECT " + ", ".join(expr for _, expr in cols) + f' FROM "{table}" ORDER BY 1'
+        sql = "SELECT " + ", ".join(expr for _, expr in cols) + f' FROM "{table}"'
         return self.fetch(sql, [n for n, _ in cols])
 
     def _kernels(self):
@@ -199,7 +213,7 @@ class _Reader:
             sync_type = c("syncType")
         cols = [("start_ns", c("start")), ("end_ns", c("end")), ("stream", c("streamId")), ("pid", c("globalPid")),
                 ("correlation", c("correlationId")), ("sync_type", sync_type)]
-        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}" ORDER BY 1', [n for n, _ in cols])
+        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"', [n for n, _ in cols])
 
     # ---------------------------------------------------------------- CPU side
     def _api_calls(self):
@@ -211,7 +225,7 @@ class _Reader:
                 ("driver", f"({c('eventClass', '0')} = 1)"), ("callchain", f"coalesce({c('callchainId')}, -1)")]
         # eventClass 67 (CUDA backtrace, 2022 exports) repeats real calls with the same correlation id
         where = 'WHERE "eventClass" IN (0, 1)' if "eventClass" in self.tables[t] else ""
-        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}" {where} ORDER BY 1',
+        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}" {where}',
                           [n for n, _ in cols])
 
     def _ranges(self):
@@ -244,20 +258,20 @@ class _Reader:
         c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
         cols = [("start_ns", c("start")), ("end_ns", c("end")), ("tid", c("globalTid")), ("name_id", c("nameId")),
                 ("callchain", f"coalesce({c('callchainId')}, -1)")]
-        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}" ORDER BY 1', [n for n, _ in cols])
+        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"', [n for n, _ in cols])
 
     def _sched(self):
         t = "SCHED_EVENTS"
         c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
         cols = [("start_ns", c("start")), ("tid", c("globalTid")), ("cpu", c("cpu")), ("sched_in", c("isSchedIn")),
                 ("state", c("threadState")), ("block", f"coalesce({c('threadBlock')}, -1)")]
-        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}" ORDER BY 1', [n for n, _ in cols])
+        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"', [n for n, _ in cols])
 
     def _samples(self):
         t = "COMPOSITE_EVENTS"
         c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
         cols = [("start_ns", c("start")), ("tid", c("globalTid")), ("callchain", c("id")), ("cpu", c("cpu"))]
-        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}" ORDER BY 1', [n for n, _ in cols])
+        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"', [n for n, _ in cols])
 
     def _chains(self, t):
         c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
@@ -276,7 +290,7 @@ class _Reader:
         c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
         cols = [("start_ns", c("timestamp")), ("metric", c("metricId")), ("value", c("value", "NULL")),
                 ("gpu", c("typeId"))]
-        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}" ORDER BY 1',
+        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"',
                           [n for n, _ in cols], floats=("value",))
 
     def _threads(self):

@@ -35,6 +35,7 @@ class Fetcher:
 
     def __init__(self, path: str):
         self.path = path
+        self.log: list[str] = []        # every bulk query run, for the benchmark's same-columns baseline
         self.db = connect(path)
         self._adbc = None
         if _adbc is not None:
@@ -55,6 +56,7 @@ class Fetcher:
     def columns(self, sql: str, names: list[str], text: tuple[str, ...] = (), floats: tuple[str, ...] = (),
                 params: tuple = ()) -> dict[str, np.ndarray]:
         """Run `sql` (selecting exactly `names`, in order) -> {name: array}. Text columns are object arrays."""
+        self.log.append(sql)
         if self._adbc is not None and not params:
             try:
                 return self._columns_adbc(sql, names, text, floats)

@@ -1,0 +1,53 @@
+"""launch_overhead on the zoo profiles: facts counted independently with SQL on the export, then the finding."""
+from __future__ import annotations
+
+import sqlite3
+
+from tests.conftest import zoo, zoo_report
+from tests.diagnose.test_cuda_sync import _calls_in_requests
+
+
+def _finding(report, category="launch_overhead"):
+    return next((f for f in report.findings if f.category == category), None)
+
+
+def test_launch_bound_is_launch_overhead():
+    # batch-1 MLP of 150 layers, eager: 600 cudaLaunchKernel per request (zoo.py launch_bound)
+    calls, n = _calls_in_requests("launch_bound", "cudaLaunchKernel%")
+    assert calls == 600 * n
+    report = zoo_report("launch_bound")
+    top = report.findings[0]
+    assert top.category == "launch_overhead" and top.severity == "high"
+    num = top.evidence.numbers
+    assert num["launches_per_request"] == 600
+    assert num["median_kernel_us"] < num["median_launch_call_us"]      # 1.3 us kernels, 7.6 us launch calls
+    # the GPU waits on the CPU for most of the request (measured 94%), the saving counts only launch calls
+    assert num["gpu_waiting_share_of_latency_pct"] > 50
+    assert top.impact_ms <= num["gpu_waiting_on_cpu_between_kernels_ms_per_request"]
+    assert top.impact_ms <= num["mean_latency_ms"] - num["kernel_time_ms_per_request"]
+
+
+def test_graphed_work_is_not_flagged():
+    # the same MLP replayed from a CUDA graph: one cudaGraphLaunch and one graph execution per request
+    db = sqlite3.connect(f"file:{zoo('launch_bound_graphed')}?mode=ro", uri=True)
+    try:
+        graphs = db.execute("SELECT count(*) FROM CUPTI_ACTIVITY_KIND_GRAPH_TRACE").fetchone()[0]
+    finally:
+        db.close()
+    launches, n = _calls_in_requests("launch_bound_graphed", "cudaGraphLaunch%")
+    assert launches == n and graphs >= launches
+    f = _finding(zoo_report("launch_bound_graphed"))
+    assert f is None or f.severity == "low"
+
+
+def test_healthy_not_flagged():
+    # batch 256: launches run far ahead of a ~98% busy GPU, so no kernel waits for its launch
+    f = _finding(zoo_report("healthy"))
+    assert f is None or f.severity != "high"
+
+
+def test_sync_heavy_ranks_below_sync():
+    # sync_heavy's small kernels also wait on launches, but the syncs come first (labels.json primary)
+    report = zoo_report("sync_heavy")
+    f, s = _finding(report), _finding(report, "cuda_sync")
+    assert s is not None and (f is None or f.impact_ms < s.impact_ms)
