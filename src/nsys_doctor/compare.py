@@ -1,0 +1,232 @@
+"""Compare two Reports: did requests get faster or slower, how sure are we, and where did the time go.
+
+`compare(before, after) -> dict` (a Diff, plain data like the Report). Latency is compared as two distributions of
+measured (not warm-up) requests: the change of each percentile with a bootstrap confidence interval, and a
+Mann-Whitney rank test. A change counts only when all three agree (CI, test, practical size); `check` uses the same
+decision, so run-to-run noise does not fail a build.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+
+from .errors import BadInput, NoData
+from .report import SEVERITIES, Report
+
+PERCENTILES = (50, 90, 99)
+RESAMPLES = 2000            # bootstrap resamples: the 2.5% / 97.5% quantiles of 2000 move by < 0.05 ms on the zoo
+SEED = 20240607             # fixed: the same two reports always give the same intervals (and the same CI verdict)
+CONFIDENCE = 0.95           # two-sided bootstrap interval
+ALPHA = 0.01                # rank-test level; strict because a CI job compares many builds (few false alarms)
+MIN_CHANGE_PCT = 2.0        # p50 changes below 2% are within run-to-run drift of clocks and thermals on one GPU
+MIN_REQUESTS = 5            # below this per side neither the bootstrap nor the normal approximation means much
+CHUNK_CELLS = 4_000_000     # resampled values held at once (32 MB of float64), so long runs stay in memory
+TOP_KERNELS = 40            # kernels listed in the Diff, largest per-request change first
+PARTS = {"compute": "compute_ms", "copies": "copy_ms", "other_gpu_work": "other_gpu_ms", "gpu_idle": "idle_ms",
+         "cpu": "cpu_ms"}
+COUNTS = ("launches_per_request", "kernels_per_request", "copies_per_request", "syncs_per_request")
+
+
+def load_report(path, range_name: str | None = None, skip: int | None = None) -> Report:
+    """A saved JSON report (it has "schema_version" and "requests") or a profile, analysed now."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise BadInput(path, "no such file")
+    with open(path, "rb") as f:
+        head = f.read(1).lstrip()
+    if head == b"{" or path.endswith(".json"):
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise BadInput(path, f"not valid JSON ({err})")
+        if isinstance(data, dict) and "schema_version" in data and "requests" in data:
+            if range_name and data["requests"].get("range") != range_name:
+                raise BadInput(path, f"saved report measured range {data['requests'].get('range')!r}, not "
+                                     f"{range_name!r}; re-run analyze on the profile with --range")
+            return Report.from_dict(data)
+    from .analysis import analyze           # a profile (or a Kineto JSON trace)
+    return analyze(path, range_name=range_name, skip=skip)
+
+
+def measured(report: Report, column: str = "latency_ms") -> np.ndarray:
+    pr = report.per_request or {}
+    values = np.asarray(pr.get(column, []), dtype=np.float64)
+    warm = np.asarray(pr.get("warmup", [False] * len(values)), dtype=bool)
+    return values[~warm] if len(warm) == len(values) else values
+
+
+def bootstrap_percentile_change(a: np.ndarray, b: np.ndarray, qs=PERCENTILES, resamples: int = RESAMPLES,
+                                seed: int = SEED) -> dict[int, tuple[float, float]]:
+    """Confidence interval of percentile(b) - percentile(a), resampling each side with replacement."""
+    rng = np.random.default_rng(seed)
+    diffs = np.empty((resamples, len(qs)))
+    step = max(1, CHUNK_CELLS // max(len(a), len(b)))
+    for lo in range(0, resamples, step):
+        k = min(step, resamples - lo)
+        ra = a[rng.integers(0, len(a), (k, len(a)))]
+        rb = b[rng.integers(0, len(b), (k, len(b)))]
+        diffs[lo:lo + k] = (np.percentile(rb, qs, axis=1) - np.percentile(ra, qs, axis=1)).T
+    tail = 100 * (1 - CONFIDENCE) / 2
+    lo_hi = np.percentile(diffs, [tail, 100 - tail], axis=0)
+    return {q: (float(lo_hi[0, i]), float(lo_hi[1, i])) for i, q in enumerate(qs)}
+
+
+def mann_whitney(a: np.ndarray, b: np.ndarray) -> dict:
+    """Two-sided Mann-Whitney U test, normal approximation with tie and continuity correction.
+    `p_after_faster`: probability that a random request of b is faster than one of a (ties count half)."""
+    n1, n2 = len(a), len(b)
+    both = np.concatenate([a, b])
+    uniq, inv, counts = np.unique(both, return_inverse=True, return_counts=True)
+    first_rank = np.cumsum(counts) - counts + 1                 # average rank of each tie group
+    ranks = (first_rank + (counts - 1) / 2.0)[inv]
+    u1 = float(ranks[:n1].sum() - n1 * (n1 + 1) / 2)            # pairs where a > b
+    n = n1 + n2
+    mu = n1 * n2 / 2
+    tie = float((counts.astype(np.float64) ** 3 - counts).sum()) / (n * (n - 1)) if n > 1 else 0.0
+    sigma = math.sqrt(max(n1 * n2 / 12 * ((n + 1) - tie), 0.0))
+    if sigma == 0:
+        z, p = 0.0, 1.0
+    else:
+        z = (u1 - mu - math.copysign(0.5, u1 - mu)) / sigma if u1 != mu else 0.0
+        p = math.erfc(abs(z) / math.sqrt(2))
+    return {"u": u1, "z": round(z, 3), "p": p, "p_after_faster": round(u1 / (n1 * n2), 4) if n1 * n2 else 0.5}
+
+
+def latency_change(a: np.ndarray, b: np.ndarray, min_change_pct: float = MIN_CHANGE_PCT) -> dict:
+    """Percentile changes with CIs, rank test, and the verdict: faster / slower / no significant change."""
+    out: dict = {"n_before": int(len(a)), "n_after": int(len(b)), "percentiles": {}}
+    if len(a) < MIN_REQUESTS or len(b) < MIN_REQUESTS:
+        out.update(verdict="no significant change", change_pct=0.0,
+                   reasons=[f"too few measured requests to tell ({len(a)} before, {len(b)} after; "
+                            f"at least {MIN_REQUESTS} each are needed)"])
+        return out
+    ci = bootstrap_percentile_change(a, b)
+    for q in PERCENTILES:
+        pa, pb = float(np.percentile(a, q)), float(np.percentile(b, q))
+        out["percentiles"][f"p{q}"] = {
+            "before_ms": round(pa, 4), "after_ms": round(pb, 4), "change_ms": round(pb - pa, 4),
+            "change_pct": round(100 * (pb - pa) / pa, 2) if pa else 0.0,
+            "ci_ms": [round(ci[q][0], 4), round(ci[q][1], 4)]}
+    test = mann_whitney(a, b)
+    out["mann_whitney"] = test
+    p50 = out["percentiles"]["p50"]
+    lo, hi = p50["ci_ms"]
+    ci_excludes_zero = lo > 0 or hi < 0
+    big_enough = abs(p50["change_pct"]) > min_change_pct
+    significant = test["p"] < ALPHA
+    out["change_pct"] = p50["change_pct"]
+    reasons = [f"p50 {p50['before_ms']:.3f} -> {p50['after_ms']:.3f} ms ({p50['change_pct']:+.1f}%), "
+               f"{CONFIDENCE:.0%} CI of the change [{lo:+.3f}, {hi:+.3f}] ms "
+               f"({'excludes' if ci_excludes_zero else 'includes'} 0)",
+               f"Mann-Whitney p = {test['p']:.2g} ({'<' if significant else '>='} {ALPHA})",
+               f"|change| {abs(p50['change_pct']):.1f}% {'>' if big_enough else '<='} {min_change_pct:g}% threshold"]
+    if ci_excludes_zero and significant and big_enough:
+        out["verdict"] = "faster" if p50["change_ms"] < 0 else "slower"
+    else:
+        out["verdict"] = "no significant change"
+    out["reasons"] = reasons
+    return out
+
+
+def _throughput(report: Report) -> float | None:
+    """Measured requests per second over their span (first start to last end), or None without timestamps."""
+    pr = report.per_request or {}
+    start = np.asarray(pr.get("start_ns", []), dtype=np.float64)
+    lat = np.asarray(pr.get("latency_ms", []), dtype=np.float64)
+    warm = np.asarray(pr.get("warmup", [False] * len(start)), dtype=bool)
+    if len(start) != len(lat) or len(warm) != len(start) or (~warm).sum() < 2:
+        return None
+    s, e = start[~warm], start[~warm] + lat[~warm] * 1e6
+    span = e.max() - s.min()
+    return round(float((~warm).sum()) / (span / 1e9), 2) if span > 0 else None
+
+
+def _side(before, after) -> dict:
+    b = None if before is None else round(float(before), 4)
+    a = None if after is None else round(float(after), 4)
+    change = round(a - b, 4) if a is not None and b is not None else None
+    return {"before": b, "after": a, "change": change}
+
+
+def compare_kernels(before: list[dict], after: list[dict], top: int = TOP_KERNELS) -> dict:
+    bk, ak = {k["name"]: k for k in before}, {k["name"]: k for k in after}
+    rows = []
+    for name in set(bk) | set(ak):
+        b, a = bk.get(name), ak.get(name)
+        status = "new" if b is None else "vanished" if a is None else "both"
+        get = lambda k, key: k.get(key, 0.0) if k else 0.0  # noqa: E731
+        rows.append({"name": name, "status": status,
+                     "per_request_ms": _side(get(b, "per_request_ms"), get(a, "per_request_ms")),
+                     "total_ms": _side(get(b, "total_ms"), get(a, "total_ms")),
+                     "per_request": _side(get(b, "per_request"), get(a, "per_request"))})
+    rows.sort(key=lambda r: (-abs(r["per_request_ms"]["change"]), r["name"]))
+    return {"changed": [r for r in rows if r["status"] == "both"][:top],
+            "new": [r for r in rows if r["status"] == "new"][:top],
+            "vanished": [r for r in rows if r["status"] == "vanished"][:top],
+            "matched": sum(r["status"] == "both" for r in rows),
+            "new_count": sum(r["status"] == "new" for r in rows),
+            "vanished_count": sum(r["status"] == "vanished" for r in rows)}
+
+
+def compare_findings(before: Report, after: Report) -> dict:
+    def by_cat(r: Report) -> dict:
+        out: dict = {}
+        for f in r.findings:
+            if f.category not in out or f.impact_ms > out[f.category].impact_ms:
+                out[f.category] = f
+        return out
+    b, a = by_cat(before), by_cat(after)
+    row = lambda cat, fb, fa: {  # noqa: E731
+        "category": cat, "title": (fa or fb).title,
+        "severity": {"before": fb.severity if fb else None, "after": fa.severity if fa else None},
+        "impact_ms": _side(fb.impact_ms if fb else None, fa.impact_ms if fa else None)}
+    rank = lambda rows: sorted(rows, key=lambda r: SEVERITIES.index(  # noqa: E731
+        r["severity"]["after"] or r["severity"]["before"]))
+    return {"resolved": rank([row(c, b[c], None) for c in b if c not in a]),
+            "new": rank([row(c, None, a[c]) for c in a if c not in b]),
+            "still_present": rank([row(c, b[c], a[c]) for c in b if c in a])}
+
+
+def compare(before: Report, after: Report, min_change_pct: float = MIN_CHANGE_PCT) -> dict:
+    """The Diff of two reports: latency verdict with its statistics, breakdown, kernels, counts, findings."""
+    lat_b, lat_a = measured(before), measured(after)
+    if len(lat_b) == 0 or len(lat_a) == 0:
+        which = before if len(lat_b) == 0 else after
+        raise NoData(which.profile.get("path"), "the report has no measured requests (per_request latency) "
+                                                 "to compare; was it saved by nsys-doctor analyze --format json?")
+    lat = latency_change(lat_b, lat_a, min_change_pct)
+    notes = []
+    rb, ra = before.requests or {}, after.requests or {}
+    if rb.get("range") != ra.get("range"):
+        notes.append(f"the requests are different NVTX ranges: {rb.get('range')!r} before, {ra.get('range')!r} after")
+    breakdown = {}
+    for part, col in PARTS.items():
+        vb, va = measured(before, col), measured(after, col)
+        breakdown[part] = _side(vb.mean() if len(vb) else None, va.mean() if len(va) else None)
+    breakdown["latency_mean"] = _side(lat_b.mean(), lat_a.mean())
+    counts = {k: _side(rb.get(k), ra.get(k)) for k in COUNTS}
+    counts["gpu_busy_pct"] = _side(rb.get("gpu_busy_pct"), ra.get("gpu_busy_pct"))
+    if "kernels" not in rb or "kernels" not in ra:
+        notes.append("a report has no per-kernel totals (saved by an older nsys-doctor): kernels not compared")
+    kernels = compare_kernels(rb.get("kernels") or [], ra.get("kernels") or [])
+    tb, ta = _throughput(before), _throughput(after)
+    verdict = lat["verdict"]
+    if tb and ta and verdict != "no significant change" and (ta > tb) == (verdict == "slower"):
+        notes.append(f"throughput moved the other way: {tb:g} -> {ta:g} requests/s over the measured span. "
+                     "Latency counts time a request waits for the GPU behind earlier ones (other_gpu_work "
+                     f"{breakdown['other_gpu_work']['before']} -> {breakdown['other_gpu_work']['after']} ms): "
+                     "requests queue on the GPU, so judge this change by throughput as well as latency")
+    pct = abs(lat["change_pct"])
+    summary = {"faster": f"faster: median request latency {pct:.1f}% lower",
+               "slower": f"slower: median request latency {pct:.1f}% higher"}.get(verdict, "no significant change")
+    return {"before": {"path": before.profile.get("path"), "range": rb.get("range"), "requests": len(lat_b)},
+            "after": {"path": after.profile.get("path"), "range": ra.get("range"), "requests": len(lat_a)},
+            "verdict": verdict, "summary": summary, "latency": lat,
+            "throughput_per_s": _side(tb, ta), "breakdown_ms": breakdown, "counts": counts, "kernels": kernels,
+            "findings": compare_findings(before, after), "notes": notes,
+            "thresholds": {"alpha": ALPHA, "min_change_pct": min_change_pct, "confidence": CONFIDENCE,
+                           "resamples": RESAMPLES, "seed": SEED}}

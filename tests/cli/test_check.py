@@ -1,0 +1,91 @@
+"""`nsys-doctor check` end to end: exit codes 0/1/2, JUnit XML (parsed), GitHub annotations, pyproject rules.
+
+Numbers from the zoo: launch_bound p50 16.3 ms, p99 58.0 ms, GPU busy 5.1%; launch_bound_graphed p50 61.7 ms
+(requests queue on the GPU; see tests/test_compare.py).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from tests.conftest import zoo
+
+CLI = "import sys; from nsys_doctor.cli import main; sys.exit(main())"
+
+
+def nsd(*args, cwd=None):
+    return subprocess.run([sys.executable, "-c", CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    p = tmp_path_factory.mktemp("check") / "baseline.json"
+    r = nsd("analyze", zoo("launch_bound"), "--format", "json", "-o", p)
+    assert r.returncode == 0, r.stderr
+    return p
+
+
+def test_all_rules_hold_exit_0(baseline, tmp_path):
+    junit = tmp_path / "results.xml"
+    r = nsd("check", baseline, "--max-p50-ms", 20, "--max-p99-ms", 100, "--baseline", baseline,
+            "--max-regression", "5%", "--junit", junit, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    suite = ET.parse(junit).getroot()
+    assert suite.tag == "testsuite" and suite.get("tests") == "3" and suite.get("failures") == "0"
+    assert [c.get("name") for c in suite.iter("testcase")] == ["max-p50-ms", "max-p99-ms", "max-regression"]
+    assert suite.find("testcase/failure") is None
+
+
+def test_regression_and_limits_fail_exit_1(baseline, tmp_path):
+    junit = tmp_path / "results.xml"
+    r = nsd("check", zoo("launch_bound_graphed"), "--max-p50-ms", 20, "--min-gpu-busy-pct", 50,
+            "--baseline", baseline, "--max-regression", "5%", "--junit", junit, "--github", cwd=tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    suite = ET.parse(junit).getroot()
+    failed = {c.get("name"): c.find("failure") for c in suite.iter("testcase") if c.find("failure") is not None}
+    assert set(failed) == {"max-p50-ms", "max-regression"}       # graphed: GPU busy 99.5%, so that one holds
+    assert "slower" in failed["max-regression"].get("message")
+    errors = [ln for ln in r.stdout.splitlines() if ln.startswith("::error ")]
+    assert len(errors) == 2 and all("title=nsys-doctor " in ln and "::" in ln[8:] for ln in errors)
+
+
+def test_noise_does_not_fail(baseline, tmp_path):
+    # the same run against itself: a 0% limit still holds because the change is not significant
+    r = nsd("check", zoo("launch_bound"), "--baseline", baseline, "--max-regression", "0%", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_rules_from_pyproject(baseline, tmp_path):
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.nsys-doctor.check]\nmax_p99_ms = 10\nfail_on = ["cuda_sync:high"]\n'
+        f'baseline = "{baseline.name}"\n', encoding="utf-8")
+    (tmp_path / baseline.name).write_bytes(baseline.read_bytes())
+    junit = tmp_path / "r.xml"
+    r = nsd("check", zoo("launch_bound"), "--junit", junit, cwd=tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr                  # p99 58 ms > 10 ms
+    names = [c.get("name") for c in ET.parse(junit).getroot().iter("testcase")]
+    assert names == ["max-p99-ms", "fail-on cuda_sync:high", "max-regression"]
+    r = nsd("check", zoo("launch_bound"), "--config", tmp_path / "pyproject.toml", "--max-p99-ms", 100)
+    assert r.returncode == 0, r.stdout + r.stderr  # the option overrides the file; no syncs in launch_bound
+
+
+@pytest.mark.parametrize("args", [
+    [],                                                  # no rules
+    ["--fail-on", "any:bogus"],                          # unknown severity
+    ["--max-regression", "5%"],                          # no baseline
+    ["--max-p99-ms", "5", "--baseline", "/nonexistent/baseline.json"],
+])
+def test_bad_input_exit_2(args, tmp_path):
+    r = nsd("check", zoo("launch_bound"), *args, cwd=tmp_path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.startswith("nsys-doctor: ") and r.stderr.count("\n") == 1
+
+
+def test_not_a_profile_exit_2(tmp_path):
+    bad = tmp_path / "x.sqlite"
+    bad.write_text("hello")
+    r = nsd("check", bad, "--max-p99-ms", 5, cwd=tmp_path)
+    assert r.returncode == 2

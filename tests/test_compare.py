@@ -1,0 +1,133 @@
+"""compare(): latency distributions, breakdown, kernels and findings of two real profiles.
+
+Pairs: launch_bound vs launch_bound_graphed (zoo, same MLP eager vs CUDA graph), hambugy-trt-vit-orin dense vs
+sparse (external TensorRT ViT), and a same-program control. Each Report is analysed once per session.
+"""
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from nsys_doctor.analysis import analyze
+from nsys_doctor.compare import compare, load_report, mann_whitney
+from nsys_doctor.report import Report
+from tests.conftest import DATA, expand, external, zoo
+
+_REPORTS: dict = {}
+
+
+def report(kind: str, name: str) -> Report:
+    if name not in _REPORTS:
+        _REPORTS[name] = analyze(zoo(name) if kind == "zoo" else external(name))
+    return _REPORTS[name]
+
+
+def half(r: Report, parity: int) -> Report:
+    """Every other measured request of one report (odd or even): a same-program control built from real data."""
+    d = r.to_dict()
+    pr = d["per_request"]
+    keep = [i for i, w in enumerate(pr["warmup"]) if not w][parity::2]
+    d["per_request"] = {k: [v[i] for i in keep] for k, v in pr.items()}
+    return Report.from_dict(d)
+
+
+def _sql_latencies_ms(path) -> np.ndarray:
+    """Independent of nsys-doctor: per `Inference` range, range start to the later of the range end and the end of
+    the GPU work of that request (the i-th CUDA graph of the run for launch_bound_graphed; 203 ranges, 203 graphs)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    rng = np.array(db.execute(
+        "SELECT e.start, e.end FROM NVTX_EVENTS e LEFT JOIN StringIds s ON e.textId = s.id "
+        "WHERE coalesce(e.text, s.value) = 'Inference' ORDER BY e.start").fetchall(), dtype=np.int64)
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    end = rng[:, 1]
+    if "CUPTI_ACTIVITY_KIND_GRAPH_TRACE" in tables:
+        g = np.array(db.execute("SELECT end FROM CUPTI_ACTIVITY_KIND_GRAPH_TRACE ORDER BY start").fetchall())[:, 0]
+        assert len(g) == len(rng)
+        end = np.maximum(end, g)
+    db.close()
+    return (end - rng[:, 0])[3:] / 1e6      # the first three ranges are warm-up (profiles/README.md)
+
+
+def test_graphed_requests_are_slower_in_latency_but_far_higher_in_throughput():
+    before, after = report("zoo", "launch_bound"), report("zoo", "launch_bound_graphed")
+    d = compare(before, after)
+    # The graphed loop enqueues a 0.78 ms graph per request and returns in ~0.3 ms, so requests queue behind
+    # each other on the GPU: latency (range start to GPU end) grows although the GPU finishes 20x more per second.
+    ind_b, ind_a = _sql_latencies_ms(zoo("launch_bound")), _sql_latencies_ms(zoo("launch_bound_graphed"))
+    assert d["latency"]["percentiles"]["p50"]["before_ms"] == pytest.approx(np.percentile(ind_b, 50), rel=0.01)
+    assert d["latency"]["percentiles"]["p50"]["after_ms"] == pytest.approx(np.percentile(ind_a, 50), rel=0.01)
+    assert np.median(ind_a) > 3 * np.median(ind_b)           # measured: 61.7 vs 16.3 ms
+    assert d["verdict"] == "slower" and d["latency"]["n_before"] == d["latency"]["n_after"] == 200
+    assert d["latency"]["mann_whitney"]["p"] < 1e-10
+    lo, hi = d["latency"]["percentiles"]["p50"]["ci_ms"]
+    assert 0 < lo < 45.4 < hi                                  # measured change +45.4 ms
+    tp = d["throughput_per_s"]
+    assert tp["after"] > 10 * tp["before"]                     # measured: 56 -> 1278 requests/s
+    assert any("throughput moved the other way" in n for n in d["notes"])
+    # where the time went: GPU idle between tiny launches became queueing behind earlier requests
+    bd = d["breakdown_ms"]
+    assert bd["gpu_idle"]["before"] > 15 and bd["gpu_idle"]["after"] < 1
+    assert bd["other_gpu_work"]["after"] > 40
+    assert d["counts"]["launches_per_request"]["before"] == 600 and d["counts"]["launches_per_request"]["after"] == 1
+    k = d["kernels"]
+    assert {r["name"] for r in k["vanished"]} == {"vectorized_elementwise_kernel", "kernel"}
+    assert [r["name"] for r in k["new"]] == ["CUDA graph 1"] and k["matched"] == 0
+
+
+def test_reversed_pair_is_faster():
+    d = compare(report("zoo", "launch_bound_graphed"), report("zoo", "launch_bound"))
+    assert d["verdict"] == "faster" and d["latency"]["change_pct"] == pytest.approx(-73.6, abs=0.5)
+
+
+def test_sparse_trt_vit_is_faster_than_dense():
+    d = compare(report("ext", "hambugy-trt-vit-orin__dense"), report("ext", "hambugy-trt-vit-orin__sparse"))
+    # measured: p50 101.5 -> 85.2 ms (-16.1%), 20 requests each, throughput 43.7 -> 51.9 /s
+    assert d["verdict"] == "faster"
+    assert d["latency"]["change_pct"] == pytest.approx(-16.1, abs=0.5)
+    assert d["latency"]["mann_whitney"]["p"] < 0.01
+    assert d["throughput_per_s"]["after"] > d["throughput_per_s"]["before"]
+    assert d["breakdown_ms"]["compute"]["change"] < -2            # own compute 22.5 -> 18.8 ms
+    assert d["kernels"]["matched"] > 0
+
+
+@pytest.mark.parametrize("name", ["healthy", "launch_bound", "launch_bound_graphed"])
+def test_same_program_halves_show_no_change(name):
+    # No second recording of the same program exists here yet (tests/data/ex_*_run2 were being recorded), so the
+    # control is one run's measured requests split odd vs even: same program, same GPU, only noise differs.
+    r = report("zoo", name)
+    d = compare(half(r, 0), half(r, 1))
+    assert d["verdict"] == "no significant change", d["latency"]["reasons"]
+
+
+def test_same_program_runs_show_no_change():
+    runs = sorted(DATA.glob("ex_*_run2.sqlite.xz"))
+    if not runs:
+        pytest.skip("no tests/data/ex_*_run2.sqlite.xz recordings yet")
+    for run2 in runs:
+        run3 = run2.with_name(run2.name.replace("_run2", "_run3"))
+        if run3.exists():
+            d = compare(analyze(expand(run2)), analyze(expand(run3)))
+            assert d["verdict"] == "no significant change", (run2.name, d["latency"]["reasons"])
+
+
+def test_identical_reports_and_saved_json_roundtrip(tmp_path):
+    import json
+    r = report("zoo", "launch_bound")
+    p = tmp_path / "lb.json"
+    p.write_text(json.dumps(r.to_dict()))
+    d = compare(load_report(p), r)
+    assert d["verdict"] == "no significant change" and d["latency"]["percentiles"]["p50"]["change_ms"] == 0
+    assert d["kernels"]["matched"] == 2 and not d["kernels"]["new"]
+
+
+def test_mann_whitney_matches_known_values():
+    # synthetic edge cases, stated as such: identical samples; full separation; ties
+    same = mann_whitney(np.ones(10), np.ones(10))
+    assert same["p"] == 1.0
+    sep = mann_whitney(np.arange(10.0) + 100, np.arange(10.0))
+    assert sep["u"] == 100 and sep["p_after_faster"] == 1.0 and sep["p"] < 0.001
+    # scipy 1.x: mannwhitneyu([1,2,2,3,4], [2,3,3,5,6], method="asymptotic") -> U=6.0, p=0.198829 (ties, continuity)
+    t = mann_whitney(np.array([1, 2, 2, 3, 4.0]), np.array([2, 3, 3, 5, 6.0]))
+    assert t["u"] == 6.0 and t["p"] == pytest.approx(0.198829, abs=1e-5)
