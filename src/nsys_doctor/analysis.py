@@ -4,10 +4,12 @@ from __future__ import annotations
 import numpy as np
 
 from .diagnose import Context, diagnose_all
+from .kernel_summary import kernel_summary, syncs_per_request
 from .model.requests import Requests, find_requests
 from .model.trace import Trace
 from .read import open_trace
 from .report import Report
+from .timeline import build_timeline
 
 PERCENTILES = (50, 90, 99)
 MS = 1e6
@@ -27,7 +29,10 @@ def analyze_trace(trace: Trace, range_name: str | None = None, skip: int | None 
     findings = diagnose_all(ctx)
     report = Report(profile=describe_profile(trace, req), requests=summarize_requests(trace, req),
                     findings=findings, per_request=per_request_columns(req))
+    report.requests["kernels"] = kernel_summary(trace, req)
+    report.requests["syncs_per_request"] = syncs_per_request(trace, req)
     report.verdict = verdict(report)
+    report.timeline = build_timeline(trace, req, findings)
     return report
 
 

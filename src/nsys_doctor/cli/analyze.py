@@ -17,6 +17,7 @@ def add_arguments(p) -> None:
                    "(default: detected)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
+    p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report (with a timeline) to FILE")
 
 
 def run(args) -> int:
@@ -25,6 +26,13 @@ def run(args) -> int:
     if args.skip is not None and args.skip < 0:
         raise BadInput(None, "--skip must be 0 or more")
     report = analyze(args.profile, range_name=args.range_name, skip=args.skip)
+    if args.html:
+        from ..render import html
+        try:
+            with open(args.html, "w", encoding="utf-8") as f:
+                f.write(html.render(report))
+        except OSError as err:
+            raise BadInput(args.html, f"cannot write the HTML report ({err.strerror})")
     out = sys.stdout
     if args.output:
         try:

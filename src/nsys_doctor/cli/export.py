@@ -1,0 +1,55 @@
+"""Export the timeline around a typical and the worst request, with the findings marked, for other viewers.
+
+`--perfetto FILE` writes Chrome trace event JSON: open it at https://ui.perfetto.dev (or chrome://tracing).
+`--html FILE` writes the self-contained HTML report. PROFILE is a profile (as for `analyze`) or a report saved
+with `analyze --format json`. Exit codes: 0 written, 2 bad input."""
+from __future__ import annotations
+
+import json
+
+from ..errors import BadInput
+
+
+def add_arguments(p) -> None:
+    p.add_argument("profile", help="the profile (.sqlite, .sqlite.xz/.gz, .nsys-rep, .qdrep) or a saved report .json")
+    p.add_argument("--perfetto", metavar="FILE", help="write Chrome trace event JSON for ui.perfetto.dev to FILE")
+    p.add_argument("--html", metavar="FILE", help="write the HTML report to FILE")
+    p.add_argument("--range", dest="range_name", metavar="NAME",
+                   help="the NVTX range that marks one request (default: chosen automatically)")
+    p.add_argument("--skip", type=int, metavar="N", help="leave the first N requests out as warm-up (default: detected)")
+
+
+def load(args):
+    from ..report import Report
+    if str(args.profile).endswith(".json"):
+        try:
+            with open(args.profile, encoding="utf-8") as f:
+                return Report.from_dict(json.load(f))
+        except OSError as err:
+            raise BadInput(args.profile, f"cannot read the report ({err.strerror})")
+        except (ValueError, TypeError) as err:
+            raise BadInput(args.profile, f"not a saved nsys-doctor report ({err})")
+    from ..analysis import analyze
+    return analyze(args.profile, range_name=args.range_name, skip=args.skip)
+
+
+def write(path: str, text: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as err:
+        raise BadInput(path, f"cannot write ({err.strerror})")
+
+
+def run(args) -> int:
+    from ..render import html, perfetto
+    if not args.perfetto and not args.html:
+        raise BadInput(None, "nothing to export: give --perfetto FILE and/or --html FILE")
+    if args.skip is not None and args.skip < 0:
+        raise BadInput(None, "--skip must be 0 or more")
+    report = load(args)
+    if args.perfetto:
+        write(args.perfetto, perfetto.render(report))
+    if args.html:
+        write(args.html, html.render(report))
+    return 0
