@@ -1,0 +1,87 @@
+#!/bin/bash
+# Record the examples under Nsight Systems and write xz'd SQLite exports, grouped in plain tar files.
+#
+#   NSYS=/path/to/nsys OUTDIR=out bash examples/record_examples.sh [JOB...]      (default: every job)
+#
+# JOB is one of: sync_before sync_after sync_after_run2 sync_after_run3 graph_before graph_after
+#   pinned_before pinned_after gpupre_before gpupre_after mixed_before mixed_after demo
+# Each job profiles one example (`--fixed` for *_after*), exports `ex_NAME.sqlite` (or `demo.sqlite`), xz's it and
+# appends it to OUTDIR/GROUP.tar (tar -xf to unpack). DEADLINE (epoch seconds) stops starting new jobs after it.
+# The export of one job runs in the background while the next job is profiled.
+set -u
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+NSYS=${NSYS:-nsys}
+W=${WORK:-/tmp/x}; mkdir -p "$W"
+OUTDIR=${OUTDIR:-$PWD/recordings}; mkdir -p "$OUTDIR"
+DEADLINE=${DEADLINE:-0}
+FULL="--trace=cuda,nvtx,osrt,cudnn,cublas --sample=process-tree --cpuctxsw=process-tree --gpu-metrics-devices=0 --gpu-metrics-frequency=2000"
+BASIC="--trace=cuda,nvtx,osrt --sample=none --cpuctxsw=none"
+ALL="sync_before sync_after sync_after_run2 sync_after_run3 graph_before graph_after pinned_before pinned_after gpupre_before gpupre_after mixed_before mixed_after demo"
+
+spec() {  # job -> "output-name group flags-kind script args..."
+  case $1 in
+    sync_before)     echo "ex_sync_before ex_sync FULL sync_per_layer.py";;
+    sync_after)      echo "ex_sync_after ex_sync FULL sync_per_layer.py --fixed";;
+    sync_after_run2) echo "ex_sync_after_run2 noise FULL sync_per_layer.py --fixed";;
+    sync_after_run3) echo "ex_sync_after_run3 noise FULL sync_per_layer.py --fixed";;
+    graph_before)    echo "ex_graph_before ex_graph FULL cuda_graph_decode.py";;
+    graph_after)     echo "ex_graph_after ex_graph FULL cuda_graph_decode.py --fixed";;
+    pinned_before)   echo "ex_pinned_before ex_pinned FULL pinned_copies.py";;
+    pinned_after)    echo "ex_pinned_after ex_pinned FULL pinned_copies.py --fixed";;
+    gpupre_before)   echo "ex_gpupre_before ex_gpupre FULL gpu_preprocess.py";;
+    gpupre_after)    echo "ex_gpupre_after ex_gpupre FULL gpu_preprocess.py --fixed";;
+    mixed_before)    echo "ex_mixed_before ex_mixed FULL mixed_precision.py";;
+    mixed_after)     echo "ex_mixed_after ex_mixed FULL mixed_precision.py --fixed";;
+    demo)            echo "demo demo BASIC sync_per_layer.py --requests 12";;
+    *) return 1;;
+  esac
+}
+
+facts() {  # quick check of an export: NVTX ranges named Inference, kernels
+  python3 - "$1" <<'EOF'
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+tabs = {r[0] for r in c.execute("select name from sqlite_master where type='table'")}
+inf = c.execute("select count(*) from NVTX_EVENTS e left join StringIds s on e.textId = s.id "
+                "where coalesce(e.text, s.value) = 'Inference'").fetchone()[0] if "NVTX_EVENTS" in tabs else -1
+k = c.execute("select count(*) from CUPTI_ACTIVITY_KIND_KERNEL").fetchone()[0] \
+    if "CUPTI_ACTIVITY_KIND_KERNEL" in tabs else 0
+print(f"Inference={inf} kernels={k} gpu_metrics={'GPU_METRICS' in tabs}")
+EOF
+}
+
+export_job() {  # name group
+  local n=$1 grp=$2 t=$SECONDS
+  "$NSYS" export --type sqlite --force-overwrite true -o "$W/$n.sqlite" "$W/$n.nsys-rep" > "$W/$n.export.log" 2>&1 \
+    || { echo "$n: EXPORT FAILED"; tail -3 "$W/$n.export.log"; return; }
+  local f; f=$(facts "$W/$n.sqlite")
+  xz -T4 -6 -c "$W/$n.sqlite" > "$W/$n.sqlite.xz"
+  (cd "$W" && tar -rf "$OUTDIR/$grp.tar" "$n.sqlite.xz")
+  echo "$n: exported in $((SECONDS - t))s, sqlite $(stat -c %s "$W/$n.sqlite") B, xz $(stat -c %s "$W/$n.sqlite.xz") B, $f"
+  rm -f "$W/$n.sqlite" "$W/$n.nsys-rep"
+}
+
+EXPORT_PID=
+for job in ${@:-$ALL}; do
+  read -r name grp kind script args <<< "$(spec "$job")"
+  [ -n "$name" ] || { echo "unknown job $job"; continue; }
+  if [ "$DEADLINE" -gt 0 ] && [ "$(date +%s)" -gt "$DEADLINE" ]; then echo "$job: SKIPPED (deadline)"; continue; fi
+  for k in $kind BASIC; do
+    flags=${!k}
+    rm -f "$W/$name".*
+    t=$SECONDS
+    timeout 150 "$NSYS" profile $flags -o "$W/$name" -f true python3 "$HERE/$script" $args > "$W/$name.log" 2>&1
+    rc=$?
+    rm -f "$W/$name.qdstrm" /tmp/nsys-report-*.qdstrm
+    [ -f "$W/$name.nsys-rep" ] && break
+    echo "$name: nsys failed (rc=$rc) with: $flags"; tail -5 "$W/$name.log"
+  done
+  echo "$name: profiled in $((SECONDS - t))s rc=$rc flags=[$flags] cmd=[python3 examples/$script $args]"
+  grep -E "requests in|Traceback|Error|error" "$W/$name.log" | head -5 | sed "s/^/  $name program: /"
+  [ -f "$W/$name.nsys-rep" ] || continue
+  [ -n "$EXPORT_PID" ] && wait "$EXPORT_PID"
+  export_job "$name" "$grp" &
+  EXPORT_PID=$!
+done
+wait
+ls -l "$OUTDIR"
