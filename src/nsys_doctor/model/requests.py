@@ -13,6 +13,7 @@ import numpy as np
 
 from .intervals import covered, group_union_length, union
 from .trace import Table, Trace, table_len, take
+from .arrays import uniq
 
 # A range a library opens for its own bookkeeping is not a request. Domains of NVIDIA libraries (nsys names them so).
 LIBRARY_DOMAINS = {"cuBLAS", "cuDNN", "CUDA", "NCCL", "cuFFT", "cuSPARSE", "nvJPEG", "NVSHMEM"}
@@ -97,7 +98,7 @@ def _outermost(r: Table) -> Table:
     if table_len(r) < 2:
         return r
     keep = np.ones(table_len(r), bool)
-    for th in np.unique(r["tid"]):
+    for th in uniq(r["tid"]):
         m = np.flatnonzero(r["tid"] == th)
         m = m[np.argsort(r["start_ns"][m], kind="stable")]
         run_end = np.maximum.accumulate(r["end_ns"][m])
@@ -107,12 +108,22 @@ def _outermost(r: Table) -> Table:
 
 
 def _launch_calls(trace: Trace) -> np.ndarray:
-    """Boolean mask over api_calls: the call launched GPU work (its correlation id appears on the GPU)."""
+    """Boolean mask over api_calls: the call launched GPU work (its (process, correlation id) appears on the GPU).
+    Computed once per trace: requests, iterations and several diagnoses ask for it."""
+    cached = trace._cache.get("_launch_mask")
+    if cached is not None:
+        return cached
     api = trace.table("api_calls")
-    corr = [trace.table(t)["correlation"] for t in GPU_TABLES if trace.has(t)]
-    if not corr or table_len(api) == 0:
-        return np.zeros(table_len(api), bool)
-    return np.isin(api["correlation"], np.unique(np.concatenate(corr)))
+    keys = [_corr_key(trace.table(t)["pid"], trace.table(t)["correlation"]) for t in GPU_TABLES if trace.has(t)]
+    if not keys or table_len(api) == 0:
+        mask = np.zeros(table_len(api), bool)
+    else:
+        gpu = uniq(np.concatenate(keys))
+        key = _corr_key(api["tid"] >> 24 << 24, api["correlation"])
+        pos = np.clip(np.searchsorted(gpu, key), 0, len(gpu) - 1)
+        mask = gpu[pos] == key
+    trace._cache["_launch_mask"] = mask
+    return mask
 
 
 def rank_ranges(trace: Trace) -> list[dict]:
@@ -163,7 +174,7 @@ def _count_inside(ranges: Table, tid: np.ndarray, t: np.ndarray) -> np.ndarray:
     out = np.zeros(table_len(ranges), np.int64)
     order = np.lexsort((t, tid))
     tid, t = tid[order], t[order]
-    for th in np.unique(ranges["tid"]):
+    for th in uniq(ranges["tid"]):
         lo, hi = np.searchsorted(tid, th, "left"), np.searchsorted(tid, th, "right")
         ts = t[lo:hi]
         m = np.flatnonzero(ranges["tid"] == th)
@@ -174,7 +185,7 @@ def _count_inside(ranges: Table, tid: np.ndarray, t: np.ndarray) -> np.ndarray:
 def _nesting_depth(ranges: Table) -> np.ndarray:
     """How many other ranges on the same thread enclose each range."""
     depth = np.zeros(table_len(ranges), np.int64)
-    for th in np.unique(ranges["tid"]):
+    for th in uniq(ranges["tid"]):
         m = np.flatnonzero(ranges["tid"] == th)
         s, e = ranges["start_ns"][m], ranges["end_ns"][m]
         if len(m) > 2000:   # many ranges: enclosing count through sorted starts (approximate for ties)
@@ -256,12 +267,11 @@ def _measure(trace: Trace, inst: Table, name: str, domain: str, reason: str, inf
     device = np.zeros(n, np.int64)
     if (req_all >= 0).any():
         m = req_all >= 0
-        pair = np.unique(np.stack([req_all[m], dev_all[m]]), axis=1)
-        device[pair[0]] = pair[1]   # last device wins on a tie; one device per request in practice
+        device[req_all[m]] = dev_all[m]   # one device per request in practice; with several, the last listed
     tab["device"] = device
     dev_busy = np.zeros(n, np.int64)
     s_all, e_all = cat(GPU_TABLES, "start_ns"), cat(GPU_TABLES, "end_ns")
-    for d in np.unique(device):
+    for d in uniq(device):
         md = dev_all == d
         us, ue = union(s_all[md], e_all[md])
         rows = device == d
@@ -286,7 +296,7 @@ def _corr_key(pid: np.ndarray, corr: np.ndarray) -> np.ndarray:
 def _assign_calls(inst: Table, tid: np.ndarray, t: np.ndarray) -> np.ndarray:
     """For each call (tid, t): index of the request open on that thread at t, or -1."""
     out = np.full(len(t), -1, np.int64)
-    for th in np.unique(inst["tid"]):
+    for th in uniq(inst["tid"]):
         ri = np.flatnonzero(inst["tid"] == th)
         rs, re = inst["start_ns"][ri], inst["end_ns"][ri]
         order = np.argsort(rs)
@@ -303,7 +313,8 @@ DRAIN_CALLS = ("cudaDeviceSynchronize", "cuCtxSynchronize")   # wait for all GPU
 
 def sync_name_ids(trace: Trace, prefixes: tuple[str, ...]) -> np.ndarray:
     """String ids of the API calls whose names start with one of `prefixes`."""
-    ids = np.unique(trace.table("api_calls")["name_id"])
+    names = trace.table("api_calls")["name_id"]
+    ids = np.flatnonzero(np.bincount(names[names >= 0])) if len(names) else np.zeros(0, np.int64)
     return np.array([i for i in ids if trace.name(i).startswith(prefixes)], np.int64)
 
 
