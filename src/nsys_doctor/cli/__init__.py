@@ -10,7 +10,7 @@ from .. import __version__
 from ..errors import NsysDoctorError
 
 # A new command is one new file in this folder plus its name here.
-COMMANDS = ["analyze", "profile", "env", "export", "diff", "check"]
+COMMANDS = ["analyze", "demo", "profile", "env", "export", "diff", "check"]
 
 
 def build_parser() -> argparse.ArgumentParser:
