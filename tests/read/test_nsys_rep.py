@@ -1,0 +1,54 @@
+"""`.nsys-rep` input: a report recorded here by the real nsys (Debian's, on this CPU machine) is exported once
+beside it, reused while newer, and the report itself is left as it was. Skipped only when no nsys is found."""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nsys_doctor import nsys as nsys_tool
+from nsys_doctor.errors import NoData
+from nsys_doctor.read import open_trace
+
+NSYS = nsys_tool.find_nsys()
+pytestmark = pytest.mark.skipif(NSYS is None, reason="no nsys found (scripts/install-nsys-debian.sh installs one)")
+
+PROGRAM = "import time\nfor _ in range(3):\n    time.sleep(0.01)\n"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rep")
+    (d / "prog.py").write_text(PROGRAM)
+    subprocess.run([NSYS, "profile", "--trace=osrt", "--sample=none", "--cpuctxsw=none", "-o", str(d / "r"),
+                    "-f", "true", sys.executable, str(d / "prog.py")], cwd=d, capture_output=True, timeout=300)
+    rep = d / "r.nsys-rep"
+    if not rep.exists():
+        pytest.skip("this nsys could not record a report here")
+    return rep
+
+
+def sha(p):
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_report_is_exported_once_beside_it_and_left_untouched(report):
+    before = sha(report)
+    trace = open_trace(report)              # exports r.sqlite beside the report
+    exported = report.with_suffix(".sqlite")
+    assert exported.exists() and trace.table("os_calls")["start_ns"].size > 0   # the program's sleeps
+    trace.close()
+    mtime = exported.stat().st_mtime_ns
+    time.sleep(0.01)
+    open_trace(report).close()              # reused, not exported again
+    assert exported.stat().st_mtime_ns == mtime
+    assert sha(report) == before
+
+
+def test_report_without_cuda_says_so(report):
+    from nsys_doctor.analysis import analyze
+    with pytest.raises(NoData, match="no CUDA activity"):
+        analyze(report)
