@@ -5,11 +5,13 @@ import numpy as np
 
 from .diagnose import Context, diagnose_all
 from .kernel_summary import kernel_summary, syncs_per_request
+from .model import tensorrt
 from .model.requests import Requests, find_requests
 from .model.trace import Trace
 from .read import open_trace
 from .report import Report
 from .timeline import build_timeline
+from .model.arrays import uniq
 
 PERCENTILES = (50, 90, 99)
 MS = 1e6
@@ -31,6 +33,9 @@ def analyze_trace(trace: Trace, range_name: str | None = None, skip: int | None 
                     findings=findings, per_request=per_request_columns(req))
     report.requests["kernels"] = kernel_summary(trace, req)
     report.requests["syncs_per_request"] = syncs_per_request(trace, req)
+    report.profile["tensorrt"] = tensorrt.detect(trace) or False
+    if report.profile["tensorrt"]:
+        report.requests["tensorrt_layers"] = tensorrt.layer_table(trace, req)[:tensorrt.TOP_LAYERS]
     report.verdict = verdict(report)
     report.timeline = build_timeline(trace, req, findings)
     return report
@@ -67,7 +72,7 @@ def summarize_requests(trace: Trace, req: Requests) -> dict:
     breakdown = {k: round(float(t[c][m].mean()) / MS, 3) if len(m) else 0.0 for k, c in parts.items()}
     busy = t["device_busy_ns"][m] / np.maximum(t["latency_ns"][m], 1)
     own = t["busy_ns"][m] / np.maximum(t["latency_ns"][m], 1)
-    threads = sorted({trace.thread_name(x) for x in np.unique(t["tid"][m])})
+    threads = sorted({trace.thread_name(x) for x in uniq(t["tid"][m])})
     return {
         "range": req.range_name, "domain": req.domain, "chosen_because": req.reason, "inferred": req.inferred,
         "count": int(len(m)), "total": req.count, "warmup": req.warmup, "warmup_reason": req.warmup_reason,

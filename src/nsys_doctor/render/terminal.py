@@ -27,7 +27,8 @@ def render(report: Report, file=None, width: int | None = None, color: bool | No
     if missing:
         con.print(f"[dim]missing: {escape('; '.join(missing))}[/dim]")
     if p.get("tensorrt"):
-        con.print("[dim]TensorRT engine detected (TensorRT NVTX domain)[/dim]")
+        signs = p["tensorrt"].get("signs", []) if isinstance(p["tensorrt"], dict) else ["TensorRT NVTX domain"]
+        con.print(f"[dim]TensorRT engine detected ({escape('; '.join(signs[:4]))})[/dim]")
     con.print()
     con.print(Text("Verdict: ", style="bold") + Text(report.verdict))
     con.print()
@@ -49,6 +50,7 @@ def render(report: Report, file=None, width: int | None = None, color: bool | No
               f"kernels, {r.get('copies_per_request', 0):g} copies")
     bar = "  ".join(f"{k.replace('_', ' ')} {b[k]:.2f} ms ({bp.get(k, 0):.0f}%)" for k in b)
     con.print(f"  breakdown: {bar}")
+    _tensorrt_layers(con, r.get("tensorrt_layers") or [])
     con.print()
     if not report.findings:
         con.print("[bold]Findings[/bold]: none")
@@ -74,6 +76,28 @@ def render(report: Report, file=None, width: int | None = None, color: bool | No
         con.print(f"   [dim]estimate: {escape(f.estimate)}[/dim]")
     for note in report.notes:
         con.print(f"[dim]note: {escape(note)}[/dim]")
+
+
+def _tensorrt_layers(con: Console, layers: list[dict], top: int = 10) -> None:
+    """The TensorRT layers that cost the most GPU time (kernels attributed by launch, not the CPU-side ranges)."""
+    if not layers:
+        return
+    con.print()
+    con.print("[bold]TensorRT layers[/bold] by GPU time (kernels launched inside each layer's NVTX range)")
+    t = Table(box=None, padding=(0, 2), show_header=True, header_style="bold")
+    for col in ("layer", "calls", "kernels", "ms/enqueue", "share", ""):
+        t.add_column(col, justify="left" if col in ("layer", "") else "right", overflow="ellipsis", no_wrap=True,
+                     max_width=50 if col == "layer" else None, min_width=None if col == "layer" else len(col) or 6)
+    for row in layers[:top]:
+        t.add_row(escape(str(row.get("name"))), f"{row.get('calls', 0):,}", f"{row.get('kernels', 0):,}",
+                  f"{row.get('gpu_ms_per_enqueue', 0):.3f}", f"{row.get('share_pct', 0):.1f}%",
+                  "[dim]Myelin[/dim]" if row.get("fused") else "")
+    con.print(t)
+    for row in layers[:top]:
+        ops = row.get("ops") or []
+        if ops:
+            parts = ", ".join(f"{escape(o['name'][:40])} {o['share_of_layer_pct']:.0f}%" for o in ops[:4])
+            con.print(f"  [dim]{escape(str(row['name'])[:50])}: {parts}[/dim]")
 
 
 def _fmt(v) -> str:
