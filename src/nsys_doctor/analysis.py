@@ -55,13 +55,11 @@ def describe_profile(trace: Trace, req: Requests) -> dict:
     span = None
     if "capture_start_ns" in m:
         span = round((m["capture_end_ns"] - m["capture_start_ns"]) / 1e9, 3)
-    tensorrt = bool(np.isin(["TensorRT"], trace.table("ranges")["domain"].astype(str)).any()) \
-        if trace.has("ranges") else False
     return {"path": trace.path, "format": trace.source, "nsys_version": m.get("nsys_version"),
             "schema_version": m.get("schema_version"), "duration_s": span,
             "gpus": [g.get("name") for g in m.get("gpus", [])],
             "counts": {k: v for k, v in m.get("counts", {}).items()},
-            "absent": dict(trace.absent), "tensorrt": tensorrt}
+            "absent": dict(trace.absent), "tensorrt": False}     # filled in by analyze_trace
 
 
 def summarize_requests(trace: Trace, req: Requests) -> dict:
