@@ -5,7 +5,6 @@
 with `analyze --format json`. Exit codes: 0 written, 2 bad input."""
 from __future__ import annotations
 
-import json
 
 from ..errors import BadInput
 
@@ -20,17 +19,9 @@ def add_arguments(p) -> None:
 
 
 def load(args):
-    from ..report import Report
-    if str(args.profile).endswith(".json"):
-        try:
-            with open(args.profile, encoding="utf-8") as f:
-                return Report.from_dict(json.load(f))
-        except OSError as err:
-            raise BadInput(args.profile, f"cannot read the report ({err.strerror})")
-        except (ValueError, TypeError) as err:
-            raise BadInput(args.profile, f"not a saved nsys-doctor report ({err})")
-    from ..analysis import analyze
-    return analyze(args.profile, range_name=args.range_name, skip=args.skip)
+    # a saved report or a profile (a Kineto .json trace is a profile): one place decides, shared with diff/check
+    from ..compare import load_report
+    return load_report(args.profile, range_name=args.range_name, skip=args.skip)
 
 
 def write(path: str, text: str) -> None:

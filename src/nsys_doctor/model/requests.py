@@ -90,7 +90,7 @@ def find_requests(trace: Trace, range_name: str | None = None, skip: int | None 
 def _top_names(ranges: Table, n: int = 8) -> str:
     names, counts = np.unique(ranges["name"].astype(str), return_counts=True)
     order = np.argsort(-counts)[:n]
-    return ", ".join(f"{names[i]!r} x{counts[i]}" for i in order) or "none"
+    return ", ".join(f"{str(names[i])!r} x{int(counts[i])}" for i in order) or "none"
 
 
 def _outermost(r: Table) -> Table:
@@ -134,37 +134,52 @@ def rank_ranges(trace: Trace) -> list[dict]:
     api = trace.table("api_calls")
     launch = _launch_calls(trace)
     l_start, l_tid = api["start_ns"][launch], api["tid"][launch]
-    keys = np.char.add(np.char.add(ranges["domain"].astype(str), "\x1f"), ranges["name"].astype(str))
-    uniq, inv = np.unique(keys, return_inverse=True)
+    # distinct (domain, name), sorted as np.unique would; through a dict, not fixed-width numpy strings, which are as
+    # wide as the longest name for every row (100k ranges and one 5000-char name: 2 GB, and minutes to sort)
+    keys = [f"{d}\x1f{n}" for d, n in zip(ranges["domain"].tolist(), ranges["name"].tolist())]
+    uniq = sorted(set(keys))
+    where = {k: i for i, k in enumerate(uniq)}
+    inv = np.fromiter((where[k] for k in keys), np.int64, len(keys))
     # launches inside each range instance (same thread, between start and end)
     inside = _count_inside(ranges, l_tid, l_start)
     depth = _nesting_depth(ranges)
+    # per distinct range, without a pass over all instances for each (100k distinct names took minutes)
+    inv = inv.reshape(-1)
+    counts = np.bincount(inv, minlength=len(uniq))
+    with_gpu_all = np.bincount(inv, weights=(inside > 0), minlength=len(uniq)) / np.maximum(counts, 1)
+    launches_all = np.bincount(inv, weights=inside, minlength=len(uniq))
+    order = np.lexsort((depth, inv))                      # depths sorted within each range: the median by index
+    first = np.r_[0, np.cumsum(counts)[:-1]]
+    d_sorted = depth[order].astype(np.float64)
+    median_all = (d_sorted[first + (counts - 1) // 2] + d_sorted[first + counts // 2]) / 2
     out = []
     for k, key in enumerate(uniq):
-        m = inv == k
         domain, name = str(key).split("\x1f", 1)
-        n = int(m.sum())
-        with_gpu = float((inside[m] > 0).mean())
+        n = int(counts[k])
+        with_gpu = float(with_gpu_all[k])
         lib = domain in LIBRARY_DOMAINS or name.lower().startswith(LIBRARY_NAME_PREFIXES)
         eligible = n >= MIN_INSTANCES and with_gpu >= MIN_GPU_SHARE and not lib
         out.append({"name": name, "domain": domain, "count": n, "gpu_share": round(with_gpu, 3),
-                    "launches": int(inside[m].sum()), "depth": float(np.median(depth[m])),
+                    "launches": int(launches_all[k]), "depth": float(median_all[k]),
                     "library": lib, "eligible": eligible})
     # outermost first (a request encloses its phases), then the most GPU launches, then the most instances
     out.sort(key=lambda c: (not c["eligible"], c["depth"], -c["launches"], -c["count"]))
+    n_eligible = sum(1 for c in out if c["eligible"])
     for c in out:
-        c["why"] = _why(c, out)
+        c["why"] = _why(c, out, n_eligible)
     return out
 
 
-def _why(c: dict, allc: list[dict]) -> str:
+def _why(c: dict, allc: list[dict], n_eligible: int | None = None) -> str:
     if c["library"]:
         return "a library's own range"
     if c["count"] < MIN_INSTANCES:
         return "occurs once"
     if c["gpu_share"] < MIN_GPU_SHARE:
         return f"only {c['gpu_share']:.0%} of its instances launch GPU work"
-    others = sum(1 for o in allc if o["eligible"] and o is not c)
+    if n_eligible is None:
+        n_eligible = sum(1 for o in allc if o["eligible"])
+    others = n_eligible - (1 if c["eligible"] else 0)
     return (f"repeated {c['count']} times, {c['gpu_share']:.0%} of them launch GPU work "
             f"({c['launches']} launches), outermost of {others + 1} such ranges")
 
@@ -314,7 +329,11 @@ DRAIN_CALLS = ("cudaDeviceSynchronize", "cuCtxSynchronize")   # wait for all GPU
 def sync_name_ids(trace: Trace, prefixes: tuple[str, ...]) -> np.ndarray:
     """String ids of the API calls whose names start with one of `prefixes`."""
     names = trace.table("api_calls")["name_id"]
-    ids = np.flatnonzero(np.bincount(names[names >= 0])) if len(names) else np.zeros(0, np.int64)
+    names = names[names >= 0]
+    # bincount is the fast unique for string ids (small ints); a damaged id (up to 2**63-1) would make it allocate
+    # that many counters, and at 2**63-1 numpy 2.4 corrupts the heap (max + 1 wraps): np.unique then
+    small = len(names) and int(names.max()) < 1 << 24
+    ids = np.flatnonzero(np.bincount(names)) if small else np.unique(names)
     return np.array([i for i in ids if trace.name(i).startswith(prefixes)], np.int64)
 
 
