@@ -16,7 +16,7 @@ from ..report import Finding
 
 # Order matters only for gpu_idle, which runs last and sees what the others explained (ctx.cache["findings"]).
 DIAGNOSES: list[str] = ["cuda_sync", "launch_overhead", "cpu_work", "transfers", "dram_bandwidth", "precision",
-                        "thread_contention", "gpu_idle"]
+                        "thread_contention", "communication", "model_loading", "gpu_idle"]
 
 
 @dataclass
