@@ -16,6 +16,7 @@ import numpy as np
 from ..model.intervals import covered, union
 from ..model.requests import _assign_calls
 from ..model.trace import Trace, table_len
+from ..model.arrays import uniq
 
 DEFAULT_SAMPLE_PERIOD_NS = 1_000_000   # nsys default CPU sampling rate is 1 kHz; measured per profile when possible
 TOP_FUNCTIONS = 6
@@ -43,31 +44,61 @@ def _base(name: str) -> str:
     return name.lstrip("_").removesuffix("64")
 
 
+def _os_class_of(n: str) -> int:
+    n = _base(n)
+    if n.startswith(LOCK_CALLS):
+        return CAUSES.index("lock")
+    if n in SLEEP_CALLS:
+        return CAUSES.index("sleep")
+    if n in IO_CALLS or n.removesuffix("_unlocked") in IO_CALLS:
+        return CAUSES.index("io")
+    return CAUSES.index("other_os")
+
+
+def _api_class_of(n: str) -> int:
+    return CAUSES.index("sync" if any(s in n for s in SYNC_API) else "copy" if any(s in n for s in COPY_API)
+                        else "launch")
+
+
+def _classify(trace: Trace, name_ids: np.ndarray, judge) -> np.ndarray:
+    """judge(name) per distinct id, spread back to every row. Small non-negative integer ids go through a lookup
+    table (linear); others through a sort (np.unique with return_inverse is slow on millions of rows)."""
+    ids = np.asarray(name_ids)
+    if len(ids) == 0:
+        return np.zeros(0, np.int64)
+    if ids.dtype.kind in "iu":
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo >= 0 and hi < max(4 * len(ids), 1 << 20):
+            present = np.zeros(hi + 1, bool)
+            present[ids] = True
+            u = np.flatnonzero(present)
+            lut = np.zeros(hi + 1, np.int64)
+            lut[u] = [judge(trace.name(x)) for x in u]
+            return lut[ids]
+        u = uniq(ids)
+        cls = np.array([judge(trace.name(x)) for x in u], np.int64)
+        return cls[np.searchsorted(u, ids)]
+    u, inv = np.unique(ids, return_inverse=True)
+    cls = np.array([judge(trace.name(x)) for x in u], np.int64)
+    return cls[inv.ravel()]
+
+
 def os_call_class(trace: Trace, name_ids: np.ndarray) -> np.ndarray:
     """Per OS runtime call: index into CAUSES (lock, sleep, io, other_os)."""
-    uniq, inv = np.unique(name_ids, return_inverse=True)
-    cls = np.empty(len(uniq), np.int64)
-    for k, nid in enumerate(uniq):
-        n = _base(trace.name(nid))
-        if n.startswith(LOCK_CALLS):
-            cls[k] = CAUSES.index("lock")
-        elif n in SLEEP_CALLS:
-            cls[k] = CAUSES.index("sleep")
-        elif n in IO_CALLS or n.removesuffix("_unlocked") in IO_CALLS:
-            cls[k] = CAUSES.index("io")
-        else:
-            cls[k] = CAUSES.index("other_os")
-    return cls[inv] if len(name_ids) else np.zeros(0, np.int64)
+    return _classify(trace, name_ids, _os_class_of)
 
 
 def api_call_class(trace: Trace, name_ids: np.ndarray) -> np.ndarray:
-    uniq, inv = np.unique(name_ids, return_inverse=True)
-    cls = np.empty(len(uniq), np.int64)
-    for k, nid in enumerate(uniq):
-        n = trace.name(nid)
-        cls[k] = CAUSES.index("sync" if any(s in n for s in SYNC_API) else
-                              "copy" if any(s in n for s in COPY_API) else "launch")
-    return cls[inv] if len(name_ids) else np.zeros(0, np.int64)
+    return _classify(trace, name_ids, _api_class_of)
+
+
+def table_class(ctx, table: str) -> np.ndarray:
+    """os_call_class / api_call_class of a whole table (api_calls or os_calls), cached in ctx."""
+    key = ("call_class", table)
+    if key not in ctx.cache:
+        fn = api_call_class if table == "api_calls" else os_call_class
+        ctx.cache[key] = fn(ctx.trace, ctx.trace.table(table)["name_id"])
+    return ctx.cache[key]
 
 
 # ------------------------------------------------------------------------------------------ interval sets
@@ -97,48 +128,115 @@ def subtract(a_s, a_e, b_s, b_e):
 
 
 # ------------------------------------------------------------------------------------------ thread activity
+# Bit c of a segment's state says cause c (index into CAUSES) is active; a segment goes to its lowest set bit, the
+# cause first in priority order, or to "cpu" when no bit is set.
+_NONE = len(CAUSES) - 1
+_FIRST_BIT = np.array([(x & -x).bit_length() - 1 if x else _NONE for x in range(1 << _NONE)], np.int8)
+_EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
+def _cause_sets(ctx, tid: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], bool]:
+    """Per cause but "cpu": the union of the thread's intervals of that cause (disjoint, sorted); and whether all
+    intervals were well-formed (end >= start)."""
+    trace = ctx.trace
+    parts: list[list] = [[] for _ in CAUSES[:-1]]
+    for table, causes in (("api_calls", ("sync", "copy", "launch")), ("os_calls", ("lock", "sleep", "io", "other_os"))):
+        tab = trace.table(table)
+        if table_len(tab) == 0:
+            continue
+        m = tab["tid"] == tid
+        if not m.any():
+            continue
+        cls, s, e = table_class(ctx, table), tab["start_ns"], tab["end_ns"]
+        if not m.all():
+            cls, s, e = cls[m], s[m], e[m]
+        for c in causes:
+            k = cls == CAUSES.index(c)
+            if k.any():
+                parts[CAUSES.index(c)].append((s[k], e[k]))
+    parts[CAUSES.index("runqueue")].append(off_cpu(trace, tid))
+    out, well_formed = [], True
+    for p in parts:
+        if not p:
+            out.append(_EMPTY)
+            continue
+        s = (np.concatenate([x[0] for x in p]) if len(p) > 1 else p[0][0]).astype(np.int64, copy=False)
+        e = (np.concatenate([x[1] for x in p]) if len(p) > 1 else p[0][1]).astype(np.int64, copy=False)
+        if len(s) == 0:
+            out.append(_EMPTY)
+            continue
+        ok = bool((e >= s).all())
+        well_formed &= ok
+        # intervals.union, skipped when the intervals already are sorted and apart (calls of one thread usually are)
+        out.append((s, e) if ok and (s[1:] > e[:-1]).all() else union(s, e))
+    return out, well_formed
+
+
+def thread_segments(ctx, tid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The thread's time, whole profile, cut into disjoint sorted segments (start, end, cause index), each charged
+    to the first cause in CAUSES active there; time in no segment is "cpu". One labelled sweep (cached)."""
+    key = ("thread_segments", int(tid))
+    if key in ctx.cache:
+        return ctx.cache[key]
+    sets, well_formed = _cause_sets(ctx, tid)
+    n = sum(len(s) for s, _ in sets)
+    if n == 0:
+        out = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int8))
+        ctx.cache[key] = out
+        return out
+    t = np.empty(2 * n, np.int64)
+    code = np.empty(2 * n, np.uint8)
+    i = 0
+    for c, (s, e) in enumerate(sets):
+        t[i:i + 2 * len(s):2], t[i + 1:i + 2 * len(s):2] = s, e     # one sorted run per cause
+        code[i:i + 2 * len(s)] = 1 << c
+        i += 2 * len(s)
+    order = np.argsort(t, kind="stable")       # merges the runs: near-linear
+    t = t[order]
+    if well_formed:
+        state = np.bitwise_xor.accumulate(code[order])      # each cause's intervals are disjoint: toggles
+    else:                                                    # ill-formed intervals (end < start): count them
+        where = np.empty(len(order), np.int64)               # sorted position of each event
+        where[order] = np.arange(len(order))
+        state = np.zeros(len(t), np.uint8)
+        first = 0
+        for c, (s, e) in enumerate(sets):
+            d = np.zeros(len(t), np.int64)
+            d[where[first:first + 2 * len(s):2]] = 1
+            d[where[first + 1:first + 2 * len(s):2]] = -1
+            state |= (np.cumsum(d) > 0).astype(np.uint8) << c
+            first += 2 * len(s)
+    lab = _FIRST_BIT[state]
+    # segment [t[k], t[k+1]) has the state after event k; at equal times only the last event's state lasts
+    keep = np.flatnonzero((t[1:] > t[:-1]) & (lab[:-1] != _NONE))
+    s, e, lab = t[keep], t[keep + 1], lab[keep]
+    out = (s, e, lab)
+    ctx.cache[key] = out
+    return out
+
+
+def _by_cause(s, e, lab) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Segments grouped per cause (each group stays in time order)."""
+    order = np.argsort(lab, kind="stable")      # small ints: radix sort
+    bounds = np.r_[0, np.cumsum(np.bincount(lab, minlength=_NONE))]
+    s, e = s[order], e[order]
+    return {c: (s[bounds[k]:bounds[k + 1]], e[bounds[k]:bounds[k + 1]]) for k, c in enumerate(CAUSES[:-1])}
+
+
 def thread_activity(ctx, tid: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Disjoint interval sets per cause for one thread, whole profile (cached). "cpu" is left implicit: the rest."""
     key = ("thread_activity", int(tid))
-    if key in ctx.cache:
-        return ctx.cache[key]
-    trace = ctx.trace
-    parts: dict[str, list] = {c: [] for c in CAUSES}
-    api = trace.table("api_calls")
-    m = api["tid"] == tid
-    if m.any():
-        cls = api_call_class(trace, api["name_id"][m])
-        for c in ("sync", "copy", "launch"):
-            k = cls == CAUSES.index(c)
-            parts[c].append((api["start_ns"][m][k], api["end_ns"][m][k]))
-    osc = trace.table("os_calls")
-    m = osc["tid"] == tid
-    if m.any():
-        cls = os_call_class(trace, osc["name_id"][m])
-        for c in ("lock", "sleep", "io", "other_os"):
-            k = cls == CAUSES.index(c)
-            parts[c].append((osc["start_ns"][m][k], osc["end_ns"][m][k]))
-    off = off_cpu(trace, tid)
-    parts["runqueue"].append(off)       # off-CPU; what no call explains is left after the subtraction below
-    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    taken = (np.zeros(0, np.int64), np.zeros(0, np.int64))
-    for c in CAUSES[:-1]:
-        if not parts[c]:
-            out[c] = (np.zeros(0, np.int64), np.zeros(0, np.int64))
-            continue
-        s = np.concatenate([p[0] for p in parts[c]]).astype(np.int64)
-        e = np.concatenate([p[1] for p in parts[c]]).astype(np.int64)
-        us, ue = union(s, e)
-        out[c] = subtract(us, ue, *taken)
-        taken = union(np.r_[taken[0], out[c][0]], np.r_[taken[1], out[c][1]])
-    out["_taken"] = taken
-    ctx.cache[key] = out
-    return out
+    if key not in ctx.cache:
+        s, e, lab = thread_segments(ctx, tid)
+        ctx.cache[key] = _by_cause(s, e, lab)
+    return ctx.cache[key]
 
 
 def off_cpu(trace: Trace, tid: int) -> tuple[np.ndarray, np.ndarray]:
     """Intervals the thread was switched out (sched-out to the next sched-in), from the context-switch trace."""
     sc = trace.table("sched")
+    if table_len(sc) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
     m = sc["tid"] == tid
     if not m.any():
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -149,20 +247,53 @@ def off_cpu(trace: Trace, tid: int) -> tuple[np.ndarray, np.ndarray]:
     return t[out_i].astype(np.int64), t[out_i + 1].astype(np.int64)
 
 
+def _pieces(a_s, a_e, b_s, b_e, a_lab=None):
+    """A & B for disjoint sorted sets of positive-length intervals (neighbours may touch): the pieces (start, end)
+    in time order, with the label of A (a_lab) or the index into A of each. Linear in the output, no sort."""
+    j0 = np.searchsorted(a_e, b_s, side="right")      # first A ending after b starts
+    j1 = np.searchsorted(a_s, b_e, side="left")       # first A starting at or after b ends
+    cnt = np.maximum(j1 - j0, 0)
+    tot = int(cnt.sum())
+    if tot == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64 if a_lab is None else a_lab.dtype)
+    ib = np.repeat(np.arange(len(b_s)), cnt)
+    ia = np.arange(tot, dtype=np.int64) + np.repeat(j0 - (np.cumsum(cnt) - cnt), cnt)
+    return np.maximum(a_s[ia], b_s[ib]), np.minimum(a_e[ia], b_e[ib]), ia if a_lab is None else a_lab[ia]
+
+
 def causes_in_windows(ctx, tid: int, lo: np.ndarray, hi: np.ndarray, within=None) -> dict[str, np.ndarray]:
     """Per window [lo, hi) on thread `tid`: ns spent in each cause. `within` (disjoint sorted set) restricts the
     count to those times (e.g. only when the GPU was idle)."""
-    act = thread_activity(ctx, tid)
-    out = {}
+    lo = np.asarray(lo, np.int64)
+    hi = np.asarray(hi, np.int64)
     total = np.maximum(hi - lo, 0)
     if within is not None:
         total = covered(within[0], within[1], lo, hi)
+    out = {c: np.zeros(len(lo), np.int64) for c in CAUSES[:-1]}
+    s, e, lab = thread_segments(ctx, tid)
+    ok = hi > lo
+    if len(s) and ok.any():
+        # only what lies inside the windows (and inside `within`) matters
+        b_s, b_e = union(lo[ok], hi[ok])
+        # windows that hold most of the thread's segments: no need to cut the segments to them
+        most = 2 * int(np.maximum(np.searchsorted(s, b_e) - np.searchsorted(e, b_s, side="right"), 0).sum()) > len(s)
+        if within is not None:
+            w_s, w_e = np.asarray(within[0], np.int64), np.asarray(within[1], np.int64)
+            pos = w_e > w_s
+            if not pos.all():
+                w_s, w_e = w_s[pos], w_e[pos]
+            if not most:
+                w_s, w_e, _ = _pieces(w_s, w_e, b_s, b_e)
+            sets = _by_cause(*_pieces(s, e, w_s, w_e, lab))
+        elif most:
+            sets = thread_activity(ctx, tid)
+        else:
+            sets = _by_cause(*_pieces(s, e, b_s, b_e, lab))
+        for c in CAUSES[:-1]:
+            if len(sets[c][0]):
+                out[c] = covered(sets[c][0], sets[c][1], lo, hi)
     used = np.zeros(len(lo), np.int64)
     for c in CAUSES[:-1]:
-        s, e = act[c]
-        if within is not None:
-            s, e = intersect(s, e, within[0], within[1])
-        out[c] = covered(s, e, lo, hi)
         used += out[c]
     out["cpu"] = np.maximum(total - used, 0)
     return out
@@ -212,7 +343,7 @@ def hot_functions(trace: Trace, tid: np.ndarray, lo: np.ndarray, hi: np.ndarray,
     cc = trace.table(chains)
     if table_len(cc) == 0:
         return [], int(len(ids))
-    rel = np.isin(cc["id"], np.unique(ids))
+    rel = np.isin(cc["id"], uniq(ids))
     c_id, c_depth, c_sym, c_mod = cc["id"][rel], cc["depth"][rel], cc["symbol_id"][rel], cc["module_id"][rel]
     # leaf frame per chain
     leaf = c_depth == 0
@@ -224,7 +355,7 @@ def hot_functions(trace: Trace, tid: np.ndarray, lo: np.ndarray, hi: np.ndarray,
     sym = np.where(hit, lsym[pos] if len(lid) else -1, -1)
     mod = np.where(hit, lmod[pos] if len(lid) else -1, -1)
     # nearest user-level frame per chain: modules judged once each
-    umods = np.unique(c_mod)
+    umods = uniq(c_mod)
     user_mod = np.array([not os.path.basename(trace.name(m)).startswith(SYSTEM_MODULES)
                          and not trace.name(m).startswith("<") for m in umods], bool)
     is_user = user_mod[np.searchsorted(umods, c_mod)] if len(c_mod) else np.zeros(0, bool)

@@ -15,6 +15,7 @@ from ..model.requests import GPU_TABLES, _assign_calls, _launch_calls
 from ..report import Evidence
 from . import cpu_samples as cs
 from .common import WORST, instance, make_finding
+from ..model.arrays import uniq
 
 MIN_SAVING_NS = 1_000_000     # under 1 ms per request the window is Python glue (healthy 0.04, sync_heavy 0.24 ms)
 MIN_SAVING_PCT = 3.0          # of mean latency; below, not worth a line (memcpy_pageable post 1.8 ms = 0.7%)
@@ -51,11 +52,29 @@ def device_idle(ctx, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
     """Times in [lo, hi) when no GPU ran anything (all devices together), as a disjoint sorted set."""
     key = ("device_idle", lo, hi)
     if key not in ctx.cache:
-        tr = ctx.trace
-        s = np.concatenate([tr.table(x)["start_ns"] for x in GPU_TABLES]).astype(np.int64)
-        e = np.concatenate([tr.table(x)["end_ns"] for x in GPU_TABLES]).astype(np.int64)
-        bs, be = union(s, e)
-        ctx.cache[key] = cs.subtract(np.array([lo], np.int64), np.array([hi], np.int64), bs, be)
+        if "device_busy_union" not in ctx.cache:
+            tr = ctx.trace
+            s = np.concatenate([tr.table(x)["start_ns"] for x in GPU_TABLES]).astype(np.int64)
+            e = np.concatenate([tr.table(x)["end_ns"] for x in GPU_TABLES]).astype(np.int64)
+            ctx.cache["device_busy_union"] = union(s, e)
+        bs, be = ctx.cache["device_busy_union"]
+        if len(bs) == 0 or not (be >= bs).all():
+            ctx.cache[key] = cs.subtract(np.array([lo], np.int64), np.array([hi], np.int64), bs, be)
+        else:
+            # the gaps between busy blocks (disjoint, apart), clipped to [lo, hi); blocks of no length leave two
+            # gaps that touch: merged
+            i, j = np.searchsorted(be, lo, side="right"), np.searchsorted(bs, hi, side="left")
+            gs = np.r_[lo, be[i:j]]
+            ge = np.r_[bs[i:j], hi]
+            gs = np.maximum(gs, lo)
+            ge = np.minimum(ge, hi)
+            ok = ge > gs
+            gs, ge = gs[ok], ge[ok]
+            if len(gs) > 1:
+                new = np.r_[True, gs[1:] != ge[:-1]]
+                first = np.flatnonzero(new)
+                gs, ge = gs[first], ge[np.r_[first[1:] - 1, len(new) - 1]]
+            ctx.cache[key] = (gs.astype(np.int64), ge.astype(np.int64))
     return ctx.cache[key]
 
 
@@ -68,7 +87,7 @@ def window_causes(ctx, lo: np.ndarray, hi: np.ndarray, idle_only: bool) -> dict[
         return out
     within = device_idle(ctx, int(t["start_ns"].min()), int(max(t["end_ns"].max(), t["gpu_end_ns"].max()))) \
         if idle_only else None
-    for tid in np.unique(t["tid"]):
+    for tid in uniq(t["tid"]):
         m = np.flatnonzero(t["tid"] == tid)
         got = cs.causes_in_windows(ctx, int(tid), lo[m], hi[m], within)
         for c in cs.CAUSES:
