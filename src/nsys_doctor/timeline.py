@@ -59,8 +59,9 @@ def build_timeline(trace: Trace, requests: Requests, findings: list[Finding]) ->
                         INSTANCE_MAX_EVENTS))
 
     excerpts = []
+    spans: dict = {}
     for kid, title, lo, hi, r, cap in windows:
-        ex = _excerpt(trace, lo, hi, cap)
+        ex = _excerpt(trace, lo, hi, cap, spans)
         ex.update(id=kid, title=title, request=r)
         if r is not None:
             ex.update(request_start_ns=int(t["start_ns"][r]), request_end_ns=int(t["start_ns"][r] + lat[r]))
@@ -82,7 +83,35 @@ def _in(tab, lo: int, hi: int) -> np.ndarray:
     return (tab["end_ns"] >= lo) & (tab["start_ns"] <= hi)
 
 
-def _excerpt(trace: Trace, lo: int, hi: int, cap: int) -> dict:
+def _rows_in(tab, lo: int, hi: int, key: str, spans: dict) -> np.ndarray:
+    """Ascending indices of the rows where _in(tab, lo, hi). Tables whose starts are sorted (nsys writes them so) are
+    searched: no row starting before lo - (longest duration) can reach lo, so only a slice is scanned."""
+    s = tab["start_ns"]
+    if key not in spans:
+        srt = len(s) < 2 or bool((s[1:] >= s[:-1]).all())
+        spans[key] = (srt, max(int((tab["end_ns"] - s).max()), 0) if srt and len(s) else 0)
+    srt, longest = spans[key]
+    if not srt:
+        return np.flatnonzero(_in(tab, lo, hi))
+    a = int(np.searchsorted(s, lo - longest, "left"))
+    b = int(np.searchsorted(s, hi, "right"))
+    return a + np.flatnonzero(tab["end_ns"][a:b] >= lo)
+
+
+def _lane_index(a: np.ndarray, b: np.ndarray, make) -> np.ndarray:
+    """Per row keyed by (a, b): make(a, b) called once per distinct pair (it returns a lane index)."""
+    if len(a) == 0:
+        return np.zeros(0, np.int64)
+    ua, ia = np.unique(a, return_inverse=True)
+    ub, ib = np.unique(b, return_inverse=True)
+    nb = len(ub)
+    uc, ic = np.unique(ia.reshape(-1).astype(np.int64) * nb + ib.reshape(-1), return_inverse=True)
+    per = np.array([make(ua[c // nb], ub[c % nb]) for c in uc.tolist()], np.int64)
+    return per[ic.reshape(-1)]
+
+
+def _excerpt(trace: Trace, lo: int, hi: int, cap: int, spans: dict | None = None) -> dict:
+    spans = {} if spans is None else spans
     lanes: list[dict] = []
     lane_of: dict[tuple, int] = {}
     parts = []   # (start, end, names, lane index array, kind)
@@ -93,9 +122,9 @@ def _excerpt(trace: Trace, lo: int, hi: int, cap: int) -> dict:
             lanes.append({"name": name, "group": group, "_sort": sort})
         return lane_of[key]
 
-    def add(tab, sel, names, lanes_idx, kind):
-        if sel.any():
-            parts.append((tab["start_ns"][sel], tab["end_ns"][sel], names, lanes_idx, kind))
+    def add(tab, idx, names, lanes_idx, kind):
+        if len(idx):
+            parts.append((tab["start_ns"][idx], tab["end_ns"][idx], names, lanes_idx, kind))
 
     tnames: dict[int, str] = {}
 
@@ -107,39 +136,37 @@ def _excerpt(trace: Trace, lo: int, hi: int, cap: int) -> dict:
     # CPU: NVTX ranges (one lane per nesting depth), CUDA API, long OS runtime calls, per thread
     rg = trace.table("ranges")
     if table_len(rg):
-        sel = _in(rg, lo, hi)
-        idx = np.flatnonzero(sel)
+        idx = _rows_in(rg, lo, hi, "ranges", spans)
         depth = _depth(rg["tid"][idx], rg["start_ns"][idx], rg["end_ns"][idx])
-        li = np.array([lane(("nvtx", int(tid), int(d)), f"{thread(int(tid))} · NVTX" + (f" {d}" if d else ""),
-                            "cpu", (int(tid), 0, int(d))) for tid, d in zip(rg["tid"][idx], depth)], np.int64)
-        add(rg, sel, [str(x) for x in rg["name"][idx]], li, "nvtx")
+        li = _lane_index(rg["tid"][idx], depth, lambda tid, d: lane(
+            ("nvtx", int(tid), int(d)), f"{thread(int(tid))} · NVTX" + (f" {d}" if d else ""), "cpu",
+            (int(tid), 0, int(d))))
+        add(rg, idx, [str(x) for x in rg["name"][idx]], li, "nvtx")
     api = trace.table("api_calls")
     if table_len(api):
-        sel = _in(api, lo, hi)
-        idx = np.flatnonzero(sel)
-        li = np.array([lane(("api", int(tid), int(d)), f"{thread(int(tid))} · CUDA " + ("driver" if d else "API"),
-                            "cpu", (int(tid), 1, int(d))) for tid, d in zip(api["tid"][idx], api["driver"][idx])],
-                      np.int64)
-        add(api, sel, _names(trace, api["name_id"][idx]), li, "cuda_api")
+        idx = _rows_in(api, lo, hi, "api_calls", spans)
+        li = _lane_index(api["tid"][idx], api["driver"][idx], lambda tid, d: lane(
+            ("api", int(tid), int(d)), f"{thread(int(tid))} · CUDA " + ("driver" if d else "API"), "cpu",
+            (int(tid), 1, int(d))))
+        add(api, idx, _names(trace, api["name_id"][idx]), li, "cuda_api")
     os_ = trace.table("os_calls")
     if table_len(os_):
-        sel = _in(os_, lo, hi) & (os_["end_ns"] - os_["start_ns"] >= OS_MIN_NS)
-        idx = np.flatnonzero(sel)
-        li = np.array([lane(("os", int(tid)), f"{thread(int(tid))} · OS runtime", "cpu", (int(tid), 2, 0))
-                       for tid in os_["tid"][idx]], np.int64)
-        add(os_, sel, _names(trace, os_["name_id"][idx]), li, "osrt")
+        idx = _rows_in(os_, lo, hi, "os_calls", spans)
+        idx = idx[os_["end_ns"][idx] - os_["start_ns"][idx] >= OS_MIN_NS]
+        li = _lane_index(os_["tid"][idx], np.zeros(len(idx), np.int64), lambda tid, _: lane(
+            ("os", int(tid)), f"{thread(int(tid))} · OS runtime", "cpu", (int(tid), 2, 0)))
+        add(os_, idx, _names(trace, os_["name_id"][idx]), li, "osrt")
 
     # GPU: one lane per (device, stream)
     for name in GPU_TABLES:
         g = trace.table(name)
         if table_len(g) == 0:
             continue
-        sel = _in(g, lo, hi)
-        idx = np.flatnonzero(sel)
+        idx = _rows_in(g, lo, hi, name, spans)
         if len(idx) == 0:
             continue
-        li = np.array([lane(("gpu", int(d), int(s)), f"GPU {d} · stream {s}", "gpu", (-1, int(d), int(s)))
-                       for d, s in zip(g["device"][idx], g["stream"][idx])], np.int64)
+        li = _lane_index(g["device"][idx], g["stream"][idx], lambda d, s: lane(
+            ("gpu", int(d), int(s)), f"GPU {d} · stream {s}", "gpu", (-1, int(d), int(s))))
         if name == "kernels":
             names, kind = _names(trace, g["name_id"][idx]), "kernel"
         elif name == "copies":
@@ -151,7 +178,7 @@ def _excerpt(trace: Trace, lo: int, hi: int, cap: int) -> dict:
             names, kind = [f"Memset {_bytes(b)}" for b in g["bytes"][idx]], "memset"
         else:
             names, kind = [f"CUDA graph {int(x)}" for x in g["graph_id"][idx]], "graph"
-        add(g, sel, names, li, kind)
+        add(g, idx, names, li, kind)
 
     # lanes in a stable order: CPU threads by tid (NVTX, API, OS), then GPU streams
     perm = sorted(range(len(lanes)), key=lambda i: (lanes[i]["group"] != "cpu", lanes[i]["_sort"]))

@@ -17,6 +17,8 @@ from ..model.requests import GPU_TABLES, _corr_key
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, instance, make_finding, per_request_mean
+from ..model.arrays import uniq
+from ..kernel_summary import dense_groups, distinct_ids, sorted_union
 
 # Explicit host waits (prefixes of API names; nsys appends _vNNNN and _ptsz).
 SYNC_CALLS = ("cudaDeviceSynchronize", "cudaStreamSynchronize", "cudaEventSynchronize", "cudaThreadSynchronize",
@@ -46,7 +48,7 @@ def _base(name: str) -> str:
 
 def _classify(trace, name_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per distinct API name id: 1 explicit sync, 2 always-synchronous copy, 3 async copy (blocks when pageable)."""
-    ids = np.unique(name_ids)
+    ids = distinct_ids(name_ids)
     kind = np.zeros(len(ids), np.int8)
     for j, i in enumerate(ids):
         base = _base(trace.name(i))
@@ -126,11 +128,16 @@ def sync_calls(ctx) -> dict:
     req_end = t["start_ns"][req] + t["latency_ns"][req]
     dev = t["device"][req]
     idle = np.zeros(len(rows), np.int64)
-    gs = np.concatenate([trace.table(n)["start_ns"] for n in GPU_TABLES])
-    ge = np.concatenate([trace.table(n)["end_ns"] for n in GPU_TABLES])
-    gd = np.concatenate([trace.table(n)["device"] for n in GPU_TABLES])
-    for d in np.unique(dev):
-        us, ue = union(gs[gd == d], ge[gd == d])
+    for d in uniq(dev):
+        # union of each table's union (tables are usually time-sorted: no sort of all GPU rows)
+        parts = []
+        for n in GPU_TABLES:
+            g = trace.table(n)
+            on = np.flatnonzero(g["device"] == d)
+            if len(on):
+                parts.append(sorted_union(g["start_ns"][on], g["end_ns"][on]))
+        us, ue = union(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])) if parts \
+            else (np.zeros(0, np.int64), np.zeros(0, np.int64))
         m = np.flatnonzero(dev == d)
         if len(us) == 0:
             continue
@@ -177,9 +184,13 @@ def diagnose(ctx):
         return []
 
     api = trace.table("api_calls")
-    names = np.array([_base(trace.name(i)) for i in api["name_id"][sc["row"]]], object)
-    by_api = {str(nm): round(float((names == nm).sum()) / n_req, 2)
-              for nm in sorted(set(names.tolist()), key=lambda x: -(names == x).sum())}
+    uid, inv = dense_groups(api["name_id"][sc["row"]])        # names judged once per distinct API name
+    names = np.array([_base(trace.name(i)) for i in uid], object)[inv]
+    n_of: dict[str, int] = {}
+    for nm, c in zip((_base(trace.name(i)) for i in uid), np.bincount(inv, minlength=len(uid)).tolist()):
+        n_of[nm] = n_of.get(nm, 0) + c
+    by_api = {str(nm): round(float(n_of[nm]) / n_req, 2)
+              for nm in sorted(set(names.tolist()), key=lambda x: -n_of[x])}
     per = lambda v: per_request_mean(v.astype(np.float64), req, ctx) / 1e6  # noqa: E731
     numbers = {
         "syncs_per_request": round(len(req) / n_req, 2),
@@ -277,7 +288,12 @@ def _sync_types(ctx, rows: np.ndarray) -> dict[str, float]:
     if not hit.any():
         return {}
     call_name = api["name_id"][rows[o[pos[hit]]]]
-    pair, cnt = np.unique(np.stack([call_name, sy["sync_type"][hit]]), axis=1, return_counts=True)
+    st = sy["sync_type"][hit].astype(np.int64)
+    # np.unique(np.stack([call_name, st]), axis=1) through one int64 key (same lexicographic order)
+    s_lo, span = int(st.min()), int(st.max()) - int(st.min()) + 1
+    c_lo = int(call_name.min())
+    key, cnt = np.unique((call_name.astype(np.int64) - c_lo) * span + (st - s_lo), return_counts=True)
+    pair = np.stack([key // span + c_lo, key % span + s_lo])
     n = max(len(ctx.measured), 1)
     return {f"{_base(trace.name(a))}: {trace.enum('CUPTI_SYNC_TYPE', b, str(int(b)))}": round(float(c) / n, 2)
             for (a, b), c in zip(pair.T, cnt)}

@@ -7,6 +7,8 @@ import numpy as np
 from ..model.intervals import union
 from ..report import Evidence
 from .common import WORST, instance, make_finding
+from ..model.arrays import uniq
+from ..kernel_summary import dense_groups, sorted_union
 
 DRAM_BOUND_PCT = 65.0       # read+write % of peak while the kernel ran; membw_bound's kernels 73-89, compute kernels
                             # <= 40 (fp32_gemm 6, healthy's convs 60 but blended, see MIN_SAMPLES_PER_KERNEL)
@@ -84,15 +86,24 @@ def diagnose(ctx):
     issue = series(metric_ids(trace, "SM Issue")[:1])
 
     dur = (k["end_ns"] - k["start_ns"]).astype(np.float64)
-    ids, inv = np.unique(k["name_id"][inreq], return_inverse=True)
-    tot = np.bincount(inv, weights=dur[inreq])
+    rows = np.flatnonzero(inreq)
+    ids, inv = dense_groups(k["name_id"][rows])
+    tot = np.bincount(inv, weights=dur[rows])
     order = np.argsort(-tot)[:TOP_KERNELS]
+    # rows of each judged name, ascending (what `inreq & (name_id == id)` selects), from one sort of the ranks
+    rank = np.full(len(ids), len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    rr = rank[inv]
+    sel = rr < len(order)
+    rows_t, rr = rows[sel], rr[sel]
+    by = np.argsort(rr.astype(np.int16), kind="stable")   # radix sort on 16-bit keys
+    bounds = np.searchsorted(rr[by], np.arange(len(order) + 1))
     n_meas = len(ctx.measured)
     saved = np.zeros(rq.count)
     judged, flagged = [], []
-    for j in order:
-        mk = inreq & (k["name_id"] == ids[j])
-        us, ue = union(k["start_ns"][mk], k["end_ns"][mk])
+    for jj, j in enumerate(order):
+        mk = rows_t[by[bounds[jj]:bounds[jj + 1]]]
+        us, ue = sorted_union(k["start_ns"][mk], k["end_ns"][mk])
         inside = samples_inside(ts_rd, us, ue)
         med = float(np.median(dur[mk]))
         row = {"kernel": trace.name(ids[j]), "ms_per_request": float(tot[j]) / 1e6 / n_meas,
@@ -103,7 +114,7 @@ def diagnose(ctx):
         judged.append(row)
         if (med >= MIN_SAMPLE_PERIODS * period and inside.any() and row["dram_pct"] >= DRAM_BOUND_PCT
                 and not row["sm_issue_pct"] > SM_ISSUE_MAX_PCT):
-            full = trace.name(k["full_name_id"][np.flatnonzero(mk)[0]])
+            full = trace.name(k["full_name_id"][mk[0]])
             row["half"] = any(w in full for w in HALF_WORDS)
             row["cut"] = BYTES_CUT_16BIT if row["half"] else BYTES_CUT_FP32
             np.add.at(saved, kreq[mk], dur[mk] * row["cut"])
@@ -124,7 +135,7 @@ def diagnose(ctx):
         numbers[f"dram_rd_wr_pct[{r['kernel'][:60]}]"] = round(r["dram_pct"], 1)
     worst = []
     for r in flagged[:WORST]:
-        i = np.flatnonzero(r["mask"])
+        i = r["mask"]
         i = i[np.argmax(dur[i])]
         worst.append(instance(ctx, int(kreq[i]), int(k["start_ns"][i]), int(k["end_ns"][i]),
                               f"{r['ms_per_request']:.2f} ms/request at {r['dram_pct']:.0f}% of DRAM peak (read+write), "
@@ -151,7 +162,7 @@ def diagnose(ctx):
 
 
 def _busiest_gpu(g, trace) -> int:
-    gpus = np.unique(g["gpu"])
+    gpus = uniq(g["gpu"])
     if len(gpus) == 1:
         return int(gpus[0])
     sm = np.isin(g["metric"], metric_ids(trace, "SMs Active"))

@@ -16,6 +16,8 @@ from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, instance, make_finding
 from .cuda_sync import sync_calls
+from ..model.arrays import uniq
+from ..kernel_summary import distinct_ids, id_mask
 
 # Kernel launch calls (prefixes of API names; nsys appends _vNNNN and _ptsz).
 LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchCooperativeKernel", "cuLaunchKernel", "cuLaunchCooperativeKernel",
@@ -33,13 +35,66 @@ _SUFFIX = re.compile(r"(_v\d+)?(_ptsz|_ptds)?(_v\d+)?$")
 
 
 def _launch_name_ids(trace, name_ids: np.ndarray, prefixes: tuple[str, ...]) -> np.ndarray:
-    ids = np.unique(name_ids)
+    return _select_names(trace, uniq(name_ids), prefixes)
+
+
+def _select_names(trace, ids: np.ndarray, prefixes: tuple[str, ...]) -> np.ndarray:
     keep = []
     for i in ids:
         base = _SUFFIX.sub("", trace.name(i))
         if base.startswith(prefixes) and not base.startswith(NOT_LAUNCH):
             keep.append(i)
     return np.array(keep, np.int64)
+
+
+def _name_class(name_id: np.ndarray, launch_ids: np.ndarray, graph_ids: np.ndarray) -> np.ndarray:
+    """Per API row, uint8: bit 1 set for a kernel launch call, bit 2 for a graph launch (one lookup-table gather)."""
+    n = len(name_id)
+    lo, hi = (int(name_id.min()), int(name_id.max())) if n else (0, 0)
+    if n == 0 or name_id.dtype.kind not in "iu" or lo < 0 or hi > 4 * n + (1 << 20):
+        return id_mask(name_id, launch_ids).astype(np.uint8) | (id_mask(name_id, graph_ids).astype(np.uint8) << 1)
+    lut = np.zeros(hi + 1, np.uint8)
+    lut[launch_ids[(launch_ids >= 0) & (launch_ids <= hi)]] |= 1
+    lut[graph_ids[(graph_ids >= 0) & (graph_ids <= hi)]] |= 2
+    return lut[name_id]
+
+
+def _api_corr_key(api) -> np.ndarray:
+    """_corr_key(api["tid"] >> 24 << 24, api["correlation"]) (a call's process is the top bits of its thread id),
+    computed in place: two full-length temporaries instead of eight."""
+    key = api["tid"] >> 24
+    if key.dtype != np.int64:
+        key = key.astype(np.int64)
+    key &= 0x7FFFFFFF
+    key <<= 32
+    key |= api["correlation"].astype(np.int64, copy=False) & 0xFFFFFFFF
+    return key
+
+
+def _sort_order(key: np.ndarray) -> np.ndarray | None:
+    """np.argsort(key, kind="stable"), or None when the keys are already in order (the usual case: no sort, no
+    reordering copies)."""
+    if len(key) < 2 or bool((key[1:] >= key[:-1]).all()):
+        return None
+    return np.argsort(key, kind="stable")
+
+
+def _lexsort2(minor: np.ndarray, major: np.ndarray) -> np.ndarray | None:
+    """np.lexsort((minor, major)) for int64 columns (None when already in that order), as one stable sort of a
+    combined int64 key when it fits."""
+    if len(minor) < 2:
+        return None
+    if bool((major[1:] >= major[:-1]).all()):
+        ties = major[1:] == major[:-1]
+        if not (ties & (minor[1:] < minor[:-1])).any():
+            return None
+    mlo, mhi = int(minor.min()), int(minor.max())
+    jlo, jhi = int(major.min()), int(major.max())
+    span = mhi - mlo + 1
+    if (jhi - jlo + 1) * span >= 2 ** 62:
+        return np.lexsort((minor, major))
+    key = (major.astype(np.int64) - jlo) * span + (minor.astype(np.int64) - mlo)
+    return np.argsort(key, kind="stable")
 
 
 def diagnose(ctx):
@@ -51,18 +106,22 @@ def diagnose(ctx):
     if n_req == 0 or len(rq.api_request) != table_len(api):
         return []
     inreq = rq.api_request >= W
-    launch_ids = _launch_name_ids(trace, api["name_id"][inreq], LAUNCH_CALLS)
-    graph_ids = _launch_name_ids(trace, api["name_id"][inreq], GRAPH_LAUNCH_CALLS)
-    is_launch = inreq & np.isin(api["name_id"], launch_ids)
-    graph_launches = float((inreq & np.isin(api["name_id"], graph_ids)).sum()) / n_req
+    name_id = api["name_id"]
+    ids_in = distinct_ids(name_id[inreq])
+    launch_ids = _select_names(trace, ids_in, LAUNCH_CALLS)
+    graph_ids = _select_names(trace, ids_in, GRAPH_LAUNCH_CALLS)
+    cls = _name_class(name_id, launch_ids, graph_ids)
+    is_launch = (cls & 1) != 0
+    is_launch &= inreq
+    graph_launches = float(np.count_nonzero(inreq & ((cls & 2) != 0))) / n_req
     launches = float(is_launch.sum()) / n_req
     if launches < MIN_LAUNCHES_PER_REQUEST:
         return []
 
     # the request's own GPU work in time order, each with the API call that launched it
-    akey = _corr_key(api["tid"] >> 24 << 24, api["correlation"])
-    ao = np.argsort(akey, kind="stable")
-    ak = akey[ao]
+    akey = _api_corr_key(api)
+    ao = _sort_order(akey)
+    ak = akey if ao is None else akey[ao]
     cols = {k: [] for k in ("req", "s", "e", "call", "kernel", "graphed")}
     for t in GPU_TABLES:
         g, r = trace.table(t), rq.gpu_request.get(t, np.zeros(0, np.int64))
@@ -74,28 +133,33 @@ def diagnose(ctx):
         cols["req"].append(r[m])
         cols["s"].append(g["start_ns"][m])
         cols["e"].append(g["end_ns"][m])
-        cols["call"].append(np.where(ak[pos] == key, ao[pos], -1))
+        cols["call"].append(np.where(ak[pos] == key, pos if ao is None else ao[pos], -1))
         cols["kernel"].append(np.full(int(m.sum()), t == "kernels"))
         graphed = (g["graph_node"][m] != 0) if t == "kernels" else np.full(int(m.sum()), t == "graphs")
         cols["graphed"].append(graphed)
     if not cols["req"]:
         return []
     R, S, E, C, K, G = (np.concatenate(cols[k]) for k in ("req", "s", "e", "call", "kernel", "graphed"))
-    o = np.lexsort((S, R))
-    R, S, E, C, K, G = R[o], S[o], E[o], C[o], K[o], G[o]
+    o = _lexsort2(S, R)
+    if o is not None:
+        R, S, E, C, K, G = R[o], S[o], E[o], C[o], K[o], G[o]
     if len(R) < 2:
         return []
     # end of everything the request ran so far (running max, restarted per request)
     base = int(S.min())
     off = (R - R.min()).astype(np.int64) * (int(E.max()) - base + 1)
-    run_end = np.maximum.accumulate(E - base + off) - off + base
+    run_end = E - base
+    run_end += off
+    np.maximum.accumulate(run_end, out=run_end)
+    run_end -= off
+    run_end += base
     nxt = slice(1, None)
     same = R[1:] == R[:-1]
     gap = np.clip(S[nxt] - run_end[:-1], 0, None)
     call = C[nxt]
     has_call = call >= 0
     call_start = np.where(has_call, api["start_ns"][np.clip(call, 0, None)], np.iinfo(np.int64).max)
-    launched = has_call & np.isin(api["name_id"][np.clip(call, 0, None)], launch_ids) & K[nxt] & ~G[nxt]
+    launched = has_call & ((cls[np.clip(call, 0, None)] & 1) != 0) & K[nxt] & ~G[nxt]
     # the GPU had finished everything before this kernel's launch call began: it waited for the launch
     starved = same & launched & (call_start > run_end[:-1])
     # a gap that follows a host wait is the wait's refill (cuda_sync), not launch rate
@@ -118,8 +182,9 @@ def diagnose(ctx):
         return []
 
     # kernel and launch-call durations
-    kd = (E - S)[K & ~G]
-    ld = (api["end_ns"] - api["start_ns"])[is_launch]
+    own = K & ~G
+    kd = E[own] - S[own]
+    ld = api["end_ns"][is_launch] - api["start_ns"][is_launch]
     med_k, med_l = float(np.median(kd)) if len(kd) else 0.0, float(np.median(ld)) if len(ld) else 0.0
     lat = t["latency_ns"][W:].astype(np.float64)
     numbers = {

@@ -10,6 +10,8 @@ from ..report import Evidence
 from .common import WORST, instance, make_finding
 from .dram_bandwidth import latency_saving, metric_ids, samples_inside
 from ..model.intervals import union
+from ..model.arrays import uniq
+from ..kernel_summary import distinct_ids, id_mask
 
 # CUDA-core fp32 GEMM/conv kernels of cuBLAS, cuDNN and CUTLASS (names seen in fp32_gemm / memcpy_pageable and the
 # standard library names): sgemm, *_ffma_*, xmma f32f32_f32f32 without tf32, scudnn, gemmSN, simt
@@ -39,11 +41,11 @@ def diagnose(ctx):
     gpus = [str(g.get("name") or "") for g in trace.meta.get("gpus", [])]
     if gpus and all(NO_TENSOR_CORE_GPU.search(g) for g in gpus):
         return []
-    ids = np.unique(k["name_id"][inreq])
+    ids = distinct_ids(k["name_id"][inreq])
     cc_ids = [int(i) for i in ids if _cuda_core(trace.name(i))]
     if not cc_ids:
         return []
-    is_cc = inreq & np.isin(k["name_id"], cc_ids)
+    is_cc = inreq & id_mask(k["name_id"], cc_ids)
     dur = (k["end_ns"] - k["start_ns"]).astype(np.float64)
     cc_ns = np.bincount(kreq[is_cc], weights=dur[is_cc], minlength=rq.count)
     numbers = {"cuda_core_gemm_ms_per_request": round(float(cc_ns[ctx.measured].mean()) / 1e6, 3),

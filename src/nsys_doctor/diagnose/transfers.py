@@ -7,6 +7,8 @@ import numpy as np
 from ..model.intervals import covered, union
 from ..report import Evidence
 from .common import WORST, instance, make_finding, per_request_mean
+from ..model.arrays import uniq
+from ..kernel_summary import distinct_ids, id_mask
 
 MIN_MEASURE_BYTES = 1 << 20        # below 1 MiB a copy's time is mostly fixed latency, its GB/s means nothing
 PINNED_FLOOR_GBPS = 12.0           # pinned PCIe Gen3 x16 moves ~12 GB/s, the slowest link a current datacenter GPU sits
@@ -21,7 +23,7 @@ NEEDS = ("copies", "kernels", "api_calls")
 def _direction(trace, kind: np.ndarray) -> np.ndarray:
     """'HtoD' / 'DtoH' per copy, '' for device-side copies (DtoD, PtoP, memsets are not host transfers)."""
     out = np.full(len(kind), "", object)
-    for v in np.unique(kind):
+    for v in uniq(kind):
         label = trace.enum("CUDA_MEMCPY_OPER", v, "")
         if label:
             low = label.lower()
@@ -33,7 +35,7 @@ def _direction(trace, kind: np.ndarray) -> np.ndarray:
 
 
 def _pageable(trace, mem_kind: np.ndarray) -> np.ndarray:
-    labels = {int(v): trace.enum("CUDA_MEM_KIND", v, "") for v in np.unique(mem_kind)}
+    labels = {int(v): trace.enum("CUDA_MEM_KIND", v, "") for v in uniq(mem_kind)}
     pag = {v for v, lab in labels.items() if lab.lower() == "pageable" or (not lab and v == PAGEABLE)}
     return np.isin(mem_kind, list(pag))
 
@@ -68,7 +70,7 @@ def diagnose(ctx):
     # 2) copies the GPU waits on: copy time during which the same device runs no kernel
     k = trace.table("kernels")
     exposed = np.zeros(len(dur))
-    for dev in np.unique(c["device"][inreq]):
+    for dev in uniq(c["device"][inreq]):
         km = k["device"] == dev
         us, ue = union(k["start_ns"][km], k["end_ns"][km])
         cm = inreq & (c["device"] == dev)
@@ -149,12 +151,12 @@ def _host_blocking(ctx) -> tuple[float, float]:
     r = ctx.requests.api_request
     if len(r) == 0 or len(r) != len(api["start_ns"]):
         return 0.0, 0.0
-    ids = np.unique(api["name_id"][r >= ctx.requests.warmup])
+    ids = distinct_ids(api["name_id"][r >= ctx.requests.warmup])
     names = {int(i): ctx.trace.name(i) for i in ids}
     mem = [i for i, s in names.items() if s.startswith(("cudaMemcpy", "cuMemcpy"))]
     sync = [i for i in mem if "Async" not in names[i] and "Peer" not in names[i]]
-    is_mem = np.isin(api["name_id"], mem)
+    is_mem = id_mask(api["name_id"], mem)
     dur = (api["end_ns"] - api["start_ns"]).astype(np.float64)
     blocked = per_request_mean(np.where(is_mem, dur, 0.0), r, ctx)
-    n_sync = per_request_mean(np.isin(api["name_id"], sync).astype(np.float64), r, ctx)
+    n_sync = per_request_mean(id_mask(api["name_id"], sync).astype(np.float64), r, ctx)
     return blocked, n_sync
