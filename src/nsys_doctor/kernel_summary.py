@@ -9,7 +9,7 @@ import numpy as np
 
 from .model.requests import Requests, sync_name_ids
 from .model.trace import Trace
-from .model.arrays import uniq
+from .model.arrays import dense_groups, distinct_ids, id_mask, sorted_union, uniq
 from .model.intervals import union
 
 MS = 1e6
@@ -18,60 +18,6 @@ KERNEL_NAMES_MAX = 200   # the heaviest names kept in the Report; LLM profiles c
 # API calls that block the calling thread until GPU work finishes (runtime and driver spellings)
 SYNC_CALLS = ("cudaDeviceSynchronize", "cudaStreamSynchronize", "cudaEventSynchronize", "cuCtxSynchronize",
               "cuStreamSynchronize", "cuEventSynchronize")
-
-
-def dense_groups(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """np.unique(ids, return_inverse=True) for non-negative integer ids of modest range (string ids, small enums):
-    a bincount and a lookup table instead of a sort (np.unique's argsort costs ~0.3 s on 5M kernel rows)."""
-    ids = np.asarray(ids)
-    if ids.dtype.kind not in "iu" or ids.ndim != 1 or len(ids) == 0:
-        return np.unique(ids, return_inverse=True)
-    lo, hi = int(ids.min()), int(ids.max())
-    if lo < 0 or hi > 4 * len(ids) + (1 << 20):
-        return np.unique(ids, return_inverse=True)
-    present = np.bincount(ids, minlength=hi + 1) > 0
-    lut = np.cumsum(present) - 1
-    return np.flatnonzero(present).astype(ids.dtype), lut[ids]
-
-
-def distinct_ids(ids: np.ndarray) -> np.ndarray:
-    """uniq(ids) (sorted distinct values) for non-negative integer ids of modest range, through a bincount."""
-    ids = np.asarray(ids)
-    if ids.dtype.kind not in "iu" or ids.ndim != 1 or len(ids) == 0:
-        return uniq(ids)
-    lo, hi = int(ids.min()), int(ids.max())
-    if lo < 0 or hi > 4 * len(ids) + (1 << 20):
-        return uniq(ids)
-    return np.flatnonzero(np.bincount(ids, minlength=hi + 1)).astype(ids.dtype)
-
-
-def id_mask(values: np.ndarray, ids) -> np.ndarray:
-    """np.isin(values, ids) for non-negative integer ids of modest range, through a lookup table."""
-    values = np.asarray(values)
-    ids = np.asarray(ids, np.int64).ravel()
-    if len(values) == 0 or len(ids) == 0:
-        return np.zeros(len(values), bool)
-    if values.dtype.kind not in "iu":
-        return np.isin(values, ids)
-    lo, hi = int(values.min()), int(values.max())
-    if lo < 0 or hi > 4 * len(values) + (1 << 20):
-        return np.isin(values, ids)
-    lut = np.zeros(hi + 1, bool)
-    lut[ids[(ids >= 0) & (ids <= hi)]] = True
-    return lut[values]
-
-
-def sorted_union(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """intervals.union, skipping its sort when the starts are already in order (nsys writes tables so)."""
-    if len(start) < 2 or not bool((start[1:] >= start[:-1]).all()):
-        return union(start, end)
-    e = np.maximum.accumulate(end)
-    new = np.empty(len(start), bool)
-    new[0] = True
-    new[1:] = start[1:] > e[:-1]
-    first = np.flatnonzero(new)
-    last = np.r_[first[1:] - 1, len(start) - 1]
-    return start[first], e[last]
 
 
 def _measured_mask(req: Requests, request_of: np.ndarray) -> np.ndarray:

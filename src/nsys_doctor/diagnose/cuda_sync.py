@@ -18,7 +18,7 @@ from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, instance, make_finding, per_request_mean
 from ..model.arrays import uniq
-from ..kernel_summary import dense_groups, distinct_ids, sorted_union
+from ..model.arrays import dense_groups, distinct_ids, sorted_union
 
 # Explicit host waits (prefixes of API names; nsys appends _vNNNN and _ptsz).
 SYNC_CALLS = ("cudaDeviceSynchronize", "cudaStreamSynchronize", "cudaEventSynchronize", "cudaThreadSynchronize",

@@ -8,7 +8,7 @@ from ..model.intervals import union
 from ..report import Evidence
 from .common import WORST, instance, make_finding
 from ..model.arrays import uniq
-from ..kernel_summary import dense_groups, sorted_union
+from ..model.arrays import dense_groups, sorted_union
 
 DRAM_BOUND_PCT = 65.0       # read+write % of peak while the kernel ran; membw_bound's kernels 73-89, compute kernels
                             # <= 40 (fp32_gemm 6, healthy's convs 60 but blended, see MIN_SAMPLES_PER_KERNEL)

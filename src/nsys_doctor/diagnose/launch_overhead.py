@@ -17,7 +17,7 @@ from ..report import Evidence
 from .common import WORST, instance, make_finding
 from .cuda_sync import sync_calls
 from ..model.arrays import uniq
-from ..kernel_summary import distinct_ids, id_mask
+from ..model.arrays import distinct_ids, id_mask
 
 # Kernel launch calls (prefixes of API names; nsys appends _vNNNN and _ptsz).
 LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchCooperativeKernel", "cuLaunchKernel", "cuLaunchCooperativeKernel",

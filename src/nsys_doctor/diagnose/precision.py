@@ -11,7 +11,7 @@ from .common import WORST, instance, make_finding
 from .dram_bandwidth import latency_saving, metric_ids, samples_inside
 from ..model.intervals import union
 from ..model.arrays import uniq
-from ..kernel_summary import distinct_ids, id_mask
+from ..model.arrays import distinct_ids, id_mask
 
 # CUDA-core fp32 GEMM/conv kernels of cuBLAS, cuDNN and CUTLASS (names seen in fp32_gemm / memcpy_pageable and the
 # standard library names): sgemm, *_ffma_*, xmma f32f32_f32f32 without tf32, scudnn, gemmSN, simt

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..model.intervals import covered, union
+from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, instance, make_finding, per_request_mean
 from ..model.arrays import uniq
-from ..kernel_summary import distinct_ids, id_mask
+from ..model.arrays import distinct_ids, id_mask
 
 MIN_MEASURE_BYTES = 1 << 20        # below 1 MiB a copy's time is mostly fixed latency, its GB/s means nothing
 PINNED_FLOOR_GBPS = 12.0           # pinned PCIe Gen3 x16 moves ~12 GB/s, the slowest link a current datacenter GPU sits
@@ -75,10 +76,20 @@ def diagnose(ctx):
         us, ue = union(k["start_ns"][km], k["end_ns"][km])
         cm = inreq & (c["device"] == dev)
         exposed[cm] = dur[cm] - covered(us, ue, c["start_ns"][cm], c["end_ns"][cm])
-    # after the rate fix, the exposed part shrinks in proportion; a side stream can hide it behind the compute of
-    # neighbouring requests, at most as much compute as the request itself has
-    exposed_after = exposed * np.where(dur > 0, np.minimum(ideal, dur) / np.maximum(dur, 1), 0)
+    # after the rate fix, the exposed part shrinks in proportion; a side stream can hide it behind the request's
+    # other kernels, at most as much compute as the request itself has. Only copies between the request's first
+    # and last kernel can overlap its compute: its input upload before the first kernel and its result download
+    # after the last are on its critical path (pipelining them raises throughput, not this request's latency)
     n = rq.count
+    k_req = rq.gpu_request.get("kernels", np.full(table_len(k), -1))
+    own = k_req >= 0
+    first = np.full(n, np.iinfo(np.int64).max)
+    last = np.full(n, np.iinfo(np.int64).min)
+    np.minimum.at(first, k_req[own], k["start_ns"][own])
+    np.maximum.at(last, k_req[own], k["end_ns"][own])
+    r = np.clip(req, 0, max(n - 1, 0))
+    mid = inreq & (c["start_ns"] >= first[r]) & (c["end_ns"] <= last[r])
+    exposed_after = np.where(mid, exposed * np.where(dur > 0, np.minimum(ideal, dur) / np.maximum(dur, 1), 0), 0)
     m = inreq
     per_req_exposed = np.bincount(req[m], weights=exposed_after[m], minlength=n)
     hide = np.minimum(per_req_exposed, rq.table["compute_ns"].astype(np.float64))
@@ -139,8 +150,8 @@ def diagnose(ctx):
         why = ("A copy on the compute stream serialises with the kernels: the SMs sit idle while bytes cross PCIe. "
                "Copy engines run independently of the SMs, so on another stream the same copy costs nothing.")
     estimate = (f"per request: copy time above bytes / reference rate ({slow_mean / 1e6:.2f} ms; what pinned buffers "
-                f"would save) + copy time with no kernel running that a side stream could overlap with compute, at "
-                f"most the request's compute time ({overlap_ns / 1e6:.2f} ms)")
+                f"would save) + copy time with no kernel running between the request's first and last kernel, which a side stream "
+                f"could overlap with its compute, at most the request's compute time ({overlap_ns / 1e6:.2f} ms)")
     return [make_finding(ctx, "memory_transfer", title, impact, estimate,
                          Evidence(numbers=numbers, worst=worst, notes=notes), fix, why)]
 
