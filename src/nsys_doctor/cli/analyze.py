@@ -1,16 +1,22 @@
 """Analyse an Nsight Systems profile: find the requests, measure them, name the bottleneck.
 
 PROFILE is an `nsys export --type sqlite` file (plain, .xz or .gz), or an .nsys-rep/.qdrep report (exported with
-nsys when one is found). Exit codes: 0 analysed, 2 bad input (one line on stderr says what is wrong)."""
+nsys when one is found). Exit codes: 0 analysed, 2 bad input (one line on stderr says what is wrong).
+
+Several profiles, a folder or a glob: fleet mode (docs/fleet.md). Each one is analysed in parallel on Dask (local
+worker processes, or --scheduler), then one summary: exact fleet-wide percentiles, the slowest report and why,
+outliers, findings across the fleet, and every failure on its own line (exit 2 when any report failed)."""
 from __future__ import annotations
 
+import os
 import sys
 
 from ..errors import BadInput
 
 
 def add_arguments(p) -> None:
-    p.add_argument("profile", help="the profile (.sqlite, .sqlite.xz/.gz, .nsys-rep, .qdrep)")
+    p.add_argument("profile", nargs="+", metavar="PROFILE", help="the profile (.sqlite, .sqlite.xz/.gz, .nsys-rep, "
+                   ".qdrep); several, a folder or a glob: fleet mode")
     p.add_argument("--range", dest="range_name", metavar="NAME",
                    help="the NVTX range that marks one request (default: chosen automatically, and said why)")
     p.add_argument("--skip", type=int, metavar="N", help="leave the first N requests out as warm-up "
@@ -18,6 +24,9 @@ def add_arguments(p) -> None:
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report (with a timeline) to FILE")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="fleet mode: a running Dask scheduler (tcp://host:8786); "
+                   "default: local worker processes")
+    p.add_argument("--workers", type=int, metavar="N", help="fleet mode: local worker processes (default: CPU count)")
 
 
 def run(args) -> int:
@@ -25,7 +34,11 @@ def run(args) -> int:
     from ..render import json_report, terminal
     if args.skip is not None and args.skip < 0:
         raise BadInput(None, "--skip must be 0 or more")
-    report = analyze(args.profile, range_name=args.range_name, skip=args.skip)
+    paths = [args.profile] if isinstance(args.profile, (str, os.PathLike)) else list(args.profile)
+    from ..fleet import is_collection
+    if len(paths) > 1 or is_collection(paths[0]):
+        return run_fleet(args, paths)
+    report = analyze(paths[0], range_name=args.range_name, skip=args.skip)
     if args.html:
         from ..render import html
         try:
@@ -48,3 +61,41 @@ def run(args) -> int:
         if out is not sys.stdout:
             out.close()
     return 0
+
+
+def run_fleet(args, paths) -> int:
+    """Fleet mode: a progress bar on stderr while Dask works, then the summary; exit 2 when any report failed."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..fleet import analyze_many
+    from ..render import fleet_text, json_report
+    if args.html:
+        raise BadInput(args.html, "--html takes one profile; in fleet mode use --format json -o FILE")
+    err = Console(stderr=True)
+    bar = Progress(TextColumn("analysing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TextColumn("{task.description}"), console=err, transient=True, disable=not err.is_terminal)
+    with bar:
+        task = bar.add_task("", total=None)
+
+        def progress(done, total, outcome):
+            failed = "failed " if hasattr(outcome, "problem") else ""
+            bar.update(task, completed=done, total=total, description=failed + escape(os.path.basename(outcome.path)))
+        fleet = analyze_many(paths, scheduler=args.scheduler, workers=args.workers, progress=progress,
+                             range_name=args.range_name, skip=args.skip).to_dict()
+    out = sys.stdout
+    if args.output:
+        try:
+            out = open(args.output, "w", encoding="utf-8")
+        except OSError as e:
+            raise BadInput(args.output, f"cannot write the report ({e.strerror})")
+    try:
+        if args.format == "json":
+            out.write(json_report.render(fleet) + "\n")
+        else:
+            fleet_text.render(fleet, file=out)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 2 if fleet["failures"] else 0

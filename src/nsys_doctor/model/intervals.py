@@ -45,11 +45,18 @@ def group_union_length(group: np.ndarray, start: np.ndarray, end: np.ndarray, n_
         return out
     order = np.lexsort((s, g))
     g, s, e = g[order], s[order], e[order]
-    # running max of end, restarted at each group: shift groups far apart so they cannot touch
-    span = int(max(e.max(), s.max()) - min(s.min(), e.min())) + 1
-    base = min(int(s.min()), int(e.min()))
-    off = g.astype(np.int64) * (2 * span)
-    run = np.maximum.accumulate((e - base) + off) - off + base
+    # running max of end, restarted at each group: shift groups far apart so they cannot touch. Done on the ranks
+    # of the times (max commutes with a monotone map), so the shift cannot overflow int64 whatever the times are.
+    lo, hi = min(int(s.min()), int(e.min())), max(int(s.max()), int(e.max()))
+    span = hi - lo + 1
+    if span * 2 * (int(g.max()) + 1) < 2 ** 62:      # real profiles: shift the times themselves (no sort)
+        off = g.astype(np.int64) * (2 * span)
+        run = np.maximum.accumulate((e - lo) + off) - off + lo
+    else:                                            # hostile times: shift their ranks, which cannot overflow
+        times, rank = np.unique(np.r_[s, e], return_inverse=True)
+        rank_e = rank.reshape(-1)[len(s):].astype(np.int64)
+        off = g.astype(np.int64) * (len(times) + 1)
+        run = times[np.maximum.accumulate(rank_e + off) - off]
     prev = np.r_[np.iinfo(np.int64).min, run[:-1]]
     first = np.r_[True, g[1:] != g[:-1]]
     prev = np.where(first, np.iinfo(np.int64).min, prev)
