@@ -15,6 +15,7 @@ from ..report import Evidence
 from . import cpu_samples as cs
 from .common import WORST, events_in_requests, instance, make_finding
 from .cpu_work import device_idle
+from ..model.arrays import uniq
 
 MIN_IDLE_SHARE = 0.10     # of request latency; healthy 0.02, membw/fp32/graphed < 0.01, every starved zoo profile > 0.8
 MIN_SAVING_PCT = 3.0      # of mean latency: below, the remainder is noise
@@ -28,7 +29,7 @@ NEEDS = ("kernels", "api_calls", "os_calls", "sched", "samples")
 CPU_CATEGORIES = ("cpu_preprocessing", "cpu_postprocessing", "launch_overhead", "cuda_sync")
 # idle causes -> the categories whose findings explain them (none: this finding is the only one that can)
 POOLS = {
-    "blocked in sleep or I/O (data loading)": (("sleep", "io", "other_os"), ()),
+    "blocked in sleep or I/O (data loading)": (("sleep", "io", "other_os"), ("model_loading",)),
     "CPU busy in its own code or launching": (("cpu", "launch"), CPU_CATEGORIES),
     "inside sync or copy calls": (("sync", "copy"), ("cuda_sync", "memory_transfer")),
     "waiting on locks or for a CPU": (("lock", "runqueue"), ("thread_contention",)),
@@ -48,7 +49,7 @@ def diagnose(ctx) -> list:
     n = req.count
     within = device_idle(ctx, int(t["start_ns"].min()), int(lat_end.max()))
     by = {c: np.zeros(n, np.int64) for c in cs.CAUSES}
-    for tid in np.unique(t["tid"]):
+    for tid in uniq(t["tid"]):
         rows = np.flatnonzero(t["tid"] == tid)
         got = cs.causes_in_windows(ctx, int(tid), t["start_ns"][rows], t["end_ns"][rows], within)
         for c in cs.CAUSES:

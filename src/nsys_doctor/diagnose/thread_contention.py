@@ -15,6 +15,7 @@ from ..model.trace import table_len
 from ..report import Evidence
 from . import cpu_samples as cs
 from .common import WORST, instance, make_finding
+from ..model.arrays import uniq
 
 MIN_SAVING_NS = 1_000_000   # 1 ms per request; every zoo profile without contention has lock wait 0 and run-queue
                             # median 0 (max 0.24 ms in cpu_postproc); thread_contention has 46 + 3 ms
@@ -58,7 +59,7 @@ def diagnose(ctx) -> list:
     n = req.count
     lock = np.zeros(n, np.int64)
     runq = np.zeros(n, np.int64)
-    for tid in np.unique(t["tid"]):
+    for tid in uniq(t["tid"]):
         rows = np.flatnonzero(t["tid"] == tid)
         got = cs.causes_in_windows(ctx, int(tid), t["start_ns"][rows], t["end_ns"][rows])
         lock[rows], runq[rows] = got["lock"], got["runqueue"]
@@ -67,7 +68,7 @@ def diagnose(ctx) -> list:
     saving = lock_ms + runq_ms
     if saving < MIN_SAVING_NS or 100.0 * saving / ctx.mean_latency_ns < MIN_SAVING_PCT:
         return []
-    tids = np.unique(t["tid"][m])
+    tids = uniq(t["tid"][m])
     # which lock calls: name and ms per request
     osc = trace.table("os_calls")
     calls = []
