@@ -104,10 +104,14 @@ def open_trace(path: str | os.PathLike) -> Trace:
         raise BadInput(p, "no such file")
     if p.is_dir():
         raise BadInput(p, "is a folder; pass a profile file")
+    if not p.is_file():     # a pipe (<(xzcat ...)) would block the first read forever; a device is no profile
+        raise BadInput(p, "not a regular file (a pipe or a device); save the profile to a file and pass that")
     try:
         fmt, real = sniff(p)
     except PermissionError:
         raise BadInput(p, "permission denied")
+    except OSError as err:
+        raise BadInput(p, f"cannot be read ({err.strerror or err})")
     try:
         reader = importlib.import_module(f"{__name__}.{READERS[fmt]}")
     except ModuleNotFoundError:

@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import BadInput
 from ..model.columns import TABLES
 from ..model.trace import Trace
-from .sqlfetch import Fetcher
+from .sqlfetch import Fetcher, _num, _text
 
 # Tables that carry CUDA activity. A file with none of these and no NVTX is not something we can analyse.
 ACTIVITY_TABLES = ("CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_MEMCPY", "CUPTI_ACTIVITY_KIND_RUNTIME",
@@ -27,22 +27,36 @@ DEFAULT_ENUMS = {  # same values in every export that has the tables (2022.4-202
     "CUPTI_SYNC_TYPE": {0: "Unknown", 1: "Event sync", 2: "Stream wait sync", 3: "Stream sync", 4: "Context sync"},
 }
 NVTX_PUSH_POP, NVTX_START_END, NVTX_DOMAIN_CREATE = 59, 60, 75   # ENUM_NSYS_EVENT_TYPE ids (2022.x-2025.3)
+# A time beyond 2**53 ns (104 days) from capture start is damage, not data: clamped so that end - start and sums of
+# durations cannot wrap around int64 in the model.
+MAX_TIME_NS = 2**53
+# SQLite's message about a damaged schema can carry the damage (invalid UTF-8), and Python then fails to decode
+# the message itself: that is a damaged file too
+DB_ERRORS = (sqlite3.DatabaseError, UnicodeDecodeError)
 
 
 def read(path: str, display_path: str | None = None) -> Trace:
     shown = display_path or path
+    f = None
     try:
-        f = Fetcher(path)
-        tables = {name: _columns(f.db, name) for (name,) in
-                  f.db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()}
-    except sqlite3.DatabaseError as err:
-        raise BadInput(shown, f"not a readable SQLite database ({err}); expected an `nsys export --type sqlite` file")
-    if not tables:
-        raise BadInput(shown, "empty SQLite database: no tables; the export did not finish or holds no data")
-    if not any(t in tables for t in ACTIVITY_TABLES) and "StringIds" not in tables:
-        raise BadInput(shown, "SQLite file is not an Nsight Systems export (no StringIds, CUPTI, NVTX or OSRT tables)")
-    r = _Reader(f, tables, shown)
-    return r.trace()
+        try:
+            f = Fetcher(path)
+            tables = {name: _columns(f.db, name) for (name,) in
+                      f.db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()}
+        except DB_ERRORS as err:
+            raise BadInput(shown, f"not a readable SQLite database ({err}); "
+                                  "expected an `nsys export --type sqlite` file")
+        if not tables:
+            raise BadInput(shown, "empty SQLite database: no tables; the export did not finish or holds no data")
+        if not any(t in tables for t in ACTIVITY_TABLES) and "StringIds" not in tables:
+            raise BadInput(shown, "SQLite file is not an Nsight Systems export "
+                                  "(no StringIds, CUPTI, NVTX or OSRT tables)")
+        r = _Reader(f, tables, shown)
+        return r.trace()
+    except BaseException:
+        if f is not None:      # its connections (sqlite3 and ADBC) are not left for the collector: fleet mode
+            f.close()          # reads thousands of files in one process
+        raise
 
 
 def _columns(db, table: str) -> set[str]:
@@ -65,14 +79,17 @@ class _Reader:
             return 0
         try:
             return self.f.db.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
-        except sqlite3.DatabaseError as err:
+        except DB_ERRORS as err:
             raise BadInput(self.shown, f"table {table} cannot be read ({err}): the file is truncated or corrupt")
 
     def fetch(self, sql: str, names: list[str], **kw) -> dict[str, np.ndarray]:
         try:
             cols = self.f.columns(sql, names, **kw)
-        except sqlite3.DatabaseError as err:
+        except DB_ERRORS as err:
             raise BadInput(self.shown, f"cannot read the export ({err}): the file is truncated or corrupt")
+        for k in ("start_ns", "end_ns"):
+            if k in cols and ((cols[k] > MAX_TIME_NS) | (cols[k] < -MAX_TIME_NS)).any():
+                cols[k] = np.clip(cols[k], -MAX_TIME_NS, MAX_TIME_NS)
         first = cols.get(names[0]) if names else None
         if names and names[0] == "start_ns" and first is not None and len(first) > 1 and (np.diff(first) < 0).any():
             # time order, which every model function expects; exports are usually stored so already
@@ -128,7 +145,7 @@ class _Reader:
                 try:
                     out[table[5:].replace("KRENEL", "KERNEL")] = {int(i): str(lab) for i, lab in
                                       self.f.db.execute(f'SELECT id, label FROM "{table}"') if i is not None}
-                except (sqlite3.DatabaseError, ValueError, TypeError):
+                except (sqlite3.DatabaseError, ValueError, TypeError, OverflowError):
                     continue
         return out
 
@@ -138,37 +155,38 @@ class _Reader:
         if meta_table:   # EXPORT_META_DATA in schema 2.9-3.1 (2022.1-2023.1)
             try:
                 kv = dict(self.f.db.execute(f"SELECT name, value FROM {meta_table}").fetchall())
-                meta["nsys_version"] = kv.get("EXPORT_PRODUCT_VERSION")
-                meta["schema_version"] = kv.get("EXPORT_SCHEMA_VERSION")
-            except sqlite3.DatabaseError:
+                meta["nsys_version"] = _text(kv.get("EXPORT_PRODUCT_VERSION")) or None    # a blob or a number
+                meta["schema_version"] = _text(kv.get("EXPORT_SCHEMA_VERSION")) or None   # in a damaged file
+            except DB_ERRORS:
                 pass
         if self.has("ANALYSIS_DETAILS", "startTime", "stopTime"):
             try:
                 row = self.f.db.execute("SELECT min(startTime), max(stopTime) FROM ANALYSIS_DETAILS").fetchone()
                 if row and row[0] is not None:
                     meta["capture_start_ns"], meta["capture_end_ns"] = int(row[0]), int(row[1] or row[0])
-            except (sqlite3.DatabaseError, TypeError, ValueError):
+            except (sqlite3.DatabaseError, TypeError, ValueError, OverflowError):
                 pass
         if "TARGET_INFO_GPU" in self.tables:
             try:
                 cols = self.tables["TARGET_INFO_GPU"]
                 sel = ", ".join(c if c in cols else "NULL" for c in ("name", "memoryBandwidth", "smCount", "id"))
-                meta["gpus"] = [{"name": r[0], "memory_bandwidth_Bps": r[1], "sm_count": r[2], "id": r[3]}
+                meta["gpus"] = [{"name": _text(r[0]) or "GPU", "memory_bandwidth_Bps": _num(r[1], None),
+                                 "sm_count": _num(r[2], None), "id": _num(r[3], None)}
                                 for r in self.f.db.execute(f"SELECT {sel} FROM TARGET_INFO_GPU")]
-            except sqlite3.DatabaseError:
+            except DB_ERRORS:
                 pass
         if self.has("DIAGNOSTIC_EVENT", "severity", "text"):
             try:   # nsys's own warnings and errors (2 and 3 in ENUM_DIAGNOSTIC_SEVERITY_LEVEL): why data is missing
                 meta["diagnostics"] = [str(t) for sev, t in self.f.db.execute(
                     "SELECT severity, text FROM DIAGNOSTIC_EVENT WHERE severity IN (2, 3) ORDER BY severity DESC")
                     if t]
-            except sqlite3.DatabaseError:
+            except DB_ERRORS:
                 pass
         if self.has("TARGET_INFO_GPU_METRICS", "metricId", "metricName"):
             try:
                 meta["gpu_metric_names"] = {int(i): str(n) for i, n in self.f.db.execute(
                     "SELECT DISTINCT metricId, metricName FROM TARGET_INFO_GPU_METRICS")}
-            except (sqlite3.DatabaseError, TypeError, ValueError):
+            except (sqlite3.DatabaseError, TypeError, ValueError, OverflowError):
                 pass
         return meta
 
@@ -231,7 +249,7 @@ class _Reader:
     def _ranges(self):
         t = "NVTX_EVENTS"
         c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
-        has_text_id = "textId" in self.tables[t] and "StringIds" in self.tables
+        has_text_id = "textId" in self.tables[t] and self.has("StringIds", "id", "value")
         text = f"coalesce({c('text', 'NULL')}, s.value)" if has_text_id else c("text", "NULL")
         join = f"LEFT JOIN StringIds s ON s.id = n.{c('textId')}" if has_text_id else ""
         dom = c("domainId", "0")
@@ -241,7 +259,7 @@ class _Reader:
                 for did, name in self.f.db.execute(
                         f'SELECT domainId, text FROM "{t}" WHERE eventType = {NVTX_DOMAIN_CREATE}'):
                     domains[did] = "" if name is None else str(name)
-            except sqlite3.DatabaseError:
+            except DB_ERRORS:
                 pass
         etype = c("eventType", str(NVTX_PUSH_POP))
         sql = (f"SELECT n.{c('start')}, n.{c('end')}, n.{c('globalTid')}, {text}, n.{dom}, ({etype} = {NVTX_PUSH_POP}) "

@@ -27,7 +27,13 @@ def readonly_uri(path: str) -> str:
 
 
 def connect(path: str) -> sqlite3.Connection:
-    return sqlite3.connect(readonly_uri(path), uri=True, check_same_thread=False)
+    db = sqlite3.connect(readonly_uri(path), uri=True, check_same_thread=False)
+    db.text_factory = _decode     # names are arbitrary bytes in a damaged export: never fail on them
+    return db
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
 
 
 class Fetcher:
@@ -75,7 +81,7 @@ class Fetcher:
         for i, name in enumerate(names):
             col = tab.column(i)
             if name in text:
-                out[name] = np.array(["" if v is None else str(v) for v in col.to_pylist()], dtype=object)
+                out[name] = np.array([_text(v) for v in col.to_pylist()], dtype=object)
             elif name in floats:
                 out[name] = _pc.fill_null(col.cast(_pa.float64()), np.nan).to_numpy() if len(col) else np.zeros(0)
             else:
@@ -97,7 +103,7 @@ class Fetcher:
             elif name in floats:
                 out[name] = np.array([_num(v, np.nan) for v in vals], dtype=np.float64)
             else:
-                out[name] = np.array([int(_num(v, INT_NULL)) for v in vals], dtype=np.int64)
+                out[name] = np.array([_int(v) for v in vals], dtype=np.int64)
         return out
 
 
@@ -107,6 +113,21 @@ def _text(v) -> str:
     if isinstance(v, bytes):
         return v.decode("utf-8", "replace")
     return str(v)
+
+
+INT64_MAX = np.iinfo(np.int64).max
+
+
+def _int(v) -> int:
+    """An int64 column value: NULL, NaN, text that is no number -> INT_NULL; +-inf and beyond int64 -> clamped."""
+    v = _num(v, INT_NULL)
+    if isinstance(v, float):
+        if v != v:
+            return INT_NULL
+        if not -INT64_MAX <= v <= INT64_MAX:
+            return INT64_MAX if v > 0 else -INT64_MAX
+        return int(v)
+    return v
 
 
 def _num(v, default):

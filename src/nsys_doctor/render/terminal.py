@@ -15,6 +15,8 @@ SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "dim"}
 
 def render(report: Report, file=None, width: int | None = None, color: bool | None = None) -> None:
     file = file or sys.stdout
+    if getattr(file, "errors", None) == "strict" and hasattr(file, "reconfigure"):
+        file.reconfigure(errors="replace")   # an ascii/latin-1 terminal shows "?" for what it cannot show
     con = Console(file=file, width=width or (None if file.isatty() else 110), highlight=False,
                   force_terminal=color, no_color=color is False, soft_wrap=False)
     p, r = report.profile, report.requests
