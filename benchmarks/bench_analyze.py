@@ -1,0 +1,117 @@
+"""Speed of `analyze` against baselines measured in the same run. Prints ratios; asserts nothing.
+
+usage: python benchmarks/bench_analyze.py [--times 40] [--work /tmp/nsd-bench]
+1. A large profile: launch_bound x TIMES (benchmarks/make_large.py; about 5M kernels and 10M API calls at 40).
+   `analyze` on it, against a raw SQLite scan of exactly the columns analyze read (each of its queries wrapped in
+   SELECT count(*), sum(col)... so SQLite reads every value), and its peak memory.
+2. launch_bound.sqlite: `analyze` against `nsys analyze` (Debian's nsight-systems, when installed) on the same file.
+Each measurement runs in a fresh process (peak RSS is per process); the best of --repeat runs is kept.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
+SHARED = pathlib.Path(os.environ.get("NSYS_DOCTOR_SHARED", ROOT.parent / "shared"))
+
+CHILD = r"""
+import json, resource, sys, time
+from nsys_doctor.read import open_trace
+from nsys_doctor.analysis import analyze_trace
+t = time.perf_counter()
+trace = open_trace(sys.argv[1])
+report = analyze_trace(trace)
+dt = time.perf_counter() - t
+f = trace.meta.get("_fetcher")
+print(json.dumps({"seconds": dt, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "queries": trace.meta.get("_queries", []), "requests": report.requests["total"],
+                  "kernels": report.profile["counts"]["kernels"], "api_calls": report.profile["counts"]["api_calls"]}))
+"""
+
+
+def run_analyze(path: pathlib.Path) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def raw_scan(path: pathlib.Path, queries: list[str]) -> float:
+    """SQLite reads the same columns and aggregates them in C: the floor for any reader of this file."""
+    db = sqlite3.connect(pathlib.Path(path).resolve().as_uri() + "?mode=ro&immutable=1", uri=True)
+    t = time.perf_counter()
+    for q in queries:
+        n = len(db.execute(f"SELECT * FROM ({q}) LIMIT 0").description)
+        names = ", ".join(f"c{i}" for i in range(n))
+        # max() reads every value of every column, text included, in C
+        aggs = ", ".join(f"max(c{i})" for i in range(n))
+        db.execute(f"WITH q({names}) AS ({q}) SELECT count(*), {aggs} FROM q").fetchall()
+    dt = time.perf_counter() - t
+    db.close()
+    return dt
+
+
+def find_nsys() -> str | None:
+    try:
+        from nsys_doctor.nsys import find_nsys as f
+        return f()
+    except Exception:
+        return shutil.which("nsys")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--times", type=int, default=40)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--work", default="/tmp/nsd-bench")
+    a = ap.parse_args(argv)
+    work = pathlib.Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    src = SHARED / "profiles" / "launch_bound.sqlite.xz"
+    small = work / "launch_bound.sqlite"
+    if not small.exists():
+        import lzma
+        with lzma.open(src) as f, open(small, "wb") as g:
+            shutil.copyfileobj(f, g, 1 << 22)
+    big = work / f"launch_bound_x{a.times}.sqlite"
+    if not big.exists():
+        subprocess.run([sys.executable, str(HERE / "make_large.py"), str(small), str(big), "--times", str(a.times)],
+                       check=True)
+
+    print(f"1. large profile: {big.name}")
+    runs = [run_analyze(big) for _ in range(a.repeat)]
+    best = min(runs, key=lambda r: r["seconds"])
+    scans = [raw_scan(big, best["queries"]) for _ in range(a.repeat)]
+    scan = min(scans)
+    print(f"   {best['kernels']:,} kernels, {best['api_calls']:,} API calls, {best['requests']:,} requests")
+    print(f"   analyze            {best['seconds']:7.2f} s   peak {max(r['peak_mb'] for r in runs):,.0f} MB")
+    print(f"   raw SQLite scan    {scan:7.2f} s   ({len(best['queries'])} queries, same columns)")
+    print(f"   ratio analyze/scan {best['seconds'] / scan:7.2f}x   (target <= 2x; peak target < 3000 MB)")
+
+    print(f"2. {small.name}")
+    mine = min(run_analyze(small)["seconds"] for _ in range(a.repeat))
+    print(f"   nsys-doctor analyze {mine:7.2f} s")
+    nsys = find_nsys()
+    if not nsys:
+        print("   nsys analyze        not found (install Debian's nsight-systems: scripts/install-nsys-debian.sh)")
+        return 0
+    times = []
+    for _ in range(a.repeat):
+        t = time.perf_counter()
+        r = subprocess.run([nsys, "analyze", "--force-export=false", str(small)], capture_output=True, text=True,
+                           cwd=work)
+        times.append(time.perf_counter() - t)
+    print(f"   nsys analyze        {min(times):7.2f} s   (rc {r.returncode}, {nsys})")
+    print(f"   ratio nsys/ours     {min(times) / mine:7.2f}x   (target >= 5x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
