@@ -98,4 +98,7 @@ def run_fleet(args, paths) -> int:
     finally:
         if out is not sys.stdout:
             out.close()
+    # every failed report also gets the one-line error on stderr that a single bad file would get
+    for f in fleet["failures"]:
+        print(f"nsys-doctor: {f.get('path')}: {f.get('problem')}", file=sys.stderr)
     return 2 if fleet["failures"] else 0
