@@ -16,6 +16,23 @@ from .columns import TABLES
 Table = dict[str, np.ndarray]
 
 
+class LazyTable(dict):
+    """A table whose rarely used columns are read on first access (kernel launch geometry, API backtrace ids):
+    `analyze` then reads only the columns its diagnoses touch."""
+
+    def __init__(self, columns: dict, load_column: Callable[[str], np.ndarray], lazy_names: tuple[str, ...]):
+        super().__init__(columns)
+        self._load_column = load_column
+        self.lazy_names = tuple(lazy_names)
+
+    def __missing__(self, key):
+        if key not in self.lazy_names:
+            raise KeyError(key)
+        col = self._load_column(key)
+        self[key] = col
+        return col
+
+
 def empty_table(name: str) -> Table:
     """A table with the documented columns and no rows."""
     return {col: np.zeros(0, dtype=np.int64) for col in TABLES[name]["columns"]}
@@ -28,8 +45,12 @@ def table_len(table: Table) -> int:
 
 
 def take(table: Table, index) -> Table:
-    """Rows of a table selected by a boolean mask or an index array."""
-    return {k: v[index] for k, v in table.items()}
+    """Rows of a table selected by a boolean mask or an index array (lazy columns stay lazy)."""
+    out = {k: v[index] for k, v in table.items()}
+    if isinstance(table, LazyTable):
+        missing = tuple(n for n in table.lazy_names if n not in out)
+        return LazyTable(out, lambda k: table[k][index], missing)
+    return out
 
 
 @dataclass

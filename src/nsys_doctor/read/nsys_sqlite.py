@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import BadInput
 from ..model.columns import TABLES
-from ..model.trace import Trace
+from ..model.trace import LazyTable, Trace
 from .sqlfetch import Fetcher, _num, _text
 
 # Tables that carry CUDA activity. A file with none of these and no NVTX is not something we can analyse.
@@ -82,7 +82,9 @@ class _Reader:
         except DB_ERRORS as err:
             raise BadInput(self.shown, f"table {table} cannot be read ({err}): the file is truncated or corrupt")
 
-    def fetch(self, sql: str, names: list[str], **kw) -> dict[str, np.ndarray]:
+    def fetch(self, sql: str, names: list[str], lazy: dict[str, str] | None = None, **kw) -> dict[str, np.ndarray]:
+        """Run `sql` -> columns; `lazy` maps more column names to expressions over the same FROM clause (the part
+        of `sql` from " FROM "), read only when a diagnosis first asks for them, in the same row order."""
         try:
             cols = self.f.columns(sql, names, **kw)
         except DB_ERRORS as err:
@@ -91,11 +93,22 @@ class _Reader:
             if k in cols and ((cols[k] > MAX_TIME_NS) | (cols[k] < -MAX_TIME_NS)).any():
                 cols[k] = np.clip(cols[k], -MAX_TIME_NS, MAX_TIME_NS)
         first = cols.get(names[0]) if names else None
+        order = None
         if names and names[0] == "start_ns" and first is not None and len(first) > 1 and (np.diff(first) < 0).any():
             # time order, which every model function expects; exports are usually stored so already
             order = np.argsort(first, kind="stable")
             cols = {k: v[order] for k, v in cols.items()}
-        return cols
+        if not lazy:
+            return cols
+        source = sql[sql.index(" FROM "):]
+
+        def load_column(name: str) -> np.ndarray:
+            try:
+                col = self.f.columns(f"SELECT {lazy[name]}{source}", [name])[name]
+            except DB_ERRORS as err:
+                raise BadInput(self.shown, f"cannot read the export ({err}): the file is truncated or corrupt")
+            return col if order is None else col[order]
+        return LazyTable(cols, load_column, tuple(lazy))
 
     # ---------------------------------------------------------------- the trace
     def trace(self) -> Trace:
@@ -191,12 +204,13 @@ class _Reader:
         return meta
 
     # ---------------------------------------------------------------- GPU activity
-    def _gpu_activity(self, table: str, extra: list[tuple[str, str]]) -> dict[str, np.ndarray]:
+    def _gpu_activity(self, table: str, extra: list[tuple[str, str]],
+                      lazy: list[tuple[str, str]] = ()) -> dict[str, np.ndarray]:
         c = lambda col: self.col(table, col)  # noqa: E731
         cols = [("start_ns", c("start")), ("end_ns", c("end")), ("device", c("deviceId")),
                 ("stream", c("streamId")), ("correlation", c("correlationId")), ("pid", c("globalPid"))] + extra
         sql = "SELECT " + ", ".join(expr for _, expr in cols) + f' FROM "{table}"'
-        return self.fetch(sql, [n for n, _ in cols])
+        return self.fetch(sql, [n for n, _ in cols], lazy=dict(lazy) or None)
 
     def _kernels(self):
         t = "CUPTI_ACTIVITY_KIND_KERNEL"
@@ -204,9 +218,11 @@ class _Reader:
         name = c("shortName") if "shortName" in self.tables[t] else c("demangledName")
         grid = f"{c('gridX')}*{c('gridY')}*{c('gridZ')}" if self.has(t, "gridX", "gridY", "gridZ") else "-1"
         block = f"{c('blockX')}*{c('blockY')}*{c('blockZ')}" if self.has(t, "blockX", "blockY", "blockZ") else "-1"
-        extra = [("name_id", name), ("full_name_id", c("demangledName")), ("grid", grid), ("block", block),
-                 ("registers", c("registersPerThread")), ("graph_node", f"coalesce({c('graphNodeId', '0')}, 0)")]
-        return self._gpu_activity(t, extra)
+        extra = [("name_id", name), ("graph_node", f"coalesce({c('graphNodeId', '0')}, 0)")]
+        # read on first use only: few diagnoses need full names or launch geometry
+        lazy = [("full_name_id", c("demangledName")), ("grid", grid), ("block", block),
+                ("registers", c("registersPerThread"))]
+        return self._gpu_activity(t, extra, lazy)
 
     def _copies(self):
         t = "CUPTI_ACTIVITY_KIND_MEMCPY"
@@ -239,12 +255,12 @@ class _Reader:
         c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
         # eventClass 1 is TRACE_PROCESS_EVENT_CUDA_DRIVER (ENUM_NSYS_EVENT_CLASS); runtime and driver share the table.
         cols = [("start_ns", c("start")), ("end_ns", c("end")), ("tid", c("globalTid")),
-                ("correlation", c("correlationId")), ("name_id", c("nameId")),
-                ("driver", f"({c('eventClass', '0')} = 1)"), ("callchain", f"coalesce({c('callchainId')}, -1)")]
+                ("correlation", c("correlationId")), ("name_id", c("nameId"))]
+        lazy = {"driver": f"({c('eventClass', '0')} = 1)", "callchain": f"coalesce({c('callchainId')}, -1)"}
         # eventClass 67 (CUDA backtrace, 2022 exports) repeats real calls with the same correlation id
         where = 'WHERE "eventClass" IN (0, 1)' if "eventClass" in self.tables[t] else ""
         return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}" {where}',
-                          [n for n, _ in cols])
+                          [n for n, _ in cols], lazy=lazy)
 
     def _ranges(self):
         t = "NVTX_EVENTS"

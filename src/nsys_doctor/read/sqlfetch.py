@@ -90,7 +90,9 @@ class Fetcher:
                     continue
                 if not (_pa.types.is_integer(col.type) or _pa.types.is_floating(col.type)):
                     raise TypeError(f"column {name} is {col.type}")
-                out[name] = _pc.fill_null(col, INT_NULL).cast(_pa.int64()).to_numpy()
+                if col.null_count:
+                    col = _pc.fill_null(col, INT_NULL)
+                out[name] = (col if col.type == _pa.int64() else col.cast(_pa.int64())).to_numpy()
         return out
 
     def _columns_sqlite(self, sql, names, text, floats, params):
