@@ -82,3 +82,7 @@ TABLES: dict[str, dict] = {
         "absent_flag": "",
         "columns": {"pid": "process", "os_pid": "OS process id", "name": "process name (object array)"}},
 }
+
+# GPU metrics the diagnoses and the timeline read (matched as substrings of TARGET_INFO_GPU_METRICS names). Readers
+# keep only these: a 2 kHz capture holds 22 metrics, and the other 17 would be most of the rows (855k in healthy).
+GPU_METRICS_USED = ("DRAM Read Bandwidth", "DRAM Write Bandwidth", "SM Issue", "SMs Active", "Tensor Active")

@@ -10,7 +10,7 @@ import sqlite3
 import numpy as np
 
 from ..errors import BadInput
-from ..model.columns import TABLES
+from ..model.columns import GPU_METRICS_USED, TABLES
 from ..model.trace import LazyTable, Trace
 from .sqlfetch import Fetcher, _num, _text
 
@@ -116,6 +116,7 @@ class _Reader:
         t = Trace(path=self.shown, source="nsys-sqlite", strings=strings.__getitem__)
         t.enums = self._enums()
         t.meta = self._meta()
+        self._metric_names = t.meta.get("gpu_metric_names")
         t.meta["_close"] = self.f.close
         t.meta["_queries"] = self.f.log     # what was read, for the benchmark's same-columns baseline
         specs = {
@@ -324,7 +325,10 @@ class _Reader:
         c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
         cols = [("start_ns", c("timestamp")), ("metric", c("metricId")), ("value", c("value", "NULL")),
                 ("gpu", c("typeId"))]
-        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"',
+        names = self._metric_names or {}
+        used = sorted(int(i) for i, n in names.items() if any(u in n for u in GPU_METRICS_USED))
+        where = f' WHERE "metricId" IN ({", ".join(map(str, used))})' if used and "metricId" in self.tables[t] else ""
+        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"{where}',
                           [n for n, _ in cols], floats=("value",))
 
     def _threads(self):
