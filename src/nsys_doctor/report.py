@@ -63,7 +63,10 @@ class Report:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        # findings become plain dicts; the rest is already plain data and is shared, not deep-copied (the
+        # timeline alone holds tens of thousands of events)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["findings"] = [dataclasses.asdict(f) for f in self.findings]
         from . import __version__
         d["tool"] = {"name": "nsys-doctor", "version": __version__}
         return d

@@ -20,6 +20,16 @@ def _clean(x):
     return x
 
 
+def _plain(x):
+    """json.dumps fallback for numpy scalars and arrays."""
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    raise TypeError(f"{type(x).__name__} is not JSON serialisable")
+
+
 def render(report: Report | dict, indent: int | None = 2) -> str:
     d = report.to_dict() if isinstance(report, Report) else report
-    return json.dumps(_clean(d), indent=indent, ensure_ascii=False)
+    try:   # the common case: nothing to clean, one pass in C
+        return json.dumps(d, indent=indent, ensure_ascii=False, allow_nan=False, default=_plain)
+    except (ValueError, TypeError):   # NaN/inf or a private key to drop: the careful walk
+        return json.dumps(_clean(d), indent=indent, ensure_ascii=False)
