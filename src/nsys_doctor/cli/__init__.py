@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         return args._run(args)
     except NsysDoctorError as err:
         where = f"{err.path}: " if err.path else ""
-        print(f"nsys-doctor: {where}{err.problem}", file=sys.stderr)
+        problem = " ".join(str(err.problem).split())     # one line, whatever a message quoted
+        print(f"nsys-doctor: {where}{problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nsys-doctor: interrupted", file=sys.stderr)

@@ -31,7 +31,7 @@ def no_cuda_message(trace: Trace) -> str:
         what += f"; it holds {ranges} NVTX ranges, but nothing they could be measured against"
     said = [d for d in trace.meta.get("diagnostics", []) if "CUDA" in d or "root" in d or "Unable" in d]
     if said:
-        what += f"; nsys noted: {said[0]}"
+        what += f"; nsys noted: {' '.join(said[0].split())}"   # its messages span lines; ours is one
     return what
 
 

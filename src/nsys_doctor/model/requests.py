@@ -18,7 +18,10 @@ from .arrays import uniq
 # A range a library opens for its own bookkeeping is not a request. Domains of NVIDIA libraries (nsys names them so).
 LIBRARY_DOMAINS = {"cuBLAS", "cuDNN", "CUDA", "NCCL", "cuFFT", "cuSPARSE", "nvJPEG", "NVSHMEM"}
 # Range names that libraries push in the default domain (seen: cublasCreate_v2 in all zoo profiles).
-LIBRARY_NAME_PREFIXES = ("cublas", "cudnn", "cufft", "cusparse", "nccl", "cudaProfiler")
+LIBRARY_NAME_PREFIXES = ("cublas", "cudnn", "cufft", "cusparse", "nccl", "cudaProfiler",
+                         # per-operator ranges of torch.autograd.profiler.emit_nvtx and DLProf's markers: one per
+                         # op, not per request (dlprof-dummy-cnn in shared/external)
+                         "aten::", "{'tracemarker'", '{"tracemarker"')  # compared lower-cased
 MIN_INSTANCES = 2            # a request repeats; a range seen once is set-up or a whole run
 MIN_GPU_SHARE = 0.5          # at least half of its instances launch GPU work (a user's request encloses inference)
 WARMUP_FACTOR = 1.5          # a leading request slower than 1.5x the steady median is warm-up (cuDNN autotune,
