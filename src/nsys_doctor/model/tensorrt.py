@@ -40,8 +40,10 @@ KERNEL_FAMILIES = (
 
 
 def _is_enqueue(names: np.ndarray) -> np.ndarray:
-    return np.char.startswith(names.astype(str), ENQUEUE_NAMES[0]) | \
-        np.char.startswith(names.astype(str), ENQUEUE_NAMES[1])
+    # judged once per distinct name: a fixed-width string copy of every range name costs memory in proportion to
+    # the longest name times the number of ranges
+    distinct = {n: str(n).startswith(ENQUEUE_NAMES) for n in set(names.tolist())}
+    return np.fromiter((distinct[n] for n in names.tolist()), bool, count=len(names))
 
 
 def _slot(r_tid: np.ndarray, r_start: np.ndarray, r_end: np.ndarray, p_tid: np.ndarray, p_t: np.ndarray) -> np.ndarray:
