@@ -71,6 +71,17 @@ def _api_corr_key(api) -> np.ndarray:
     return key
 
 
+def _gpu_corr_key(pid: np.ndarray, corr: np.ndarray) -> np.ndarray:
+    """_corr_key(pid, corr) with in-place steps (one temporary besides the result)."""
+    key = pid >> 24
+    if key.dtype != np.int64:
+        key = key.astype(np.int64)
+    key &= 0x7FFFFFFF
+    key <<= 32
+    key |= corr.astype(np.int64, copy=False) & 0xFFFFFFFF
+    return key
+
+
 def _sort_order(key: np.ndarray) -> np.ndarray | None:
     """np.argsort(key, kind="stable"), or None when the keys are already in order (the usual case: no sort, no
     reordering copies)."""
@@ -128,18 +139,27 @@ def diagnose(ctx):
         if len(r) == 0:
             continue
         m = r >= W
-        key = _corr_key(g["pid"][m], g["correlation"][m])
-        pos = np.clip(np.searchsorted(ak, key), 0, len(ak) - 1)
-        cols["req"].append(r[m])
-        cols["s"].append(g["start_ns"][m])
-        cols["e"].append(g["end_ns"][m])
-        cols["call"].append(np.where(ak[pos] == key, pos if ao is None else ao[pos], -1))
-        cols["kernel"].append(np.full(int(m.sum()), t == "kernels"))
-        graphed = (g["graph_node"][m] != 0) if t == "kernels" else np.full(int(m.sum()), t == "graphs")
+        n_m = int(np.count_nonzero(m))
+        sel = slice(None) if n_m == len(m) else np.flatnonzero(m)   # a view when every row is measured
+        key = _gpu_corr_key(g["pid"][sel], g["correlation"][sel])
+        pos = np.searchsorted(ak, key)
+        np.minimum(pos, len(ak) - 1, out=pos)
+        hit = ak[pos] == key
+        del key
+        call = pos if ao is None else ao[pos]
+        call[~hit] = -1
+        cols["req"].append(r[sel])
+        cols["s"].append(g["start_ns"][sel])
+        cols["e"].append(g["end_ns"][sel])
+        cols["call"].append(call)
+        cols["kernel"].append(np.full(n_m, t == "kernels"))
+        graphed = (g["graph_node"][sel] != 0) if t == "kernels" else np.full(n_m, t == "graphs")
         cols["graphed"].append(graphed)
     if not cols["req"]:
         return []
-    R, S, E, C, K, G = (np.concatenate(cols[k]) for k in ("req", "s", "e", "call", "kernel", "graphed"))
+    R, S, E, C, K, G = (v[0] if len(v) == 1 else np.concatenate(v)
+                        for v in (cols[k] for k in ("req", "s", "e", "call", "kernel", "graphed")))
+    del cols
     o = _lexsort2(S, R)
     if o is not None:
         R, S, E, C, K, G = R[o], S[o], E[o], C[o], K[o], G[o]
@@ -147,33 +167,51 @@ def diagnose(ctx):
         return []
     # end of everything the request ran so far (running max, restarted per request)
     base = int(S.min())
-    off = (R - R.min()).astype(np.int64) * (int(E.max()) - base + 1)
+    off = R - R.min()
+    if off.dtype != np.int64:
+        off = off.astype(np.int64)
+    off *= int(E.max()) - base + 1
     run_end = E - base
     run_end += off
     np.maximum.accumulate(run_end, out=run_end)
     run_end -= off
     run_end += base
-    nxt = slice(1, None)
-    same = R[1:] == R[:-1]
-    gap = np.clip(S[nxt] - run_end[:-1], 0, None)
-    call = C[nxt]
-    has_call = call >= 0
-    call_start = np.where(has_call, api["start_ns"][np.clip(call, 0, None)], np.iinfo(np.int64).max)
-    launched = has_call & ((cls[np.clip(call, 0, None)] & 1) != 0) & K[nxt] & ~G[nxt]
+    del off
+    prev_end = run_end[:-1]
+    S1, R1, C1 = S[1:], R[1:], C[1:]
+    # candidates: the next row of the same request starts after everything before it ended, and is an own kernel
+    # (not graphed) launched by a kernel launch call that began after that end
+    starved = R1 == R[:-1]
+    starved &= K[1:]
+    starved &= ~G[1:]
+    starved &= C1 >= 0
+    idx = np.flatnonzero(starved)
+    del starved
+    call = C1[idx]
+    keep = (cls[call] & 1) != 0
+    call_start = api["start_ns"][call]
+    keep &= call_start > prev_end[idx]
+    idx, call_start = idx[keep], call_start[keep]
     # the GPU had finished everything before this kernel's launch call began: it waited for the launch
-    starved = same & launched & (call_start > run_end[:-1])
     # a gap that follows a host wait is the wait's refill (cuda_sync), not launch rate
     sc = sync_calls(ctx)
-    sync_end = np.sort(sc["end_ns"])
-    after_sync = np.searchsorted(sync_end, call_start, "right") > np.searchsorted(sync_end, run_end[:-1], "right")
-    starved &= ~after_sync
+    if len(sc["end_ns"]):
+        sync_end = np.sort(sc["end_ns"])
+        after_sync = (np.searchsorted(sync_end, call_start, "right")
+                      > np.searchsorted(sync_end, prev_end[idx], "right"))
+        if after_sync.any():
+            keep = ~after_sync
+            idx, call_start = idx[keep], call_start[keep]
     # what the launch itself cost the GPU: from the launch call to the kernel's start (the rest of the gap is
     # framework dispatch, which CUDA graphs also remove: reported as the upper bound)
-    wait = np.where(starved, np.minimum(gap, S[nxt] - np.minimum(call_start, S[nxt])), 0)
-    starved_gap = np.where(starved, gap, 0)
-    rn = R[nxt]
-    per_req_wait = np.bincount(rn, weights=wait, minlength=rq.count)
-    per_req_gap = np.bincount(rn, weights=starved_gap, minlength=rq.count)
+    s_st, lo_st = S1[idx], prev_end[idx]
+    gap = s_st - lo_st          # > 0: the launch call began after lo_st and the kernel starts after its call
+    np.maximum(gap, 0, out=gap)
+    wait = np.minimum(gap, s_st - np.minimum(call_start, s_st))
+    rn = R1[idx]
+    per_req_wait = _per_request_sum(rn, wait, rq.count)
+    per_req_gap = _per_request_sum(rn, gap, rq.count)
+    n_starved = len(idx)
     t = rq.table
     bound = np.maximum(t["latency_ns"] - t["compute_ns"], 0)
     saved = np.minimum(per_req_wait, bound)[W:]
@@ -183,19 +221,22 @@ def diagnose(ctx):
 
     # kernel and launch-call durations
     own = K & ~G
-    kd = E[own] - S[own]
-    ld = api["end_ns"][is_launch] - api["start_ns"][is_launch]
-    med_k, med_l = float(np.median(kd)) if len(kd) else 0.0, float(np.median(ld)) if len(ld) else 0.0
+    n_own = int(np.count_nonzero(own))
+    kd = E - S if n_own == len(own) else E[own] - S[own]
+    li = np.flatnonzero(is_launch)
+    ld = api["end_ns"][li] - api["start_ns"][li]
+    del li
+    med_k, med_l = _median(kd), _median(ld)
     lat = t["latency_ns"][W:].astype(np.float64)
     numbers = {
         "launches_per_request": round(launches, 1),
-        "kernels_per_request": round(float((K & ~G).sum()) / n_req, 1),
+        "kernels_per_request": round(float(n_own) / n_req, 1),
         "graph_launches_per_request": round(graph_launches, 2),
         "graphed_kernel_share": round(float(G.sum()) / max(len(G), 1), 3),
         "median_kernel_us": round(med_k / 1e3, 2),
         "median_launch_call_us": round(med_l / 1e3, 2),
         "kernels_shorter_than_launch_share": round(float((kd < med_l).mean()) if len(kd) else 0.0, 3),
-        "starved_launches_per_request": round(float(starved.sum()) / n_req, 1),
+        "starved_launches_per_request": round(float(n_starved) / n_req, 1),
         "gpu_waiting_on_launch_calls_ms_per_request": round(impact_ns / 1e6, 3),
         "gpu_waiting_on_cpu_between_kernels_ms_per_request": round(float(per_req_gap[W:].mean()) / 1e6, 3),
         "gpu_waiting_share_of_latency_pct": round(100.0 * float((per_req_gap[W:] / np.maximum(lat, 1)).mean()), 1),
@@ -210,7 +251,7 @@ def diagnose(ctx):
                               f"{int(t['launches'][r])} launches; GPU waited {per_req_gap[r] / 1e6:.2f} ms for the "
                               f"CPU between kernels, {per_req_wait[r] / 1e6:.2f} ms of it inside launch calls",
                               tid=int(t["tid"][r])))
-    code = _hot_code(ctx, rn[starved], run_end[:-1][starved], S[nxt][starved])
+    code = _hot_code(ctx, rn, lo_st, s_st)
     title = (f"{numbers['kernels_per_request']:g} kernels per request of {med_k / 1e3:.1f} us median, each launched "
              f"in {med_l / 1e3:.1f} us: the GPU waits on launches")
     estimate = ("per request: for each kernel whose launch call began after the GPU had finished all earlier work "
@@ -238,6 +279,63 @@ def _hot_code(ctx, req: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[dict
     except ImportError:
         return []
     tid = ctx.requests.table["tid"][req]
-    order = np.lexsort((lo, tid))
-    funcs, n = hot_functions(ctx.trace, tid[order], lo[order], hi[order])
+    order = _lexsort2(lo, tid)
+    if order is not None:
+        tid, lo, hi = tid[order], lo[order], hi[order]
+    tid, lo, hi = _sampled_windows(ctx.trace.table("samples"), tid, lo, hi)
+    funcs, n = hot_functions(ctx.trace, tid, lo, hi)
     return funcs if n >= 10 else []
+
+
+def _sampled_windows(s, tid: np.ndarray, lo: np.ndarray, hi: np.ndarray):
+    """The windows (sorted by thread, then start) that a CPU sample can be assigned to: per sample, the window of
+    its thread that starts last at or before it (with any windows starting at the same time). A sample is counted
+    only inside that window, so the others change nothing; millions of launch gaps hold a few thousand samples."""
+    n = len(tid)
+    s_tid, s_t = s["tid"], s["start_ns"]
+    if n == 0 or len(s_t) == 0:
+        return tid[:0], lo[:0], hi[:0]
+    keep = np.zeros(n, bool)
+    first = np.flatnonzero(np.r_[True, tid[1:] != tid[:-1]])
+    bounds = np.r_[first, n]
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        ts = s_t[s_tid == tid[a]]
+        if len(ts) == 0:
+            continue
+        w = lo[a:b]
+        slot = np.searchsorted(w, ts, "right") - 1
+        slot = slot[slot >= 0]
+        if len(slot) == 0:
+            continue
+        keep[a + slot] = True
+        # windows starting at the same time as a slot window (rare): keep the whole tie group
+        left = np.searchsorted(w, w[slot], "left")
+        for x, y in zip(left[left < slot].tolist(), slot[left < slot].tolist()):
+            keep[a + x:a + y] = True
+    k = np.flatnonzero(keep)
+    return tid[k], lo[k], hi[k]
+
+
+def _per_request_sum(req: np.ndarray, v: np.ndarray, n: int) -> np.ndarray:
+    """np.bincount(req, weights=v, minlength=n) for ascending request indices and integer ns values: exact int64
+    sums per request from one cumulative sum (bincount casts the weights to float64 and sums them one by one, which
+    is exact for integers as long as the sums stay below 2**53 ns, i.e. always)."""
+    if len(req) == 0 or v.dtype.kind not in "iu" or int(req[-1]) >= n or int(req[0]) < 0:
+        return np.bincount(req, weights=v, minlength=n)
+    cs = np.empty(len(v) + 1, np.int64)
+    cs[0] = 0
+    np.cumsum(v, out=cs[1:])
+    b = np.searchsorted(req, np.arange(n + 1), "left")
+    return (cs[b[1:]] - cs[b[:-1]]).astype(np.float64)
+
+
+def _median(a: np.ndarray) -> float:
+    """float(np.median(a)) for a non-empty integer array (0.0 when empty), from one in-place partition of `a`."""
+    n = len(a)
+    if n == 0:
+        return 0.0
+    if a.dtype.kind not in "iu":
+        return float(np.median(a))
+    lo_k, hi_k = (n - 1) // 2, n // 2
+    a.partition([lo_k, hi_k] if lo_k != hi_k else hi_k)
+    return float(a[hi_k]) if lo_k == hi_k else (float(a[lo_k]) + float(a[hi_k])) / 2

@@ -256,8 +256,9 @@ class _Reader:
         c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
         # eventClass 1 is TRACE_PROCESS_EVENT_CUDA_DRIVER (ENUM_NSYS_EVENT_CLASS); runtime and driver share the table.
         cols = [("start_ns", c("start")), ("end_ns", c("end")), ("tid", c("globalTid")),
-                ("correlation", c("correlationId")), ("name_id", c("nameId"))]
-        lazy = {"driver": f"({c('eventClass', '0')} = 1)", "callchain": f"coalesce({c('callchainId')}, -1)"}
+                ("correlation", c("correlationId")), ("name_id", c("nameId")),
+                ("driver", f"({c('eventClass', '0')} = 1)")]     # eager: the timeline labels API lanes with it
+        lazy = {"callchain": f"coalesce({c('callchainId')}, -1)"}
         # eventClass 67 (CUDA backtrace, 2022 exports) repeats real calls with the same correlation id
         where = 'WHERE "eventClass" IN (0, 1)' if "eventClass" in self.tables[t] else ""
         return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}" {where}',
