@@ -256,9 +256,14 @@ def _pieces(a_s, a_e, b_s, b_e, a_lab=None):
     tot = int(cnt.sum())
     if tot == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64 if a_lab is None else a_lab.dtype)
-    ib = np.repeat(np.arange(len(b_s)), cnt)
-    ia = np.arange(tot, dtype=np.int64) + np.repeat(j0 - (np.cumsum(cnt) - cnt), cnt)
-    return np.maximum(a_s[ia], b_s[ib]), np.minimum(a_e[ia], b_e[ib]), ia if a_lab is None else a_lab[ia]
+    # B's bounds by np.repeat (a sequential copy) rather than a gather; clipped in place
+    ia = np.arange(tot, dtype=np.int64)
+    ia += np.repeat(j0 - (np.cumsum(cnt) - cnt), cnt)
+    ps = np.repeat(b_s, cnt)
+    np.maximum(ps, a_s[ia], out=ps)
+    pe = np.repeat(b_e, cnt)
+    np.minimum(pe, a_e[ia], out=pe)
+    return ps, pe, ia if a_lab is None else a_lab[ia]
 
 
 def causes_in_windows(ctx, tid: int, lo: np.ndarray, hi: np.ndarray, within=None) -> dict[str, np.ndarray]:

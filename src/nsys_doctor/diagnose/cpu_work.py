@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model.intervals import union
-from ..model.requests import GPU_TABLES, _assign_calls, _launch_calls
+from ..model.requests import _assign_calls, _launch_calls, gpu_busy_union
 from ..report import Evidence
 from . import cpu_samples as cs
 from .common import WORST, instance, make_finding
@@ -53,10 +52,7 @@ def device_idle(ctx, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
     key = ("device_idle", lo, hi)
     if key not in ctx.cache:
         if "device_busy_union" not in ctx.cache:
-            tr = ctx.trace
-            s = np.concatenate([tr.table(x)["start_ns"] for x in GPU_TABLES]).astype(np.int64)
-            e = np.concatenate([tr.table(x)["end_ns"] for x in GPU_TABLES]).astype(np.int64)
-            ctx.cache["device_busy_union"] = union(s, e)
+            ctx.cache["device_busy_union"] = gpu_busy_union(ctx.trace)     # computed once, shared with requests
         bs, be = ctx.cache["device_busy_union"]
         if len(bs) == 0 or not (be >= bs).all():
             ctx.cache[key] = cs.subtract(np.array([lo], np.int64), np.array([hi], np.int64), bs, be)

@@ -13,7 +13,7 @@ import numpy as np
 
 from .intervals import covered, group_union_length, union
 from .trace import Table, Trace, table_len, take
-from .arrays import uniq
+from .arrays import id_mask, uniq
 
 # A range a library opens for its own bookkeeping is not a request. Domains of NVIDIA libraries (nsys names them so).
 LIBRARY_DOMAINS = {"cuBLAS", "cuDNN", "CUDA", "NCCL", "cuFFT", "cuSPARSE", "nvJPEG", "NVSHMEM"}
@@ -117,16 +117,100 @@ def _launch_calls(trace: Trace) -> np.ndarray:
     if cached is not None:
         return cached
     api = trace.table("api_calls")
-    keys = [_corr_key(trace.table(t)["pid"], trace.table(t)["correlation"]) for t in GPU_TABLES if trace.has(t)]
+    keys = [gpu_corr_key(trace, t) for t in GPU_TABLES if trace.has(t)]
     if not keys or table_len(api) == 0:
         mask = np.zeros(table_len(api), bool)
     else:
-        gpu = uniq(np.concatenate(keys))
-        key = _corr_key(api["tid"] >> 24 << 24, api["correlation"])
-        pos = np.clip(np.searchsorted(gpu, key), 0, len(gpu) - 1)
-        mask = gpu[pos] == key
+        key = api_corr_key(trace)
+        gpu = np.concatenate(keys) if len(keys) > 1 else keys[0]
+        lo, hi = int(gpu.min()), int(gpu.max())
+        if hi - lo < 16 * len(key) + (1 << 20):
+            # correlation ids of one process are small dense ints: a lookup table instead of a sort and a search
+            k_lo, k_hi = int(key.min()), int(key.max())
+            if lo <= k_lo and k_hi <= hi:
+                lut = np.zeros(hi - lo + 1, bool)
+                lut[gpu - lo] = True
+                mask = lut[key - lo]
+            elif max(hi, k_hi) - min(lo, k_lo) < 16 * len(key) + (1 << 20):
+                lo, hi = min(lo, k_lo), max(hi, k_hi)
+                lut = np.zeros(hi - lo + 1, bool)
+                lut[gpu - lo] = True
+                mask = lut[key - lo]
+            else:
+                lut = np.zeros(hi - lo + 1, bool)
+                lut[gpu - lo] = True
+                inr = (key >= lo) & (key <= hi)
+                mask = np.zeros(len(key), bool)
+                mask[inr] = lut[key[inr] - lo]
+        else:
+            gpu = uniq(gpu)
+            pos = np.clip(np.searchsorted(gpu, key), 0, len(gpu) - 1)
+            mask = gpu[pos] == key
     trace._cache["_launch_mask"] = mask
     return mask
+
+
+def api_corr_key(trace: Trace) -> np.ndarray:
+    """_corr_key(api["tid"] >> 24 << 24, api["correlation"]) over api_calls (a call's process is the top bits of its
+    thread id), computed once per trace and in place. Read-only: shared by every caller."""
+    cached = trace._cache.get("_api_corr_key")
+    if cached is not None:
+        return cached
+    api = trace.table("api_calls")
+    key = api["tid"] >> 24
+    if key.dtype != np.int64:
+        key = key.astype(np.int64)
+    key &= 0x7FFFFFFF
+    key <<= 32
+    key |= api["correlation"].astype(np.int64, copy=False) & 0xFFFFFFFF
+    key.flags.writeable = False
+    trace._cache["_api_corr_key"] = key
+    return key
+
+
+def gpu_corr_key(trace: Trace, table: str) -> np.ndarray:
+    """_corr_key(pid, correlation) of a GPU activity table, computed once per trace. Read-only."""
+    ck = ("_gpu_corr_key", table)
+    cached = trace._cache.get(ck)
+    if cached is not None:
+        return cached
+    g = trace.table(table)
+    key = _corr_key(g["pid"], g["correlation"])
+    key.flags.writeable = False
+    trace._cache[ck] = key
+    return key
+
+
+def gpu_busy_union(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
+    """union() of every GPU activity (all tables, all devices) as int64, computed once per trace. Read-only."""
+    cached = trace._cache.get("_gpu_busy_union")
+    if cached is not None:
+        return cached
+    # each table on its own first (each is in time order: no sort), then the union of those few blocks; the same
+    # set as one union of everything, when no interval ends before it starts
+    cols = [(trace.table(t)["start_ns"].astype(np.int64, copy=False),
+             trace.table(t)["end_ns"].astype(np.int64, copy=False)) for t in GPU_TABLES]
+    cols = [c for c in cols if len(c[0])]
+    if len(cols) > 1 and not all(bool((e >= s).all()) for s, e in cols):
+        parts = [(np.concatenate([c[0] for c in cols]), np.concatenate([c[1] for c in cols]))]
+        parts = [union(*parts[0])]
+    else:
+        parts = [union(s, e) for s, e in cols]
+    if not parts:
+        out = union(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    elif len(parts) == 1:
+        out = parts[0]
+    else:
+        out = union(np.concatenate([p[0] for p in parts]).astype(np.int64, copy=False),
+                    np.concatenate([p[1] for p in parts]).astype(np.int64, copy=False))
+    for a in out:
+        a.flags.writeable = False
+    trace._cache["_gpu_busy_union"] = out
+    return out
+
+
+def _is_sorted(a: np.ndarray) -> bool:
+    return len(a) < 2 or bool((a[1:] >= a[:-1]).all())
 
 
 def rank_ranges(trace: Trace) -> list[dict]:
@@ -234,20 +318,31 @@ def _measure(trace: Trace, inst: Table, name: str, domain: str, reason: str, inf
 
     # correlation ids -> request, per process (correlation ids are unique within a process)
     gpu_req = {}
-    key_api = _corr_key(api["tid"] >> 24 << 24, api["correlation"])
+    key_api = api_corr_key(trace)
     sel = api_req >= 0
-    k_sorted_idx = np.argsort(key_api[sel], kind="stable")
-    k_sorted = key_api[sel][k_sorted_idx]
-    r_sorted = api_req[sel][k_sorted_idx]
+    all_sel = bool(sel.all())
+    k_sel = key_api if all_sel else key_api[sel]
+    r_sel = api_req if all_sel else api_req[sel]
+    if _is_sorted(k_sel):            # api calls are in time order, and so are their correlation ids: no sort
+        k_sorted, r_sorted = k_sel, r_sel
+    else:
+        k_sorted_idx = np.argsort(k_sel, kind="stable")
+        k_sorted = k_sel[k_sorted_idx]
+        r_sorted = r_sel[k_sorted_idx]
     for t in GPU_TABLES:
         g = trace.table(t)
         if table_len(g) == 0:
             gpu_req[t] = np.zeros(0, np.int64)
             continue
-        key = _corr_key(g["pid"], g["correlation"])
-        pos = np.clip(np.searchsorted(k_sorted, key), 0, max(len(k_sorted) - 1, 0))
-        hit = (len(k_sorted) > 0) & (k_sorted[pos] == key) if len(k_sorted) else np.zeros(len(key), bool)
-        gpu_req[t] = np.where(hit, r_sorted[pos] if len(k_sorted) else -1, -1).astype(np.int64)
+        if not len(k_sorted):
+            gpu_req[t] = np.full(table_len(g), -1, np.int64)
+            continue
+        key = gpu_corr_key(trace, t)
+        pos = np.searchsorted(k_sorted, key)
+        np.minimum(pos, len(k_sorted) - 1, out=pos)
+        r = r_sorted[pos]
+        r[k_sorted[pos] != key] = -1
+        gpu_req[t] = r.astype(np.int64, copy=False)
 
     # first/last GPU activity of each request
     gs = np.full(n, np.iinfo(np.int64).max)
@@ -269,29 +364,33 @@ def _measure(trace: Trace, inst: Table, name: str, domain: str, reason: str, inf
     tab["latency_ns"] = end - tab["start_ns"]
 
     # breakdown of the latency window: own compute, own copies, other GPU work, idle
-    cat = lambda tables, col: np.concatenate([trace.table(t)[col] for t in tables])  # noqa: E731
+    def cat(parts):     # concatenate, without a copy when only one table has rows
+        parts = [p for p in parts if len(p)] or parts[:1]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    col = lambda tables, c: cat([trace.table(t)[c] for t in tables])  # noqa: E731
     compute_tables = ("kernels", "graphs")
-    copy_tables = ("copies", "memsets")
-    req_of = lambda tables: np.concatenate([gpu_req[t] for t in tables])  # noqa: E731
-    compute = group_union_length(req_of(compute_tables), cat(compute_tables, "start_ns"),
-                                 cat(compute_tables, "end_ns"), n)
-    busy = group_union_length(req_of(GPU_TABLES), cat(GPU_TABLES, "start_ns"), cat(GPU_TABLES, "end_ns"), n)
+    req_of = lambda tables: cat([gpu_req[t] for t in tables])  # noqa: E731
+    compute = group_union_length(req_of(compute_tables), col(compute_tables, "start_ns"),
+                                 col(compute_tables, "end_ns"), n)
+    s_all, e_all, req_all = col(GPU_TABLES, "start_ns"), col(GPU_TABLES, "end_ns"), req_of(GPU_TABLES)
+    busy = group_union_length(req_all, s_all, e_all, n)
     tab["compute_ns"] = compute
     tab["copy_ns"] = busy - compute
     tab["busy_ns"] = busy
     # the device each request mostly used, and everything that device did during the request
-    dev_all = cat(GPU_TABLES, "device")
-    req_all = req_of(GPU_TABLES)
+    dev_all = col(GPU_TABLES, "device")
     device = np.zeros(n, np.int64)
-    if (req_all >= 0).any():
-        m = req_all >= 0
+    m = req_all >= 0
+    if m.any():
         device[req_all[m]] = dev_all[m]   # one device per request in practice; with several, the last listed
     tab["device"] = device
     dev_busy = np.zeros(n, np.int64)
-    s_all, e_all = cat(GPU_TABLES, "start_ns"), cat(GPU_TABLES, "end_ns")
     for d in uniq(device):
         md = dev_all == d
-        us, ue = union(s_all[md], e_all[md])
+        if md.all():                     # one device: the busy union of the whole GPU (cached, cpu_work uses it)
+            us, ue = gpu_busy_union(trace)
+        else:
+            us, ue = union(s_all[md], e_all[md])
         rows = device == d
         dev_busy[rows] = covered(us, ue, tab["start_ns"][rows], end[rows])
     tab["other_gpu_ns"] = np.maximum(dev_busy - busy, 0)
@@ -314,16 +413,48 @@ def _corr_key(pid: np.ndarray, corr: np.ndarray) -> np.ndarray:
 def _assign_calls(inst: Table, tid: np.ndarray, t: np.ndarray) -> np.ndarray:
     """For each call (tid, t): index of the request open on that thread at t, or -1."""
     out = np.full(len(t), -1, np.int64)
+    t_sorted = None
     for th in uniq(inst["tid"]):
         ri = np.flatnonzero(inst["tid"] == th)
         rs, re = inst["start_ns"][ri], inst["end_ns"][ri]
         order = np.argsort(rs)
         ri, rs, re = ri[order], rs[order], re[order]
-        ci = np.flatnonzero(tid == th)
-        slot = np.searchsorted(rs, t[ci], side="right") - 1
-        ok = (slot >= 0) & (t[ci] <= re[np.clip(slot, 0, None)])
-        out[ci[ok]] = ri[slot[ok]]
+        mine = tid == th
+        if len(mine) and mine[0] and mine.all():      # one thread makes all the calls: no gathers
+            if t_sorted is None:
+                t_sorted = _is_sorted(t)
+            if t_sorted:
+                out = _assign_sorted(ri, rs, re, t)
+                continue
+            ci = slice(None)
+        else:
+            ci = np.flatnonzero(mine)
+        tc = t[ci]
+        slot = np.searchsorted(rs, tc, side="right") - 1
+        ok = (slot >= 0) & (tc <= re[np.clip(slot, 0, None)])
+        if isinstance(ci, slice):
+            out[ok] = ri[slot[ok]]
+        else:
+            out[ci[ok]] = ri[slot[ok]]
     return out
+
+
+def _assign_sorted(ri: np.ndarray, rs: np.ndarray, re: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """_assign_calls for one thread whose call times t are sorted: each request's calls are one run of rows, so the
+    labels are runs of values (np.repeat) instead of a search per call. Same result: the call at t belongs to the
+    last request starting at or before t (slot), if t <= its end."""
+    n = len(t)
+    a = np.searchsorted(t, rs, side="left")            # first call at or after each start
+    nxt = np.empty(len(a), np.int64)
+    nxt[:-1] = a[1:]
+    nxt[-1] = n                                        # calls of slot k: [a[k], a[k+1])
+    b = np.minimum(np.maximum(np.searchsorted(t, re, side="right"), a), nxt)   # ... with t <= re[k]
+    vals = np.empty(2 * len(a) + 1, np.int64)
+    lens = np.empty(2 * len(a) + 1, np.int64)
+    vals[0], lens[0] = -1, a[0]                        # before the first request
+    vals[1::2], lens[1::2] = ri, b - a
+    vals[2::2], lens[2::2] = -1, nxt - b
+    return np.repeat(vals, lens)
 
 
 DRAIN_CALLS = ("cudaDeviceSynchronize", "cuCtxSynchronize")   # wait for all GPU work: ends a warm-up phase
@@ -331,12 +462,16 @@ DRAIN_CALLS = ("cudaDeviceSynchronize", "cuCtxSynchronize")   # wait for all GPU
 
 def sync_name_ids(trace: Trace, prefixes: tuple[str, ...]) -> np.ndarray:
     """String ids of the API calls whose names start with one of `prefixes`."""
-    names = trace.table("api_calls")["name_id"]
-    names = names[names >= 0]
-    # bincount is the fast unique for string ids (small ints); a damaged id (up to 2**63-1) would make it allocate
-    # that many counters, and at 2**63-1 numpy 2.4 corrupts the heap (max + 1 wraps): np.unique then
-    small = len(names) and int(names.max()) < 1 << 24
-    ids = np.flatnonzero(np.bincount(names)) if small else np.unique(names)
+    ids = trace._cache.get("_api_name_ids")
+    if ids is None:
+        names = trace.table("api_calls")["name_id"]
+        if len(names) and int(names.min()) < 0:
+            names = names[names >= 0]
+        # bincount is the fast unique for string ids (small ints); a damaged id (up to 2**63-1) would make it
+        # allocate that many counters, and at 2**63-1 numpy 2.4 corrupts the heap (max + 1 wraps): np.unique then
+        small = len(names) and int(names.max()) < 1 << 24
+        ids = np.flatnonzero(np.bincount(names)) if small else np.unique(names)
+        trace._cache["_api_name_ids"] = ids
     return np.array([i for i in ids if trace.name(i).startswith(prefixes)], np.int64)
 
 
@@ -348,9 +483,11 @@ def _drain_barrier(trace: Trace, tab: Table, api_req: np.ndarray) -> int:
     api = trace.table("api_calls")
     if limit < 1 or len(api_req) == 0:
         return 0
-    drain = np.isin(api["name_id"], sync_name_ids(trace, DRAIN_CALLS)) & (api_req < 0)
+    drain = id_mask(api["name_id"], sync_name_ids(trace, DRAIN_CALLS))
+    drain &= api_req < 0
     tid0 = tab["tid"][0]
-    t = np.sort(api["start_ns"][drain & (api["tid"] == tid0)])
+    drain &= api["tid"] == tid0
+    t = np.sort(api["start_ns"][drain])
     idx = np.flatnonzero(tab["tid"] == tid0)
     if len(idx) < 4 or len(t) == 0:
         return 0
