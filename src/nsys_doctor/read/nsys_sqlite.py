@@ -90,11 +90,13 @@ class _Reader:
         except DB_ERRORS as err:
             raise BadInput(self.shown, f"cannot read the export ({err}): the file is truncated or corrupt")
         for k in ("start_ns", "end_ns"):
-            if k in cols and ((cols[k] > MAX_TIME_NS) | (cols[k] < -MAX_TIME_NS)).any():
+            # min/max are single passes without temporaries; clip only the rare hostile file
+            if k in cols and len(cols[k]) and (cols[k].max() > MAX_TIME_NS or cols[k].min() < -MAX_TIME_NS):
                 cols[k] = np.clip(cols[k], -MAX_TIME_NS, MAX_TIME_NS)
         first = cols.get(names[0]) if names else None
         order = None
-        if names and names[0] == "start_ns" and first is not None and len(first) > 1 and (np.diff(first) < 0).any():
+        if names and names[0] == "start_ns" and first is not None and len(first) > 1 and \
+                bool((first[1:] < first[:-1]).any()):
             # time order, which every model function expects; exports are usually stored so already
             order = np.argsort(first, kind="stable")
             cols = {k: v[order] for k, v in cols.items()}

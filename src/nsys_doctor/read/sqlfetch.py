@@ -18,6 +18,7 @@ try:  # optional fast path; the reader works without it
 except ImportError:  # pragma: no cover - exercised only where pyarrow is missing
     _adbc = None
 
+BATCH_ROWS = 262_144   # rows per Arrow batch from the ADBC SQLite driver
 INT_NULL = -1       # integer NULLs become -1: every id and time in an export is >= 0
 
 
@@ -73,6 +74,10 @@ class Fetcher:
     def _columns_adbc(self, sql, names, text, floats):
         cur = self._adbc.cursor()
         try:
+            try:   # the driver's default of 1024 rows per batch costs ~15% on 10M-row tables (launch_bound x40)
+                cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
+            except Exception:
+                pass
             cur.execute(sql)
             tab = cur.fetch_arrow_table()
         finally:
