@@ -9,8 +9,7 @@ import numpy as np
 
 from .model.requests import Requests, sync_name_ids
 from .model.trace import Trace
-from .model.arrays import dense_groups, distinct_ids, id_mask, sorted_union, uniq
-from .model.intervals import union
+from .model.arrays import dense_groups, id_mask
 
 MS = 1e6
 KERNEL_NAMES_MAX = 200   # the heaviest names kept in the Report; LLM profiles carry thousands of names whose

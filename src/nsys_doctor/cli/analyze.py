@@ -12,6 +12,7 @@ import os
 import sys
 
 from ..errors import BadInput
+from ._output import output
 
 
 def add_arguments(p) -> None:
@@ -46,20 +47,11 @@ def run(args) -> int:
                 f.write(html.render(report))
         except OSError as err:
             raise BadInput(args.html, f"cannot write the HTML report ({err.strerror})")
-    out = sys.stdout
-    if args.output:
-        try:
-            out = open(args.output, "w", encoding="utf-8")
-        except OSError as err:
-            raise BadInput(args.output, f"cannot write the report ({err.strerror})")
-    try:
+    with output(args.output) as out:
         if args.format == "json":
             out.write(json_report.render(report) + "\n")
         else:
             terminal.render(report, file=out)
-    finally:
-        if out is not sys.stdout:
-            out.close()
     return 0
 
 
@@ -84,20 +76,11 @@ def run_fleet(args, paths) -> int:
             bar.update(task, completed=done, total=total, description=failed + escape(os.path.basename(outcome.path)))
         fleet = analyze_many(paths, scheduler=args.scheduler, workers=args.workers, progress=progress,
                              range_name=args.range_name, skip=args.skip).to_dict()
-    out = sys.stdout
-    if args.output:
-        try:
-            out = open(args.output, "w", encoding="utf-8")
-        except OSError as e:
-            raise BadInput(args.output, f"cannot write the report ({e.strerror})")
-    try:
+    with output(args.output) as out:
         if args.format == "json":
             out.write(json_report.render(fleet) + "\n")
         else:
             fleet_text.render(fleet, file=out)
-    finally:
-        if out is not sys.stdout:
-            out.close()
     # every failed report also gets the one-line error on stderr that a single bad file would get
     for f in fleet["failures"]:
         print(f"nsys-doctor: {f.get('path')}: {f.get('problem')}", file=sys.stderr)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ..errors import BadInput
+from ._output import output
 
 
 def add_arguments(p) -> None:
@@ -24,20 +24,11 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from ..compare import compare, load_report
     diff = compare(load_report(args.before, args.range_name), load_report(args.after, args.range_name))
-    out = sys.stdout
-    if args.output:
-        try:
-            out = open(args.output, "w", encoding="utf-8")
-        except OSError as err:
-            raise BadInput(args.output, f"cannot write the diff ({err.strerror})")
-    try:
+    with output(args.output, "diff") as out:
         if args.format == "json":
             out.write(json.dumps(diff, indent=1) + "\n")
         else:
             render_text(diff, out)
-    finally:
-        if out is not sys.stdout:
-            out.close()
     return 0
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model.intervals import union
 from ..report import Evidence
 from .common import WORST, instance, make_finding
 from ..model.arrays import uniq

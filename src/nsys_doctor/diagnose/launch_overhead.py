@@ -11,13 +11,12 @@ import re
 
 import numpy as np
 
-from ..model.requests import GPU_TABLES, _corr_key
+from ..model.requests import GPU_TABLES, api_corr_key
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, instance, make_finding
 from .cuda_sync import sync_calls
-from ..model.arrays import uniq
-from ..model.arrays import distinct_ids, id_mask
+from ..model.arrays import distinct_ids, id_mask, uniq
 
 # Kernel launch calls (prefixes of API names; nsys appends _vNNNN and _ptsz).
 LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchCooperativeKernel", "cuLaunchKernel", "cuLaunchCooperativeKernel",
@@ -57,18 +56,6 @@ def _name_class(name_id: np.ndarray, launch_ids: np.ndarray, graph_ids: np.ndarr
     lut[launch_ids[(launch_ids >= 0) & (launch_ids <= hi)]] |= 1
     lut[graph_ids[(graph_ids >= 0) & (graph_ids <= hi)]] |= 2
     return lut[name_id]
-
-
-def _api_corr_key(api) -> np.ndarray:
-    """_corr_key(api["tid"] >> 24 << 24, api["correlation"]) (a call's process is the top bits of its thread id),
-    computed in place: two full-length temporaries instead of eight."""
-    key = api["tid"] >> 24
-    if key.dtype != np.int64:
-        key = key.astype(np.int64)
-    key &= 0x7FFFFFFF
-    key <<= 32
-    key |= api["correlation"].astype(np.int64, copy=False) & 0xFFFFFFFF
-    return key
 
 
 def _gpu_corr_key(pid: np.ndarray, corr: np.ndarray) -> np.ndarray:
@@ -130,7 +117,7 @@ def diagnose(ctx):
         return []
 
     # the request's own GPU work in time order, each with the API call that launched it
-    akey = _api_corr_key(api)
+    akey = api_corr_key(trace)          # cached, read-only: shared with the request projection
     ao = _sort_order(akey)
     ak = akey if ao is None else akey[ao]
     cols = {k: [] for k in ("req", "s", "e", "call", "kernel", "graphed")}

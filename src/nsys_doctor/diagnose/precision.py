@@ -10,7 +10,6 @@ from ..report import Evidence
 from .common import WORST, instance, make_finding
 from .dram_bandwidth import latency_saving, metric_ids, samples_inside
 from ..model.intervals import union
-from ..model.arrays import uniq
 from ..model.arrays import distinct_ids, id_mask
 
 # CUDA-core fp32 GEMM/conv kernels of cuBLAS, cuDNN and CUTLASS (names seen in fp32_gemm / memcpy_pageable and the

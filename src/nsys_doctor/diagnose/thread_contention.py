@@ -25,7 +25,7 @@ NEEDS = ("os_calls", "sched", "api_calls")
 
 def _overlapping_requests(t: dict, m: np.ndarray) -> float:
     """Mean number of requests of other threads open at each measured request's start."""
-    s, e, tid = t["start_ns"], t["end_ns"], t["tid"]
+    s, e = t["start_ns"], t["end_ns"]
     order = np.argsort(s)
     ss = s[order]
     es_sorted = np.sort(e)
