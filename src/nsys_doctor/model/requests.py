@@ -77,11 +77,25 @@ def find_requests(trace: Trace, range_name: str | None = None, skip: int | None 
     else:
         cands = rank_ranges(trace)
         good = [c for c in cands if c["eligible"]]
+        by_process = False
+        if not good and table_len(ranges):
+            # no range launches GPU work on its own thread: a server whose handler thread passes requests to a
+            # GPU worker thread. Count the launches of any thread of the same process inside the range instead.
+            by_thread = cands
+            cands = rank_ranges(trace, by_process=True)
+            good = [c for c in cands if c["eligible"]]
+            by_process = bool(good)
+            if not good:
+                cands = by_thread
         if good:
             best = good[0]
             pick = (ranges["name"] == best["name"]) & (ranges["domain"] == best["domain"])
             inst = _outermost(take(ranges, pick))
             range_name, domain, reason = best["name"], best["domain"], best["why"]
+            if by_process:
+                reason += ("; its GPU work is launched by other threads of the same process, so a request owns "
+                           "the launches its process made while it was open")
+                return _measure(trace, inst, range_name, domain, reason, False, skip, cands, by_process=True)
         else:
             from .iterations import infer_iterations
             inst, range_name, reason = infer_iterations(trace)
@@ -213,14 +227,23 @@ def _is_sorted(a: np.ndarray) -> bool:
     return len(a) < 2 or bool((a[1:] >= a[:-1]).all())
 
 
-def rank_ranges(trace: Trace) -> list[dict]:
-    """Every distinct NVTX range, with whether it can be a request and why, best first."""
+def _pid(tid: np.ndarray) -> np.ndarray:
+    """The process part of nsys's global thread ids (bits 24 and up)."""
+    return (np.asarray(tid, np.int64) >> 24) << 24
+
+
+def rank_ranges(trace: Trace, by_process: bool = False) -> list[dict]:
+    """Every distinct NVTX range, with whether it can be a request and why, best first. `by_process`: a range
+    encloses the launches of every thread of its process, not only of its own thread."""
     ranges = trace.table("ranges")
     if table_len(ranges) == 0:
         return []
     api = trace.table("api_calls")
     launch = _launch_calls(trace)
     l_start, l_tid = api["start_ns"][launch], api["tid"][launch]
+    if by_process:
+        ranges = {**ranges, "tid": _pid(ranges["tid"])}
+        l_tid = _pid(l_tid)
     # distinct (domain, name), sorted as np.unique would; through a dict, not fixed-width numpy strings, which are as
     # wide as the longest name for every row (100k ranges and one 5000-char name: 2 GB, and minutes to sort)
     keys = [f"{d}\x1f{n}" for d, n in zip(ranges["domain"].tolist(), ranges["name"].tolist())]
@@ -229,7 +252,7 @@ def rank_ranges(trace: Trace) -> list[dict]:
     inv = np.fromiter((where[k] for k in keys), np.int64, len(keys))
     # launches inside each range instance (same thread, between start and end)
     inside = _count_inside(ranges, l_tid, l_start)
-    depth = _nesting_depth(ranges)
+    depth = _nesting_depth(trace.table("ranges"))     # nesting on the thread itself, in either mode
     # per distinct range, without a pass over all instances for each (100k distinct names took minutes)
     inv = inv.reshape(-1)
     counts = np.bincount(inv, minlength=len(uniq))
@@ -303,13 +326,16 @@ def _nesting_depth(ranges: Table) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- measuring
 def _measure(trace: Trace, inst: Table, name: str, domain: str, reason: str, inferred: bool,
-             skip: int | None, cands: list[dict]) -> Requests:
+             skip: int | None, cands: list[dict], by_process: bool = False) -> Requests:
     from ..errors import NoData
     n = table_len(inst)
     if n == 0:
         raise NoData(trace.path, "no requests found: no repeated NVTX range and no repeating GPU work")
     api = trace.table("api_calls")
-    api_req = _assign_calls(inst, api["tid"], api["start_ns"])
+    if by_process:   # the range's thread hands the work to others: a launch belongs to the request open in its process
+        api_req = _assign_calls({**inst, "tid": _pid(inst["tid"])}, _pid(api["tid"]), api["start_ns"])
+    else:
+        api_req = _assign_calls(inst, api["tid"], api["start_ns"])
     launch = _launch_calls(trace)
     tab: Table = {"start_ns": inst["start_ns"].astype(np.int64), "end_ns": inst["end_ns"].astype(np.int64),
                   "tid": inst["tid"].astype(np.int64)}
