@@ -59,3 +59,29 @@ def test_no_nvtx_iterations_are_inferred():
     assert 58 <= req.count <= 63
     lat = np.median(req.table["latency_ns"][req.measured]) / 1e6
     assert 5 < lat < 40
+
+
+@pytest.mark.parametrize("name", ["healthy", "sync_heavy", "memcpy_pageable"])
+def test_latency_percentiles_match_sql(name):
+    """End-to-end latency per request computed in SQL alone: from the range's start to the later of its end and the
+    end of the last kernel, copy or memset launched by a CUDA call on its thread inside it (correlation id join)."""
+    from nsys_doctor.analysis import analyze
+    path = zoo(name)
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        db.execute("CREATE TEMP TABLE gpu AS SELECT correlationId c, globalPid p, end e FROM CUPTI_ACTIVITY_KIND_KERNEL "
+                   "UNION ALL SELECT correlationId, globalPid, end FROM CUPTI_ACTIVITY_KIND_MEMCPY "
+                   "UNION ALL SELECT correlationId, globalPid, end FROM CUPTI_ACTIVITY_KIND_MEMSET")
+        db.execute("CREATE INDEX temp.gi ON gpu(c, p)")
+        rows = db.execute("""
+            SELECT n.start, max(n.end, coalesce((SELECT max(g.e) FROM CUPTI_ACTIVITY_KIND_RUNTIME r
+                   JOIN gpu g ON g.c = r.correlationId AND g.p = (r.globalTid >> 24) << 24
+                   WHERE r.globalTid = n.globalTid AND r.start BETWEEN n.start AND n.end), 0)) - n.start
+            FROM NVTX_EVENTS n WHERE n.eventType = 59 AND n.text = 'Inference' ORDER BY n.start""").fetchall()
+    finally:
+        db.close()
+    report = analyze(path)
+    warm = report.requests["warmup"]
+    lat_ms = np.array([r[1] for r in rows][warm:]) / 1e6
+    for q in (50, 90, 99):
+        assert report.requests["latency_ms"][f"p{q}"] == pytest.approx(np.percentile(lat_ms, q), rel=0.005)
