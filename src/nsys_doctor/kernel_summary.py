@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .model.api_names import SYNC_CALLS
 from .model.requests import Requests, sync_name_ids
 from .model.trace import Trace
 from .model.arrays import dense_groups, id_mask
@@ -14,9 +15,6 @@ from .model.arrays import dense_groups, id_mask
 MS = 1e6
 KERNEL_NAMES_MAX = 200   # the heaviest names kept in the Report; LLM profiles carry thousands of names whose
                          # tail adds < 1% of GPU time and would bloat the saved JSON
-# API calls that block the calling thread until GPU work finishes (runtime and driver spellings)
-SYNC_CALLS = ("cudaDeviceSynchronize", "cudaStreamSynchronize", "cudaEventSynchronize", "cuCtxSynchronize",
-              "cuStreamSynchronize", "cuEventSynchronize")
 
 
 def _measured_mask(req: Requests, request_of: np.ndarray) -> np.ndarray:

@@ -8,7 +8,6 @@ copy's own transfer time belongs to the memory-transfer diagnosis; here only its
 """
 from __future__ import annotations
 
-import re
 
 import numpy as np
 
@@ -17,12 +16,10 @@ from ..model.requests import GPU_TABLES, _corr_key
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, instance, make_finding, per_request_mean
+from ..model.api_names import SYNC_CALLS, base_name
 from ..model.arrays import uniq
 from ..model.arrays import dense_groups, distinct_ids, sorted_union
 
-# Explicit host waits (prefixes of API names; nsys appends _vNNNN and _ptsz).
-SYNC_CALLS = ("cudaDeviceSynchronize", "cudaStreamSynchronize", "cudaEventSynchronize", "cudaThreadSynchronize",
-              "cuCtxSynchronize", "cuStreamSynchronize", "cuEventSynchronize")
 # Copies that are synchronous for the host whatever the memory (CUDA runtime docs, "API synchronization behavior").
 SYNC_COPY_CALLS = ("cudaMemcpy", "cudaMemcpy2D", "cudaMemcpy3D", "cudaMemcpyToSymbol", "cudaMemcpyFromSymbol",
                    "cuMemcpy", "cuMemcpyDtoH", "cuMemcpyHtoD", "cuMemcpy2D", "cuMemcpy3D")
@@ -39,19 +36,12 @@ MIN_REPORT_PCT = 1.0           # under 1% of request latency a sync is not worth
 
 NEEDS = ("api_calls", "kernels", "copies", "syncs")
 
-_SUFFIX = re.compile(r"(_v\d+)?(_ptsz|_ptds)?(_v\d+)?$")
-
-
-def _base(name: str) -> str:
-    return _SUFFIX.sub("", name)
-
-
 def _classify(trace, name_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per distinct API name id: 1 explicit sync, 2 always-synchronous copy, 3 async copy (blocks when pageable)."""
     ids = distinct_ids(name_ids)
     kind = np.zeros(len(ids), np.int8)
     for j, i in enumerate(ids):
-        base = _base(trace.name(i))
+        base = base_name(trace.name(i))
         if base.startswith(SYNC_CALLS):
             kind[j] = 1
         elif base in SYNC_COPY_CALLS:
@@ -185,9 +175,9 @@ def diagnose(ctx):
 
     api = trace.table("api_calls")
     uid, inv = dense_groups(api["name_id"][sc["row"]])        # names judged once per distinct API name
-    names = np.array([_base(trace.name(i)) for i in uid], object)[inv]
+    names = np.array([base_name(trace.name(i)) for i in uid], object)[inv]
     n_of: dict[str, int] = {}
-    for nm, c in zip((_base(trace.name(i)) for i in uid), np.bincount(inv, minlength=len(uid)).tolist()):
+    for nm, c in zip((base_name(trace.name(i)) for i in uid), np.bincount(inv, minlength=len(uid)).tolist()):
         n_of[nm] = n_of.get(nm, 0) + c
     by_api = {str(nm): round(float(n_of[nm]) / n_req, 2)
               for nm in sorted(set(names.tolist()), key=lambda x: -n_of[x])}
@@ -295,5 +285,5 @@ def _sync_types(ctx, rows: np.ndarray) -> dict[str, float]:
     key, cnt = np.unique((call_name.astype(np.int64) - c_lo) * span + (st - s_lo), return_counts=True)
     pair = np.stack([key // span + c_lo, key % span + s_lo])
     n = max(len(ctx.measured), 1)
-    return {f"{_base(trace.name(a))}: {trace.enum('CUPTI_SYNC_TYPE', b, str(int(b)))}": round(float(c) / n, 2)
+    return {f"{base_name(trace.name(a))}: {trace.enum('CUPTI_SYNC_TYPE', b, str(int(b)))}": round(float(c) / n, 2)
             for (a, b), c in zip(pair.T, cnt)}

@@ -7,11 +7,11 @@ per-kernel launches and is never charged here.
 """
 from __future__ import annotations
 
-import re
 
 import numpy as np
 
-from ..model.requests import GPU_TABLES, api_corr_key
+from ..model.api_names import base_name
+from ..model.requests import GPU_TABLES, api_corr_key, gpu_corr_key
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, instance, make_finding
@@ -30,9 +30,6 @@ MIN_LAUNCHES_PER_REQUEST = 10  # fewer launches per request cannot add up to lau
 
 NEEDS = ("api_calls", "kernels")
 
-_SUFFIX = re.compile(r"(_v\d+)?(_ptsz|_ptds)?(_v\d+)?$")
-
-
 def _launch_name_ids(trace, name_ids: np.ndarray, prefixes: tuple[str, ...]) -> np.ndarray:
     return _select_names(trace, uniq(name_ids), prefixes)
 
@@ -40,7 +37,7 @@ def _launch_name_ids(trace, name_ids: np.ndarray, prefixes: tuple[str, ...]) -> 
 def _select_names(trace, ids: np.ndarray, prefixes: tuple[str, ...]) -> np.ndarray:
     keep = []
     for i in ids:
-        base = _SUFFIX.sub("", trace.name(i))
+        base = base_name(trace.name(i))
         if base.startswith(prefixes) and not base.startswith(NOT_LAUNCH):
             keep.append(i)
     return np.array(keep, np.int64)
@@ -56,17 +53,6 @@ def _name_class(name_id: np.ndarray, launch_ids: np.ndarray, graph_ids: np.ndarr
     lut[launch_ids[(launch_ids >= 0) & (launch_ids <= hi)]] |= 1
     lut[graph_ids[(graph_ids >= 0) & (graph_ids <= hi)]] |= 2
     return lut[name_id]
-
-
-def _gpu_corr_key(pid: np.ndarray, corr: np.ndarray) -> np.ndarray:
-    """_corr_key(pid, corr) with in-place steps (one temporary besides the result)."""
-    key = pid >> 24
-    if key.dtype != np.int64:
-        key = key.astype(np.int64)
-    key &= 0x7FFFFFFF
-    key <<= 32
-    key |= corr.astype(np.int64, copy=False) & 0xFFFFFFFF
-    return key
 
 
 def _sort_order(key: np.ndarray) -> np.ndarray | None:
@@ -128,7 +114,7 @@ def diagnose(ctx):
         m = r >= W
         n_m = int(np.count_nonzero(m))
         sel = slice(None) if n_m == len(m) else np.flatnonzero(m)   # a view when every row is measured
-        key = _gpu_corr_key(g["pid"][sel], g["correlation"][sel])
+        key = gpu_corr_key(trace, t)[sel]      # cached, shared with the request projection
         pos = np.searchsorted(ak, key)
         np.minimum(pos, len(ak) - 1, out=pos)
         hit = ak[pos] == key

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .api_names import SYNC_CALLS
 from .trace import Table, Trace, table_len
 
-BLOCKING_CALLS = ("cudaDeviceSynchronize", "cudaStreamSynchronize", "cudaEventSynchronize", "cuCtxSynchronize",
-                  "cuStreamSynchronize", "cuEventSynchronize", "cudaMemcpy_", "cudaMemcpy2D_", "cuMemcpyDtoH")
+# waits that can end an iteration: explicit syncs and the blocking copies `.cpu()` / `.item()` make
+BLOCKING_CALLS = SYNC_CALLS + ("cudaMemcpy_", "cudaMemcpy2D_", "cuMemcpyDtoH")
 MIN_ITERATIONS = 5           # fewer repeats is no loop
 MIN_LAUNCHES = 3             # an iteration launches a model (kernels and copies), more than a weight upload does
 SEGMENT_TOLERANCE = 0.1      # iterations of a fixed model launch the same number of times, within 10%
