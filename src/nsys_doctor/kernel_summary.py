@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from .model.api_names import SYNC_CALLS
-from .model.requests import Requests, sync_name_ids
+from .model.projection import sync_name_ids
+from .model.requests import Requests
 from .model.trace import Trace
 from .model.arrays import dense_groups, id_mask
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model.requests import GPU_TABLES, Requests
+from .model.projection import GPU_TABLES
+from .model.requests import Requests
 from .model.trace import Trace, table_len
 from .report import Finding
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model.requests import _assign_calls
+from ..model.projection import assign_calls
 from ..report import Evidence, Finding, Instance, severity_for
 
 # Severity from the share of mean request latency that fixing the problem would save. One scale for all diagnoses,
@@ -27,7 +27,7 @@ def make_finding(ctx, category: str, title: str, impact_ns: float, estimate: str
 
 def events_in_requests(ctx, tid: np.ndarray, start_ns: np.ndarray) -> np.ndarray:
     """For CPU events (thread, time): the request open on that thread at that time, or -1."""
-    return _assign_calls(ctx.requests.table, tid, start_ns)
+    return assign_calls(ctx.requests.table, tid, start_ns)
 
 
 def measured_mask(ctx, request_index: np.ndarray) -> np.ndarray:

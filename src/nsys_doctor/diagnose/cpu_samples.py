@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from ..model.intervals import covered, union
-from ..model.requests import _assign_calls
+from ..model.projection import assign_calls
 from ..model.trace import Trace, table_len
 from ..model.arrays import uniq
 
@@ -329,7 +329,7 @@ def samples_in_windows(trace: Trace, tid: np.ndarray, lo: np.ndarray, hi: np.nda
     s = trace.table("samples")
     if table_len(s) == 0 or len(lo) == 0:
         return np.full(table_len(s), -1, np.int64)
-    return _assign_calls({"tid": np.asarray(tid), "start_ns": np.asarray(lo), "end_ns": np.asarray(hi)},
+    return assign_calls({"tid": np.asarray(tid), "start_ns": np.asarray(lo), "end_ns": np.asarray(hi)},
                          s["tid"], s["start_ns"])
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model.requests import _assign_calls, _launch_calls, gpu_busy_union
+from ..model.projection import assign_calls, gpu_busy_union, launch_calls
 from ..report import Evidence
 from . import cpu_samples as cs
 from .common import WORST, instance, make_finding
@@ -34,7 +34,7 @@ def request_windows(ctx) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     t, n = req.table, req.count
     api = trace.table("api_calls")
     first = np.full(n, np.iinfo(np.int64).max)
-    launch = _launch_calls(trace) & (req.api_request >= 0) if len(req.api_request) else np.zeros(0, bool)
+    launch = launch_calls(trace) & (req.api_request >= 0) if len(req.api_request) else np.zeros(0, bool)
     if launch.any():
         np.minimum.at(first, req.api_request[launch], api["start_ns"][launch])
     first = np.where(first == np.iinfo(np.int64).max, np.where(t["gpu_start_ns"] >= 0, t["gpu_start_ns"], t["end_ns"]),
@@ -97,7 +97,7 @@ def nested_phases(ctx, lo: np.ndarray, hi: np.ndarray) -> list[dict]:
     if len(r.get("start_ns", [])) == 0:
         return []
     t, m = ctx.requests.table, ctx.requests.measured
-    win = _assign_calls({"tid": t["tid"][m], "start_ns": lo[m], "end_ns": hi[m]}, r["tid"], r["start_ns"])
+    win = assign_calls({"tid": t["tid"][m], "start_ns": lo[m], "end_ns": hi[m]}, r["tid"], r["start_ns"])
     ok = (win >= 0) & (r["end_ns"] <= hi[m][np.clip(win, 0, None)]) & (r["name"] != ctx.requests.range_name)
     if not ok.any():
         return []

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model.intervals import union
-from ..model.requests import GPU_TABLES, _corr_key
+from ..model.projection import GPU_TABLES, corr_key, gpu_corr_key
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, instance, make_finding, per_request_mean
@@ -61,10 +61,10 @@ def _copy_of_call(trace, api_rows: np.ndarray):
     dst = np.full(n, -1, np.int64)
     if table_len(c) == 0 or n == 0:
         return found, start, kind, dst
-    ck = _corr_key(c["pid"], c["correlation"])
+    ck = gpu_corr_key(trace, "copies")
     o = np.argsort(ck, kind="stable")
     ck = ck[o]
-    key = _corr_key(api["tid"][api_rows] >> 24 << 24, api["correlation"][api_rows])
+    key = corr_key(api["tid"][api_rows], api["correlation"][api_rows])
     pos = np.clip(np.searchsorted(ck, key), 0, len(ck) - 1)
     found = ck[pos] == key
     row = o[pos]
@@ -270,9 +270,9 @@ def _sync_types(ctx, rows: np.ndarray) -> dict[str, float]:
     if table_len(sy) == 0 or len(rows) == 0:
         return {}
     api = trace.table("api_calls")
-    key = _corr_key(api["tid"][rows] >> 24 << 24, api["correlation"][rows])
+    key = corr_key(api["tid"][rows], api["correlation"][rows])
     o = np.argsort(key, kind="stable")
-    skey = _corr_key(sy["pid"], sy["correlation"])
+    skey = corr_key(sy["pid"], sy["correlation"])
     pos = np.clip(np.searchsorted(key[o], skey), 0, len(key) - 1)
     hit = key[o][pos] == skey
     if not hit.any():

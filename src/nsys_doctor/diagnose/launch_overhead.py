@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model.api_names import base_name
-from ..model.requests import GPU_TABLES, api_corr_key, gpu_corr_key
+from ..model.projection import GPU_TABLES, api_corr_key, gpu_corr_key
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, instance, make_finding

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model.requests import _corr_key
+from ..model.projection import api_corr_key, corr_key
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, instance, make_finding
@@ -34,9 +34,9 @@ def _uploads(trace):
     tid = np.full(len(big), -1, np.int64)
     cpu = c["start_ns"][big].astype(np.int64)
     if len(big) and table_len(api):
-        key = _corr_key(api["tid"] >> 24 << 24, api["correlation"])
+        key = api_corr_key(trace)
         o = np.argsort(key, kind="stable")
-        ck = _corr_key(c["pid"][big], c["correlation"][big])
+        ck = corr_key(c["pid"][big], c["correlation"][big])
         pos = np.clip(np.searchsorted(key[o], ck), 0, len(o) - 1)
         hit = key[o][pos] == ck
         tid = np.where(hit, api["tid"][o[pos]], -1)

@@ -38,11 +38,11 @@ def no_cuda_message(trace: Trace) -> str:
 
 def infer_iterations(trace: Trace) -> tuple[Table, str, str]:
     from ..errors import NoData
-    from .requests import _launch_calls, sync_name_ids
+    from .projection import launch_calls, sync_name_ids
     api = trace.table("api_calls")
-    if table_len(api) == 0 or not _launch_calls(trace).any():
+    if table_len(api) == 0 or not launch_calls(trace).any():
         raise NoData(trace.path, no_cuda_message(trace))
-    launch = _launch_calls(trace)
+    launch = launch_calls(trace)
     # the thread that launches most GPU work serves the requests
     tids, counts = np.unique(api["tid"][launch], return_counts=True)
     tid = tids[np.argmax(counts)]

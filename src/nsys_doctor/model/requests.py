@@ -11,19 +11,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .intervals import covered, group_union_length, union
-from .trace import Table, Trace, table_len, take
 from .arrays import id_mask, uniq
+from .intervals import covered, group_union_length, union
+from .projection import (GPU_TABLES, api_corr_key, assign_calls, gpu_busy_union, gpu_corr_key, is_sorted,
+                         launch_calls, pid_of, sync_name_ids)
+from .ranges import outermost, rank_ranges, top_names
+from .trace import Table, Trace, table_len, take
 
-# A range a library opens for its own bookkeeping is not a request. Domains of NVIDIA libraries (nsys names them so).
-LIBRARY_DOMAINS = {"cuBLAS", "cuDNN", "CUDA", "NCCL", "cuFFT", "cuSPARSE", "nvJPEG", "NVSHMEM"}
-# Range names that libraries push in the default domain (seen: cublasCreate_v2 in all zoo profiles).
-LIBRARY_NAME_PREFIXES = ("cublas", "cudnn", "cufft", "cusparse", "nccl", "cudaProfiler",
-                         # per-operator ranges of torch.autograd.profiler.emit_nvtx and DLProf's markers: one per
-                         # op, not per request (dlprof-dummy-cnn in shared/external)
-                         "aten::", "{'tracemarker'", '{"tracemarker"')  # compared lower-cased
-MIN_INSTANCES = 2            # a request repeats; a range seen once is set-up or a whole run
-MIN_GPU_SHARE = 0.5          # at least half of its instances launch GPU work (a user's request encloses inference)
 WARMUP_FACTOR = 1.5          # a leading request slower than 1.5x the steady median is warm-up (cuDNN autotune,
                              # lazy init: 10-50x slower in the zoo profiles; steady requests vary by < 1.3x)
 WARMUP_MAX_SHARE = 0.2       # never call more than a fifth of the requests warm-up
@@ -56,9 +50,6 @@ class Requests:
         return np.arange(self.warmup, self.count)
 
 
-GPU_TABLES = ("kernels", "copies", "memsets", "graphs")
-
-
 def find_requests(trace: Trace, range_name: str | None = None, skip: int | None = None) -> Requests:
     from ..errors import NoData
     ranges = trace.table("ranges")
@@ -68,12 +59,12 @@ def find_requests(trace: Trace, range_name: str | None = None, skip: int | None 
                                      "(record with nsys profile --trace=nvtx)")
         pick = ranges["name"] == range_name
         if not pick.any():
-            names = _top_names(ranges)
+            names = top_names(ranges)
             raise NoData(trace.path, f"no NVTX range named {range_name!r}; the profile has: {names}")
         domain = str(ranges["domain"][np.flatnonzero(pick)[0]])
         reason = "chosen with --range"
         cands = []
-        inst = _outermost(take(ranges, pick))
+        inst = outermost(take(ranges, pick))
     else:
         cands = rank_ranges(trace)
         good = [c for c in cands if c["eligible"]]
@@ -90,7 +81,7 @@ def find_requests(trace: Trace, range_name: str | None = None, skip: int | None 
         if good:
             best = good[0]
             pick = (ranges["name"] == best["name"]) & (ranges["domain"] == best["domain"])
-            inst = _outermost(take(ranges, pick))
+            inst = outermost(take(ranges, pick))
             range_name, domain, reason = best["name"], best["domain"], best["why"]
             if by_process:
                 reason += ("; its GPU work is launched by other threads of the same process, so a request owns "
@@ -104,226 +95,6 @@ def find_requests(trace: Trace, range_name: str | None = None, skip: int | None 
     return _measure(trace, inst, range_name, domain, reason, False, skip, cands)
 
 
-def _top_names(ranges: Table, n: int = 8) -> str:
-    names, counts = np.unique(ranges["name"].astype(str), return_counts=True)
-    order = np.argsort(-counts)[:n]
-    return ", ".join(f"{str(names[i])!r} x{int(counts[i])}" for i in order) or "none"
-
-
-def _outermost(r: Table) -> Table:
-    """Drop instances nested inside another instance of the same range on the same thread (recursion)."""
-    if table_len(r) < 2:
-        return r
-    keep = np.ones(table_len(r), bool)
-    for th in uniq(r["tid"]):
-        m = np.flatnonzero(r["tid"] == th)
-        m = m[np.argsort(r["start_ns"][m], kind="stable")]
-        run_end = np.maximum.accumulate(r["end_ns"][m])
-        keep[m[1:]] = r["end_ns"][m[1:]] > run_end[:-1]
-    r = take(r, keep)
-    return take(r, np.argsort(r["start_ns"], kind="stable"))
-
-
-def _launch_calls(trace: Trace) -> np.ndarray:
-    """Boolean mask over api_calls: the call launched GPU work (its (process, correlation id) appears on the GPU).
-    Computed once per trace: requests, iterations and several diagnoses ask for it."""
-    cached = trace._cache.get("_launch_mask")
-    if cached is not None:
-        return cached
-    api = trace.table("api_calls")
-    keys = [gpu_corr_key(trace, t) for t in GPU_TABLES if trace.has(t)]
-    if not keys or table_len(api) == 0:
-        mask = np.zeros(table_len(api), bool)
-    else:
-        key = api_corr_key(trace)
-        gpu = np.concatenate(keys) if len(keys) > 1 else keys[0]
-        lo, hi = int(gpu.min()), int(gpu.max())
-        if hi - lo < 16 * len(key) + (1 << 20):
-            # correlation ids of one process are small dense ints: a lookup table instead of a sort and a search
-            k_lo, k_hi = int(key.min()), int(key.max())
-            if lo <= k_lo and k_hi <= hi:
-                lut = np.zeros(hi - lo + 1, bool)
-                lut[gpu - lo] = True
-                mask = lut[key - lo]
-            elif max(hi, k_hi) - min(lo, k_lo) < 16 * len(key) + (1 << 20):
-                lo, hi = min(lo, k_lo), max(hi, k_hi)
-                lut = np.zeros(hi - lo + 1, bool)
-                lut[gpu - lo] = True
-                mask = lut[key - lo]
-            else:
-                lut = np.zeros(hi - lo + 1, bool)
-                lut[gpu - lo] = True
-                inr = (key >= lo) & (key <= hi)
-                mask = np.zeros(len(key), bool)
-                mask[inr] = lut[key[inr] - lo]
-        else:
-            gpu = uniq(gpu)
-            pos = np.clip(np.searchsorted(gpu, key), 0, len(gpu) - 1)
-            mask = gpu[pos] == key
-    trace._cache["_launch_mask"] = mask
-    return mask
-
-
-def api_corr_key(trace: Trace) -> np.ndarray:
-    """_corr_key(api["tid"] >> 24 << 24, api["correlation"]) over api_calls (a call's process is the top bits of its
-    thread id), computed once per trace and in place. Read-only: shared by every caller."""
-    cached = trace._cache.get("_api_corr_key")
-    if cached is not None:
-        return cached
-    api = trace.table("api_calls")
-    key = api["tid"] >> 24
-    if key.dtype != np.int64:
-        key = key.astype(np.int64)
-    key &= 0x7FFFFFFF
-    key <<= 32
-    key |= api["correlation"].astype(np.int64, copy=False) & 0xFFFFFFFF
-    key.flags.writeable = False
-    trace._cache["_api_corr_key"] = key
-    return key
-
-
-def gpu_corr_key(trace: Trace, table: str) -> np.ndarray:
-    """_corr_key(pid, correlation) of a GPU activity table, computed once per trace. Read-only."""
-    ck = ("_gpu_corr_key", table)
-    cached = trace._cache.get(ck)
-    if cached is not None:
-        return cached
-    g = trace.table(table)
-    key = _corr_key(g["pid"], g["correlation"])
-    key.flags.writeable = False
-    trace._cache[ck] = key
-    return key
-
-
-def gpu_busy_union(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
-    """union() of every GPU activity (all tables, all devices) as int64, computed once per trace. Read-only."""
-    cached = trace._cache.get("_gpu_busy_union")
-    if cached is not None:
-        return cached
-    # each table on its own first (each is in time order: no sort), then the union of those few blocks; the same
-    # set as one union of everything, when no interval ends before it starts
-    cols = [(trace.table(t)["start_ns"].astype(np.int64, copy=False),
-             trace.table(t)["end_ns"].astype(np.int64, copy=False)) for t in GPU_TABLES]
-    cols = [c for c in cols if len(c[0])]
-    if len(cols) > 1 and not all(bool((e >= s).all()) for s, e in cols):
-        parts = [(np.concatenate([c[0] for c in cols]), np.concatenate([c[1] for c in cols]))]
-        parts = [union(*parts[0])]
-    else:
-        parts = [union(s, e) for s, e in cols]
-    if not parts:
-        out = union(np.zeros(0, np.int64), np.zeros(0, np.int64))
-    elif len(parts) == 1:
-        out = parts[0]
-    else:
-        out = union(np.concatenate([p[0] for p in parts]).astype(np.int64, copy=False),
-                    np.concatenate([p[1] for p in parts]).astype(np.int64, copy=False))
-    for a in out:
-        a.flags.writeable = False
-    trace._cache["_gpu_busy_union"] = out
-    return out
-
-
-def _is_sorted(a: np.ndarray) -> bool:
-    return len(a) < 2 or bool((a[1:] >= a[:-1]).all())
-
-
-def _pid(tid: np.ndarray) -> np.ndarray:
-    """The process part of nsys's global thread ids (bits 24 and up)."""
-    return (np.asarray(tid, np.int64) >> 24) << 24
-
-
-def rank_ranges(trace: Trace, by_process: bool = False) -> list[dict]:
-    """Every distinct NVTX range, with whether it can be a request and why, best first. `by_process`: a range
-    encloses the launches of every thread of its process, not only of its own thread."""
-    ranges = trace.table("ranges")
-    if table_len(ranges) == 0:
-        return []
-    api = trace.table("api_calls")
-    launch = _launch_calls(trace)
-    l_start, l_tid = api["start_ns"][launch], api["tid"][launch]
-    if by_process:
-        ranges = {**ranges, "tid": _pid(ranges["tid"])}
-        l_tid = _pid(l_tid)
-    # distinct (domain, name), sorted as np.unique would; through a dict, not fixed-width numpy strings, which are as
-    # wide as the longest name for every row (100k ranges and one 5000-char name: 2 GB, and minutes to sort)
-    keys = [f"{d}\x1f{n}" for d, n in zip(ranges["domain"].tolist(), ranges["name"].tolist())]
-    uniq = sorted(set(keys))
-    where = {k: i for i, k in enumerate(uniq)}
-    inv = np.fromiter((where[k] for k in keys), np.int64, len(keys))
-    # launches inside each range instance (same thread, between start and end)
-    inside = _count_inside(ranges, l_tid, l_start)
-    depth = _nesting_depth(trace.table("ranges"))     # nesting on the thread itself, in either mode
-    # per distinct range, without a pass over all instances for each (100k distinct names took minutes)
-    inv = inv.reshape(-1)
-    counts = np.bincount(inv, minlength=len(uniq))
-    with_gpu_all = np.bincount(inv, weights=(inside > 0), minlength=len(uniq)) / np.maximum(counts, 1)
-    launches_all = np.bincount(inv, weights=inside, minlength=len(uniq))
-    order = np.lexsort((depth, inv))                      # depths sorted within each range: the median by index
-    first = np.r_[0, np.cumsum(counts)[:-1]]
-    d_sorted = depth[order].astype(np.float64)
-    median_all = (d_sorted[first + (counts - 1) // 2] + d_sorted[first + counts // 2]) / 2
-    out = []
-    for k, key in enumerate(uniq):
-        domain, name = str(key).split("\x1f", 1)
-        n = int(counts[k])
-        with_gpu = float(with_gpu_all[k])
-        lib = domain in LIBRARY_DOMAINS or name.lower().startswith(LIBRARY_NAME_PREFIXES)
-        eligible = n >= MIN_INSTANCES and with_gpu >= MIN_GPU_SHARE and not lib
-        out.append({"name": name, "domain": domain, "count": n, "gpu_share": round(with_gpu, 3),
-                    "launches": int(launches_all[k]), "depth": float(median_all[k]),
-                    "library": lib, "eligible": eligible})
-    # outermost first (a request encloses its phases), then the most GPU launches, then the most instances
-    out.sort(key=lambda c: (not c["eligible"], c["depth"], -c["launches"], -c["count"]))
-    n_eligible = sum(1 for c in out if c["eligible"])
-    for c in out:
-        c["why"] = _why(c, out, n_eligible)
-    return out
-
-
-def _why(c: dict, allc: list[dict], n_eligible: int | None = None) -> str:
-    if c["library"]:
-        return "a library's own range"
-    if c["count"] < MIN_INSTANCES:
-        return "occurs once"
-    if c["gpu_share"] < MIN_GPU_SHARE:
-        return f"only {c['gpu_share']:.0%} of its instances launch GPU work"
-    if n_eligible is None:
-        n_eligible = sum(1 for o in allc if o["eligible"])
-    others = n_eligible - (1 if c["eligible"] else 0)
-    return (f"repeated {c['count']} times, {c['gpu_share']:.0%} of them launch GPU work "
-            f"({c['launches']} launches), outermost of {others + 1} such ranges")
-
-
-def _count_inside(ranges: Table, tid: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Per range instance: how many of the points (tid, t) fall inside it."""
-    out = np.zeros(table_len(ranges), np.int64)
-    order = np.lexsort((t, tid))
-    tid, t = tid[order], t[order]
-    for th in uniq(ranges["tid"]):
-        lo, hi = np.searchsorted(tid, th, "left"), np.searchsorted(tid, th, "right")
-        ts = t[lo:hi]
-        m = np.flatnonzero(ranges["tid"] == th)
-        out[m] = np.searchsorted(ts, ranges["end_ns"][m], "right") - np.searchsorted(ts, ranges["start_ns"][m], "left")
-    return out
-
-
-def _nesting_depth(ranges: Table) -> np.ndarray:
-    """How many other ranges on the same thread enclose each range."""
-    depth = np.zeros(table_len(ranges), np.int64)
-    for th in uniq(ranges["tid"]):
-        m = np.flatnonzero(ranges["tid"] == th)
-        s, e = ranges["start_ns"][m], ranges["end_ns"][m]
-        if len(m) > 2000:   # many ranges: enclosing count through sorted starts (approximate for ties)
-            order = np.argsort(s, kind="stable")
-            ends_sorted = np.maximum.accumulate(e[order])
-            pos = np.searchsorted(s[order], s, "left")
-            depth[m] = (pos > 0) & (ends_sorted[np.clip(pos - 1, 0, None)] >= e)
-            continue
-        enc = (s[None, :] <= s[:, None]) & (e[None, :] >= e[:, None])
-        depth[m] = enc.sum(axis=1) - 1
-    return depth
-
-
 # ---------------------------------------------------------------------------------------------- measuring
 def _measure(trace: Trace, inst: Table, name: str, domain: str, reason: str, inferred: bool,
              skip: int | None, cands: list[dict], by_process: bool = False) -> Requests:
@@ -333,10 +104,10 @@ def _measure(trace: Trace, inst: Table, name: str, domain: str, reason: str, inf
         raise NoData(trace.path, "no requests found: no repeated NVTX range and no repeating GPU work")
     api = trace.table("api_calls")
     if by_process:   # the range's thread hands the work to others: a launch belongs to the request open in its process
-        api_req = _assign_calls({**inst, "tid": _pid(inst["tid"])}, _pid(api["tid"]), api["start_ns"])
+        api_req = assign_calls({**inst, "tid": pid_of(inst["tid"])}, pid_of(api["tid"]), api["start_ns"])
     else:
-        api_req = _assign_calls(inst, api["tid"], api["start_ns"])
-    launch = _launch_calls(trace)
+        api_req = assign_calls(inst, api["tid"], api["start_ns"])
+    launch = launch_calls(trace)
     tab: Table = {"start_ns": inst["start_ns"].astype(np.int64), "end_ns": inst["end_ns"].astype(np.int64),
                   "tid": inst["tid"].astype(np.int64)}
     tab["cpu_ns"] = tab["end_ns"] - tab["start_ns"]
@@ -349,7 +120,7 @@ def _measure(trace: Trace, inst: Table, name: str, domain: str, reason: str, inf
     all_sel = bool(sel.all())
     k_sel = key_api if all_sel else key_api[sel]
     r_sel = api_req if all_sel else api_req[sel]
-    if _is_sorted(k_sel):            # api calls are in time order, and so are their correlation ids: no sort
+    if is_sorted(k_sel):            # api calls are in time order, and so are their correlation ids: no sort
         k_sorted, r_sorted = k_sel, r_sel
     else:
         k_sorted_idx = np.argsort(k_sel, kind="stable")
@@ -431,74 +202,7 @@ def _measure(trace: Trace, inst: Table, name: str, domain: str, reason: str, inf
                     warmup_reason=why, candidates=cands, api_request=api_req, gpu_request=gpu_req)
 
 
-def _corr_key(pid: np.ndarray, corr: np.ndarray) -> np.ndarray:
-    # globalPid carries the pid in bits 24..55; keep 31 bits of it above a 32-bit correlation id
-    return ((pid.astype(np.int64) >> 24) & 0x7FFFFFFF) << 32 | (corr.astype(np.int64) & 0xFFFFFFFF)
-
-
-def _assign_calls(inst: Table, tid: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """For each call (tid, t): index of the request open on that thread at t, or -1."""
-    out = np.full(len(t), -1, np.int64)
-    t_sorted = None
-    for th in uniq(inst["tid"]):
-        ri = np.flatnonzero(inst["tid"] == th)
-        rs, re = inst["start_ns"][ri], inst["end_ns"][ri]
-        order = np.argsort(rs)
-        ri, rs, re = ri[order], rs[order], re[order]
-        mine = tid == th
-        if len(mine) and mine[0] and mine.all():      # one thread makes all the calls: no gathers
-            if t_sorted is None:
-                t_sorted = _is_sorted(t)
-            if t_sorted:
-                out = _assign_sorted(ri, rs, re, t)
-                continue
-            ci = slice(None)
-        else:
-            ci = np.flatnonzero(mine)
-        tc = t[ci]
-        slot = np.searchsorted(rs, tc, side="right") - 1
-        ok = (slot >= 0) & (tc <= re[np.clip(slot, 0, None)])
-        if isinstance(ci, slice):
-            out[ok] = ri[slot[ok]]
-        else:
-            out[ci[ok]] = ri[slot[ok]]
-    return out
-
-
-def _assign_sorted(ri: np.ndarray, rs: np.ndarray, re: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """_assign_calls for one thread whose call times t are sorted: each request's calls are one run of rows, so the
-    labels are runs of values (np.repeat) instead of a search per call. Same result: the call at t belongs to the
-    last request starting at or before t (slot), if t <= its end."""
-    n = len(t)
-    a = np.searchsorted(t, rs, side="left")            # first call at or after each start
-    nxt = np.empty(len(a), np.int64)
-    nxt[:-1] = a[1:]
-    nxt[-1] = n                                        # calls of slot k: [a[k], a[k+1])
-    b = np.minimum(np.maximum(np.searchsorted(t, re, side="right"), a), nxt)   # ... with t <= re[k]
-    vals = np.empty(2 * len(a) + 1, np.int64)
-    lens = np.empty(2 * len(a) + 1, np.int64)
-    vals[0], lens[0] = -1, a[0]                        # before the first request
-    vals[1::2], lens[1::2] = ri, b - a
-    vals[2::2], lens[2::2] = -1, nxt - b
-    return np.repeat(vals, lens)
-
-
 DRAIN_CALLS = ("cudaDeviceSynchronize", "cuCtxSynchronize")   # wait for all GPU work: ends a warm-up phase
-
-
-def sync_name_ids(trace: Trace, prefixes: tuple[str, ...]) -> np.ndarray:
-    """String ids of the API calls whose names start with one of `prefixes`."""
-    ids = trace._cache.get("_api_name_ids")
-    if ids is None:
-        names = trace.table("api_calls")["name_id"]
-        if len(names) and int(names.min()) < 0:
-            names = names[names >= 0]
-        # bincount is the fast unique for string ids (small ints); a damaged id (up to 2**63-1) would make it
-        # allocate that many counters, and at 2**63-1 numpy 2.4 corrupts the heap (max + 1 wraps): np.unique then
-        small = len(names) and int(names.max()) < 1 << 24
-        ids = np.flatnonzero(np.bincount(names)) if small else np.unique(names)
-        trace._cache["_api_name_ids"] = ids
-    return np.array([i for i in ids if trace.name(i).startswith(prefixes)], np.int64)
 
 
 def _drain_barrier(trace: Trace, tab: Table, api_req: np.ndarray) -> int:

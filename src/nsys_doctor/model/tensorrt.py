@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-from .requests import _corr_key
+from .projection import api_corr_key, gpu_corr_key
 from .trace import Table, Trace, table_len, take
 from .arrays import uniq
 
@@ -82,10 +82,10 @@ def _kernel_launches(trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = table_len(k)
     if n == 0 or table_len(api) == 0:
         return np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, bool)
-    key_api = _corr_key(api["tid"] >> 24 << 24, api["correlation"])
+    key_api = api_corr_key(trace)
     order = np.argsort(key_api, kind="stable")
     sorted_keys = key_api[order]
-    key = _corr_key(k["pid"], k["correlation"])
+    key = gpu_corr_key(trace, "kernels")
     pos = np.searchsorted(sorted_keys, key).clip(0, len(sorted_keys) - 1)
     found = sorted_keys[pos] == key
     row = order[pos]

@@ -1,0 +1,178 @@
+"""Projection: which CUDA API call launched which GPU work, and which request each call belongs to.
+
+A call and the GPU work it launched share a correlation id, unique within a process (ids repeat across processes:
+nvfuser-accidental in shared/external), so both sides are keyed by (process, correlation id). The keys, the launch
+mask and the union of all GPU activity are computed once per trace and cached read-only, because requests,
+iterations and several diagnoses ask for them.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .arrays import distinct_ids, uniq
+from .intervals import union
+from .trace import Table, Trace, table_len
+
+GPU_TABLES = ("kernels", "copies", "memsets", "graphs")
+
+
+def launch_calls(trace: Trace) -> np.ndarray:
+    """Boolean mask over api_calls: the call launched GPU work (its (process, correlation id) appears on the GPU).
+    Computed once per trace: requests, iterations and several diagnoses ask for it."""
+    cached = trace._cache.get("_launch_mask")
+    if cached is not None:
+        return cached
+    api = trace.table("api_calls")
+    keys = [gpu_corr_key(trace, t) for t in GPU_TABLES if trace.has(t)]
+    if not keys or table_len(api) == 0:
+        mask = np.zeros(table_len(api), bool)
+    else:
+        key = api_corr_key(trace)
+        gpu = np.concatenate(keys) if len(keys) > 1 else keys[0]
+        lo, hi = int(gpu.min()), int(gpu.max())
+        if hi - lo < 16 * len(key) + (1 << 20):
+            # correlation ids of one process are small dense ints: a lookup table instead of a sort and a search
+            lut = np.zeros(hi - lo + 1, bool)
+            lut[gpu - lo] = True
+            inside = (key >= lo) & (key <= hi)
+            mask = np.zeros(len(key), bool)
+            mask[inside] = lut[key[inside] - lo]
+        else:
+            gpu = uniq(gpu)
+            pos = np.clip(np.searchsorted(gpu, key), 0, len(gpu) - 1)
+            mask = gpu[pos] == key
+    trace._cache["_launch_mask"] = mask
+    return mask
+
+
+def api_corr_key(trace: Trace) -> np.ndarray:
+    """corr_key(api["tid"] >> 24 << 24, api["correlation"]) over api_calls (a call's process is the top bits of its
+    thread id), computed once per trace and in place. Read-only: shared by every caller."""
+    cached = trace._cache.get("_api_corr_key")
+    if cached is not None:
+        return cached
+    api = trace.table("api_calls")
+    key = corr_key(api["tid"], api["correlation"])     # a thread id's top bits are its process's
+    key.flags.writeable = False
+    trace._cache["_api_corr_key"] = key
+    return key
+
+
+def gpu_corr_key(trace: Trace, table: str) -> np.ndarray:
+    """corr_key(pid, correlation) of a GPU activity table, computed once per trace. Read-only."""
+    ck = ("_gpu_corr_key", table)
+    cached = trace._cache.get(ck)
+    if cached is not None:
+        return cached
+    g = trace.table(table)
+    key = corr_key(g["pid"], g["correlation"])
+    key.flags.writeable = False
+    trace._cache[ck] = key
+    return key
+
+
+def gpu_busy_union(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
+    """union() of every GPU activity (all tables, all devices) as int64, computed once per trace. Read-only."""
+    cached = trace._cache.get("_gpu_busy_union")
+    if cached is not None:
+        return cached
+    # each table on its own first (each is in time order: no sort), then the union of those few blocks; the same
+    # set as one union of everything, when no interval ends before it starts
+    cols = [(trace.table(t)["start_ns"].astype(np.int64, copy=False),
+             trace.table(t)["end_ns"].astype(np.int64, copy=False)) for t in GPU_TABLES]
+    cols = [c for c in cols if len(c[0])]
+    if len(cols) > 1 and not all(bool((e >= s).all()) for s, e in cols):
+        parts = [(np.concatenate([c[0] for c in cols]), np.concatenate([c[1] for c in cols]))]
+        parts = [union(*parts[0])]
+    else:
+        parts = [union(s, e) for s, e in cols]
+    if not parts:
+        out = union(np.zeros(0, np.int64), np.zeros(0, np.int64))
+    elif len(parts) == 1:
+        out = parts[0]
+    else:
+        out = union(np.concatenate([p[0] for p in parts]).astype(np.int64, copy=False),
+                    np.concatenate([p[1] for p in parts]).astype(np.int64, copy=False))
+    for a in out:
+        a.flags.writeable = False
+    trace._cache["_gpu_busy_union"] = out
+    return out
+
+
+def is_sorted(a: np.ndarray) -> bool:
+    return len(a) < 2 or bool((a[1:] >= a[:-1]).all())
+
+
+def pid_of(tid: np.ndarray) -> np.ndarray:
+    """The process part of nsys's global thread ids (bits 24 and up)."""
+    return (np.asarray(tid, np.int64) >> 24) << 24
+
+
+def corr_key(pid: np.ndarray, corr: np.ndarray) -> np.ndarray:
+    """(process, correlation id) as one int64: globalPid (or a globalTid) carries the pid in bits 24..55; keep 31
+    bits of it above the 32-bit correlation id. Built in place: one temporary besides the result."""
+    key = pid >> 24
+    if key.dtype != np.int64:
+        key = key.astype(np.int64)
+    key &= 0x7FFFFFFF
+    key <<= 32
+    key |= corr.astype(np.int64, copy=False) & 0xFFFFFFFF
+    return key
+
+
+def assign_calls(inst: Table, tid: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """For each call (tid, t): index of the request open on that thread at t, or -1."""
+    out = np.full(len(t), -1, np.int64)
+    t_sorted = None
+    for th in uniq(inst["tid"]):
+        ri = np.flatnonzero(inst["tid"] == th)
+        rs, re = inst["start_ns"][ri], inst["end_ns"][ri]
+        order = np.argsort(rs)
+        ri, rs, re = ri[order], rs[order], re[order]
+        mine = tid == th
+        if len(mine) and mine[0] and mine.all():      # one thread makes all the calls: no gathers
+            if t_sorted is None:
+                t_sorted = is_sorted(t)
+            if t_sorted:
+                out = _assign_sorted(ri, rs, re, t)
+                continue
+            ci = slice(None)
+        else:
+            ci = np.flatnonzero(mine)
+        tc = t[ci]
+        slot = np.searchsorted(rs, tc, side="right") - 1
+        ok = (slot >= 0) & (tc <= re[np.clip(slot, 0, None)])
+        if isinstance(ci, slice):
+            out[ok] = ri[slot[ok]]
+        else:
+            out[ci[ok]] = ri[slot[ok]]
+    return out
+
+
+def _assign_sorted(ri: np.ndarray, rs: np.ndarray, re: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """assign_calls for one thread whose call times t are sorted: each request's calls are one run of rows, so the
+    labels are runs of values (np.repeat) instead of a search per call. Same result: the call at t belongs to the
+    last request starting at or before t (slot), if t <= its end."""
+    n = len(t)
+    a = np.searchsorted(t, rs, side="left")            # first call at or after each start
+    nxt = np.empty(len(a), np.int64)
+    nxt[:-1] = a[1:]
+    nxt[-1] = n                                        # calls of slot k: [a[k], a[k+1])
+    b = np.minimum(np.maximum(np.searchsorted(t, re, side="right"), a), nxt)   # ... with t <= re[k]
+    vals = np.empty(2 * len(a) + 1, np.int64)
+    lens = np.empty(2 * len(a) + 1, np.int64)
+    vals[0], lens[0] = -1, a[0]                        # before the first request
+    vals[1::2], lens[1::2] = ri, b - a
+    vals[2::2], lens[2::2] = -1, nxt - b
+    return np.repeat(vals, lens)
+
+
+def sync_name_ids(trace: Trace, prefixes: tuple[str, ...]) -> np.ndarray:
+    """String ids of the API calls whose names start with one of `prefixes`."""
+    ids = trace._cache.get("_api_name_ids")
+    if ids is None:
+        names = trace.table("api_calls")["name_id"]
+        # distinct_ids falls back to a sort for damaged ids (up to 2**63-1), where a bincount would not fit
+        ids = distinct_ids(names[names >= 0]) if len(names) else np.zeros(0, np.int64)
+        trace._cache["_api_name_ids"] = ids
+    return np.array([i for i in ids if trace.name(i).startswith(prefixes)], np.int64)
