@@ -17,15 +17,17 @@ PERCENTILES = (50, 90, 99)
 MS = 1e6
 
 
-def analyze(path, range_name: str | None = None, skip: int | None = None) -> Report:
+def analyze(path, range_name: str | None = None, skip: int | None = None, timeline: bool = True) -> Report:
     trace = open_trace(path)
     try:
-        return analyze_trace(trace, range_name, skip)
+        return analyze_trace(trace, range_name, skip, timeline)
     finally:
         trace.close()
 
 
-def analyze_trace(trace: Trace, range_name: str | None = None, skip: int | None = None) -> Report:
+def analyze_trace(trace: Trace, range_name: str | None = None, skip: int | None = None,
+                  timeline: bool = True) -> Report:
+    """`timeline=False` leaves out the timeline excerpts (HTML, Perfetto): fleet workers send back only numbers."""
     req = find_requests(trace, range_name, skip)
     ctx = Context(trace, req)
     findings = diagnose_all(ctx)
@@ -37,7 +39,8 @@ def analyze_trace(trace: Trace, range_name: str | None = None, skip: int | None 
     if report.profile["tensorrt"]:
         report.requests["tensorrt_layers"] = tensorrt.layer_table(trace, req)[:tensorrt.TOP_LAYERS]
     report.verdict = verdict(report)
-    report.timeline = build_timeline(trace, req, findings)
+    if timeline:
+        report.timeline = build_timeline(trace, req, findings)
     return report
 
 

@@ -72,7 +72,7 @@ def analyze_one(path: str, range_name: str | None = None, skip: int | None = Non
     try:
         from .analysis import analyze
         from .compare import measured
-        report = analyze(path, range_name=range_name, skip=skip)
+        report = analyze(path, range_name=range_name, skip=skip, timeline=False)   # not sent back: not built
         return Result(path=path, latency_ms=[float(x) for x in measured(report)],
                       requests={k: v for k, v in report.requests.items() if k not in REQUEST_KEYS_DROPPED},
                       findings=[dataclasses.asdict(f) for f in report.findings], verdict=report.verdict,
