@@ -14,6 +14,7 @@ import os
 import pathlib
 import shutil
 import tempfile
+import zlib
 
 from ..errors import BadInput
 from ..model.trace import Trace
@@ -57,15 +58,10 @@ def _expand(path: pathlib.Path, opener, suffix: str) -> pathlib.Path:
         with opener(path) as src, open(tmp, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 22)
         os.replace(tmp, out)
-    except (lzma.LZMAError, gzip.BadGzipFile, EOFError, OSError, zlib_error()) as err:
+    except (lzma.LZMAError, gzip.BadGzipFile, EOFError, OSError, zlib.error) as err:
         tmp.unlink(missing_ok=True)
         raise BadInput(path, f"compressed file is truncated or corrupt ({err})")
     return out
-
-
-def zlib_error():
-    import zlib
-    return zlib.error
 
 
 def sniff(path: pathlib.Path) -> tuple[str, pathlib.Path]:
