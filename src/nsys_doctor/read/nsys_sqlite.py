@@ -70,9 +70,11 @@ class _Reader:
     def has(self, table: str, *cols: str) -> bool:
         return table in self.tables and all(c in self.tables[table] for c in cols)
 
-    def col(self, table: str, col: str, default: str = "-1") -> str:
-        """Column expression, or a constant when this export has no such column."""
-        return f'"{col}"' if col in self.tables.get(table, ()) else default
+    def col(self, table: str, col: str, default: str = "-1", alias: str = "") -> str:
+        """Column expression (qualified with `alias.` in a join), or a constant when the export has no such column."""
+        if col not in self.tables.get(table, ()):
+            return default
+        return f'{alias}."{col}"' if alias else f'"{col}"'
 
     def count(self, table: str) -> int:
         if table not in self.tables:
@@ -268,10 +270,10 @@ class _Reader:
 
     def _ranges(self):
         t = "NVTX_EVENTS"
-        c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
+        c = lambda col, d="-1": self.col(t, col, d, alias="n")  # noqa: E731
         has_text_id = "textId" in self.tables[t] and self.has("StringIds", "id", "value")
         text = f"coalesce({c('text', 'NULL')}, s.value)" if has_text_id else c("text", "NULL")
-        join = f"LEFT JOIN StringIds s ON s.id = n.{c('textId')}" if has_text_id else ""
+        join = f"LEFT JOIN StringIds s ON s.id = {c('textId')}" if has_text_id else ""
         dom = c("domainId", "0")
         domains = {}
         if "domainId" in self.tables[t] and "eventType" in self.tables[t]:
@@ -282,11 +284,10 @@ class _Reader:
             except DB_ERRORS:
                 pass
         etype = c("eventType", str(NVTX_PUSH_POP))
-        sql = (f"SELECT n.{c('start')}, n.{c('end')}, n.{c('globalTid')}, {text}, n.{dom}, ({etype} = {NVTX_PUSH_POP}) "
-               f'FROM "{t}" n {join} WHERE {etype} IN ({NVTX_PUSH_POP}, {NVTX_START_END}) AND n.{c("end")} IS NOT NULL '
-               f"AND n.{c('end')} >= n.{c('start')} ORDER BY 1")
-        rows = self.fetch(sql.replace("n.-1", "-1").replace("n.NULL", "NULL"),
-                          ["start_ns", "end_ns", "tid", "name", "domain_id", "push_pop"], text=("name",))
+        sql = (f"SELECT {c('start')}, {c('end')}, {c('globalTid')}, {text}, {dom}, ({etype} = {NVTX_PUSH_POP}) "
+               f'FROM "{t}" n {join} WHERE {etype} IN ({NVTX_PUSH_POP}, {NVTX_START_END}) AND {c("end")} IS NOT NULL '
+               f"AND {c('end')} >= {c('start')} ORDER BY 1")
+        rows = self.fetch(sql, ["start_ns", "end_ns", "tid", "name", "domain_id", "push_pop"], text=("name",))
         dom_ids = rows.pop("domain_id")
         rows["domain"] = np.array([domains.get(int(d), "") for d in dom_ids], dtype=object)
         return rows
