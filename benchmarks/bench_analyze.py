@@ -28,6 +28,8 @@ CHILD = r"""
 import json, resource, sys, time
 from nsys_doctor.read import open_trace
 from nsys_doctor.analysis import analyze_trace
+from nsys_doctor.memory import keep_freed_memory
+keep_freed_memory()   # as the command line does
 t = time.perf_counter()
 trace = open_trace(sys.argv[1])
 report = analyze_trace(trace)

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import BadInput, NsysDoctorError, ToolMissing
+from .memory import keep_freed_memory
 
 PERCENTILES = (50, 90, 99)
 # A report is an outlier when its p50 is more than 3.5 scaled MADs (1.4826 x MAD, which estimates the standard
@@ -69,6 +70,7 @@ class Failure:
 def analyze_one(path: str, range_name: str | None = None, skip: int | None = None) -> Result | Failure:
     """Read and diagnose one profile in this process; never raises (Dask's worker function)."""
     t, cpu = time.perf_counter(), time.process_time()
+    keep_freed_memory()     # a worker process is ours as the command line's process is (memory.py says why)
     try:
         from .analysis import analyze
         from .compare import measured

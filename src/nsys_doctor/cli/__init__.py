@@ -8,6 +8,7 @@ import sys
 
 from .. import __version__
 from ..errors import NsysDoctorError
+from ..memory import keep_freed_memory
 
 # A new command is one new file in this folder plus its name here.
 COMMANDS = ["analyze", "demo", "profile", "env", "export", "diff", "check"]
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    keep_freed_memory()
     try:
         return args._run(args)
     except NsysDoctorError as err:

@@ -31,11 +31,12 @@ def dense_groups(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if ids.dtype.kind not in "iu" or ids.ndim != 1 or len(ids) == 0:
         return np.unique(ids, return_inverse=True)
     lo, hi = int(ids.min()), int(ids.max())
-    if lo < 0 or hi > 4 * len(ids) + (1 << 20):
+    if hi - lo > 4 * len(ids) + (1 << 20):
         return np.unique(ids, return_inverse=True)
-    present = np.bincount(ids, minlength=hi + 1) > 0
+    off = ids - lo if lo else ids        # -1 (a missing column's default) and other small negatives
+    present = np.bincount(off, minlength=hi - lo + 1) > 0
     lut = np.cumsum(present) - 1
-    return np.flatnonzero(present).astype(ids.dtype), lut[ids]
+    return (np.flatnonzero(present) + lo).astype(ids.dtype), lut[off]
 
 
 def distinct_ids(ids: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .projection import api_corr_key, gpu_corr_key
 from .trace import Table, Trace, table_len, take
-from .arrays import uniq
+from .arrays import dense_groups, uniq
 
 DOMAIN = "TensorRT"
 MYELIN_DOMAIN = "myelin-exec"
@@ -101,12 +101,14 @@ def _families(trace: Trace) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
     myelin = np.zeros(n, bool)
     if n == 0:
         return counts, strong, myelin
-    ids, inv = np.unique(np.stack([k["name_id"], k["full_name_id"]]), axis=1, return_inverse=True)
-    inv = inv.ravel()
-    names = [(trace.name(a), trace.name(b)) for a, b in ids.T]   # distinct names only (tens to hundreds)
+    # patterns are matched once per distinct short and full name (tens to hundreds), then mapped back to kernels
+    short_ids, short_inv = dense_groups(k["name_id"])
+    full_ids, full_inv = dense_groups(k["full_name_id"])
+    short_names = trace.names(short_ids)
+    full_names = trace.names(full_ids)
     for label, pat, is_strong in KERNEL_FAMILIES:
-        hit_id = np.array([bool(pat.search(a) or pat.search(b)) for a, b in names])
-        hit = hit_id[inv]
+        hit = np.array([bool(pat.search(a)) for a in short_names], bool)[short_inv]
+        hit |= np.array([bool(pat.search(b)) for b in full_names], bool)[full_inv]
         if hit.any():
             counts[label] = int(hit.sum())
             strong |= hit & is_strong

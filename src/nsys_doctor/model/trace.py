@@ -6,6 +6,7 @@ the columns it needs. Column meanings are documented once in `model/columns.py`.
 """
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -63,15 +64,42 @@ class Trace:
     strings: Callable[[int], str] = lambda i: f"<{i}>"     # id -> text for name columns
     enums: dict[str, dict[int, str]] = field(default_factory=dict)  # enum name -> value -> label, from the profile
     _cache: dict[str, Table] = field(default_factory=dict)
+    # rows per table as recorded, asked for by the summary only; a reader that knows counts cheaply sets it
+    count_rows: Callable[[str], int] | None = None
+    # the loaders may run on another thread (they read in C with the GIL released): prefetch() is allowed
+    background: bool = False
+    _pending: dict[str, Future] = field(default_factory=dict)
 
     def has(self, name: str) -> bool:
         return name in self.loaders and table_len(self.table(name)) > 0
 
     def table(self, name: str) -> Table:
         if name not in self._cache:
-            loader = self.loaders.get(name)
-            self._cache[name] = loader() if loader else empty_table(name)
+            fut = self._pending.pop(name, None)
+            if fut is not None and not fut.cancel():   # being read: wait for it; still queued: read it here, now
+                self._cache[name] = fut.result()
+            else:
+                loader = self.loaders.get(name)
+                self._cache[name] = loader() if loader else empty_table(name)
         return self._cache[name]
+
+    def prefetch(self, names) -> None:
+        """Start reading these tables, in this order, on a background thread while the caller works with the ones
+        it has; table() waits for each (a reading error is raised there, as without prefetching)."""
+        todo = [n for n in names if n in self.loaders and n not in self._cache and n not in self._pending]
+        if not self.background or not todo:
+            return
+        pool = ThreadPoolExecutor(1, thread_name_prefix="nsys-doctor-load")
+        for n in todo:
+            self._pending[n] = pool.submit(self.loaders[n])
+        pool.shutdown(wait=False)
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table: the reader's count, or the loaded tables' lengths (meta["counts"] for readers that
+        count while parsing)."""
+        if self.count_rows is not None:
+            return {name: self.count_rows(name) for name in TABLES}
+        return dict(self.meta.get("counts", {}))
 
     def name(self, string_id) -> str:
         try:
@@ -92,6 +120,9 @@ class Trace:
         return f"{name} ({int(tid) & 0xFFFFFF})"
 
     def close(self) -> None:
+        pending = [f for f in self._pending.values() if not f.cancel()]
+        self._pending.clear()
+        wait(pending)           # a table being read still uses the reader's connections
         closer = self.meta.get("_close")
         if closer:
             closer()

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import BadInput
 from ..model.columns import GPU_METRICS_USED, TABLES
-from ..model.trace import LazyTable, Trace
+from ..model.trace import LazyTable, Trace, table_len
 from .sqlfetch import Fetcher, _num, _text
 
 # Tables that carry CUDA activity. A file with none of these and no NVTX is not something we can analyse.
@@ -30,6 +30,7 @@ NVTX_PUSH_POP, NVTX_START_END, NVTX_DOMAIN_CREATE = 59, 60, 75   # ENUM_NSYS_EVE
 # A time beyond 2**53 ns (104 days) from capture start is damage, not data: clamped so that end - start and sums of
 # durations cannot wrap around int64 in the model.
 MAX_TIME_NS = 2**53
+FILTERED = ("gpu_metrics",)   # tables read with a WHERE that drops recorded rows (only the metrics we use)
 # SQLite's message about a damaged schema can carry the damage (invalid UTF-8), and Python then fails to decode
 # the message itself: that is a damaged file too
 DB_ERRORS = (sqlite3.DatabaseError, UnicodeDecodeError)
@@ -84,11 +85,21 @@ class _Reader:
         except DB_ERRORS as err:
             raise BadInput(self.shown, f"table {table} cannot be read ({err}): the file is truncated or corrupt")
 
-    def fetch(self, sql: str, names: list[str], lazy: dict[str, str] | None = None, **kw) -> dict[str, np.ndarray]:
-        """Run `sql` -> columns; `lazy` maps more column names to expressions over the same FROM clause (the part
-        of `sql` from " FROM "), read only when a diagnosis first asks for them, in the same row order."""
+    def nonempty(self, table: str) -> bool:
+        if table not in self.tables:
+            return False
         try:
-            cols = self.f.columns(sql, names, **kw)
+            return self.f.db.execute(f'SELECT 1 FROM "{table}" LIMIT 1').fetchone() is not None
+        except DB_ERRORS as err:
+            raise BadInput(self.shown, f"table {table} cannot be read ({err}): the file is truncated or corrupt")
+
+    def fetch(self, sql: str, names: list[str], lazy: dict[str, str] | None = None, table: str | None = None,
+              where: str = "", **kw) -> dict[str, np.ndarray]:
+        """Run `sql` (+ WHERE `where`) -> columns; `lazy` maps more column names to expressions over the same FROM
+        clause (the part of `sql` from " FROM "), read only when a diagnosis first asks for them, in the same row
+        order. `table`: `sql` reads only that table (no join, no ORDER BY), so it may be read in parallel slices."""
+        try:
+            cols = self.f.columns(sql, names, table=table, where=where, **kw)
         except DB_ERRORS as err:
             raise BadInput(self.shown, f"cannot read the export ({err}): the file is truncated or corrupt")
         for k in ("start_ns", "end_ns"):
@@ -108,7 +119,7 @@ class _Reader:
 
         def load_column(name: str) -> np.ndarray:
             try:
-                col = self.f.columns(f"SELECT {lazy[name]}{source}", [name])[name]
+                col = self.f.columns(f"SELECT {lazy[name]}{source}", [name], table=table, where=where)[name]
             except DB_ERRORS as err:
                 raise BadInput(self.shown, f"cannot read the export ({err}): the file is truncated or corrupt")
             return col if order is None else col[order]
@@ -117,7 +128,7 @@ class _Reader:
     # ---------------------------------------------------------------- the trace
     def trace(self) -> Trace:
         strings = self._strings()
-        t = Trace(path=self.shown, source="nsys-sqlite", strings=strings.__getitem__)
+        t = Trace(path=self.shown, source="nsys-sqlite", strings=strings.__getitem__, background=True)
         t.enums = self._enums()
         t.meta = self._meta()
         self._metric_names = t.meta.get("gpu_metric_names")
@@ -137,15 +148,19 @@ class _Reader:
                   "samples": "COMPOSITE_EVENTS", "callchains": "SAMPLING_CALLCHAINS",
                   "os_callchains": "OSRT_CALLCHAINS", "gpu_metrics": "GPU_METRICS", "threads": "ThreadNames",
                   "processes": "PROCESSES"}
-        counts = {}
         for name, loader in specs.items():
-            n = self.count(source[name])
-            counts[name] = n
-            if n:
+            if self.nonempty(source[name]):
                 t.loaders[name] = loader
             elif source[name] not in self.tables and TABLES[name]["absent_flag"]:
                 t.absent[name] = f"not recorded (nsys profile {TABLES[name]['absent_flag']})"
-        t.meta["counts"] = counts
+
+        def count(name: str) -> int:
+            # a table already read is counted by its length (the API table less nsys's backtrace duplicates);
+            # count(*) walks the whole table (2 s of 10M API calls), so it runs only for tables never read
+            if name in t._cache and name not in FILTERED:
+                return table_len(t._cache[name])
+            return self.count(source[name]) if name in t.loaders else 0
+        t.count_rows = count
         t.meta["tables"] = sorted(self.tables)
         return t
 
@@ -215,7 +230,7 @@ class _Reader:
         cols = [("start_ns", c("start")), ("end_ns", c("end")), ("device", c("deviceId")),
                 ("stream", c("streamId")), ("correlation", c("correlationId")), ("pid", c("globalPid"))] + extra
         sql = "SELECT " + ", ".join(expr for _, expr in cols) + f' FROM "{table}"'
-        return self.fetch(sql, [n for n, _ in cols], lazy=dict(lazy) or None)
+        return self.fetch(sql, [n for n, _ in cols], lazy=dict(lazy) or None, table=table)
 
     def _kernels(self):
         t = "CUPTI_ACTIVITY_KIND_KERNEL"
@@ -223,9 +238,12 @@ class _Reader:
         name = c("shortName") if "shortName" in self.tables[t] else c("demangledName")
         grid = f"{c('gridX')}*{c('gridY')}*{c('gridZ')}" if self.has(t, "gridX", "gridY", "gridZ") else "-1"
         block = f"{c('blockX')}*{c('blockY')}*{c('blockZ')}" if self.has(t, "blockX", "blockY", "blockZ") else "-1"
-        extra = [("name_id", name), ("graph_node", f"coalesce({c('graphNodeId', '0')}, 0)")]
-        # read on first use only: few diagnoses need full names or launch geometry
-        lazy = [("full_name_id", c("demangledName")), ("grid", grid), ("block", block),
+        # full names: TensorRT detection reads them on every profile; in the same scan they cost one more integer
+        # per row, a second scan costs a walk of the whole table (0.5 s of 4.9M kernels)
+        extra = [("name_id", name), ("graph_node", f"coalesce({c('graphNodeId', '0')}, 0)"),
+                 ("full_name_id", c("demangledName"))]
+        # read on first use only: few diagnoses need launch geometry
+        lazy = [("grid", grid), ("block", block),
                 ("registers", c("registersPerThread"))]
         return self._gpu_activity(t, extra, lazy)
 
@@ -252,7 +270,7 @@ class _Reader:
             sync_type = c("syncType")
         cols = [("start_ns", c("start")), ("end_ns", c("end")), ("stream", c("streamId")), ("pid", c("globalPid")),
                 ("correlation", c("correlationId")), ("sync_type", sync_type)]
-        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"', [n for n, _ in cols])
+        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"', [n for n, _ in cols], table=t)
 
     # ---------------------------------------------------------------- CPU side
     def _api_calls(self):
@@ -264,9 +282,9 @@ class _Reader:
                 ("driver", f"({c('eventClass', '0')} = 1)")]     # eager: the timeline labels API lanes with it
         lazy = {"callchain": f"coalesce({c('callchainId')}, -1)"}
         # eventClass 67 (CUDA backtrace, 2022 exports) repeats real calls with the same correlation id
-        where = 'WHERE "eventClass" IN (0, 1)' if "eventClass" in self.tables[t] else ""
-        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}" {where}',
-                          [n for n, _ in cols], lazy=lazy)
+        where = '"eventClass" IN (0, 1)' if "eventClass" in self.tables[t] else ""
+        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"',
+                          [n for n, _ in cols], lazy=lazy, table=t, where=where)
 
     def _ranges(self):
         t = "NVTX_EVENTS"
@@ -297,20 +315,20 @@ class _Reader:
         c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
         cols = [("start_ns", c("start")), ("end_ns", c("end")), ("tid", c("globalTid")), ("name_id", c("nameId")),
                 ("callchain", f"coalesce({c('callchainId')}, -1)")]
-        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"', [n for n, _ in cols])
+        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"', [n for n, _ in cols], table=t)
 
     def _sched(self):
         t = "SCHED_EVENTS"
         c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
         cols = [("start_ns", c("start")), ("tid", c("globalTid")), ("cpu", c("cpu")), ("sched_in", c("isSchedIn")),
                 ("state", c("threadState")), ("block", f"coalesce({c('threadBlock')}, -1)")]
-        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"', [n for n, _ in cols])
+        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"', [n for n, _ in cols], table=t)
 
     def _samples(self):
         t = "COMPOSITE_EVENTS"
         c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
         cols = [("start_ns", c("start")), ("tid", c("globalTid")), ("callchain", c("id")), ("cpu", c("cpu"))]
-        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"', [n for n, _ in cols])
+        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"', [n for n, _ in cols], table=t)
 
     def _chains(self, t):
         c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
@@ -331,9 +349,9 @@ class _Reader:
                 ("gpu", c("typeId"))]
         names = self._metric_names or {}
         used = sorted(int(i) for i, n in names.items() if any(u in n for u in GPU_METRICS_USED))
-        where = f' WHERE "metricId" IN ({", ".join(map(str, used))})' if used and "metricId" in self.tables[t] else ""
-        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"{where}',
-                          [n for n, _ in cols], floats=("value",))
+        where = f'"metricId" IN ({", ".join(map(str, used))})' if used and "metricId" in self.tables[t] else ""
+        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"',
+                          [n for n, _ in cols], floats=("value",), table=t, where=where)
 
     def _threads(self):
         t = "ThreadNames"
