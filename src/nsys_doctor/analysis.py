@@ -11,7 +11,7 @@ from .model.trace import Trace
 from .read import open_trace
 from .report import Report
 from .timeline import build_timeline
-from .model.arrays import uniq
+from .model.arrays import percentiles, uniq
 
 PERCENTILES = (50, 90, 99)
 # Tables every analysis reads, in the order it first needs them: read ahead on a background thread while the
@@ -54,7 +54,7 @@ def _stats(values_ns: np.ndarray) -> dict:
     if len(values_ns) == 0:
         return {}
     v = values_ns / MS
-    out = {f"p{p}": round(float(np.percentile(v, p)), 3) for p in PERCENTILES}
+    out = {f"p{p}": round(x, 3) for p, x in zip(PERCENTILES, percentiles(v, PERCENTILES))}
     out.update(max=round(float(v.max()), 3), min=round(float(v.min()), 3), mean=round(float(v.mean()), 3))
     return out
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import BadInput, NsysDoctorError, ToolMissing
 from .memory import keep_freed_memory
+from .model.arrays import median
 
 PERCENTILES = (50, 90, 99)
 # A report is an outlier when its p50 is more than 3.5 scaled MADs (1.4826 x MAD, which estimates the standard
@@ -283,7 +284,7 @@ class Fleet:
                             "peak_rss_mb": r.peak_rss_mb})
         measured = [x for x in reports if x["latency_ms"]["count"]]
         p50s = np.array([x["latency_ms"]["p50"] for x in measured])
-        median_p50 = float(np.median(p50s)) if len(p50s) else None
+        median_p50 = float(median(p50s)) if len(p50s) else None
         return {
             "kind": "fleet", "tool": {"name": "nsys-doctor", "version": __version__},
             "analysed": len(self.results), "failed": len(self.failures), "skipped_count": len(self.skipped),
@@ -318,7 +319,7 @@ def _outliers(measured: list[dict], p50s: np.ndarray, median_p50: float | None) 
     if len(measured) < MIN_REPORTS_FOR_OUTLIERS:
         out["note"] = f"needs at least {MIN_REPORTS_FOR_OUTLIERS} analysed reports"
         return out
-    mad = float(np.median(np.abs(p50s - median_p50)))
+    mad = float(median(np.abs(p50s - median_p50)))
     spread = max(MAD_TO_SIGMA * mad, MAD_FLOOR_PCT / 100 * abs(median_p50))
     out.update(mad_ms=mad, spread_ms=spread)
     for x, p50 in zip(measured, p50s):

@@ -32,7 +32,6 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ..analysis import analyze
-    from ..render import json_report, terminal
     if args.skip is not None and args.skip < 0:
         raise BadInput(None, "--skip must be 0 or more")
     paths = [args.profile] if isinstance(args.profile, (str, os.PathLike)) else list(args.profile)
@@ -49,8 +48,10 @@ def run(args) -> int:
             raise BadInput(args.html, f"cannot write the HTML report ({err.strerror})")
     with output(args.output) as out:
         if args.format == "json":
+            from ..render import json_report
             out.write(json_report.render(report) + "\n")
         else:
+            from ..render import terminal       # rich: 35 ms of import that JSON output does without
             terminal.render(report, file=out)
     return 0
 

@@ -7,7 +7,6 @@ import argparse
 import json
 import sys
 
-from ..envcheck import check_environment
 from ..nsys import HOW_TO_GET_NSYS
 
 MARKS = {True: "[green]yes[/]", False: "[red]no[/]", None: "[yellow]?[/]"}
@@ -18,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..envcheck import check_environment     # here, not at the top: every command's parser is built at start
     env = check_environment()
     if args.format == "json":
         json.dump(env.to_dict(), sys.stdout, indent=2)

@@ -16,7 +16,7 @@ from ..model.intervals import covered, union
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, instance, make_finding
-from ..model.arrays import uniq
+from ..model.arrays import median, uniq
 
 # Collective kernels, by name: NCCL's own (ncclDevKernel_AllReduce_..., ncclKernel_...) and custom all-reduce kernels
 # (vLLM's cross_device_reduce_*, TensorRT-LLM's *allreduce*). Lower-case substrings.
@@ -58,8 +58,8 @@ def _rank_waits(k, coll: np.ndarray, rank: np.ndarray) -> tuple[np.ndarray, dict
     pos = {int(r): j for j, r in enumerate(coll)}
     flat = np.array([pos[int(r)] for r in rows.ravel()], np.int64)
     wait[flat] = w.ravel()
-    info["end_spread_ms_median"] = round(float(np.median(ends.max(axis=0) - ends.min(axis=0))) / 1e6, 3) if n else 0
-    info["start_spread_ms_median"] = round(float(np.median(last - starts.min(axis=0))) / 1e6, 3) if n else 0
+    info["end_spread_ms_median"] = round(float(median(ends.max(axis=0) - ends.min(axis=0))) / 1e6, 3) if n else 0
+    info["start_spread_ms_median"] = round(float(median(last - starts.min(axis=0))) / 1e6, 3) if n else 0
     return wait, info
 
 

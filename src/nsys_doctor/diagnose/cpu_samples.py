@@ -16,7 +16,7 @@ import numpy as np
 from ..model.intervals import covered, union
 from ..model.projection import assign_calls
 from ..model.trace import Trace, table_len
-from ..model.arrays import uniq
+from ..model.arrays import median, uniq
 
 DEFAULT_SAMPLE_PERIOD_NS = 1_000_000   # nsys default CPU sampling rate is 1 kHz; measured per profile when possible
 TOP_FUNCTIONS = 6
@@ -313,7 +313,7 @@ def sample_period_ns(trace: Trace) -> int:
     t = np.sort(s["start_ns"][s["tid"] == tids[np.argmax(counts)]])
     d = np.diff(t)
     d = d[d > 0]
-    return int(np.median(d)) if len(d) else DEFAULT_SAMPLE_PERIOD_NS
+    return int(median(d)) if len(d) else DEFAULT_SAMPLE_PERIOD_NS
 
 
 def _short(module: str) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..report import Evidence
 from .common import WORST, instance, make_finding
-from ..model.arrays import uniq
+from ..model.arrays import median, uniq
 from ..model.arrays import dense_groups, sorted_union
 
 DRAM_BOUND_PCT = 65.0       # read+write % of peak while the kernel ran; membw_bound's kernels 73-89, compute kernels
@@ -80,7 +80,7 @@ def diagnose(ctx):
     ts_wr, v_wr = series(wr[:1])
     if len(ts_rd) < 2 or len(ts_rd) != len(ts_wr):
         return [_no_metrics(ctx)]
-    period = float(np.median(np.diff(ts_rd)))
+    period = float(median(np.diff(ts_rd)))
     dram = v_rd + v_wr
     issue = series(metric_ids(trace, "SM Issue")[:1])
 
@@ -104,7 +104,7 @@ def diagnose(ctx):
         mk = rows_t[by[bounds[jj]:bounds[jj + 1]]]
         us, ue = sorted_union(k["start_ns"][mk], k["end_ns"][mk])
         inside = samples_inside(ts_rd, us, ue)
-        med = float(np.median(dur[mk]))
+        med = float(median(dur[mk]))
         row = {"kernel": trace.name(ids[j]), "ms_per_request": float(tot[j]) / 1e6 / n_meas,
                "dram_pct": float(dram[inside].mean()) if inside.any() else float("nan"), "samples": int(inside.sum()),
                "median_us": med / 1e3, "mask": mk}

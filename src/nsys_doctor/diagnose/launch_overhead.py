@@ -16,7 +16,7 @@ from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, instance, make_finding
 from .cuda_sync import sync_calls
-from ..model.arrays import distinct_ids, id_mask, uniq
+from ..model.arrays import distinct_ids, id_mask, median, uniq
 
 # Kernel launch calls (prefixes of API names; nsys appends _vNNNN and _ptsz).
 LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchCooperativeKernel", "cuLaunchKernel", "cuLaunchCooperativeKernel",
@@ -199,7 +199,8 @@ def diagnose(ctx):
     li = np.flatnonzero(is_launch)
     ld = api["end_ns"][li] - api["start_ns"][li]
     del li
-    med_k, med_l = _median(kd), _median(ld)
+    med_k = median(kd, overwrite=True) if len(kd) else 0.0       # both are fresh arrays: partitioned in place
+    med_l = median(ld, overwrite=True) if len(ld) else 0.0
     lat = t["latency_ns"][W:].astype(np.float64)
     numbers = {
         "launches_per_request": round(launches, 1),
@@ -300,15 +301,3 @@ def _per_request_sum(req: np.ndarray, v: np.ndarray, n: int) -> np.ndarray:
     np.cumsum(v, out=cs[1:])
     b = np.searchsorted(req, np.arange(n + 1), "left")
     return (cs[b[1:]] - cs[b[:-1]]).astype(np.float64)
-
-
-def _median(a: np.ndarray) -> float:
-    """float(np.median(a)) for a non-empty integer array (0.0 when empty), from one in-place partition of `a`."""
-    n = len(a)
-    if n == 0:
-        return 0.0
-    if a.dtype.kind not in "iu":
-        return float(np.median(a))
-    lo_k, hi_k = (n - 1) // 2, n // 2
-    a.partition([lo_k, hi_k] if lo_k != hi_k else hi_k)
-    return float(a[hi_k]) if lo_k == hi_k else (float(a[lo_k]) + float(a[hi_k])) / 2

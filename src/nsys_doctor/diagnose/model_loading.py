@@ -14,6 +14,7 @@ from ..model.projection import api_corr_key, corr_key
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, instance, make_finding
+from ..model.arrays import median
 
 LOAD_MIN_BYTES = 64 << 20       # weights: one upload of 64 MiB or more (model_server: 384 MiB fp16 blobs; a request's
                                 # own inputs in the zoo are < 64 MiB except memcpy_pageable, ruled out by the share)
@@ -112,7 +113,7 @@ def diagnose(ctx):
     lat = t["latency_ns"]
     meas = np.arange(w, n)
     normal = np.setdiff1d(meas, loading)
-    typical = float(np.median(lat[normal])) if len(normal) else 0.0
+    typical = float(median(lat[normal])) if len(normal) else 0.0
     extra = np.zeros(n)
     extra[loading] = np.maximum(lat[loading] - typical, 0.0)
     # a load between requests delays the next one by its own duration (the request queues; its range starts later)

@@ -5,6 +5,8 @@ millions of distinct int64 ids (2.3 s vs 0.14 s for 2.4M correlation keys, measu
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .intervals import union
@@ -22,6 +24,39 @@ def uniq(a) -> np.ndarray:
     keep[0] = True
     np.not_equal(s[1:], s[:-1], out=keep[1:])
     return s[keep]
+
+
+def median(a, overwrite: bool = False) -> float:
+    """float(np.median(a)) of a 1-d numeric array (NaN when empty or when it holds a NaN), by one partition.
+    np.median's NaN check imports numpy.ma: 10 ms of a 0.4 s command. `overwrite`: partition `a` in place."""
+    a = np.asarray(a)
+    n = len(a)
+    if n == 0 or (a.dtype.kind == "f" and bool(np.isnan(a).any())):
+        return float("nan")
+    lo_k, hi_k = (n - 1) // 2, n // 2
+    if not overwrite:
+        a = a.copy()
+    a.partition([lo_k, hi_k] if lo_k != hi_k else hi_k)
+    return float(a[hi_k]) if lo_k == hi_k else (float(a[lo_k]) + float(a[hi_k])) / 2
+
+
+def percentiles(a, qs) -> list[float]:
+    """[float(np.percentile(a, q)) for q in qs] for a non-empty 1-d array without NaN: numpy's default (linear)
+    method with its very float operations, from one sort. np.percentile imports numpy.ma (10 ms of a 0.4 s command)."""
+    s = np.sort(np.asarray(a, np.float64))
+    n = len(s)
+    out = []
+    for q in qs:
+        vi = (n - 1) * (q / 100)
+        if vi >= n - 1:
+            out.append(float(s[-1]))
+            continue
+        lo = max(int(math.floor(vi)), 0)
+        t = vi - math.floor(vi)
+        x, y = float(s[lo]), float(s[lo + 1])
+        d = y - x
+        out.append(y - d * (1 - t) if t >= 0.5 else x + d * t)
+    return out
 
 
 def dense_groups(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -11,6 +11,7 @@ import numpy as np
 
 from .api_names import SYNC_CALLS
 from .trace import Table, Trace, table_len
+from .arrays import median
 
 # waits that can end an iteration: explicit syncs and the blocking copies `.cpu()` / `.item()` make
 BLOCKING_CALLS = SYNC_CALLS + ("cudaMemcpy_", "cudaMemcpy2D_", "cuMemcpyDtoH")
@@ -83,4 +84,4 @@ def infer_iterations(trace: Trace) -> tuple[Table, str, str]:
     name = trace.name(nid)
     return inst, f"(iterations ending in {name})", (
         f"inferred: no NVTX request ranges; {len(starts)} iterations on {trace.thread_name(tid)}, each ending in "
-        f"{name} after {mode} launches (period {np.median(np.diff(ends)) / 1e6:.1f} ms, spread {cv:.2f})")
+        f"{name} after {mode} launches (period {median(np.diff(ends)) / 1e6:.1f} ms, spread {cv:.2f})")

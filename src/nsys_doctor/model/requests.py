@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .arrays import id_mask, uniq
+from .arrays import id_mask, median, uniq
 from .intervals import covered, group_union_length, union
 from .projection import (GPU_TABLES, api_corr_key, assign_calls, gpu_busy_union, gpu_corr_key, is_sorted,
                          launch_calls, pid_of, sync_name_ids)
@@ -245,7 +245,7 @@ def _warmup(latency: np.ndarray, skip: int | None, barrier: int = 0) -> tuple[in
         return barrier, f"the first {barrier} end in a full GPU drain (device synchronize) before the rest began"
     k = 0
     while k < limit:
-        steady = np.median(latency[k + 1:])
+        steady = median(latency[k + 1:])
         if latency[k] > WARMUP_FACTOR * steady:
             k += 1
             continue
@@ -253,4 +253,4 @@ def _warmup(latency: np.ndarray, skip: int | None, barrier: int = 0) -> tuple[in
     if k == 0:
         return 0, "no slow leading requests"
     return k, f"the first {k} took {latency[:k].min() / 1e6:.1f}-{latency[:k].max() / 1e6:.1f} ms, " \
-              f"over {WARMUP_FACTOR}x the steady median ({np.median(latency[k:]) / 1e6:.1f} ms)"
+              f"over {WARMUP_FACTOR}x the steady median ({median(latency[k:]) / 1e6:.1f} ms)"

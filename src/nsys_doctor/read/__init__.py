@@ -7,7 +7,6 @@ Inputs are never modified: compressed files are expanded into a cache folder, SQ
 from __future__ import annotations
 
 import gzip
-import hashlib
 import importlib
 import lzma
 import os
@@ -49,6 +48,7 @@ def _head(path: pathlib.Path, n: int = 64) -> bytes:
 def _expand(path: pathlib.Path, opener, suffix: str) -> pathlib.Path:
     """Decompress once into the cache, keyed by the file's identity; reused while the source is unchanged."""
     st = path.stat()
+    import hashlib      # only compressed inputs need it
     key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:20]
     out = cache_dir() / f"{key}{suffix}"
     if out.exists():

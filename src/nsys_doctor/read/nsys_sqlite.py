@@ -30,7 +30,6 @@ NVTX_PUSH_POP, NVTX_START_END, NVTX_DOMAIN_CREATE = 59, 60, 75   # ENUM_NSYS_EVE
 # A time beyond 2**53 ns (104 days) from capture start is damage, not data: clamped so that end - start and sums of
 # durations cannot wrap around int64 in the model.
 MAX_TIME_NS = 2**53
-FILTERED = ("gpu_metrics",)   # tables read with a WHERE that drops recorded rows (only the metrics we use)
 # SQLite's message about a damaged schema can carry the damage (invalid UTF-8), and Python then fails to decode
 # the message itself: that is a damaged file too
 DB_ERRORS = (sqlite3.DatabaseError, UnicodeDecodeError)
@@ -155,9 +154,10 @@ class _Reader:
                 t.absent[name] = f"not recorded (nsys profile {TABLES[name]['absent_flag']})"
 
         def count(name: str) -> int:
-            # a table already read is counted by its length (the API table less nsys's backtrace duplicates);
-            # count(*) walks the whole table (2 s of 10M API calls), so it runs only for tables never read
-            if name in t._cache and name not in FILTERED:
+            # rows of the model's table: a table already read is counted by its length (the API table less nsys's
+            # backtrace duplicates, GPU metrics only those the diagnoses use); count(*) walks the whole table (2 s of
+            # 10M API calls), so it runs only for tables never read
+            if name in t._cache:
                 return table_len(t._cache[name])
             return self.count(source[name]) if name in t.loaders else 0
         t.count_rows = count
@@ -333,8 +333,14 @@ class _Reader:
     def _chains(self, t):
         c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
         cols = [("id", c("id")), ("depth", c("stackDepth")), ("symbol_id", c("symbol")), ("module_id", c("module"))]
-        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}" ORDER BY 1, 2',
-                          [n for n, _ in cols])
+        # in (id, depth) order; exports store them so, and a scan is cheaper than SQLite's ORDER BY through the
+        # primary-key index (and can be sliced): sort here only when needed
+        rows = self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"', [n for n, _ in cols], table=t)
+        i, d = rows["id"], rows["depth"]
+        if len(i) > 1 and not bool(((i[1:] > i[:-1]) | ((i[1:] == i[:-1]) & (d[1:] >= d[:-1]))).all()):
+            order = np.lexsort((d, i))
+            rows = {k: v[order] for k, v in rows.items()}
+        return rows
 
     def _callchains(self):
         return self._chains("SAMPLING_CALLCHAINS")

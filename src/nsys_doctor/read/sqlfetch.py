@@ -1,11 +1,13 @@
 """Fetch a SQL query's result as numpy columns, fast, from a SQLite file opened read-only.
 
 Python's sqlite3 builds a tuple per row, about 8x slower than SQLite's own scan (launch_bound: 0.17 s against
-0.022 s for 120k kernels); the ADBC SQLite driver hands back Arrow columns built in C (0.04 s). ADBC infers a column's
-type from its first rows, so a hostile file with mixed types can fail there: we then fall back to sqlite3.
+0.022 s for 120k kernels); the ADBC SQLite driver hands back Arrow columns built in C (0.04 s), whose buffers numpy
+views through nanoarrow (8 ms to import where pyarrow takes 35 ms of a 0.4 s command). ADBC infers a column's type
+from its first rows, so a hostile file with mixed types can fail there: we then fall back to sqlite3.
 """
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 import sqlite3
@@ -14,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-try:  # optional fast path; the reader works without it
-    import adbc_driver_sqlite.dbapi as _adbc
-    import pyarrow as _pa
-    import pyarrow.compute as _pc
-except ImportError:  # pragma: no cover - exercised only where pyarrow is missing
+try:  # optional fast path; the reader works without it. ADBC's low-level API: its DB-API module needs pyarrow
+    import adbc_driver_manager as _adbc_dm
+    import adbc_driver_sqlite as _adbc
+    import nanoarrow as _na
+except ImportError:  # pragma: no cover - exercised only where they are missing
     _adbc = None
 
 BATCH_ROWS = 262_144   # rows per Arrow batch from the ADBC SQLite driver
@@ -26,8 +28,9 @@ INT_NULL = -1       # integer NULLs become -1: every id and time in an export is
 # SQLite decodes a query's rows on one core; a large table read as rowid slices on several threads takes the wall
 # time of one slice (launch_bound x40: 9.8M API calls 3.2 s on one thread, 1.7 s on two)
 READ_THREADS = max(1, min(4, os.cpu_count() or 1))
-SLICE_ROWS = 1 << 20     # smaller tables are read whole: a slice costs a query set-up and a concatenation
+SLICE_ROWS = 1 << 15     # rows per slice at least: below, a slice costs more in query set-up than it saves
 MAX_SLICES = 2 * READ_THREADS    # two per thread: slices whose WHERE drops more rows finish early
+MAX_SPAN = 1 << 28   # rowid spans beyond this (gaps in a damaged file) are read whole: no span-sized buffers
 SHRINK = 0.75    # a sliced result below this share of its rowid span is copied out of the span-sized buffer
 
 
@@ -64,14 +67,19 @@ class Fetcher:
     def _adbc_conn(self):
         conn = getattr(self._local, "adbc", False)
         if conn is False:
+            conn = None
             try:
-                conn = _adbc.connect(readonly_uri(self.path))
+                lib = _driver_library()
+                db = _adbc_dm.AdbcDatabase(driver=lib, uri=readonly_uri(self.path)) if lib else \
+                    _adbc.connect(readonly_uri(self.path))
+                with self._lock:
+                    self._conns.append(db)
+                conn = _adbc_dm.AdbcConnection(db)
+                with self._lock:
+                    self._conns.insert(0, conn)      # connections close before their database
             except Exception:
                 conn = None
             self._local.adbc = conn
-            if conn is not None:
-                with self._lock:
-                    self._conns.append(conn)
         return conn
 
     def close(self) -> None:
@@ -119,7 +127,7 @@ class Fetcher:
         # two b-tree descents; min() and max() in one SELECT would scan the whole table
         lo, hi = self.db.execute(f'SELECT (SELECT min(rowid) FROM "{table}"), (SELECT max(rowid) FROM "{table}")'
                                  ).fetchone()
-        if lo is None or hi - lo + 1 < 2 * SLICE_ROWS:
+        if lo is None or hi - lo + 1 < 2 * SLICE_ROWS or hi - lo + 1 > MAX_SPAN:
             return None
         span = hi - lo + 1
         n = min(MAX_SLICES, span // SLICE_ROWS)
@@ -145,40 +153,54 @@ class Fetcher:
         return out
 
     def _read_slice(self, sql, names, floats, out, offset, limit) -> int:
-        cur = self._cursor()
+        stmt = self._statement(sql)
         try:
-            cur.execute(sql)
             pos, end = offset, offset + limit
-            for batch in cur.fetch_record_batch():
-                n = batch.num_rows
+            for fmts, cols in _batches(stmt):
+                n = cols[0].length if cols else 0
                 if pos + n > end:
                     raise ValueError("a rowid slice returned more rows than rowids")
                 for i, name in enumerate(names):
-                    out[name][pos:pos + n] = _to_numpy(batch.column(i), name, (), floats)
+                    out[name][pos:pos + n] = _to_numpy(cols[i], fmts[i], name, (), floats)
                 pos += n
             return pos - offset
         finally:
-            cur.close()
+            stmt.close()
 
-    def _cursor(self):
+    def _statement(self, sql):
         conn = self._adbc_conn()
         if conn is None:
             raise RuntimeError("no ADBC connection in this thread")
-        cur = conn.cursor()
-        try:   # the driver's default of 1024 rows per batch costs ~15% on 10M-row tables (launch_bound x40)
-            cur.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
-        except Exception:
-            pass
-        return cur
+        stmt = _adbc_dm.AdbcStatement(conn)
+        try:
+            try:   # the driver's default of 1024 rows per batch costs ~15% on 10M-row tables (launch_bound x40)
+                stmt.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
+            except Exception:
+                pass
+            stmt.set_sql_query(sql)
+        except BaseException:
+            stmt.close()
+            raise
+        return stmt
 
     def _columns_adbc(self, sql, names, text, floats):
-        cur = self._cursor()
+        stmt = self._statement(sql)
+        parts: list[list[np.ndarray]] = [[] for _ in names]
         try:
-            cur.execute(sql)
-            tab = cur.fetch_arrow_table()
+            for fmts, cols in _batches(stmt):
+                if len(cols) != len(names):
+                    raise ValueError(f"query returned {len(cols)} columns, expected {len(names)}")
+                for i, name in enumerate(names):
+                    parts[i].append(_to_numpy(cols[i], fmts[i], name, text, floats))
         finally:
-            cur.close()
-        return {name: _to_numpy(tab.column(i), name, text, floats) for i, name in enumerate(names)}
+            stmt.close()
+        out = {}
+        for name, p in zip(names, parts):
+            if not p:
+                out[name] = np.zeros(0, object if name in text else np.float64 if name in floats else np.int64)
+            else:
+                out[name] = p[0] if len(p) == 1 else np.concatenate(p)
+        return out
 
     def _columns_sqlite(self, sql, names, text, floats, params):
         rows = self.db.execute(sql, params).fetchall()
@@ -194,20 +216,82 @@ class Fetcher:
         return out
 
 
-def _to_numpy(col, name: str, text, floats) -> np.ndarray:
-    """An Arrow column -> numpy: text -> object array, floats -> float64 with NaN for NULL, else int64 with
-    INT_NULL for NULL; anything else (text in a number column of a damaged file) raises, for the sqlite3 path."""
+@functools.lru_cache(maxsize=1)
+def _driver_library() -> str | None:
+    """The SQLite driver library that the adbc-driver-sqlite wheel ships beside its module; None for other installs
+    (conda, system packages), where adbc_driver_sqlite.connect() finds it (through importlib.resources: 10 ms)."""
+    here = os.path.join(os.path.dirname(_adbc.__file__), "libadbc_driver_sqlite.so")
+    return here if os.path.isfile(here) else None
+
+
+def _batches(stmt):
+    """Run a prepared ADBC statement -> (column formats, column views) per Arrow batch of its result. A view's
+    memory lives as long as its batch: callers copy out what they keep before asking for the next batch."""
+    handle, _ = stmt.execute_query()
+    stream = _na.c_array_stream(handle)
+    schema = stream.get_schema()
+    fmts = [schema.child(i).format for i in range(schema.n_children)]
+    for batch in stream:
+        view = batch.view()
+        yield fmts, [view.child(i) for i in range(view.n_children)]
+
+
+# Arrow format strings (the C data interface) of the fixed-width numbers a query can return
+_NUMBERS = {"l": np.int64, "i": np.int32, "s": np.int16, "c": np.int8, "L": np.uint64, "I": np.uint32,
+            "S": np.uint16, "C": np.uint8, "g": np.float64, "f": np.float32}
+_STRINGS = {"u": np.int32, "z": np.int32, "U": np.int64, "Z": np.int64}     # utf8/binary -> offset width
+
+
+def _nulls(col) -> np.ndarray | None:
+    """Boolean mask of the NULL rows of an Arrow column view, or None when it has none."""
+    if not col.null_count:
+        return None
+    bits = np.unpackbits(np.frombuffer(col.buffer(0), np.uint8), bitorder="little")
+    return bits[col.offset:col.offset + col.length] == 0
+
+
+def _to_numpy(col, fmt: str, name: str, text, floats) -> np.ndarray:
+    """An Arrow column view -> numpy array that owns its memory: text -> object array ("" for NULL), floats ->
+    float64 with NaN for NULL, else int64 with INT_NULL for NULL. Anything else (text in a number column, a
+    fractional or out-of-range REAL in an integer column of a damaged file) raises, for the sqlite3 path."""
+    n, off = col.length, col.offset
     if name in text:
-        return np.array([_text(v) for v in col.to_pylist()], dtype=object)
+        if fmt == "n":
+            return np.full(n, "", dtype=object)
+        width = _STRINGS.get(fmt)
+        if width is None:
+            raise TypeError(f"column {name} is Arrow {fmt!r}, not text")
+        if n == 0:
+            return np.zeros(0, dtype=object)
+        ends = np.frombuffer(col.buffer(1), width)[off:off + n + 1].tolist()
+        data = bytes(col.buffer(2))
+        vals = [data[a:b].decode("utf-8", "replace") for a, b in zip(ends, ends[1:])]
+        nulls = _nulls(col)
+        if nulls is not None:
+            for k in np.flatnonzero(nulls).tolist():
+                vals[k] = ""
+        return np.array(vals, dtype=object)
+    if fmt == "n":
+        return np.full(n, np.nan, np.float64) if name in floats else np.full(n, INT_NULL, np.int64)
+    dtype = _NUMBERS.get(fmt)
+    if dtype is None:
+        raise TypeError(f"column {name} is Arrow {fmt!r}, not a number")
+    vals = np.frombuffer(col.buffer(1), dtype)[off:off + n] if n else np.zeros(0, dtype)
+    nulls = _nulls(col)
     if name in floats:
-        return _pc.fill_null(col.cast(_pa.float64()), np.nan).to_numpy() if len(col) else np.zeros(0)
-    if _pa.types.is_null(col.type):
-        return np.full(len(col), INT_NULL, dtype=np.int64)
-    if not (_pa.types.is_integer(col.type) or _pa.types.is_floating(col.type)):
-        raise TypeError(f"column {name} is {col.type}")
-    if col.null_count:
-        col = _pc.fill_null(col, INT_NULL)
-    return (col if col.type == _pa.int64() else col.cast(_pa.int64())).to_numpy()
+        out = vals.astype(np.float64)         # a copy, also of float64: the batch's memory goes with the batch
+        if nulls is not None:
+            out[nulls] = np.nan
+        return out
+    if vals.dtype.kind == "f":
+        real = vals if nulls is None else vals[~nulls]
+        if not bool((np.isfinite(real) & (np.floor(real) == real) & (np.abs(real) < 2.0**63)).all()):
+            raise TypeError(f"column {name} holds non-integer numbers")
+        vals = np.where(nulls, 0, vals) if nulls is not None else vals
+    out = vals.astype(np.int64)
+    if nulls is not None:
+        out[nulls] = INT_NULL
+    return out
 
 
 def _text(v) -> str:
