@@ -254,7 +254,8 @@ class _Reader:
                                       ("src_kind", c("srcKind")), ("dst_kind", c("dstKind"))])
 
     def _memsets(self):
-        return self._gpu_activity("CUPTI_ACTIVITY_KIND_MEMSET", [("bytes", self.col("CUPTI_ACTIVITY_KIND_MEMSET", "bytes"))])
+        t = "CUPTI_ACTIVITY_KIND_MEMSET"
+        return self._gpu_activity(t, [("bytes", self.col(t, "bytes"))])
 
     def _graphs(self):
         return self._gpu_activity("CUPTI_ACTIVITY_KIND_GRAPH_TRACE",

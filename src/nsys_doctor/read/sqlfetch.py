@@ -1,9 +1,9 @@
 """Fetch a SQL query's result as numpy columns, fast, from a SQLite file opened read-only.
 
 Python's sqlite3 builds a tuple per row, about 8x slower than SQLite's own scan (launch_bound: 0.17 s against
-0.022 s for 120k kernels); the ADBC SQLite driver hands back Arrow columns built in C (0.04 s), whose buffers numpy
-views through nanoarrow (8 ms to import where pyarrow takes 35 ms of a 0.4 s command). ADBC infers a column's type
-from its first rows, so a hostile file with mixed types can fail there: we then fall back to sqlite3.
+0.022 s for 120k kernels); the ADBC SQLite driver hands back Arrow columns built in C (0.04 s), which numpy copies
+out of the Arrow C stream (arrow_c.py). ADBC infers a column's type from its first rows, so a hostile file with
+mixed types can fail there: we then fall back to sqlite3.
 """
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from . import arrow_c
+
 try:  # optional fast path; the reader works without it. ADBC's low-level API: its DB-API module needs pyarrow
     import adbc_driver_manager as _adbc_dm
     import adbc_driver_sqlite as _adbc
-    import nanoarrow as _na
-except ImportError:  # pragma: no cover - exercised only where they are missing
+except ImportError:  # pragma: no cover - exercised only where it is missing
     _adbc = None
 
 BATCH_ROWS = 262_144   # rows per Arrow batch from the ADBC SQLite driver
@@ -225,15 +226,12 @@ def _driver_library() -> str | None:
 
 
 def _batches(stmt):
-    """Run a prepared ADBC statement -> (column formats, column views) per Arrow batch of its result. A view's
-    memory lives as long as its batch: callers copy out what they keep before asking for the next batch."""
+    """Run a prepared ADBC statement -> (column formats, columns) per Arrow batch of its result (arrow_c.batches)."""
     handle, _ = stmt.execute_query()
-    stream = _na.c_array_stream(handle)
-    schema = stream.get_schema()
-    fmts = [schema.child(i).format for i in range(schema.n_children)]
-    for batch in stream:
-        view = batch.view()
-        yield fmts, [view.child(i) for i in range(view.n_children)]
+    try:
+        yield from arrow_c.batches(handle.address)
+    finally:
+        handle.release()
 
 
 # Arrow format strings (the C data interface) of the fixed-width numbers a query can return
@@ -243,17 +241,20 @@ _STRINGS = {"u": np.int32, "z": np.int32, "U": np.int64, "Z": np.int64}     # ut
 
 
 def _nulls(col) -> np.ndarray | None:
-    """Boolean mask of the NULL rows of an Arrow column view, or None when it has none."""
+    """Boolean mask of the NULL rows of an Arrow column, or None when it has none."""
     if not col.null_count:
         return None
-    bits = np.unpackbits(np.frombuffer(col.buffer(0), np.uint8), bitorder="little")
-    return bits[col.offset:col.offset + col.length] == 0
+    end = col.offset + col.length
+    bits = np.unpackbits(col.buffer(0, (end + 7) // 8), bitorder="little")
+    if len(bits) < end:     # no validity buffer: all NULL (a producer may do that for a null count = length)
+        return np.ones(col.length, bool)
+    return bits[col.offset:end] == 0
 
 
 def _to_numpy(col, fmt: str, name: str, text, floats) -> np.ndarray:
-    """An Arrow column view -> numpy array that owns its memory: text -> object array ("" for NULL), floats ->
-    float64 with NaN for NULL, else int64 with INT_NULL for NULL. Anything else (text in a number column, a
-    fractional or out-of-range REAL in an integer column of a damaged file) raises, for the sqlite3 path."""
+    """An Arrow column -> a numpy array that owns its memory: text -> object array ("" for NULL), floats -> float64
+    with NaN for NULL, else int64 with INT_NULL for NULL. Anything else (text in a number column, a fractional or
+    out-of-range REAL in an integer column of a damaged file) raises, for the sqlite3 path."""
     n, off = col.length, col.offset
     if name in text:
         if fmt == "n":
@@ -263,20 +264,25 @@ def _to_numpy(col, fmt: str, name: str, text, floats) -> np.ndarray:
             raise TypeError(f"column {name} is Arrow {fmt!r}, not text")
         if n == 0:
             return np.zeros(0, dtype=object)
-        ends = np.frombuffer(col.buffer(1), width)[off:off + n + 1].tolist()
-        data = bytes(col.buffer(2))
+        ends = col.buffer(1, (off + n + 1) * np.dtype(width).itemsize).view(width)[off:].tolist()
+        data = col.buffer(2, ends[-1]).tobytes()
         vals = [data[a:b].decode("utf-8", "replace") for a, b in zip(ends, ends[1:])]
         nulls = _nulls(col)
         if nulls is not None:
             for k in np.flatnonzero(nulls).tolist():
                 vals[k] = ""
-        return np.array(vals, dtype=object)
+        out = np.empty(n, dtype=object)
+        out[:] = vals
+        return out
     if fmt == "n":
         return np.full(n, np.nan, np.float64) if name in floats else np.full(n, INT_NULL, np.int64)
     dtype = _NUMBERS.get(fmt)
     if dtype is None:
         raise TypeError(f"column {name} is Arrow {fmt!r}, not a number")
-    vals = np.frombuffer(col.buffer(1), dtype)[off:off + n] if n else np.zeros(0, dtype)
+    size = np.dtype(dtype).itemsize
+    vals = col.buffer(1, (off + n) * size).view(dtype)[off:] if n else np.zeros(0, dtype)
+    if len(vals) != n:
+        raise ValueError(f"column {name}: Arrow data buffer shorter than its length")
     nulls = _nulls(col)
     if name in floats:
         out = vals.astype(np.float64)         # a copy, also of float64: the batch's memory goes with the batch
