@@ -15,11 +15,15 @@ import sys
 # mallopt(3) parameters, from glibc's malloc.h
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
 # Arrays below this come from the heap and go back to it on free; 1 GiB is above any column we hold
 # (10M rows x 8 bytes = 80 MB), below which glibc's default (128 KiB, growing to 32 MiB) maps each one afresh.
 MMAP_THRESHOLD = 1 << 30
 # Free memory at the top of the heap kept for reuse instead of being returned to the kernel (mallopt takes an int).
 TRIM_THRESHOLD = 2**31 - 1
+# One heap for all threads: the reader and diagnosis threads' own arenas hand freed arrays back to the kernel
+# (their heaps shrink on free), so their arrays were zeroed afresh each time (launch_bound x40: 4 s system time).
+ARENA_MAX = 1
 
 _done = False
 
@@ -36,7 +40,7 @@ def keep_freed_memory() -> bool:
         try:
             libc = ctypes.CDLL("libc.so.6")
             applied = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and \
-                bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+                bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)) and bool(libc.mallopt(M_ARENA_MAX, ARENA_MAX))
         except (OSError, AttributeError):
             applied = False
     try:   # numpy's own switch (also read from NUMPY_MADVISE_HUGEPAGE at import); private, hence guarded

@@ -61,25 +61,26 @@ def _api_class_of(n: str) -> int:
 
 
 def _classify(trace: Trace, name_ids: np.ndarray, judge) -> np.ndarray:
-    """judge(name) per distinct id, spread back to every row. Small non-negative integer ids go through a lookup
-    table (linear); others through a sort (np.unique with return_inverse is slow on millions of rows)."""
+    """judge(name) per distinct id, spread back to every row as int8 (an index into CAUSES). Small non-negative
+    integer ids go through a lookup table (linear); others through a sort (np.unique with return_inverse is slow
+    on millions of rows)."""
     ids = np.asarray(name_ids)
     if len(ids) == 0:
-        return np.zeros(0, np.int64)
+        return np.zeros(0, np.int8)
     if ids.dtype.kind in "iu":
         lo, hi = int(ids.min()), int(ids.max())
         if lo >= 0 and hi < max(4 * len(ids), 1 << 20):
             present = np.zeros(hi + 1, bool)
             present[ids] = True
             u = np.flatnonzero(present)
-            lut = np.zeros(hi + 1, np.int64)
+            lut = np.zeros(hi + 1, np.int8)
             lut[u] = [judge(trace.name(x)) for x in u]
             return lut[ids]
         u = uniq(ids)
-        cls = np.array([judge(trace.name(x)) for x in u], np.int64)
+        cls = np.array([judge(trace.name(x)) for x in u], np.int8)
         return cls[np.searchsorted(u, ids)]
     u, inv = np.unique(ids, return_inverse=True)
-    cls = np.array([judge(trace.name(x)) for x in u], np.int64)
+    cls = np.array([judge(trace.name(x)) for x in u], np.int8)
     return cls[inv.ravel()]
 
 
@@ -94,11 +95,8 @@ def api_call_class(trace: Trace, name_ids: np.ndarray) -> np.ndarray:
 
 def table_class(ctx, table: str) -> np.ndarray:
     """os_call_class / api_call_class of a whole table (api_calls or os_calls), cached in ctx."""
-    key = ("call_class", table)
-    if key not in ctx.cache:
-        fn = api_call_class if table == "api_calls" else os_call_class
-        ctx.cache[key] = fn(ctx.trace, ctx.trace.table(table)["name_id"])
-    return ctx.cache[key]
+    fn = api_call_class if table == "api_calls" else os_call_class
+    return ctx.once(("call_class", table), lambda: fn(ctx.trace, ctx.trace.table(table)["name_id"]))
 
 
 # ------------------------------------------------------------------------------------------ interval sets
@@ -175,27 +173,38 @@ def _cause_sets(ctx, tid: int) -> tuple[list[tuple[np.ndarray, np.ndarray]], boo
 def thread_segments(ctx, tid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The thread's time, whole profile, cut into disjoint sorted segments (start, end, cause index), each charged
     to the first cause in CAUSES active there; time in no segment is "cpu". One labelled sweep (cached)."""
-    key = ("thread_segments", int(tid))
-    if key in ctx.cache:
-        return ctx.cache[key]
+    return ctx.once(("thread_segments", int(tid)), lambda: _thread_segments(ctx, tid))
+
+
+def _thread_segments(ctx, tid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     sets, well_formed = _cause_sets(ctx, tid)
     n = sum(len(s) for s, _ in sets)
     if n == 0:
-        out = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int8))
-        ctx.cache[key] = out
-        return out
-    t = np.empty(2 * n, np.int64)
-    code = np.empty(2 * n, np.uint8)
-    i = 0
-    for c, (s, e) in enumerate(sets):
-        t[i:i + 2 * len(s):2], t[i + 1:i + 2 * len(s):2] = s, e     # one sorted run per cause
-        code[i:i + 2 * len(s)] = 1 << c
-        i += 2 * len(s)
-    order = np.argsort(t, kind="stable")       # merges the runs: near-linear
-    t = t[order]
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int8)
     if well_formed:
-        state = np.bitwise_xor.accumulate(code[order])      # each cause's intervals are disjoint: toggles
+        # each cause's intervals are disjoint: every start and end toggles its cause's bit. One sort of
+        # (time << 3 | cause): the order of events at equal times does not matter, since only the state after the
+        # last of them lasts (a sort in place instead of an argsort and gathers: 0.3 s less on 10M API calls)
+        key = np.empty(2 * n, np.int64)
+        i = 0
+        for c, (s, e) in enumerate(sets):
+            key[i:i + 2 * len(s):2], key[i + 1:i + 2 * len(s):2] = s, e
+            key[i:i + 2 * len(s)] <<= 3
+            key[i:i + 2 * len(s)] |= c
+            i += 2 * len(s)
+        key.sort(kind="stable")     # timsort: merges the sorted runs (one per cause) in near-linear time
+        code = np.left_shift(1, (key & 7).astype(np.uint8), dtype=np.uint8)
+        key >>= 3
+        t = key
+        state = np.bitwise_xor.accumulate(code)
     else:                                                    # ill-formed intervals (end < start): count them
+        t = np.empty(2 * n, np.int64)
+        i = 0
+        for s, e in sets:
+            t[i:i + 2 * len(s):2], t[i + 1:i + 2 * len(s):2] = s, e     # one sorted run per cause
+            i += 2 * len(s)
+        order = np.argsort(t, kind="stable")
+        t = t[order]
         where = np.empty(len(order), np.int64)               # sorted position of each event
         where[order] = np.arange(len(order))
         state = np.zeros(len(t), np.uint8)
@@ -209,10 +218,7 @@ def thread_segments(ctx, tid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     lab = _FIRST_BIT[state]
     # segment [t[k], t[k+1]) has the state after event k; at equal times only the last event's state lasts
     keep = np.flatnonzero((t[1:] > t[:-1]) & (lab[:-1] != _NONE))
-    s, e, lab = t[keep], t[keep + 1], lab[keep]
-    out = (s, e, lab)
-    ctx.cache[key] = out
-    return out
+    return t[keep], t[keep + 1], lab[keep]
 
 
 def _by_cause(s, e, lab) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -225,11 +231,7 @@ def _by_cause(s, e, lab) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def thread_activity(ctx, tid: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Disjoint interval sets per cause for one thread, whole profile (cached). "cpu" is left implicit: the rest."""
-    key = ("thread_activity", int(tid))
-    if key not in ctx.cache:
-        s, e, lab = thread_segments(ctx, tid)
-        ctx.cache[key] = _by_cause(s, e, lab)
-    return ctx.cache[key]
+    return ctx.once(("thread_activity", int(tid)), lambda: _by_cause(*thread_segments(ctx, tid)))
 
 
 def off_cpu(trace: Trace, tid: int) -> tuple[np.ndarray, np.ndarray]:

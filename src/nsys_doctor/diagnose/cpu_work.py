@@ -28,8 +28,10 @@ PHASES = {"cpu_preprocessing": ("before its first GPU launch", "pre-processing")
 
 def request_windows(ctx) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per request: (lo, hi) of the pre window (start -> first launch) and post window (GPU end -> range end)."""
-    if "cpu_windows" in ctx.cache:
-        return ctx.cache["cpu_windows"]
+    return ctx.once("cpu_windows", lambda: _request_windows(ctx))
+
+
+def _request_windows(ctx) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     trace, req = ctx.trace, ctx.requests
     t, n = req.table, req.count
     api = trace.table("api_calls")
@@ -42,36 +44,32 @@ def request_windows(ctx) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     pre = (t["start_ns"], np.clip(first, t["start_ns"], t["end_ns"]))
     post_lo = np.where(t["gpu_end_ns"] >= 0, t["gpu_end_ns"], t["end_ns"])
     post = (np.clip(post_lo, t["start_ns"], t["end_ns"]), t["end_ns"])
-    out = {"cpu_preprocessing": pre, "cpu_postprocessing": post}
-    ctx.cache["cpu_windows"] = out
-    return out
+    return {"cpu_preprocessing": pre, "cpu_postprocessing": post}
 
 
 def device_idle(ctx, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
     """Times in [lo, hi) when no GPU ran anything (all devices together), as a disjoint sorted set."""
-    key = ("device_idle", lo, hi)
-    if key not in ctx.cache:
-        if "device_busy_union" not in ctx.cache:
-            ctx.cache["device_busy_union"] = gpu_busy_union(ctx.trace)     # computed once, shared with requests
-        bs, be = ctx.cache["device_busy_union"]
-        if len(bs) == 0 or not (be >= bs).all():
-            ctx.cache[key] = cs.subtract(np.array([lo], np.int64), np.array([hi], np.int64), bs, be)
-        else:
-            # the gaps between busy blocks (disjoint, apart), clipped to [lo, hi); blocks of no length leave two
-            # gaps that touch: merged
-            i, j = np.searchsorted(be, lo, side="right"), np.searchsorted(bs, hi, side="left")
-            gs = np.r_[lo, be[i:j]]
-            ge = np.r_[bs[i:j], hi]
-            gs = np.maximum(gs, lo)
-            ge = np.minimum(ge, hi)
-            ok = ge > gs
-            gs, ge = gs[ok], ge[ok]
-            if len(gs) > 1:
-                new = np.r_[True, gs[1:] != ge[:-1]]
-                first = np.flatnonzero(new)
-                gs, ge = gs[first], ge[np.r_[first[1:] - 1, len(new) - 1]]
-            ctx.cache[key] = (gs.astype(np.int64), ge.astype(np.int64))
-    return ctx.cache[key]
+    return ctx.once(("device_idle", lo, hi), lambda: _device_idle(ctx, lo, hi))
+
+
+def _device_idle(ctx, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    bs, be = gpu_busy_union(ctx.trace)     # computed once per trace, shared with requests
+    if len(bs) == 0 or not (be >= bs).all():
+        return cs.subtract(np.array([lo], np.int64), np.array([hi], np.int64), bs, be)
+    # the gaps between busy blocks (disjoint, apart), clipped to [lo, hi); blocks of no length leave two gaps that
+    # touch: merged
+    i, j = np.searchsorted(be, lo, side="right"), np.searchsorted(bs, hi, side="left")
+    gs = np.r_[lo, be[i:j]]
+    ge = np.r_[bs[i:j], hi]
+    gs = np.maximum(gs, lo)
+    ge = np.minimum(ge, hi)
+    ok = ge > gs
+    gs, ge = gs[ok], ge[ok]
+    if len(gs) > 1:
+        new = np.r_[True, gs[1:] != ge[:-1]]
+        first = np.flatnonzero(new)
+        gs, ge = gs[first], ge[np.r_[first[1:] - 1, len(new) - 1]]
+    return gs.astype(np.int64), ge.astype(np.int64)
 
 
 def window_causes(ctx, lo: np.ndarray, hi: np.ndarray, idle_only: bool) -> dict[str, np.ndarray]:

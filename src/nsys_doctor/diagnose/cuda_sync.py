@@ -84,15 +84,16 @@ def sync_calls(ctx) -> dict:
     row (api_calls index), request, start_ns, end_ns, blocked_ns (waiting for earlier GPU work), idle_ns (GPU idle
     after the return until the device ran anything again, within the request), refill_ns (idle_ns capped at
     REFILL_MAX_NS), last (a final wait: nothing more launched after it), kind (1 sync call, 2/3 blocking copy)."""
-    if "sync_calls" in ctx.cache:
-        return ctx.cache["sync_calls"]
+    return ctx.once("sync_calls", lambda: _sync_calls(ctx))
+
+
+def _sync_calls(ctx) -> dict:
     trace, rq = ctx.trace, ctx.requests
     api = trace.table("api_calls")
     out = {k: np.zeros(0, np.int64) for k in ("row", "request", "start_ns", "end_ns", "blocked_ns", "refill_ns",
                                                "idle_ns")}
     out["last"] = np.zeros(0, bool)
     out["kind"] = np.zeros(0, np.int8)
-    ctx.cache["sync_calls"] = out
     if table_len(api) == 0 or len(rq.api_request) != table_len(api):
         return out
     inreq = rq.api_request >= rq.warmup

@@ -43,7 +43,7 @@ TABLES: dict[str, dict] = {
         "absent_flag": "--trace=cuda",
         "columns": {"start_ns": "CPU start", "end_ns": "CPU end", "tid": "calling thread",
                     "correlation": "correlation id, shared with the GPU work it launched", "name_id": "API name",
-                    "driver": "1 for a CUDA driver API call, 0 for the runtime API",
+                    "driver": "bool: a CUDA driver API call (else the runtime API)",
                     "callchain": "backtrace id in the OS runtime call chains, -1 when none"}},
     "ranges": {
         "absent_flag": "--trace=nvtx",

@@ -6,6 +6,7 @@ the columns it needs. Column meanings are documented once in `model/columns.py`.
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable
@@ -23,14 +24,18 @@ class LazyTable(dict):
 
     def __init__(self, columns: dict, load_column: Callable[[str], np.ndarray], lazy_names: tuple[str, ...]):
         super().__init__(columns)
+        self._lock = threading.Lock()
         self._load_column = load_column
         self.lazy_names = tuple(lazy_names)
 
     def __missing__(self, key):
         if key not in self.lazy_names:
             raise KeyError(key)
-        col = self._load_column(key)
-        self[key] = col
+        with self._lock:        # one read per column when diagnoses on two threads ask at once
+            if dict.__contains__(self, key):
+                return dict.__getitem__(self, key)
+            col = self._load_column(key)
+            self[key] = col
         return col
 
 
@@ -69,18 +74,26 @@ class Trace:
     # the loaders may run on another thread (they read in C with the GIL released): prefetch() is allowed
     background: bool = False
     _pending: dict[str, Future] = field(default_factory=dict)
+    _locks: dict[str, threading.Lock] = field(default_factory=dict)     # one reader per table (diagnoses run on
+    _guard: threading.Lock = field(default_factory=threading.Lock)      # several threads)
 
     def has(self, name: str) -> bool:
         return name in self.loaders and table_len(self.table(name)) > 0
 
     def table(self, name: str) -> Table:
-        if name not in self._cache:
-            fut = self._pending.pop(name, None)
-            if fut is not None and not fut.cancel():   # being read: wait for it; still queued: read it here, now
-                self._cache[name] = fut.result()
-            else:
-                loader = self.loaders.get(name)
-                self._cache[name] = loader() if loader else empty_table(name)
+        got = self._cache.get(name)
+        if got is not None:
+            return got
+        with self._guard:
+            lock = self._locks.setdefault(name, threading.Lock())
+        with lock:
+            if name not in self._cache:
+                fut = self._pending.pop(name, None)
+                if fut is not None and not fut.cancel():   # being read: wait for it; still queued: read it here
+                    self._cache[name] = fut.result()
+                else:
+                    loader = self.loaders.get(name)
+                    self._cache[name] = loader() if loader else empty_table(name)
         return self._cache[name]
 
     def prefetch(self, names) -> None:

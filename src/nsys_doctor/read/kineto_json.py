@@ -229,7 +229,7 @@ class _Builder:
                 "tid": np.array([self.tids[(e.get("pid"), e.get("tid"))] for e in evs], np.int64),
                 "correlation": np.array([_int(a.get("correlation")) for a in args], np.int64),
                 "name_id": np.array([self.intern(str(e.get("name", ""))) for e in evs], np.int64),
-                "driver": np.r_[np.zeros(len(runtime), np.int64), np.ones(len(driver), np.int64)],
+                "driver": np.r_[np.zeros(len(runtime), bool), np.ones(len(driver), bool)],
                 "callchain": np.full(len(evs), -1, np.int64)}
 
     def _ranges(self, evs: list) -> dict:
