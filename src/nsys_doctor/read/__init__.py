@@ -12,7 +12,6 @@ import lzma
 import os
 import pathlib
 import shutil
-import tempfile
 import zlib
 
 from ..errors import BadInput
@@ -35,6 +34,7 @@ def cache_dir() -> pathlib.Path:
             return path
     except OSError:
         pass
+    import tempfile     # only for compressed inputs and reports
     path = pathlib.Path(tempfile.gettempdir()) / f"nsys-doctor-{os.getuid()}"
     path.mkdir(parents=True, exist_ok=True)
     return path
