@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import BadInput, NsysDoctorError, ToolMissing
-from .memory import keep_freed_memory
+from .memory import give_back, keep_freed_memory
 from .model.arrays import median
 
 PERCENTILES = (50, 90, 99)
@@ -87,6 +87,8 @@ def analyze_one(path: str, range_name: str | None = None, skip: int | None = Non
     except Exception as err:        # noqa: BLE001 - a bug on one file must not stop the fleet; it is reported
         return Failure(path, f"{type(err).__name__}: {err}{_where(err)} (a bug in nsys-doctor; please report it)",
                        type(err).__name__, bug=True)
+    finally:
+        give_back()
 
 
 def _where(err: BaseException) -> str:

@@ -169,3 +169,24 @@ def test_counts_are_rows_of_the_model_tables():
         "SELECT count(*) FROM CUPTI_ACTIVITY_KIND_RUNTIME WHERE eventClass IN (0, 1)").fetchone()[0]
     assert counts["memsets"] == 0
     db.close()
+
+
+def test_an_analysed_trace_is_freed_without_the_cycle_collector():
+    """No reference cycle keeps a trace's tables alive after its analysis: a fleet worker analyses hundreds in one
+    process, and cycles wait for Python's slowest collection (a closure over the trace grew a worker from 137 MB to
+    483 MB over 16 reports of launch_bound)."""
+    import gc
+    import weakref
+
+    from nsys_doctor.analysis import analyze_trace
+    gc.collect()
+    gc.disable()
+    try:
+        trace = open_trace(zoo("sync_heavy"))
+        ref = weakref.ref(trace)
+        report = analyze_trace(trace)
+        trace.close()
+        del trace, report
+        assert ref() is None
+    finally:
+        gc.enable()

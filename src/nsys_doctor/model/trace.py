@@ -70,7 +70,7 @@ class Trace:
     enums: dict[str, dict[int, str]] = field(default_factory=dict)  # enum name -> value -> label, from the profile
     _cache: dict[str, Table] = field(default_factory=dict)
     # rows per table as recorded, asked for by the summary only; a reader that knows counts cheaply sets it
-    count_rows: Callable[[str], int] | None = None
+    count_rows: Callable[["Trace", str], int] | None = None
     # the loaders may run on another thread (they read in C with the GIL released): prefetch() is allowed
     background: bool = False
     _pending: dict[str, Future] = field(default_factory=dict)
@@ -111,7 +111,7 @@ class Trace:
         """Rows per table: the reader's count, or the loaded tables' lengths (meta["counts"] for readers that
         count while parsing)."""
         if self.count_rows is not None:
-            return {name: self.count_rows(name) for name in TABLES}
+            return {name: self.count_rows(self, name) for name in TABLES}
         return dict(self.meta.get("counts", {}))
 
     def name(self, string_id) -> str:

@@ -1,11 +1,11 @@
 """Read an Arrow C stream (what the ADBC SQLite driver returns) into numpy, through the Arrow C data interface.
 
 The interface is a stable C ABI of three structs (https://arrow.apache.org/docs/format/CStreamInterface.html); we
-call its function pointers through ctypes, which lets go of the GIL during each call. That matters: the SQLite driver
-decodes rows inside `get_next`, and only without the GIL do two threads read two slices of a table at once
-(launch_bound x40: 9.8M API calls in 1.7 s on two threads against 3.0 s through nanoarrow, whose `get_next` holds the
-GIL; pyarrow lets go too, but costs 35 ms of import in a 0.4 s command). Column buffers are viewed, never kept: each
-batch is copied out before it is released.
+call its function pointers through ctypes, which lets go of the GIL during each call. That matters: the SQLite
+driver decodes rows inside `get_next`, and only without the GIL do two threads read two slices of a table at once
+(launch_bound x40: 9.8M API calls in 1.7 s on two threads against 3.0 s through nanoarrow, whose `get_next` holds
+the GIL; pyarrow lets go too, but costs 35 ms of import in a 0.4 s command). Column buffers are viewed, never kept:
+each batch is copied out before it is released.
 """
 from __future__ import annotations
 

@@ -153,7 +153,7 @@ class _Reader:
             elif source[name] not in self.tables and TABLES[name]["absent_flag"]:
                 t.absent[name] = f"not recorded (nsys profile {TABLES[name]['absent_flag']})"
 
-        def count(name: str) -> int:
+        def count(t: Trace, name: str) -> int:     # the trace as an argument: a closure over it would be a cycle
             # rows of the model's table: a table already read is counted by its length (the API table less nsys's
             # backtrace duplicates, GPU metrics only those the diagnoses use); count(*) walks the whole table (2 s of
             # 10M API calls), so it runs only for tables never read
