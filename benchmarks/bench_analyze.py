@@ -26,6 +26,7 @@ SHARED = pathlib.Path(os.environ.get("NSYS_DOCTOR_SHARED", ROOT.parent / "shared
 
 CHILD = r"""
 import json, os, resource, sys, time
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")     # as the command line does (cli/__init__.py says why)
 from nsys_doctor.read import open_trace
 from nsys_doctor.analysis import analyze_trace
 from nsys_doctor.memory import keep_freed_memory

@@ -7,6 +7,11 @@ import importlib
 import os
 import sys
 
+# No BLAS call anywhere in nsys-doctor, yet OpenBLAS (under numpy) starts a thread per core at import that spins
+# waiting for work: 11% of all CPU time of `analyze launch_bound` on 2 cores (perf: blas_thread_server). Set before
+# numpy is first imported; a value the user set wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 from .. import __version__
 from ..errors import NsysDoctorError
 from ..memory import keep_freed_memory
