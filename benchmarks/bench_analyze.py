@@ -3,9 +3,12 @@
 usage: python benchmarks/bench_analyze.py [--times 40] [--work /tmp/nsd-bench]
 1. A large profile: launch_bound x TIMES (benchmarks/make_large.py; about 5M kernels and 10M API calls at 40).
    `analyze` on it, against a raw SQLite scan of exactly the columns analyze read (each of its queries wrapped in
-   SELECT count(*), sum(col)... so SQLite reads every value), and its peak memory.
-2. launch_bound.sqlite: `analyze` against `nsys analyze` (Debian's nsight-systems, when installed) on the same file.
-Each measurement runs in a fresh process (peak RSS is per process); the best of --repeat runs is kept.
+   SELECT count(*), max(col)... so SQLite reads every value, on one thread), and its peak memory. analyze reads
+   large tables in slices on several threads and runs diagnoses on several: its CPU time is printed too.
+2. launch_bound.sqlite: the whole `nsys-doctor analyze` command (JSON and text output) against `nsys analyze`
+   (Debian's nsight-systems, when installed) on the same file; one warm-up run each, then the best of --repeat.
+Each measurement runs in a fresh process (peak RSS is per process); the best of --repeat runs is kept. The machine's
+other work moves every number: compare ratios from one run.
 `nsys analyze` needs the Python modules of its rules reachable (scripts/install-nsys-debian.sh links them).
 """
 from __future__ import annotations
