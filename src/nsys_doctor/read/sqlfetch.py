@@ -180,7 +180,7 @@ class Fetcher:
                 if pos + n > end:
                     raise ValueError("a rowid slice returned more rows than rowids")
                 for i, name in enumerate(names):
-                    out[name][pos:pos + n] = _to_numpy(cols[i], fmts[i], name, (), floats)
+                    _numbers_into(out[name][pos:pos + n], cols[i], fmts[i], name, floats)
                 pos += n
             return pos - offset
         finally:
@@ -292,8 +292,18 @@ def _to_numpy(col, fmt: str, name: str, text, floats) -> np.ndarray:
         out = np.empty(n, dtype=object)
         out[:] = vals
         return out
+    out = np.empty(n, np.float64 if name in floats else np.int64)
+    _numbers_into(out, col, fmt, name, floats)
+    return out
+
+
+def _numbers_into(out: np.ndarray, col, fmt: str, name: str, floats) -> None:
+    """Copy a number column into `out` (float64 with NaN for NULL for `floats`, else int64 with INT_NULL), straight
+    from the batch's buffer; raises on text or on a REAL that is no integer (see _to_numpy)."""
+    n, off = col.length, col.offset
     if fmt == "n":
-        return np.full(n, np.nan, np.float64) if name in floats else np.full(n, INT_NULL, np.int64)
+        out[:] = np.nan if name in floats else INT_NULL
+        return
     dtype = _NUMBERS.get(fmt)
     if dtype is None:
         raise TypeError(f"column {name} is Arrow {fmt!r}, not a number")
@@ -302,20 +312,15 @@ def _to_numpy(col, fmt: str, name: str, text, floats) -> np.ndarray:
     if len(vals) != n:
         raise ValueError(f"column {name}: Arrow data buffer shorter than its length")
     nulls = _nulls(col)
-    if name in floats:
-        out = vals.astype(np.float64)         # a copy, also of float64: the batch's memory goes with the batch
-        if nulls is not None:
-            out[nulls] = np.nan
-        return out
-    if vals.dtype.kind == "f":
+    if name not in floats and vals.dtype.kind == "f":
         real = vals if nulls is None else vals[~nulls]
         if not bool((np.isfinite(real) & (np.floor(real) == real) & (np.abs(real) < 2.0**63)).all()):
             raise TypeError(f"column {name} holds non-integer numbers")
-        vals = np.where(nulls, 0, vals) if nulls is not None else vals
-    out = vals.astype(np.int64)
+        if nulls is not None:
+            vals = np.where(nulls, 0, vals)
+    out[:] = vals
     if nulls is not None:
-        out[nulls] = INT_NULL
-    return out
+        out[nulls] = np.nan if name in floats else INT_NULL
 
 
 def _text(v) -> str:
