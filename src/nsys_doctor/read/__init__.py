@@ -6,6 +6,7 @@ Inputs are never modified: compressed files are expanded into a cache folder, SQ
 """
 from __future__ import annotations
 
+import errno
 import gzip
 import importlib
 import lzma
@@ -22,6 +23,13 @@ XZ_MAGIC = b"\xfd7zXZ\x00"
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"   # none of ours, named so the message can say so
 QDREP_SUFFIXES = (".nsys-rep", ".qdrep")
+EXPANDED = (".unxz", ".ungz")      # suffixes of the cache's expanded copies
+# The cache must never fill the disk: expanding stops while less than this would stay free (a decompression bomb,
+# or a 10 GB export on a small disk), and once the cache holds more than CACHE_MAX_BYTES of expanded copies the
+# least recently used go. launch_bound x40 expands to 0.9 GB; the largest export in ../shared/external to 0.3 GB.
+MIN_FREE_BYTES = 2 << 30
+CACHE_MAX_BYTES = 32 << 30
+CHECK_EVERY = 64 << 20     # bytes written between two looks at the free space
 
 
 def cache_dir() -> pathlib.Path:
@@ -50,18 +58,64 @@ def _expand(path: pathlib.Path, opener, suffix: str) -> pathlib.Path:
     st = path.stat()
     import hashlib      # only compressed inputs need it
     key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:20]
-    out = cache_dir() / f"{key}{suffix}"
+    cache = cache_dir()
+    out = cache / f"{key}{suffix}"
     if out.exists():
+        os.utime(out)       # recently used: the last to be evicted
         return out
     tmp = out.with_name(out.name + f".part{os.getpid()}")
     try:
         with opener(path) as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 22)
+            written, next_check = 0, 0
+            while chunk := src.read(1 << 22):
+                if written >= next_check:
+                    if shutil.disk_usage(cache).free < MIN_FREE_BYTES + len(chunk):
+                        raise _NoRoom(written)
+                    next_check = written + CHECK_EVERY
+                dst.write(chunk)
+                written += len(chunk)
         os.replace(tmp, out)
-    except (lzma.LZMAError, gzip.BadGzipFile, EOFError, OSError, zlib.error) as err:
+    except _NoRoom as err:
+        tmp.unlink(missing_ok=True)
+        raise BadInput(path, f"expanding it would leave less than {MIN_FREE_BYTES >> 30} GiB free in {cache} "
+                             f"({err.written / 2**30:.1f} GiB expanded so far); free some space or set "
+                             "NSYS_DOCTOR_CACHE to a folder on a larger disk")
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.errno == errno.ENOSPC:
+            raise BadInput(path, f"no space left in {cache} to expand it; free some space or set NSYS_DOCTOR_CACHE "
+                                 "to a folder on a larger disk")
+        raise BadInput(path, f"compressed file is truncated or corrupt ({err})")
+    except (lzma.LZMAError, gzip.BadGzipFile, EOFError, zlib.error) as err:
         tmp.unlink(missing_ok=True)
         raise BadInput(path, f"compressed file is truncated or corrupt ({err})")
+    _evict(cache, keep=out)
     return out
+
+
+class _NoRoom(Exception):
+    def __init__(self, written: int):
+        self.written = written
+
+
+def _evict(cache: pathlib.Path, keep: pathlib.Path) -> None:
+    """Remove the least recently used expanded copies until they hold CACHE_MAX_BYTES or less (never `keep`)."""
+    try:
+        entries = [(e.stat().st_mtime, e.stat().st_size, e) for e in cache.iterdir()
+                   if e.suffix in EXPANDED and e.is_file()]
+    except OSError:
+        return
+    total = sum(size for _, size, _ in entries)
+    for _, size, e in sorted(entries, key=lambda x: x[0]):
+        if total <= CACHE_MAX_BYTES:
+            break
+        if e == keep:
+            continue
+        try:
+            e.unlink()
+            total -= size
+        except OSError:
+            pass        # in use or gone: another run's business
 
 
 def sniff(path: pathlib.Path) -> tuple[str, pathlib.Path]:
