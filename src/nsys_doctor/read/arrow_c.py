@@ -5,7 +5,7 @@ call its function pointers through ctypes, which lets go of the GIL during each 
 driver decodes rows inside `get_next`, and only without the GIL do two threads read two slices of a table at once
 (launch_bound x40: 9.8M API calls in 1.7 s on two threads against 3.0 s through nanoarrow, whose `get_next` holds
 the GIL; pyarrow lets go too, but costs 35 ms of import in a 0.4 s command). Column buffers are viewed, never kept:
-each batch is copied out before it is released.
+each batch is copied out before it is released (to_numpy, numbers_into).
 """
 from __future__ import annotations
 
@@ -91,3 +91,74 @@ def batches(address: int):
             yield formats, [Column(array.children[i].contents) for i in range(array.n_children)]
         finally:
             _release_array(array.release)(C.byref(array))
+
+
+# Arrow format strings (the C data interface) of the fixed-width numbers a query can return
+_NUMBERS = {"l": np.int64, "i": np.int32, "s": np.int16, "c": np.int8, "L": np.uint64, "I": np.uint32,
+            "S": np.uint16, "C": np.uint8, "g": np.float64, "f": np.float32}
+_STRINGS = {"u": np.int32, "z": np.int32, "U": np.int64, "Z": np.int64}     # utf8/binary -> offset width
+
+
+def nulls_of(col) -> np.ndarray | None:
+    """Boolean mask of the NULL rows of an Arrow column, or None when it has none."""
+    if not col.null_count:
+        return None
+    end = col.offset + col.length
+    bits = np.unpackbits(col.buffer(0, (end + 7) // 8), bitorder="little")
+    if len(bits) < end:     # no validity buffer: all NULL (a producer may do that for a null count = length)
+        return np.ones(col.length, bool)
+    return bits[col.offset:end] == 0
+
+
+def to_numpy(col: Column, fmt: str, kind: str, int_null: int) -> np.ndarray:
+    """An Arrow column -> a numpy array that owns its memory. kind "text": object array ("" for NULL); "float":
+    float64 (NaN for NULL); "int": int64 (`int_null` for NULL). Anything else (text in a number column, a
+    fractional or out-of-range REAL in an integer column of a damaged file) raises TypeError."""
+    n, off = col.length, col.offset
+    if kind == "text":
+        if fmt == "n":
+            return np.full(n, "", dtype=object)
+        width = _STRINGS.get(fmt)
+        if width is None:
+            raise TypeError(f"Arrow {fmt!r} column, not text")
+        if n == 0:
+            return np.zeros(0, dtype=object)
+        ends = col.buffer(1, (off + n + 1) * np.dtype(width).itemsize).view(width)[off:].tolist()
+        data = col.buffer(2, ends[-1]).tobytes()
+        vals = [data[a:b].decode("utf-8", "replace") for a, b in zip(ends, ends[1:])]
+        nulls = nulls_of(col)
+        if nulls is not None:
+            for k in np.flatnonzero(nulls).tolist():
+                vals[k] = ""
+        out = np.empty(n, dtype=object)
+        out[:] = vals
+        return out
+    out = np.empty(n, np.float64 if kind == "float" else np.int64)
+    numbers_into(out, col, fmt, kind == "float", int_null)
+    return out
+
+
+def numbers_into(out: np.ndarray, col: Column, fmt: str, floats: bool, int_null: int) -> None:
+    """Copy a number column straight from its batch into `out`: float64 with NaN for NULL (`floats`), else int64 with
+    `int_null`; raises TypeError on text or on a REAL that is no integer (see to_numpy)."""
+    n, off = col.length, col.offset
+    if fmt == "n":
+        out[:] = np.nan if floats else int_null
+        return
+    dtype = _NUMBERS.get(fmt)
+    if dtype is None:
+        raise TypeError(f"Arrow {fmt!r} column, not a number")
+    size = np.dtype(dtype).itemsize
+    vals = col.buffer(1, (off + n) * size).view(dtype)[off:] if n else np.zeros(0, dtype)
+    if len(vals) != n:
+        raise ValueError("Arrow data buffer shorter than its column")
+    nulls = nulls_of(col)
+    if not floats and vals.dtype.kind == "f":
+        real = vals if nulls is None else vals[~nulls]
+        if not bool((np.isfinite(real) & (np.floor(real) == real) & (np.abs(real) < 2.0**63)).all()):
+            raise TypeError("REAL values that are no integers in an integer column")
+        if nulls is not None:
+            vals = np.where(nulls, 0, vals)
+    out[:] = vals
+    if nulls is not None:
+        out[nulls] = np.nan if floats else int_null

@@ -180,7 +180,7 @@ class Fetcher:
                 if pos + n > end:
                     raise ValueError("a rowid slice returned more rows than rowids")
                 for i, name in enumerate(names):
-                    _numbers_into(out[name][pos:pos + n], cols[i], fmts[i], name, floats)
+                    arrow_c.numbers_into(out[name][pos:pos + n], cols[i], fmts[i], name in floats, INT_NULL)
                 pos += n
             return pos - offset
         finally:
@@ -210,7 +210,7 @@ class Fetcher:
                 if len(cols) != len(names):
                     raise ValueError(f"query returned {len(cols)} columns, expected {len(names)}")
                 for i, name in enumerate(names):
-                    parts[i].append(_to_numpy(cols[i], fmts[i], name, text, floats))
+                    parts[i].append(arrow_c.to_numpy(cols[i], fmts[i], _kind(name, text, floats), INT_NULL))
         finally:
             stmt.close()
         out = {}
@@ -252,75 +252,8 @@ def _batches(stmt):
         handle.release()
 
 
-# Arrow format strings (the C data interface) of the fixed-width numbers a query can return
-_NUMBERS = {"l": np.int64, "i": np.int32, "s": np.int16, "c": np.int8, "L": np.uint64, "I": np.uint32,
-            "S": np.uint16, "C": np.uint8, "g": np.float64, "f": np.float32}
-_STRINGS = {"u": np.int32, "z": np.int32, "U": np.int64, "Z": np.int64}     # utf8/binary -> offset width
-
-
-def _nulls(col) -> np.ndarray | None:
-    """Boolean mask of the NULL rows of an Arrow column, or None when it has none."""
-    if not col.null_count:
-        return None
-    end = col.offset + col.length
-    bits = np.unpackbits(col.buffer(0, (end + 7) // 8), bitorder="little")
-    if len(bits) < end:     # no validity buffer: all NULL (a producer may do that for a null count = length)
-        return np.ones(col.length, bool)
-    return bits[col.offset:end] == 0
-
-
-def _to_numpy(col, fmt: str, name: str, text, floats) -> np.ndarray:
-    """An Arrow column -> a numpy array that owns its memory: text -> object array ("" for NULL), floats -> float64
-    with NaN for NULL, else int64 with INT_NULL for NULL. Anything else (text in a number column, a fractional or
-    out-of-range REAL in an integer column of a damaged file) raises, for the sqlite3 path."""
-    n, off = col.length, col.offset
-    if name in text:
-        if fmt == "n":
-            return np.full(n, "", dtype=object)
-        width = _STRINGS.get(fmt)
-        if width is None:
-            raise TypeError(f"column {name} is Arrow {fmt!r}, not text")
-        if n == 0:
-            return np.zeros(0, dtype=object)
-        ends = col.buffer(1, (off + n + 1) * np.dtype(width).itemsize).view(width)[off:].tolist()
-        data = col.buffer(2, ends[-1]).tobytes()
-        vals = [data[a:b].decode("utf-8", "replace") for a, b in zip(ends, ends[1:])]
-        nulls = _nulls(col)
-        if nulls is not None:
-            for k in np.flatnonzero(nulls).tolist():
-                vals[k] = ""
-        out = np.empty(n, dtype=object)
-        out[:] = vals
-        return out
-    out = np.empty(n, np.float64 if name in floats else np.int64)
-    _numbers_into(out, col, fmt, name, floats)
-    return out
-
-
-def _numbers_into(out: np.ndarray, col, fmt: str, name: str, floats) -> None:
-    """Copy a number column into `out` (float64 with NaN for NULL for `floats`, else int64 with INT_NULL), straight
-    from the batch's buffer; raises on text or on a REAL that is no integer (see _to_numpy)."""
-    n, off = col.length, col.offset
-    if fmt == "n":
-        out[:] = np.nan if name in floats else INT_NULL
-        return
-    dtype = _NUMBERS.get(fmt)
-    if dtype is None:
-        raise TypeError(f"column {name} is Arrow {fmt!r}, not a number")
-    size = np.dtype(dtype).itemsize
-    vals = col.buffer(1, (off + n) * size).view(dtype)[off:] if n else np.zeros(0, dtype)
-    if len(vals) != n:
-        raise ValueError(f"column {name}: Arrow data buffer shorter than its length")
-    nulls = _nulls(col)
-    if name not in floats and vals.dtype.kind == "f":
-        real = vals if nulls is None else vals[~nulls]
-        if not bool((np.isfinite(real) & (np.floor(real) == real) & (np.abs(real) < 2.0**63)).all()):
-            raise TypeError(f"column {name} holds non-integer numbers")
-        if nulls is not None:
-            vals = np.where(nulls, 0, vals)
-    out[:] = vals
-    if nulls is not None:
-        out[nulls] = np.nan if name in floats else INT_NULL
+def _kind(name: str, text, floats) -> str:
+    return "text" if name in text else "float" if name in floats else "int"
 
 
 def _text(v) -> str:
