@@ -25,7 +25,9 @@ from ..report import Finding
 DIAGNOSES: list[str] = ["cuda_sync", "launch_overhead", "cpu_work", "transfers", "dram_bandwidth", "precision",
                         "thread_contention", "communication", "model_loading", "gpu_idle"]
 LAST = "gpu_idle"
-DIAGNOSE_THREADS = max(1, min(4, os.cpu_count() or 1))   # beyond 4, threads wait on the GIL more than they compute
+# one per core, at most 4: measured on 2 cores only; the Python-level part of each diagnosis (which holds the GIL)
+# bounds what more threads could add
+DIAGNOSE_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclass

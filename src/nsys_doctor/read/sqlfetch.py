@@ -28,7 +28,7 @@ BATCH_ROWS = 262_144   # rows per Arrow batch from the ADBC SQLite driver
 INT_NULL = -1       # integer NULLs become -1: every id and time in an export is >= 0
 # SQLite decodes a query's rows on one core; a large table read as rowid slices on several threads takes the wall
 # time of one slice (launch_bound x40: 9.8M API calls 3.2 s on one thread, 1.7 s on two)
-READ_THREADS = max(1, min(4, os.cpu_count() or 1))
+READ_THREADS = max(1, min(4, os.cpu_count() or 1))     # one per core, at most 4 (measured on 2 cores only)
 SLICE_ROWS = 1 << 15     # rows per slice at least: below, a slice costs more in query set-up than it saves
 MAX_SLICES = READ_THREADS    # one per thread (two per thread measured no better on launch_bound x1 or x40)
 MAX_SPAN = 1 << 28   # rowid spans beyond this (gaps in a damaged file) are read whole: no span-sized buffers
