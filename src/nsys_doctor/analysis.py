@@ -4,8 +4,10 @@ from __future__ import annotations
 import numpy as np
 
 from .diagnose import Context, diagnose_all
+from .diagnose import needs as diagnosis_needs
 from .kernel_summary import kernel_summary, syncs_per_request
 from .model import tensorrt
+from .model.requests import NEEDS as REQUEST_NEEDS
 from .model.requests import Requests, find_requests
 from .model.trace import Trace
 from .read import open_trace
@@ -14,11 +16,15 @@ from .timeline import build_timeline
 from .model.arrays import percentiles, uniq
 
 PERCENTILES = (50, 90, 99)
-# Tables every analysis reads, in the order it first needs them: read ahead on a background thread while the
-# requests and diagnoses compute with the ones already there (launch_bound x40: os_calls, sched and samples are read
-# while requests are measured)
-READ_AHEAD = ("ranges", "api_calls", "kernels", "copies", "memsets", "graphs", "threads", "syncs", "os_calls",
-              "sched", "samples", "callchains", "gpu_metrics")
+SUMMARY_NEEDS = ("threads",)    # thread names in the request summary
+
+
+def read_ahead() -> list[str]:
+    """Tables every analysis reads, in the order it first needs them (requests, the summary, then each diagnosis's
+    NEEDS): read on a background thread while the requests and diagnoses compute with the ones already there
+    (launch_bound x40: os_calls, sched and samples are read while requests are measured)."""
+    out = list(REQUEST_NEEDS + SUMMARY_NEEDS)
+    return out + [t for t in diagnosis_needs() if t not in out]
 MS = 1e6
 
 
@@ -33,7 +39,7 @@ def analyze(path, range_name: str | None = None, skip: int | None = None, timeli
 def analyze_trace(trace: Trace, range_name: str | None = None, skip: int | None = None,
                   timeline: bool = True) -> Report:
     """`timeline=False` leaves out the timeline excerpts (HTML, Perfetto): fleet workers send back only numbers."""
-    trace.prefetch(READ_AHEAD)
+    trace.prefetch(read_ahead())
     req = find_requests(trace, range_name, skip)
     ctx = Context(trace, req)
     findings = diagnose_all(ctx)

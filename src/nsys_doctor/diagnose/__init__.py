@@ -68,6 +68,17 @@ def _module(name: str):
         raise
 
 
+def needs() -> list[str]:
+    """The tables the diagnoses declare (their NEEDS), each once, in DIAGNOSES order: what an analysis reads ahead."""
+    out: list[str] = []
+    for name in DIAGNOSES:
+        mod = _module(name)
+        for table in getattr(mod, "NEEDS", ()) if mod else ():
+            if table not in out:
+                out.append(table)
+    return out
+
+
 def diagnose_all(ctx: Context, threads: int | None = None) -> list[Finding]:
     findings: list[Finding] = []
     ctx.cache["findings"] = findings

@@ -22,6 +22,8 @@ WARMUP_FACTOR = 1.5          # a leading request slower than 1.5x the steady med
                              # lazy init: 10-50x slower in the zoo profiles; steady requests vary by < 1.3x)
 WARMUP_MAX_SHARE = 0.2       # never call more than a fifth of the requests warm-up
 WARMUP_MAX = 10
+# Tables find_requests reads, in the order it needs them (GPU_TABLES: every kind of GPU work is projected)
+NEEDS = ("ranges", "api_calls") + GPU_TABLES
 
 
 @dataclass
