@@ -32,7 +32,7 @@ import json, os, resource, sys, time
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")     # as the command line does (cli/__init__.py says why)
 from nsys_doctor.read import open_trace
 from nsys_doctor.analysis import analyze_trace
-from nsys_doctor.memory import keep_freed_memory
+from nsys_doctor.cli.memory import keep_freed_memory
 keep_freed_memory()   # as the command line does
 t = time.perf_counter()
 trace = open_trace(sys.argv[1])
@@ -68,7 +68,7 @@ def raw_scan(path: pathlib.Path, queries: list[str]) -> float:
 
 def find_nsys() -> str | None:
     try:
-        from nsys_doctor.nsys import find_nsys as f
+        from nsys_doctor.system.nsys import find_nsys as f
         return f()
     except Exception:
         return shutil.which("nsys")

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import BadInput, NsysDoctorError, ToolMissing
-from .memory import give_back, keep_freed_memory
+from .cli.memory import give_back, keep_freed_memory
 from .model.arrays import median
 
 PERCENTILES = (50, 90, 99)

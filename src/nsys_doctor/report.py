@@ -11,6 +11,11 @@ from typing import Any
 
 SCHEMA_VERSION = "1.0"
 SEVERITIES = ("high", "medium", "low")
+# Every category a finding can have: the one list that `check --fail-on`, docs/json-schema.md and the tests read.
+# Each diagnosis module declares the ones it emits (its CATEGORIES); a test checks that the two agree.
+CATEGORIES = ("gpu_underutilization", "cuda_sync", "cpu_preprocessing", "cpu_postprocessing", "launch_overhead",
+              "memory_transfer", "memory_bandwidth", "precision", "thread_contention", "communication",
+              "model_loading")
 
 
 @dataclass

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from nsys_doctor import nsys as nsys_tool
+from nsys_doctor.system import nsys as nsys_tool
 from nsys_doctor.cli import main
 from nsys_doctor.errors import BadInput
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from nsys_doctor import nsys as nsys_tool
+from nsys_doctor.system import nsys as nsys_tool
 from nsys_doctor.errors import NoData
 from nsys_doctor.read import open_trace
 

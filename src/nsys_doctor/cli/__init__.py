@@ -14,7 +14,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from .. import __version__
 from ..errors import NsysDoctorError
-from ..memory import keep_freed_memory
+from .memory import keep_freed_memory
 
 # A new command is one new file in this folder plus its name here.
 COMMANDS = ["analyze", "demo", "profile", "env", "export", "diff", "check"]

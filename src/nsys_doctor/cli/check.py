@@ -33,7 +33,7 @@ def add_arguments(p) -> None:
 
 
 def rules_from(args) -> dict:
-    from ..gate import load_config
+    from ..compare.gate import load_config
     rules: dict = {}
     if args.config:
         rules = load_config(args.config)
@@ -49,7 +49,7 @@ def rules_from(args) -> dict:
 
 def run(args) -> int:
     from ..compare import load_report
-    from ..gate import evaluate, github_annotations, junit_xml, parse_fail_on, parse_percent
+    from ..compare.gate import evaluate, github_annotations, junit_xml, parse_fail_on, parse_percent
     rules = rules_from(args)
     if not any(rules.get(k) is not None for k in ("max_p99_ms", "max_p50_ms", "min_gpu_busy_pct", "fail_on",
                                                   "baseline")):

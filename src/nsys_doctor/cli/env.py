@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from ..nsys import HOW_TO_GET_NSYS
+from ..system.nsys import HOW_TO_GET_NSYS
 
 MARKS = {True: "[green]yes[/]", False: "[red]no[/]", None: "[yellow]?[/]"}
 
@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..envcheck import check_environment     # here, not at the top: every command's parser is built at start
+    from ..system.envcheck import check_environment     # here, not at the top: every command's parser is built at start
     env = check_environment()
     if args.format == "json":
         json.dump(env.to_dict(), sys.stdout, indent=2)

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from .. import nsys as nsys_tool
+from ..system import nsys as nsys_tool
 from ..errors import BadInput, NsysDoctorError, ToolMissing
 
 DEFAULT_TRACE = "cuda,nvtx,osrt,cudnn,cublas"
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
             _note(f"{reason}: {DROPPED_MEANS['gpu_metrics']}")
 
     if "nvtx" in args.trace:
-        from ..envcheck import nvtx_package_version, nvtx_ranges_recorded
+        from ..system.envcheck import nvtx_package_version, nvtx_ranges_recorded
         recorded, why = nvtx_ranges_recorded(nsys_tool.nsys_version(nsys), nvtx_package_version())
         if recorded is False:
             _note(f"NVTX ranges may be missing: {why}")   # about this Python's nvtx; the program may use another

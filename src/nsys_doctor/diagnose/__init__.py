@@ -22,9 +22,9 @@ from ..report import Finding
 
 # Order matters only for gpu_idle, which runs last and sees what the others explained (ctx.cache["findings"]);
 # the others start in this order on DIAGNOSE_THREADS threads and report in this order.
-DIAGNOSES: list[str] = ["cuda_sync", "launch_overhead", "cpu_work", "transfers", "dram_bandwidth", "precision",
-                        "thread_contention", "communication", "model_loading", "gpu_idle"]
-LAST = "gpu_idle"
+DIAGNOSES: list[str] = ["cuda_sync", "launch_overhead", "cpu_processing", "memory_transfer", "memory_bandwidth", "precision",
+                        "thread_contention", "communication", "model_loading", "gpu_underutilization"]
+LAST = "gpu_underutilization"
 # one per core, at most 4: measured on 2 cores only; the Python-level part of each diagnosis (which holds the GIL)
 # bounds what more threads could add
 DIAGNOSE_THREADS = max(1, min(4, os.cpu_count() or 1))

@@ -249,7 +249,7 @@ def _hot_code(ctx, req: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[dict
     if not ctx.trace.has("samples") or len(req) == 0:
         return []
     try:
-        from .cpu_samples import hot_functions
+        from ..model.activity import hot_functions
     except ImportError:
         return []
     tid = ctx.requests.table["tid"][req]

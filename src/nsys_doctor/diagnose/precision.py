@@ -8,7 +8,7 @@ import numpy as np
 
 from ..report import Evidence
 from .common import WORST, instance, make_finding
-from .dram_bandwidth import latency_saving, metric_ids, samples_inside
+from .memory_bandwidth import latency_saving, metric_ids, samples_inside
 from ..model.intervals import union
 from ..model.arrays import distinct_ids, id_mask
 

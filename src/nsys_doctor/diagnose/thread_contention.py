@@ -13,7 +13,7 @@ import numpy as np
 
 from ..model.trace import table_len
 from ..report import Evidence
-from . import cpu_samples as cs
+from ..model import activity as cs
 from .common import WORST, instance, make_finding
 from ..model.arrays import uniq
 

@@ -10,7 +10,7 @@ import os
 import pathlib
 
 from ..errors import ToolMissing
-from ..nsys import HOW_TO_GET_NSYS, export_sqlite, find_nsys
+from ..system.nsys import HOW_TO_GET_NSYS, export_sqlite, find_nsys
 from . import cache_dir, nsys_sqlite
 
 

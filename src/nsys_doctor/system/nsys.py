@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .errors import BadInput, ToolMissing
+from ..errors import BadInput, ToolMissing
 
 HOW_TO_GET_NSYS = (
     "nsys (Nsight Systems) not found: install it from https://developer.nvidia.com/nsight-systems "

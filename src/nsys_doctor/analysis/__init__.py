@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from .diagnose import Context, diagnose_all
-from .diagnose import needs as diagnosis_needs
+from ..diagnose import Context, diagnose_all
+from ..diagnose import needs as diagnosis_needs
 from .kernel_summary import kernel_summary, syncs_per_request
-from .model import tensorrt
-from .model.requests import NEEDS as REQUEST_NEEDS
-from .model.requests import Requests, find_requests
-from .model.trace import Trace
-from .read import open_trace
-from .report import Report
+from ..model import tensorrt
+from ..model.requests import NEEDS as REQUEST_NEEDS
+from ..model.requests import Requests, find_requests
+from ..model.trace import Trace
+from ..read import open_trace
+from ..report import Report
 from .timeline import build_timeline
-from .model.arrays import percentiles, uniq
+from ..model.arrays import percentiles, uniq
 
 PERCENTILES = (50, 90, 99)
 SUMMARY_NEEDS = ("threads",)    # thread names in the request summary

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..model.projection import assign_calls, gpu_busy_union, launch_calls
 from ..report import Evidence
-from . import cpu_samples as cs
+from ..model import activity as cs
 from .common import WORST, instance, make_finding
 from ..model.arrays import uniq
 

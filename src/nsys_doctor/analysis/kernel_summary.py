@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model.api_names import SYNC_CALLS
-from .model.projection import sync_name_ids
-from .model.requests import Requests
-from .model.trace import Trace
-from .model.arrays import dense_groups, id_mask
+from ..model.api_names import SYNC_CALLS
+from ..model.projection import sync_name_ids
+from ..model.requests import Requests
+from ..model.trace import Trace
+from ..model.arrays import dense_groups, id_mask
 
 MS = 1e6
 KERNEL_NAMES_MAX = 200   # the heaviest names kept in the Report; LLM profiles carry thousands of names whose

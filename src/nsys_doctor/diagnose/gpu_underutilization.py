@@ -12,9 +12,9 @@ import numpy as np
 
 from ..model.trace import table_len
 from ..report import Evidence
-from . import cpu_samples as cs
+from ..model import activity as cs
 from .common import WORST, events_in_requests, instance, make_finding
-from .cpu_work import device_idle
+from .cpu_processing import device_idle
 from ..model.arrays import uniq
 
 MIN_IDLE_SHARE = 0.10     # of request latency; healthy 0.02, membw/fp32/graphed < 0.01, every starved zoo profile > 0.8

@@ -11,8 +11,8 @@ import tomllib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from .errors import BadInput
-from .report import SEVERITIES, Report
+from ..errors import BadInput
+from ..report import SEVERITIES, Report
 
 RULE_KEYS = ("max_p99_ms", "max_p50_ms", "min_gpu_busy_pct", "fail_on", "baseline", "max_regression")
 
@@ -107,7 +107,7 @@ def evaluate(report: Report, rules: dict, baseline: Report | None = None) -> lis
 
 def regression_rule(baseline: Report, report: Report, max_regression_pct: float) -> RuleResult:
     """Fails only when `compare` calls the change 'slower' (CI, rank test and its 2% floor) by more than the limit."""
-    from .compare import compare
+    from ..compare import compare
     diff = compare(baseline, report)
     lat = diff["latency"]
     pct = lat.get("change_pct", 0.0)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .model.projection import GPU_TABLES
-from .model.requests import Requests
-from .model.trace import Trace, table_len
-from .report import Finding
+from ..model.projection import GPU_TABLES
+from ..model.requests import Requests
+from ..model.trace import Trace, table_len
+from ..report import Finding
 
 MAX_EVENTS = 5000          # per request excerpt: ~100 B each in JSON, ~0.5 MB
 MAX_EXCERPTS = 24          # typical + worst + small windows around finding instances that those do not show

@@ -13,8 +13,8 @@ import os
 
 import numpy as np
 
-from .errors import BadInput, NoData
-from .report import SEVERITIES, Report
+from ..errors import BadInput, NoData
+from ..report import SEVERITIES, Report
 
 PERCENTILES = (50, 90, 99)
 RESAMPLES = 2000            # bootstrap resamples: the 2.5% / 97.5% quantiles of 2000 move by < 0.05 ms on the zoo
@@ -50,7 +50,7 @@ def load_report(path, range_name: str | None = None, skip: int | None = None) ->
                 raise BadInput(path, f"saved report measured range {data['requests'].get('range')!r}, not "
                                      f"{range_name!r}; re-run analyze on the profile with --range")
             return Report.from_dict(data)
-    from .analysis import analyze           # a profile (or a Kineto JSON trace)
+    from ..analysis import analyze           # a profile (or a Kineto JSON trace)
     return analyze(path, range_name=range_name, skip=skip)
 
 
