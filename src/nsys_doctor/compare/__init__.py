@@ -258,17 +258,19 @@ def _completions_ms(report: Report) -> np.ndarray | None:
     return np.diff(end) / 1e6
 
 
-def interval_change(a: np.ndarray, b: np.ndarray, min_change_pct: float = MIN_CHANGE_PCT) -> dict:
-    """The request interval compared like latency: the change of the mean completion gap with a bootstrap CI,
-    a Mann-Whitney test on the gaps, and the same practical floor. verdict: faster (shorter interval, more
-    throughput) / slower / no significant change."""
+def interval_change(a: np.ndarray, b: np.ndarray, min_change_pct: float = MIN_CHANGE_PCT,
+                    intervals: tuple[float | None, float | None] = (None, None)) -> dict:
+    """The request interval compared like latency: the change with a bootstrap CI of the mean gap between
+    completions, a Mann-Whitney test on the gaps, and the same practical floor. `intervals`: the reports' own
+    interval_ms (span / count), shown as the interval when given; else the mean gaps. verdict: faster (shorter
+    interval, more throughput) / slower / no significant change."""
     out: dict = {"n_before": int(len(a)), "n_after": int(len(b))}
     if len(a) < MIN_REQUESTS or len(b) < MIN_REQUESTS:
         out.update(verdict="no significant change", change_pct=0.0,
                    reasons=[f"too few measured requests to compare their interval ({len(a) + 1} before, "
                             f"{len(b) + 1} after; at least {MIN_REQUESTS + 1} each are needed)"])
         return out
-    ma, mb = float(a.mean()), float(b.mean())
+    ma, mb = (float(x) if x else float(g.mean()) for x, g in zip(intervals, (a, b)))
     rng = np.random.default_rng(SEED)
     diffs = np.empty(RESAMPLES)
     step = max(1, CHUNK_CELLS // max(len(a), len(b)))
@@ -285,8 +287,8 @@ def interval_change(a: np.ndarray, b: np.ndarray, min_change_pct: float = MIN_CH
                ci_ms=[round(lo, 4), round(hi, 4)], mann_whitney=test,
                throughput_ratio=round(ma / mb, 3) if mb > 0 else None)
     out["reasons"] = [
-        f"request interval (mean gap between completions) {ma:.3f} -> {mb:.3f} ms ({pct:+.1f}%), "
-        f"{CONFIDENCE:.0%} CI of the change [{lo:+.3f}, {hi:+.3f}] ms ({'excludes' if ci_excludes_zero else 'includes'} 0)",
+        f"request interval {ma:.3f} -> {mb:.3f} ms ({pct:+.1f}%), {CONFIDENCE:.0%} CI of the change (mean gap "
+        f"between completions) [{lo:+.3f}, {hi:+.3f}] ms ({'excludes' if ci_excludes_zero else 'includes'} 0)",
         f"Mann-Whitney p = {test['p']:.2g} ({'<' if significant else '>='} {ALPHA})",
         f"|change| {abs(pct):.1f}% {'>' if big_enough else '<='} {min_change_pct:g}% threshold"]
     out["verdict"] = ("faster" if mb < ma else "slower") if ci_excludes_zero and significant and big_enough \
@@ -311,7 +313,8 @@ def headline(before: Report, after: Report, lat: dict, min_change_pct: float = M
     ga, gb = _completions_ms(after), _completions_ms(before)
     if lb is None or la is None or ga is None or gb is None:
         return None
-    iv = interval_change(gb, ga, min_change_pct)
+    iv = interval_change(gb, ga, min_change_pct, ((before.requests or {}).get("interval_ms"),
+                                                  (after.requests or {}).get("interval_ms")))
     ratio = iv.get("throughput_ratio")
     by_throughput = "throughput-bound" in (lb, la)
     out = {"interval": iv, "load": {"before": lb, "after": la}, "notes": [], "latency_reason": None,
