@@ -44,10 +44,12 @@ def _device_unions(trace: Trace, devices: np.ndarray) -> dict[int, tuple[np.ndar
     """Busy union of all GPU work per device in `devices` (the whole GPU's union when there is one device)."""
     devs = [int(d) for d in np.unique(devices)]
     cols = [trace.table(t) for t in GPU_TABLES if table_len(trace.table(t))]
-    all_dev = np.concatenate([c["device"] for c in cols]) if cols else np.zeros(0, np.int64)
-    if len(all_dev) == 0 or (len(devs) == 1 and bool((all_dev == devs[0]).all())):
+    # one device in the whole trace (min == max per table, no concatenation of millions of rows): the cached union
+    if not cols or (len(devs) == 1 and all(int(c["device"].min()) == int(c["device"].max()) == devs[0]
+                                           for c in cols)):
         u = gpu_busy_union(trace)
         return {d: u for d in devs}
+    all_dev = np.concatenate([c["device"] for c in cols])
     s = np.concatenate([c["start_ns"].astype(np.int64, copy=False) for c in cols])
     e = np.concatenate([c["end_ns"].astype(np.int64, copy=False) for c in cols])
     return {d: union(s[all_dev == d], e[all_dev == d]) for d in devs}
