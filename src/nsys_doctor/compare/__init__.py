@@ -329,6 +329,10 @@ def headline(before: Report, after: Report, lat: dict, min_change_pct: float = M
         out["summary"] = {"faster": f"faster: median request latency {pct:.1f}% lower{tail}",
                           "slower": f"slower: median request latency {pct:.1f}% higher{tail}"}.get(
                               lat["verdict"], "no significant change")
+        if {lat["verdict"], iv["verdict"]} == {"faster", "slower"}:     # e.g. more request threads sharing a lock
+            out["notes"].append(f"throughput moved the other way: {ratio:.3g}x ({iv['reasons'][0]}); neither run "
+                                "queues on the GPU, so requests overlap on the CPU side (several request threads): "
+                                "judge this change by throughput as well as latency")
         return out
     out.update(verdict=iv["verdict"], change_pct=iv["change_pct"])
     what = "GPU service time" if rb.get("bound_by") == ra.get("bound_by") == "gpu" else "time"

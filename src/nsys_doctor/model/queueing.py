@@ -114,7 +114,8 @@ def run_load(ctx) -> dict:
     queue_share = float(queue.mean() / lat.mean()) if lat.mean() > 0 else 0.0
     # the request threads: on the CPU, and waiting for the GPU (sync calls), inside their requests' CPU-side ranges
     on_cpu = total = sync = 0.0
-    for tid in np.unique(t["tid"][m]):
+    threads = np.unique(t["tid"][m])
+    for tid in threads:
         rows = m[t["tid"][m] == tid]
         causes = causes_in_windows(ctx, int(tid), t["start_ns"][rows], t["end_ns"][rows])
         on_cpu += float(sum(causes[c].sum() for c in ON_CPU_CAUSES))
@@ -131,7 +132,8 @@ def run_load(ctx) -> dict:
     return {"load": load, "bound_by": bound_by, "interval_ns": interval, "throughput_per_s": 1e9 / interval,
             "gpu_busy_share": gpu_busy, "cpu_share": cpu_share, "sync_share": sync_share, "queue_share": queue_share,
             "gpu_need_ns": interval * min(gpu_busy, 1.0), "gpu_idle_per_request_ns": interval * (1.0 - min(gpu_busy, 1.0)),
-            "cpu_need_ns": on_cpu / len(m), "sync_wait_per_request_ns": sync / len(m)}
+            # the CPU time one request needs, per interval: request threads work side by side
+            "cpu_need_ns": on_cpu / len(m) / len(threads), "sync_wait_per_request_ns": sync / len(m) / len(threads)}
 
 
 def queue_sentence(t, r: int) -> str | None:
