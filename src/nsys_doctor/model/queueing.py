@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .arrays import uniq
 from .intervals import covered, union
-from .projection import GPU_TABLES, gpu_busy_union, launch_calls
+from .projection import GPU_TABLES, gpu_busy_union, is_sorted, launch_calls
 from .trace import Trace, table_len
 
 # A run is throughput-bound when queueing is at least this share of the mean latency. Measured over the 74
@@ -43,7 +44,7 @@ ON_CPU_CAUSES = ("cpu", "launch", "copy")   # model/activity.py causes that keep
 
 def _device_unions(trace: Trace, devices: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Busy union of all GPU work per device in `devices` (the whole GPU's union when there is one device)."""
-    devs = [int(d) for d in np.unique(devices)]
+    devs = [int(d) for d in uniq(devices)]
     cols = [trace.table(t) for t in GPU_TABLES if table_len(trace.table(t))]
     # one device in the whole trace (min == max per table, no concatenation of millions of rows): the cached union
     if not cols or (len(devs) == 1 and all(int(c["device"].min()) == int(c["device"].max()) == devs[0]
@@ -66,8 +67,12 @@ def measure_queue(trace: Trace, req) -> None:
     first = np.full(n, np.iinfo(np.int64).max, np.int64)
     if len(req.api_request):
         sel = np.flatnonzero(launch_calls(trace) & (req.api_request >= 0))
-        if len(sel):
-            np.minimum.at(first, req.api_request[sel], api["start_ns"][sel].astype(np.int64, copy=False))
+        r, s = req.api_request[sel], api["start_ns"][sel].astype(np.int64, copy=False)
+        if len(sel) and is_sorted(r) and is_sorted(s):   # calls in time order, requests one after another: the
+            head = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])   # first call of each run is its first launch
+            first[r[head]] = s[head]
+        elif len(sel):
+            np.minimum.at(first, r, s)
     # no launch call seen (GPU work projected otherwise): no queue measurable, the request starts at its GPU work
     launch = np.where(has_gpu, np.minimum(first, np.where(has_gpu, gs, first)), t["start_ns"])
     queue = np.zeros(n, np.int64)
@@ -97,7 +102,7 @@ def measured_span(req) -> tuple[int, int]:
 def run_load(ctx) -> dict:
     """Per run: interval, throughput, GPU busy share of the span, on-CPU share of the request threads, bound_by, load.
     `ctx` is the diagnoses' Context (thread activity is cached there)."""
-    from .activity import causes_in_windows
+    from .activity import request_causes
     trace, req = ctx.trace, ctx.requests
     t, m = req.table, req.measured
     if len(m) == 0:
@@ -114,10 +119,11 @@ def run_load(ctx) -> dict:
     queue_share = float(queue.mean() / lat.mean()) if lat.mean() > 0 else 0.0
     # the request threads: on the CPU, and waiting for the GPU (sync calls), inside their requests' CPU-side ranges
     on_cpu = total = sync = 0.0
-    threads = np.unique(t["tid"][m])
+    threads = uniq(t["tid"][m])
     for tid in threads:
-        rows = m[t["tid"][m] == tid]
-        causes = causes_in_windows(ctx, int(tid), t["start_ns"][rows], t["end_ns"][rows])
+        rows = np.flatnonzero(t["tid"] == tid)
+        keep = rows >= req.warmup                       # the thread's requests, measured ones only
+        causes = {c: v[keep] for c, v in request_causes(ctx, int(tid)).items()}
         on_cpu += float(sum(causes[c].sum() for c in ON_CPU_CAUSES))
         total += float(sum(v.sum() for v in causes.values()))
         sync += float(causes["sync"].sum())
