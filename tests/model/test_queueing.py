@@ -28,7 +28,8 @@ def _sql_queue(path) -> dict:
     gpu = []
     for t in GPU_TABLES:
         gpu += db.execute(f"SELECT start, end, correlationId FROM {t}").fetchall()
-    runtime = db.execute("SELECT start, globalTid, correlationId FROM CUPTI_ACTIVITY_KIND_RUNTIME").fetchall()
+    runtime = db.execute("SELECT r.start, r.globalTid, r.correlationId, r.end, s.value "
+                         "FROM CUPTI_ACTIVITY_KIND_RUNTIME r JOIN StringIds s ON s.id = r.nameId").fetchall()
     db.close()
     by_corr: dict = {}
     for s, e, c in gpu:
@@ -47,10 +48,13 @@ def _sql_queue(path) -> dict:
         i = np.flatnonzero((be > lo) & (bs < hi))
         return float(np.sum(np.minimum(be[i], hi) - np.maximum(bs[i], lo))) if len(i) else 0.0
 
-    rt = sorted((s, tid, c) for s, tid, c in runtime if c in by_corr)     # launch calls: they made GPU work
-    queue, latency, ends = [], [], []
+    rt = sorted((s, tid, c, e, name) for s, tid, c, e, name in runtime if c in by_corr)   # calls that made GPU work
+    queue, latency, ends, launch_ns = [], [], [], []
     for start, end, tid in rng[WARMUP:]:
-        calls = [(s, c) for s, t, c in rt if t == tid and start <= s <= end]
+        calls = [(s, c) for s, t, c, _, _ in rt if t == tid and start <= s <= end]
+        # kernel and graph launches (copies and memsets are another kind of call)
+        launch_ns += [e - s for s, t, _, e, name in rt if t == tid and start <= s <= end
+                      and "Memcpy" not in name and "Memset" not in name]
         first_launch = calls[0][0]
         work = [iv for _, c in calls for iv in by_corr[c]]
         first_gpu, last_gpu = min(s for s, _ in work), max(e for _, e in work)
@@ -59,7 +63,7 @@ def _sql_queue(path) -> dict:
         ends.append(max(end, last_gpu))
     starts = [r[0] for r in rng[WARMUP:]]
     return {"queue": np.array(queue), "latency": np.array(latency),
-            "interval": (max(ends) - min(starts)) / len(starts) / 1e6}
+            "interval": (max(ends) - min(starts)) / len(starts) / 1e6, "launch_ns": np.array(launch_ns)}
 
 
 def test_healthy_is_throughput_bound_by_the_gpu_and_mostly_queueing():
@@ -85,6 +89,13 @@ def test_healthy_is_throughput_bound_by_the_gpu_and_mostly_queueing():
                        [pr["service_ms"][i] for i in keep], atol=1e-3)
     # each request queues behind the ~4 before it (latency 82 ms / interval 20 ms)
     assert np.median([pr["queued_behind"][i] for i in keep]) == 4
+    # launch calls block while the GPU's queue is full (median 8 us, mean 34 us): beyond their median duration
+    # that is waiting, so the CPU needs ~11 ms per request of its 20 ms ranges and the GPU (19.6 ms) bounds
+    d = sql["launch_ns"]
+    blocked = (d.sum() - len(d) * np.median(d)) / len(sql["queue"]) / 1e6
+    ev = req["load_evidence"]
+    assert ev["launch_blocked_ms_per_request"] == pytest.approx(blocked, rel=0.02)
+    assert ev["cpu_ms_per_request"] < ev["gpu_ms_per_request"] < req["interval_ms"]
 
 
 def test_healthy_verdict_and_timeline_say_requests_queue():

@@ -122,6 +122,7 @@ def _load_fields(t, m, load: dict | None) -> dict:
                               "request_threads_on_cpu_pct": round(100 * load["cpu_share"], 1),
                               "request_threads_in_sync_pct": round(100 * load["sync_share"], 1),
                               "cpu_ms_per_request": round(load["cpu_need_ns"] / MS, 3),
+                              "launch_blocked_ms_per_request": round(load["launch_blocked_per_request_ns"] / MS, 3),
                               "gpu_ms_per_request": round(load["gpu_need_ns"] / MS, 3)}}
 
 
@@ -153,9 +154,10 @@ def verdict(report: Report, queueing: str | None = None) -> str:
     queued = r.get("load") == "throughput-bound"
     tail = ""
     if queued:
+        qpct = (r.get("load_evidence") or {}).get("queue_pct_of_latency", 0)
         tail = (f" Requests queue: {r.get('throughput_per_s', 0):g} requests/s, one every "
-                f"{r.get('interval_ms', 0):.3g} ms; latency is mostly waiting")
-        tail += f" (the typical request: {queueing})." if queueing else "."
+                f"{r.get('interval_ms', 0):.3g} ms; {qpct:.0f}% of latency is waiting behind earlier requests")
+        tail += f": {queueing.replace('this request', 'the typical request', 1)}." if queueing else "."
     if top:
         f = top[0]
         unit = "of the request interval" if f.impact_basis == "interval" else "of latency"
