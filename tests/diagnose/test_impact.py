@@ -22,7 +22,8 @@ def _healthy_load() -> dict:
     ev = r["load_evidence"]
     iv = r["interval_ms"] * 1e6
     return {"load": r["load"], "bound_by": r["bound_by"], "interval_ns": iv,
-            "gpu_need_ns": ev["gpu_ms_per_request"] * 1e6, "gpu_idle_per_request_ns": iv - ev["gpu_ms_per_request"] * 1e6,
+            "gpu_need_ns": ev["gpu_ms_per_request"] * 1e6,
+            "gpu_idle_per_request_ns": iv - ev["gpu_ms_per_request"] * 1e6,
             "cpu_need_ns": ev["cpu_ms_per_request"] * 1e6, "sync_wait_per_request_ns": 0.0}
 
 

@@ -151,7 +151,8 @@ def run_load(ctx) -> dict:
             blocked = max(0.0, launch_time - len(dur) * float(np.median(dur)))
     return {"load": load, "bound_by": bound_by, "interval_ns": interval, "throughput_per_s": 1e9 / interval,
             "gpu_busy_share": gpu_busy, "cpu_share": cpu_share, "sync_share": sync_share, "queue_share": queue_share,
-            "gpu_need_ns": interval * min(gpu_busy, 1.0), "gpu_idle_per_request_ns": interval * (1.0 - min(gpu_busy, 1.0)),
+            "gpu_need_ns": interval * min(gpu_busy, 1.0),
+            "gpu_idle_per_request_ns": interval * (1.0 - min(gpu_busy, 1.0)),
             # the CPU time one request needs, per interval: request threads work side by side
             "cpu_need_ns": (on_cpu - blocked) / len(m) / len(threads),
             "launch_blocked_per_request_ns": blocked / len(m),

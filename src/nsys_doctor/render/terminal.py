@@ -101,7 +101,8 @@ def _load_line(con: Console, r: dict) -> None:
            f"{ev.get('gpu_busy_pct_of_span', 0):.0f}% of the run, request threads "
            f"{ev.get('request_threads_on_cpu_pct', 0):.0f}% on the CPU")
     con.print(f"  [bold]{escape(str(r['load']))}[/bold], bound by {escape(str(r.get('bound_by')))}: one request "
-              f"every {r.get('interval_ms', 0):.3f} ms ({r.get('throughput_per_s', 0):g} requests/s) [dim]({why})[/dim]")
+              f"every {r.get('interval_ms', 0):.3f} ms ({r.get('throughput_per_s', 0):g} requests/s) "
+              f"[dim]({why})[/dim]")
 
 
 def _tensorrt_layers(con: Console, layers: list[dict], top: int = 10) -> None:
