@@ -50,7 +50,7 @@ def _sql_latencies_ms(path) -> np.ndarray:
     return (end - rng[:, 0])[3:] / 1e6      # the first three ranges are warm-up (profiles/README.md)
 
 
-def test_graphed_requests_are_slower_in_latency_but_far_higher_in_throughput():
+def test_graphed_requests_queue_deeper_but_the_headline_is_their_far_higher_throughput():
     before, after = report("zoo", "launch_bound"), report("zoo", "launch_bound_graphed")
     d = compare(before, after)
     # The graphed loop enqueues a 0.78 ms graph per request and returns in ~0.3 ms, so requests queue behind
@@ -59,13 +59,23 @@ def test_graphed_requests_are_slower_in_latency_but_far_higher_in_throughput():
     assert d["latency"]["percentiles"]["p50"]["before_ms"] == pytest.approx(np.percentile(ind_b, 50), rel=0.01)
     assert d["latency"]["percentiles"]["p50"]["after_ms"] == pytest.approx(np.percentile(ind_a, 50), rel=0.01)
     assert np.median(ind_a) > 3 * np.median(ind_b)           # measured: 61.7 vs 16.3 ms
-    assert d["verdict"] == "slower" and d["latency"]["n_before"] == d["latency"]["n_after"] == 200
+    assert d["latency"]["verdict"] == "slower" and d["latency"]["n_before"] == d["latency"]["n_after"] == 200
     assert d["latency"]["mann_whitney"]["p"] < 1e-10
     lo, hi = d["latency"]["percentiles"]["p50"]["ci_ms"]
     assert 0 < lo < 45.4 < hi                                  # measured change +45.4 ms
     tp = d["throughput_per_s"]
     assert tp["after"] > 10 * tp["before"]                     # measured: 56 -> 1278 requests/s
-    assert any("throughput moved the other way" in n for n in d["notes"])
+    # the graphed run is throughput-bound: the verdict is about throughput, latency comes with its reason
+    assert d["load"] == {"before": "latency-bound", "after": "throughput-bound"}
+    assert d["headline"] == "throughput" and d["verdict"] == "faster"
+    iv = d["interval"]
+    # independent: the interval is the span of the measured requests over their number (SQL latencies + starts)
+    assert iv["before_ms"] == pytest.approx(before.requests["interval_ms"], rel=0.01)
+    assert iv["after_ms"] == pytest.approx(after.requests["interval_ms"], rel=0.01)
+    assert iv["throughput_ratio"] == pytest.approx(22.7, abs=0.2)            # 17.75 -> 0.78 ms
+    assert d["summary"].startswith("faster: 22.") and "the throughput" in d["summary"]
+    assert iv["mann_whitney"]["p"] < 1e-10 and iv["ci_ms"][1] < 0
+    assert d["latency_reason"].startswith("latency rose 279% from queueing")
     # where the time went: GPU idle between tiny launches became queueing behind earlier requests
     bd = d["breakdown_ms"]
     assert bd["gpu_idle"]["before"] > 15 and bd["gpu_idle"]["after"] < 1
@@ -76,9 +86,25 @@ def test_graphed_requests_are_slower_in_latency_but_far_higher_in_throughput():
     assert [r["name"] for r in k["new"]] == ["CUDA graph 1"] and k["matched"] == 0
 
 
-def test_reversed_pair_is_faster():
+def test_reversed_pair_is_slower_in_throughput_though_latency_falls():
+    # eager again: each request waits for its own launches, so none queues (latency -73.6%), but the program
+    # finishes 22.7x fewer requests per second: worse in the metric that bounds the graphed run
     d = compare(report("zoo", "launch_bound_graphed"), report("zoo", "launch_bound"))
-    assert d["verdict"] == "faster" and d["latency"]["change_pct"] == pytest.approx(-73.6, abs=0.5)
+    assert d["latency"]["verdict"] == "faster" and d["latency"]["change_pct"] == pytest.approx(-73.6, abs=0.5)
+    assert d["verdict"] == "slower" and d["headline"] == "throughput"
+    assert "because fewer requests queue" in d["latency_reason"]
+
+
+def test_pinned_copies_pair_is_faster_in_latency_and_throughput():
+    # tests/data: examples/pinned_copies.py pageable -> pinned; each request waits for its result in both runs
+    # (latency-bound), so the headline is latency, with the throughput gain beside it
+    before, after = (analyze(expand(DATA / f"ex_pinned_{v}.sqlite.xz")) for v in ("before", "after"))
+    assert before.requests["load"] == after.requests["load"] == "latency-bound"
+    d = compare(before, after)
+    assert d["headline"] == "latency" and d["verdict"] == "faster"
+    ratio = before.requests["interval_ms"] / after.requests["interval_ms"]      # measured: 11.32 / 1.33 ms
+    assert d["interval"]["verdict"] == "faster" and d["interval"]["throughput_ratio"] == pytest.approx(ratio, rel=0.02)
+    assert f"{d['interval']['throughput_ratio']:.3g}x the throughput" in d["summary"]
 
 
 def test_sparse_trt_vit_is_faster_than_dense():
@@ -111,6 +137,8 @@ def test_same_program_runs_show_no_change():
         for j in range(i + 1, 3):
             d = compare(reports[i], reports[j])
             assert d["verdict"] == "no significant change", (runs[i].name, runs[j].name, d["latency"]["reasons"])
+            # the request interval too: up to 5.3% apart, under the 8% floor
+            assert d["interval"]["verdict"] == "no significant change", d["interval"]["reasons"]
 
 
 def test_example_fix_is_faster_beyond_noise():

@@ -44,12 +44,15 @@ class Finding:
     category: str          # gpu_underutilization | cuda_sync | cpu_preprocessing | ... (docs/json-schema.md)
     severity: str          # high | medium | low, from the measured impact
     title: str             # one line, in the user's words
-    impact_ms: float       # per request: what the fix would save (estimate)
-    impact_pct: float      # impact_ms as a share of the mean request latency, in percent
+    impact_ms: float       # per request: what the fix would save in the metric that bounds the run (estimate)
+    impact_pct: float      # impact_ms as a share of that metric (impact_basis), in percent
     estimate: str          # how impact_ms was estimated
     evidence: Evidence
     fix: str
     why: str
+    # "latency" (mean end-to-end latency per request: latency-bound runs) or "interval" (the request interval,
+    # 1/throughput: throughput-bound runs, where requests queue); set after the diagnoses run (diagnose/impact.py)
+    impact_basis: str = "latency"
 
 
 @dataclass

@@ -207,3 +207,19 @@ def test_analyze_html_option_writes_the_report(tmp_path):
     page = out.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and 'id="nsd-data"' in page
     assert len(page) < 2_000_000
+
+
+@needs_chromium
+def test_summary_shows_load_interval_queue_and_service(browser, tmp_path):
+    # healthy is throughput-bound (tests/model/test_queueing.py checks the numbers against SQL)
+    report = zoo_report("healthy")
+    page = load(browser, tmp_path, report)
+    rows = json.loads(page.eval("JSON.stringify([...document.querySelectorAll('#summary tr')].map(r => "
+                                "[...r.cells].map(c => c.textContent)))"))
+    got = dict((k, v) for k, v in rows)
+    r = report.requests
+    assert got["Load"].startswith("throughput-bound, bound by gpu")
+    assert got["Request interval"] == f"{r['interval_ms']} ms ({r['throughput_per_s']} requests/s)"
+    assert got["Queued p50 / p90 / p99 / max"].startswith(f"{r['queue_ms']['p50']} / ")
+    assert got["Service p50 / p90 / p99 / max"].startswith(f"{r['service_ms']['p50']} / ")
+    assert page.errors == []

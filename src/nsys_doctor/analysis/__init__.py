@@ -8,7 +8,9 @@ from ..diagnose import needs as diagnosis_needs
 from .kernel_summary import kernel_summary, syncs_per_request
 from ..model import tensorrt
 from ..model.requests import NEEDS as REQUEST_NEEDS
+from ..model.queueing import measure_queue, queue_sentence, run_load
 from ..model.requests import Requests, find_requests
+from ..diagnose.impact import rebase
 from ..model.trace import Trace
 from ..read import open_trace
 from ..report import Report
@@ -41,16 +43,19 @@ def analyze_trace(trace: Trace, range_name: str | None = None, skip: int | None 
     """`timeline=False` leaves out the timeline excerpts (HTML, Perfetto): fleet workers send back only numbers."""
     trace.prefetch(read_ahead())
     req = find_requests(trace, range_name, skip)
+    measure_queue(trace, req)
     ctx = Context(trace, req)
     findings = diagnose_all(ctx)
-    report = Report(profile=describe_profile(trace, req), requests=summarize_requests(trace, req),
+    load = run_load(ctx)                   # after the diagnoses: the request threads' activity is cached by then
+    findings = rebase(findings, load)      # impact in the metric that bounds the run
+    report = Report(profile=describe_profile(trace, req), requests=summarize_requests(trace, req, load),
                     findings=findings, per_request=per_request_columns(req))
     report.requests["kernels"] = kernel_summary(trace, req)
     report.requests["syncs_per_request"] = syncs_per_request(trace, req)
     report.profile["tensorrt"] = tensorrt.detect(trace) or False
     if report.profile["tensorrt"]:
         report.requests["tensorrt_layers"] = tensorrt.layer_table(trace, req)[:tensorrt.TOP_LAYERS]
-    report.verdict = verdict(report)
+    report.verdict = verdict(report, typical_queue_sentence(req))
     if timeline:
         report.timeline = build_timeline(trace, req, findings)
     return report
@@ -77,7 +82,7 @@ def describe_profile(trace: Trace, req: Requests) -> dict:
             "absent": dict(trace.absent), "tensorrt": False}     # filled in by analyze_trace
 
 
-def summarize_requests(trace: Trace, req: Requests) -> dict:
+def summarize_requests(trace: Trace, req: Requests, load: dict | None = None) -> dict:
     t, m = req.table, req.measured
     lat = t["latency_ns"][m]
     mean_lat = float(lat.mean()) if len(lat) else 0.0
@@ -99,7 +104,35 @@ def summarize_requests(trace: Trace, req: Requests) -> dict:
         "kernels_per_request": round(float(t["kernels"][m].mean()), 1) if len(m) else 0.0,
         "copies_per_request": round(float(t["copies"][m].mean()), 1) if len(m) else 0.0,
         "candidates": [{k: c[k] for k in ("name", "domain", "count", "eligible", "why")} for c in req.candidates[:6]],
+        **_load_fields(t, m, load),
     }
+
+
+def _load_fields(t, m, load: dict | None) -> dict:
+    """requests.load, bound_by, interval_ms, throughput_per_s, service_ms, queue_ms, load_evidence
+    (model/queueing.py)."""
+    if not load or "queue_ns" not in t:
+        return {}
+    return {"load": load["load"], "bound_by": load["bound_by"], "interval_ms": round(load["interval_ns"] / MS, 4),
+            "throughput_per_s": round(load["throughput_per_s"], 2),
+            "service_ms": _stats(t["service_ns"][m]), "queue_ms": _stats(t["queue_ns"][m]),
+            "queued_behind_per_request": round(float(t["ahead"][m].mean()), 1) if len(m) else 0.0,
+            "load_evidence": {"queue_pct_of_latency": round(100 * load["queue_share"], 1),
+                              "gpu_busy_pct_of_span": round(100 * load["gpu_busy_share"], 1),
+                              "request_threads_on_cpu_pct": round(100 * load["cpu_share"], 1),
+                              "request_threads_in_sync_pct": round(100 * load["sync_share"], 1),
+                              "cpu_ms_per_request": round(load["cpu_need_ns"] / MS, 3),
+                              "launch_blocked_ms_per_request": round(load["launch_blocked_per_request_ns"] / MS, 3),
+                              "gpu_ms_per_request": round(load["gpu_need_ns"] / MS, 3)}}
+
+
+def typical_queue_sentence(req: Requests) -> str | None:
+    """The queueing sentence of the median-latency measured request, when its latency is mostly queueing."""
+    t, m = req.table, req.measured
+    if len(m) == 0 or "queue_ns" not in t:
+        return None
+    r = int(m[np.argsort(t["latency_ns"][m], kind="stable")[(len(m) - 1) // 2]])
+    return queue_sentence(t, r)
 
 
 def per_request_columns(req: Requests) -> dict:
@@ -108,16 +141,30 @@ def per_request_columns(req: Requests) -> dict:
     return {"start_ns": [int(x) for x in t["start_ns"]], "latency_ms": ms("latency_ns"), "cpu_ms": ms("cpu_ns"),
             "compute_ms": ms("compute_ns"), "copy_ms": ms("copy_ns"), "other_gpu_ms": ms("other_gpu_ns"),
             "idle_ms": ms("idle_ns"), "launches": [int(x) for x in t["launches"]],
+            **({"queue_ms": ms("queue_ns"), "service_ms": ms("service_ns"),
+                "queued_behind": [int(x) for x in t["ahead"]]} if "queue_ns" in t else {}),
             "warmup": [i < req.warmup for i in range(req.count)]}
 
 
-def verdict(report: Report) -> str:
+def verdict(report: Report, queueing: str | None = None) -> str:
+    """The top finding, or what bounds the run; `queueing` (queue_sentence of the typical request) is added when
+    its latency is mostly queueing."""
+    r = report.requests
     top = [f for f in report.findings if f.severity in ("high", "medium")]
+    queued = r.get("load") == "throughput-bound"
+    tail = ""
+    if queued:
+        qpct = (r.get("load_evidence") or {}).get("queue_pct_of_latency", 0)
+        tail = (f" Requests queue: {r.get('throughput_per_s', 0):g} requests/s, one every "
+                f"{r.get('interval_ms', 0):.3g} ms; {qpct:.0f}% of latency is waiting behind earlier requests")
+        tail += f": {queueing.replace('this request', 'the typical request', 1)}." if queueing else "."
     if top:
         f = top[0]
-        return f"{f.title} (about {f.impact_ms:.1f} ms per request, {f.impact_pct:.0f}% of latency)"
-    busy = report.requests.get("gpu_busy_pct", 0)
+        unit = "of the request interval" if f.impact_basis == "interval" else "of latency"
+        return f"{f.title} (about {f.impact_ms:.1f} ms per request, {f.impact_pct:.0f}% {unit})" + \
+            (f".{tail}" if tail else "")
+    busy = r.get("gpu_busy_pct", 0)
     if busy >= 90:
         return (f"The GPU is the bottleneck: it is busy {busy:.0f}% of each request's latency, and nothing "
-                "else costs much. Faster kernels (precision, fusion, a smaller model) are what would help.")
-    return f"No dominant bottleneck found; the GPU is busy {busy:.0f}% of each request's latency."
+                "else costs much. Faster kernels (precision, fusion, a smaller model) are what would help." + tail)
+    return f"No dominant bottleneck found; the GPU is busy {busy:.0f}% of each request's latency." + tail

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model.projection import GPU_TABLES
+from ..model.queueing import queue_sentence
 from ..model.requests import Requests
 from ..model.trace import Trace, table_len
 from ..report import Finding
@@ -39,6 +40,8 @@ def build_timeline(trace: Trace, requests: Requests, findings: list[Finding]) ->
     wanted = [("typical", typical, f"Typical request #{typical} (median latency {lat[typical] / 1e6:.2f} ms)")]
     if worst != typical:
         wanted.append(("worst", worst, f"Worst request #{worst} ({lat[worst] / 1e6:.2f} ms)"))
+    if "queue_ns" in t:     # say when a request's latency is mostly waiting behind earlier ones (model/queueing.py)
+        wanted = [(kid, r, title + (f": {q}" if (q := queue_sentence(t, r)) else "")) for kid, r, title in wanted]
     windows = [(kid, title, *_request_window(t, r), r, MAX_EVENTS) for kid, r, title in wanted]
 
     markers = []

@@ -1,9 +1,11 @@
-"""Gate a build on a profile: latency limits, GPU use, findings, and regression against a baseline.
+"""Gate a build on a profile: latency, throughput, GPU use, findings, and regression against a baseline.
 
 PROFILE is a profile or a report saved with `nsys-doctor analyze --format json`. Rules come from the options below
 or from `[tool.nsys-doctor.check]` in pyproject.toml (same names with underscores, e.g. max_p99_ms = 20,
 fail_on = ["any:high"], baseline = "baseline.json", max_regression = "5%"); options override the file.
-A regression counts only when it is statistically clear (same test as `diff`) and larger than --max-regression.
+max_interval_ms, min_throughput and max_service_p99_ms work the same; a rule the report has no number for fails.
+A regression counts only when it is statistically clear (same test as `diff`) and larger than --max-regression; it
+is judged in throughput when either run is throughput-bound (its requests queue on the GPU), else in latency.
 Exit codes: 0 every rule holds, 1 a rule fails, 2 bad input."""
 from __future__ import annotations
 
@@ -18,6 +20,12 @@ def add_arguments(p) -> None:
     p.add_argument("--range", dest="range_name", metavar="NAME", help="the NVTX range that marks one request")
     p.add_argument("--max-p99-ms", type=float, metavar="X", help="fail when p99 request latency exceeds X ms")
     p.add_argument("--max-p50-ms", type=float, metavar="X", help="fail when p50 request latency exceeds X ms")
+    p.add_argument("--max-interval-ms", type=float, metavar="X", help="fail when the request interval (span of the "
+                   "measured requests / their number, 1/throughput) exceeds X ms")
+    p.add_argument("--min-throughput", type=float, metavar="X", help="fail when fewer than X requests per second "
+                   "complete")
+    p.add_argument("--max-service-p99-ms", type=float, metavar="X", help="fail when p99 service time (latency "
+                   "without the time queued behind earlier requests) exceeds X ms")
     p.add_argument("--min-gpu-busy-pct", type=float, metavar="X",
                    help="fail when the GPU is busy less than X%% of request latency")
     p.add_argument("--fail-on", action="append", metavar="CATEGORY[:SEVERITY]",
@@ -39,7 +47,8 @@ def rules_from(args) -> dict:
         rules = load_config(args.config)
     elif os.path.exists("pyproject.toml"):
         rules = load_config("pyproject.toml")
-    for key in ("max_p99_ms", "max_p50_ms", "min_gpu_busy_pct", "baseline", "max_regression"):
+    for key in ("max_p99_ms", "max_p50_ms", "min_gpu_busy_pct", "baseline", "max_regression", "max_interval_ms",
+                "min_throughput", "max_service_p99_ms"):
         if getattr(args, key) is not None:
             rules[key] = getattr(args, key)
     if args.fail_on:
@@ -52,9 +61,11 @@ def run(args) -> int:
     from ..compare.gate import evaluate, github_annotations, junit_xml, parse_fail_on, parse_percent
     rules = rules_from(args)
     if not any(rules.get(k) is not None for k in ("max_p99_ms", "max_p50_ms", "min_gpu_busy_pct", "fail_on",
-                                                  "baseline")):
-        raise BadInput(args.config, "no rules to check: give --max-p99-ms, --max-p50-ms, --min-gpu-busy-pct, "
-                                    "--fail-on or --baseline, or [tool.nsys-doctor.check] in pyproject.toml")
+                                                  "baseline", "max_interval_ms", "min_throughput",
+                                                  "max_service_p99_ms")):
+        raise BadInput(args.config, "no rules to check: give --max-p99-ms, --max-p50-ms, --max-interval-ms, "
+                                    "--min-throughput, --max-service-p99-ms, --min-gpu-busy-pct, --fail-on or "
+                                    "--baseline, or [tool.nsys-doctor.check] in pyproject.toml")
     for spec in rules.get("fail_on") or []:      # bad rules are bad input, found before the profile is read
         parse_fail_on(spec)
     if rules.get("max_regression") is not None:

@@ -3,7 +3,9 @@
 BEFORE and AFTER are profiles (.sqlite, .sqlite.xz, .nsys-rep, ...) or reports saved with
 `nsys-doctor analyze --format json -o FILE`. Latency is compared as distributions of measured requests: percentile
 changes with bootstrap confidence intervals and a Mann-Whitney rank test; a change is reported only when the p50
-interval excludes 0, p < 0.01 and it exceeds 2%. Exit codes: 0 compared, 2 bad input."""
+interval excludes 0, p < 0.01 and it exceeds 8%. The request interval (1/throughput) is compared the same way, on
+the gaps between request completions. When either run is throughput-bound (its requests queue on the GPU) the
+verdict is about throughput, and latency is reported with the reason it moved. Exit codes: 0 compared, 2 bad input."""
 from __future__ import annotations
 
 import json
@@ -40,6 +42,31 @@ def _chg(v, fmt="{:+.3f}") -> str:
     return "" if v is None else fmt.format(v)
 
 
+def _headline_reasons(con, diff: dict) -> None:
+    """The statistics behind the headline (throughput when either run is throughput-bound, else latency), then
+    the other metric and why it moved."""
+    from rich.markup import escape
+    iv, lat = diff.get("interval") or {}, diff["latency"]
+    if diff.get("load"):
+        con.print(f"  [dim]before {escape(str(diff['load']['before']))}, after {escape(str(diff['load']['after']))}"
+                  "[/dim]")
+    first, second = (iv, lat) if diff.get("headline") == "throughput" else (lat, iv)
+    for r in first.get("reasons", []):
+        con.print(f"  [dim]{escape(r)}[/dim]")
+    if diff.get("latency_reason"):
+        con.print(f"  {escape(diff['latency_reason'])}")
+    elif diff.get("headline") == "throughput" and lat.get("reasons"):
+        con.print(f"  [dim]latency: {escape(lat['reasons'][0])}[/dim]")
+
+
+def _interval_row(t, diff: dict) -> None:
+    iv = diff.get("interval") or {}
+    if iv.get("before_ms") is not None:
+        lo, hi = iv["ci_ms"]
+        t.add_row("interval (mean)", f"{iv['before_ms']:.3f}", f"{iv['after_ms']:.3f}", f"{iv['change_ms']:+.3f}",
+                  f"[{lo:+.3f}, {hi:+.3f}]", f"{iv['change_pct']:+.1f}%")
+
+
 def render_text(diff: dict, file=None, width: int | None = None) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -51,9 +78,8 @@ def render_text(diff: dict, file=None, width: int | None = None) -> None:
     con.print(f"[dim]requests: {b['requests']} before, {a['requests']} after (measured, warm-up excluded); "
               f"range {escape(str(b['range']))!s} / {escape(str(a['range']))}[/dim]")
     style = {"faster": "bold green", "slower": "bold red"}.get(diff["verdict"], "bold")
-    con.print(f"\n[{style}]{escape(diff['summary'].capitalize())}[/{style}]")
-    for r in lat.get("reasons", []):
-        con.print(f"  [dim]{escape(r)}[/dim]")
+    con.print(f"\n[{style}]{escape(diff['summary'][:1].upper() + diff['summary'][1:])}[/{style}]")
+    _headline_reasons(con, diff)
 
     t = Table(title="Request latency (ms)", title_justify="left", show_edge=False)
     for col in ("", "before", "after", "change", "95% CI of change", "%"):
@@ -66,6 +92,7 @@ def render_text(diff: dict, file=None, width: int | None = None) -> None:
     if tp.get("before") is not None:
         t.add_row("throughput /s", _num(tp["before"], "{:.1f}"), _num(tp["after"], "{:.1f}"),
                   _chg(tp["change"], "{:+.1f}"), "", "")
+    _interval_row(t, diff)
     con.print(t)
 
     t = Table(title="Where a request's time went (mean ms per request)", title_justify="left", show_edge=False)

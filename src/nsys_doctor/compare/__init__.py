@@ -28,7 +28,7 @@ MIN_REQUESTS = 5            # below this per side neither the bootstrap nor the 
 CHUNK_CELLS = 4_000_000     # resampled values held at once (32 MB of float64), so long runs stay in memory
 TOP_KERNELS = 40            # kernels listed in the Diff, largest per-request change first
 PARTS = {"compute": "compute_ms", "copies": "copy_ms", "other_gpu_work": "other_gpu_ms", "gpu_idle": "idle_ms",
-         "cpu": "cpu_ms"}
+         "cpu": "cpu_ms", "queue": "queue_ms", "service": "service_ms"}
 COUNTS = ("launches_per_request", "kernels_per_request", "copies_per_request", "syncs_per_request")
 
 
@@ -220,7 +220,10 @@ def compare(before: Report, after: Report, min_change_pct: float = MIN_CHANGE_PC
     kernels = compare_kernels(rb.get("kernels") or [], ra.get("kernels") or [])
     tb, ta = _throughput(before), _throughput(after)
     verdict = lat["verdict"]
-    if tb and ta and verdict != "no significant change" and (ta > tb) == (verdict == "slower"):
+    head = headline(before, after, lat, min_change_pct)
+    if head is not None:
+        notes.extend(head.pop("notes"))
+    elif tb and ta and verdict != "no significant change" and (ta > tb) == (verdict == "slower"):
         notes.append(f"throughput moved the other way: {tb:g} -> {ta:g} requests/s over the measured span. "
                      "Latency counts time a request waits for the GPU behind earlier ones (other_gpu_work "
                      f"{breakdown['other_gpu_work']['before']} -> {breakdown['other_gpu_work']['after']} ms): "
@@ -228,10 +231,134 @@ def compare(before: Report, after: Report, min_change_pct: float = MIN_CHANGE_PC
     pct = abs(lat["change_pct"])
     summary = {"faster": f"faster: median request latency {pct:.1f}% lower",
                "slower": f"slower: median request latency {pct:.1f}% higher"}.get(verdict, "no significant change")
+    change_pct, extra = lat["change_pct"], {"headline": "latency"}
+    if head is not None:
+        verdict, summary, change_pct = head["verdict"], head["summary"], head["change_pct"]
+        extra = {k: head[k] for k in ("headline", "interval", "load", "latency_reason")}
     return {"before": {"path": before.profile.get("path"), "range": rb.get("range"), "requests": len(lat_b)},
             "after": {"path": after.profile.get("path"), "range": ra.get("range"), "requests": len(lat_a)},
-            "verdict": verdict, "summary": summary, "latency": lat,
+            "verdict": verdict, "summary": summary, "change_pct": change_pct, **extra, "latency": lat,
             "throughput_per_s": _side(tb, ta), "breakdown_ms": breakdown, "counts": counts, "kernels": kernels,
             "findings": compare_findings(before, after), "notes": notes,
             "thresholds": {"alpha": ALPHA, "min_change_pct": min_change_pct, "confidence": CONFIDENCE,
                            "resamples": RESAMPLES, "seed": SEED}}
+
+
+# ------------------------------------------------------------------------------------- throughput vs latency
+def _completions_ms(report: Report) -> np.ndarray | None:
+    """Gaps between consecutive completions (range start + latency, sorted) of the measured requests: samples of the
+    request interval (their mean is the span / count within one request), or None without timestamps."""
+    pr = report.per_request or {}
+    start = np.asarray(pr.get("start_ns", []), dtype=np.float64)
+    lat = np.asarray(pr.get("latency_ms", []), dtype=np.float64)
+    warm = np.asarray(pr.get("warmup", [False] * len(start)), dtype=bool)
+    if len(start) != len(lat) or len(warm) != len(start):
+        return None
+    end = np.sort(start[~warm] + lat[~warm] * 1e6)
+    return np.diff(end) / 1e6
+
+
+def interval_change(a: np.ndarray, b: np.ndarray, min_change_pct: float = MIN_CHANGE_PCT,
+                    intervals: tuple[float | None, float | None] = (None, None)) -> dict:
+    """The request interval compared like latency: the change with a bootstrap CI of the mean gap between
+    completions, a Mann-Whitney test on the gaps, and the same practical floor. `intervals`: the reports' own
+    interval_ms (span / count), shown as the interval when given; else the mean gaps. verdict: faster (shorter
+    interval, more throughput) / slower / no significant change."""
+    out: dict = {"n_before": int(len(a)), "n_after": int(len(b))}
+    if len(a) < MIN_REQUESTS or len(b) < MIN_REQUESTS:
+        out.update(verdict="no significant change", change_pct=0.0,
+                   reasons=[f"too few measured requests to compare their interval ({len(a) + 1} before, "
+                            f"{len(b) + 1} after; at least {MIN_REQUESTS + 1} each are needed)"])
+        return out
+    ma, mb = (float(x) if x else float(g.mean()) for x, g in zip(intervals, (a, b)))
+    rng = np.random.default_rng(SEED)
+    diffs = np.empty(RESAMPLES)
+    step = max(1, CHUNK_CELLS // max(len(a), len(b)))
+    for lo in range(0, RESAMPLES, step):
+        k = min(step, RESAMPLES - lo)
+        diffs[lo:lo + k] = (b[rng.integers(0, len(b), (k, len(b)))].mean(axis=1)
+                            - a[rng.integers(0, len(a), (k, len(a)))].mean(axis=1))
+    tail = 100 * (1 - CONFIDENCE) / 2
+    lo, hi = (float(x) for x in np.percentile(diffs, [tail, 100 - tail]))
+    test = mann_whitney(a, b)
+    pct = round(100 * (mb - ma) / ma, 2) if ma else 0.0
+    ci_excludes_zero, significant, big_enough = lo > 0 or hi < 0, test["p"] < ALPHA, abs(pct) > min_change_pct
+    out.update(before_ms=round(ma, 4), after_ms=round(mb, 4), change_ms=round(mb - ma, 4), change_pct=pct,
+               ci_ms=[round(lo, 4), round(hi, 4)], mann_whitney=test,
+               throughput_ratio=round(ma / mb, 3) if mb > 0 else None)
+    out["reasons"] = [
+        f"request interval {ma:.3f} -> {mb:.3f} ms ({pct:+.1f}%), {CONFIDENCE:.0%} CI of the change (mean gap "
+        f"between completions) [{lo:+.3f}, {hi:+.3f}] ms ({'excludes' if ci_excludes_zero else 'includes'} 0)",
+        f"Mann-Whitney p = {test['p']:.2g} ({'<' if significant else '>='} {ALPHA})",
+        f"|change| {abs(pct):.1f}% {'>' if big_enough else '<='} {min_change_pct:g}% threshold"]
+    out["verdict"] = ("faster" if mb < ma else "slower") if ci_excludes_zero and significant and big_enough \
+        else "no significant change"
+    return out
+
+
+def _load_of(report: Report) -> str | None:
+    return (report.requests or {}).get("load")
+
+
+def _p50(report: Report, column: str) -> float | None:
+    v = measured(report, column)
+    return float(np.percentile(v, 50)) if len(v) else None
+
+
+def headline(before: Report, after: Report, lat: dict, min_change_pct: float = MIN_CHANGE_PCT) -> dict | None:
+    """The verdict in the metric that bounds the runs: throughput (the request interval) when either run is
+    throughput-bound (its requests queue), else latency with the throughput change beside it. Latency that moved
+    the other way is explained by queueing. None for reports saved before queueing was measured."""
+    lb, la = _load_of(before), _load_of(after)
+    ga, gb = _completions_ms(after), _completions_ms(before)
+    if lb is None or la is None or ga is None or gb is None:
+        return None
+    iv = interval_change(gb, ga, min_change_pct, ((before.requests or {}).get("interval_ms"),
+                                                  (after.requests or {}).get("interval_ms")))
+    ratio = iv.get("throughput_ratio")
+    by_throughput = "throughput-bound" in (lb, la)
+    out = {"interval": iv, "load": {"before": lb, "after": la}, "notes": [], "latency_reason": None,
+           "headline": "throughput" if by_throughput else "latency"}
+    qb, qa, sb, sa = (_p50(r, c) for r, c in ((before, "queue_ms"), (after, "queue_ms"),
+                                               (before, "service_ms"), (after, "service_ms")))
+    rb, ra = before.requests or {}, after.requests or {}
+    if not by_throughput:
+        out.update(verdict=lat["verdict"], change_pct=lat["change_pct"])
+        pct = abs(lat["change_pct"])
+        tail = f" ({ratio:.3g}x the throughput)" if ratio and iv["verdict"] != "no significant change" else ""
+        out["summary"] = {"faster": f"faster: median request latency {pct:.1f}% lower{tail}",
+                          "slower": f"slower: median request latency {pct:.1f}% higher{tail}"}.get(
+                              lat["verdict"], "no significant change")
+        if {lat["verdict"], iv["verdict"]} == {"faster", "slower"}:     # e.g. more request threads sharing a lock
+            out["notes"].append(f"throughput moved the other way: {ratio:.3g}x ({iv['reasons'][0]}); neither run "
+                                "queues on the GPU, so requests overlap on the CPU side (several request threads): "
+                                "judge this change by throughput as well as latency")
+        return out
+    out.update(verdict=iv["verdict"], change_pct=iv["change_pct"])
+    what = "GPU service time" if rb.get("bound_by") == ra.get("bound_by") == "gpu" else "time"
+    per = f"{what} per request {iv['before_ms']:.3g} -> {iv['after_ms']:.3g} ms" if "before_ms" in iv else ""
+    if iv["verdict"] == "faster":
+        out["summary"] = f"faster: {ratio:.3g}x the throughput; {per}"
+    elif iv["verdict"] == "slower":
+        out["summary"] = f"slower: {ratio:.3g}x the throughput; {per}"
+    else:
+        out["summary"] = "no significant change in throughput" + (f"; {per}" if per else "")
+    # latency, with the reason it moved
+    lv = lat.get("verdict")
+    if lv in ("faster", "slower") and qb is not None and qa is not None and sb is not None and sa is not None:
+        dl = lat["percentiles"]["p50"]["change_ms"]
+        dq = qa - qb
+        pct = abs(lat["change_pct"])
+        nums = f"queued p50 {qb:.3g} -> {qa:.3g} ms, service p50 {sb:.3g} -> {sa:.3g} ms"
+        if lv == "slower" and dq >= dl / 2:
+            reason = (f"latency rose {pct:.0f}% from queueing ({nums}): the CPU now submits requests faster than "
+                      "the GPU finishes them; under a fixed arrival rate it would fall")
+        elif lv == "faster" and -dq >= -dl / 2:
+            reason = (f"latency fell {pct:.0f}% because fewer requests queue ({nums}), not because each is served "
+                      "faster")
+        else:
+            reason = f"latency {'rose' if lv == 'slower' else 'fell'} {pct:.0f}% ({nums})"
+        out["latency_reason"] = reason
+    elif lv in ("faster", "slower"):
+        out["latency_reason"] = f"median latency {lv} by {abs(lat['change_pct']):.0f}%"
+    return out

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from ..errors import BadInput
 from ..report import SEVERITIES, Report
 
-RULE_KEYS = ("max_p99_ms", "max_p50_ms", "min_gpu_busy_pct", "fail_on", "baseline", "max_regression")
+RULE_KEYS = ("max_p99_ms", "max_p50_ms", "min_gpu_busy_pct", "fail_on", "baseline", "max_regression",
+             "max_interval_ms", "min_throughput", "max_service_p99_ms")
+LOAD_RULES = ("max_interval_ms", "min_throughput", "max_service_p99_ms")   # throughput and service time limits
 
 
 @dataclass
@@ -82,6 +84,7 @@ def evaluate(report: Report, rules: dict, baseline: Report | None = None) -> lis
         ok = v <= float(limit)
         out.append(RuleResult(f"max-{q}-ms", ok, f"{q} request latency {v:.3f} ms {'<=' if ok else '>'} "
                                                    f"limit {float(limit):g} ms"))
+    out.extend(load_rules(report, rules))
     if rules.get("min_gpu_busy_pct") is not None:
         limit = float(rules["min_gpu_busy_pct"])
         v = float((report.requests or {}).get("gpu_busy_pct", 0.0))
@@ -105,14 +108,44 @@ def evaluate(report: Report, rules: dict, baseline: Report | None = None) -> lis
     return out
 
 
+def load_rules(report: Report, rules: dict) -> list[RuleResult]:
+    """--max-interval-ms, --min-throughput, --max-service-p99-ms: each fails when the report does not have the number
+    (a report saved before queueing was measured), never passes unevaluated."""
+    r = report.requests or {}
+    out = []
+    checks = (("max_interval_ms", "max-interval-ms", r.get("interval_ms"), "request interval (1/throughput)", "ms",
+               True),
+              ("min_throughput", "min-throughput", r.get("throughput_per_s"), "throughput", "requests/s", False),
+              ("max_service_p99_ms", "max-service-p99-ms", (r.get("service_ms") or {}).get("p99"),
+               "p99 service time (latency without queueing)", "ms", True))
+    for key, name, value, what, unit, is_max in checks:
+        if rules.get(key) is None:
+            continue
+        try:
+            limit = float(rules[key])
+        except (TypeError, ValueError):
+            raise BadInput(None, f"{name} {rules[key]!r} is not a number")
+        if value is None:
+            out.append(RuleResult(name, False, f"no {what} in the report (saved by an older nsys-doctor, or no "
+                                               "measured requests): re-run analyze on the profile"))
+            continue
+        ok = value <= limit if is_max else value >= limit
+        sign = ("<=" if ok else ">") if is_max else (">=" if ok else "<")
+        out.append(RuleResult(name, ok, f"{what} {value:.3f} {unit} {sign} {'limit' if is_max else 'minimum'} "
+                                        f"{limit:g} {unit}"))
+    return out
+
+
 def regression_rule(baseline: Report, report: Report, max_regression_pct: float) -> RuleResult:
     """Fails only when `compare` calls the change 'slower' (CI, rank test and its 2% floor) by more than the limit."""
     from ..compare import compare
     diff = compare(baseline, report)
     lat = diff["latency"]
-    pct = lat.get("change_pct", 0.0)
+    # the metric that bounds the runs: the request interval when either is throughput-bound, else latency
+    head = diff.get("interval") if diff.get("headline") == "throughput" else lat
+    pct = diff.get("change_pct", lat.get("change_pct", 0.0))
     failed = diff["verdict"] == "slower" and pct > max_regression_pct
-    detail = "; ".join(lat.get("reasons", []))
+    detail = "; ".join((head or lat).get("reasons", []))
     return RuleResult("max-regression", not failed,
                       f"{diff['summary']} vs baseline (allowed {max_regression_pct:g}% slower): {detail}")
 

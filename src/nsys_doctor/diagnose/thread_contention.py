@@ -61,7 +61,7 @@ def diagnose(ctx) -> list:
     runq = np.zeros(n, np.int64)
     for tid in uniq(t["tid"]):
         rows = np.flatnonzero(t["tid"] == tid)
-        got = cs.causes_in_windows(ctx, int(tid), t["start_ns"][rows], t["end_ns"][rows])
+        got = cs.request_causes(ctx, int(tid))
         lock[rows], runq[rows] = got["lock"], got["runqueue"]
     lock_ms = float(lock[m].mean())
     runq_ms = float(runq[m].mean())

@@ -306,6 +306,16 @@ def causes_in_windows(ctx, tid: int, lo: np.ndarray, hi: np.ndarray, within=None
     return out
 
 
+def request_causes(ctx, tid: int) -> dict[str, np.ndarray]:
+    """causes_in_windows over the CPU-side ranges of every request of thread `tid` (in request order, warm-up
+    included), computed once per thread: thread_contention and the run's load (model/queueing.py) both ask."""
+    def compute():
+        t = ctx.requests.table
+        rows = np.flatnonzero(t["tid"] == tid)
+        return causes_in_windows(ctx, int(tid), t["start_ns"][rows], t["end_ns"][rows])
+    return ctx.once(("request_causes", int(tid)), compute)
+
+
 # ------------------------------------------------------------------------------------------ CPU samples
 def sample_period_ns(trace: Trace) -> int:
     s = trace.table("samples")

@@ -45,7 +45,9 @@ def render(report: Report, file=None, width: int | None = None, color: bool | No
         t.add_column(col, justify="right")
     t.add_row("end-to-end latency", *(f"{lat.get(k, 0):.2f}" for k in ("p50", "p90", "p99", "max", "mean")))
     t.add_row("CPU time in range", *(f"{cpu.get(k, 0):.2f}" for k in ("p50", "p90", "p99", "max", "mean")))
+    _queue_rows(t, r)
     con.print(t)
+    _load_line(con, r)
     b, bp = r.get("breakdown_ms", {}), r.get("breakdown_pct", {})
     con.print(f"  GPU busy {r.get('gpu_busy_pct', 0):.1f}% of latency (own work {r.get('own_gpu_busy_pct', 0):.1f}%); "
               f"per request: {r.get('launches_per_request', 0):g} launches, {r.get('kernels_per_request', 0):g} "
@@ -58,8 +60,10 @@ def render(report: Report, file=None, width: int | None = None, color: bool | No
         con.print("[bold]Findings[/bold]: none")
     for i, f in enumerate(report.findings, 1):
         style = SEVERITY_STYLE.get(f.severity, "")
+        basis = " of interval" if f.impact_basis == "interval" else ""
         con.print(f"[{style}]{i}. [{f.severity.upper()}] {escape(f.title)}[/{style}]  "
-                  f"[bold]~{f.impact_ms:.2f} ms/request ({f.impact_pct:.0f}%)[/bold]  [dim]{escape(f.category)}[/dim]")
+                  f"[bold]~{f.impact_ms:.2f} ms/request ({f.impact_pct:.0f}%{basis})[/bold]  "
+                  f"[dim]{escape(f.category)}[/dim]")
         nums = ", ".join(f"{k}={_fmt(v)}" for k, v in f.evidence.numbers.items())
         if nums:
             con.print(f"   evidence: {escape(nums)}")
@@ -78,6 +82,27 @@ def render(report: Report, file=None, width: int | None = None, color: bool | No
         con.print(f"   [dim]estimate: {escape(f.estimate)}[/dim]")
     for note in report.notes:
         con.print(f"[dim]note: {escape(note)}[/dim]")
+
+
+def _queue_rows(t: Table, r: dict) -> None:
+    """Queueing and service time rows of the request table (model/queueing.py), when the report has them."""
+    q, svc = r.get("queue_ms"), r.get("service_ms")
+    if q and svc:
+        t.add_row("queued behind others", *(f"{q.get(k, 0):.2f}" for k in ("p50", "p90", "p99", "max", "mean")))
+        t.add_row("service (own work)", *(f"{svc.get(k, 0):.2f}" for k in ("p50", "p90", "p99", "max", "mean")))
+
+
+def _load_line(con: Console, r: dict) -> None:
+    """What bounds the run: latency- or throughput-bound, gpu / cpu / waiting, the request interval."""
+    if not r.get("load"):
+        return
+    ev = r.get("load_evidence") or {}
+    why = (f"queueing {ev.get('queue_pct_of_latency', 0):.0f}% of latency, GPU busy "
+           f"{ev.get('gpu_busy_pct_of_span', 0):.0f}% of the run, request threads "
+           f"{ev.get('request_threads_on_cpu_pct', 0):.0f}% on the CPU")
+    con.print(f"  [bold]{escape(str(r['load']))}[/bold], bound by {escape(str(r.get('bound_by')))}: one request "
+              f"every {r.get('interval_ms', 0):.3f} ms ({r.get('throughput_per_s', 0):g} requests/s) "
+              f"[dim]({why})[/dim]")
 
 
 def _tensorrt_layers(con: Console, layers: list[dict], top: int = 10) -> None:

@@ -20,12 +20,22 @@ $('profile').textContent = [prof.path, prof.format, prof.nsys_version && ('nsys 
   (prof.gpus || []).join(', ')].filter(Boolean).join(' \u00b7 ');
 $('verdict').textContent = D.verdict || 'No verdict.';
 const lat = req.latency_ms || {};
+// queueing, service time and what bounds the run (absent from reports saved before they were measured)
+function loadRows(r) {
+  const pq = (o) => o ? [o.p50, o.p90, o.p99, o.max].map(v => v == null ? '?' : v).join(' / ') + ' ms' : null;
+  const ev = r.load_evidence || {};
+  return r.load ? [['Load', r.load + ', bound by ' + r.bound_by + ' (queueing ' + ev.queue_pct_of_latency +
+    '% of latency, GPU busy ' + ev.gpu_busy_pct_of_span + '% of the run)'],
+    ['Request interval', r.interval_ms + ' ms (' + r.throughput_per_s + ' requests/s)'],
+    ['Queued p50 / p90 / p99 / max', pq(r.queue_ms)], ['Service p50 / p90 / p99 / max', pq(r.service_ms)]] : [];
+}
 const summary = el('table', null, 'kv');
 [['Request range', (req.range || '?') + (req.inferred ? ' (inferred, no NVTX)' : '')],
  ['Chosen because', req.chosen_because], ['Requests measured', (req.count ?? '?') + ' of ' + (req.total ?? '?') +
   (req.warmup ? ' (' + req.warmup + ' warm-up: ' + (req.warmup_reason || '') + ')' : '')],
  ['Latency p50 / p90 / p99 / max', [lat.p50, lat.p90, lat.p99, lat.max].map(v => v == null ? '?' : v).join(' / ') +
   ' ms'], ['GPU busy', req.gpu_busy_pct != null ? req.gpu_busy_pct + '% of latency' : null]]
+  .concat(loadRows(req))
   .forEach(([k, v]) => { if (v == null) return; const tr = el('tr'); tr.append(el('td', k), el('td', v));
     summary.append(tr); });
 $('summary').append(summary);
@@ -90,7 +100,8 @@ findings.forEach((f, fi) => {
   const h = el('h3'); h.append(el('span', f.severity, 'sev sev-' + (['high', 'medium', 'low'].includes(f.severity) ?
     f.severity : 'low')), document.createTextNode((fi + 1) + '. ' + f.title));
   box.append(h, el('div', 'Impact: about ' + Number(f.impact_ms).toFixed(2) + ' ms per request (' +
-    Number(f.impact_pct).toFixed(0) + '% of latency). ' + (f.estimate || ''), 'muted'));
+    Number(f.impact_pct).toFixed(0) + (f.impact_basis === 'interval' ? '% of the request interval). ' :
+    '% of latency). ') + (f.estimate || ''), 'muted'));
   box.append(el('p', 'Fix: ' + (f.fix || '')), el('p', 'Why: ' + (f.why || ''), 'muted'));
   const ev = f.evidence || {}, kv = el('table', null, 'kv');
   Object.entries(ev.numbers || {}).forEach(([k, v]) => { const tr = el('tr');
