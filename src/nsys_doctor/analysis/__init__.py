@@ -115,7 +115,9 @@ def verdict(report: Report) -> str:
     top = [f for f in report.findings if f.severity in ("high", "medium")]
     if top:
         f = top[0]
-        return f"{f.title} (about {f.impact_ms:.1f} ms per request, {f.impact_pct:.0f}% of latency)"
+        # the title may quote a measured time per request: say which number is the predicted saving
+        return (f"{f.title} (fixing it would save about {f.impact_ms:.1f} ms per request, {f.impact_pct:.0f}% of "
+                "latency)")
     busy = report.requests.get("gpu_busy_pct", 0)
     if busy >= 90:
         return (f"The GPU is the bottleneck: it is busy {busy:.0f}% of each request's latency, and nothing "
