@@ -21,7 +21,7 @@ def add_arguments(p) -> None:
     p.add_argument("--range", dest="range_name", metavar="NAME",
                    help="the NVTX range that marks one request (default: chosen automatically, and said why)")
     p.add_argument("--skip", type=int, metavar="N", help="leave the first N requests out as warm-up "
-                   "(default: detected)")
+                   "(default: detected); refused when it would leave none")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report (with a timeline) to FILE")
