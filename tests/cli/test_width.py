@@ -61,3 +61,16 @@ def test_help_is_wrapped_to_the_terminal():
     # the example command in `profile --help` keeps its own line
     assert any(x.strip() == "nsys-doctor profile [options] -- python serve.py --batch 8"
                for x in _run("profile", "--help", columns=70).stdout.splitlines())
+
+
+def test_tensorrt_layer_table_at_80_columns_keeps_every_number():
+    from tests.conftest import external
+    path = str(external("realcugan-tensorrt__profile"))
+    text = _run("analyze", path).stdout
+    d = json.loads(_run("analyze", path, "--format", "json").stdout)
+    assert max(len(x) for x in text.splitlines()) <= 80
+    table = text[text.index("TensorRT layers"):].splitlines()
+    for row in d["requests"]["tensorrt_layers"][:10]:
+        line = next(x for x in table if f"{row['gpu_ms_per_enqueue']:.3f}" in x.split())
+        assert line.split()[-2:] == [f"{row['gpu_ms_per_enqueue']:.3f}", f"{row['share_pct']:.1f}%"] or \
+            line.split()[-3:-1] == [f"{row['gpu_ms_per_enqueue']:.3f}", f"{row['share_pct']:.1f}%"]

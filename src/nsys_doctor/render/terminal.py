@@ -88,20 +88,27 @@ def _tensorrt_layers(con: Console, layers: list[dict], top: int = 10) -> None:
         return
     con.print()
     con.print("[bold]TensorRT layers[/bold] by GPU time (kernels launched inside each layer's NVTX range)")
-    t = Table(box=None, padding=(0, 2), show_header=True, header_style="bold")
-    for col in ("layer", "calls", "kernels", "ms/enqueue", "share", ""):
+    narrow = con.width < 100
+    t = Table(box=None, padding=(0, 1 if narrow else 2), show_header=True, header_style="bold")
+    rows = [[escape(str(row.get("name"))), f"{row.get('calls', 0):,}", f"{row.get('kernels', 0):,}",
+             f"{row.get('gpu_ms_per_enqueue', 0):.3f}", f"{row.get('share_pct', 0):.1f}%",
+             "[dim]Myelin[/dim]" if row.get("fused") else ""] for row in layers[:top]]
+    cols = ("layer", "calls", "kernels", "ms/enqueue", "share", "")
+    widths = [max(len(col), *(len(Text.from_markup(r[i]).plain) for r in rows)) for i, col in enumerate(cols)]
+    gap = 1 if narrow else 2
+    # a long layer name is shortened with "…" to what the numbers leave of the width, never a number
+    widths[0] = max(12, min(50, widths[0], con.width - sum(widths[1:]) - 2 * gap * (len(cols) - 1) - 2 * gap))
+    for col, w in zip(cols, widths):
         t.add_column(col, justify="left" if col in ("layer", "") else "right", overflow="ellipsis", no_wrap=True,
-                     max_width=50 if col == "layer" else None, min_width=None if col == "layer" else len(col) or 6)
-    for row in layers[:top]:
-        t.add_row(escape(str(row.get("name"))), f"{row.get('calls', 0):,}", f"{row.get('kernels', 0):,}",
-                  f"{row.get('gpu_ms_per_enqueue', 0):.3f}", f"{row.get('share_pct', 0):.1f}%",
-                  "[dim]Myelin[/dim]" if row.get("fused") else "")
+                     min_width=w, max_width=w)
+    for r in rows:
+        t.add_row(*r)
     con.print(t)
     for row in layers[:top]:
         ops = row.get("ops") or []
         if ops:
             parts = ", ".join(f"{escape(o['name'][:40])} {o['share_of_layer_pct']:.0f}%" for o in ops[:4])
-            con.print(f"  [dim]{escape(str(row['name'])[:50])}: {parts}[/dim]")
+            hang(con, "  ", f"[dim]{escape(str(row['name'])[:50])}: {parts}[/dim]")
 
 
 def gpu_list(names: list) -> str:
