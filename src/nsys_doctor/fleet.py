@@ -1,6 +1,7 @@
-"""Fleet mode: analyse many profiles (ranks, replicas, runs) in parallel on Dask and summarise them together.
+"""Fleet mode: analyse many profiles (ranks, replicas, runs) in parallel and summarise them together.
 
-`analyze_many(paths, scheduler=None, workers=None, progress=None) -> Fleet`. Files, folders and globs expand into
+`analyze_many(paths, scheduler=None, workers=None, progress=None) -> Fleet`, on Dask (a LocalCluster, or the cluster
+of --scheduler) when it is installed, else on a standard-library process pool. Files, folders and globs expand into
 profile paths; each worker process reads and diagnoses one profile and sends back a compact `Result` (the measured
 requests' latencies, the requests summary, the findings as dicts: never the timeline) or a `Failure` naming the file
 and the problem. Every file keeps its fate: a bad file, or a bug while analysing one, is a Failure and the rest go on.
@@ -35,13 +36,14 @@ MAD_TO_SIGMA = 1.4826
 # (compare.MIN_CHANGE_PCT); when most reports agree to the microsecond the MAD is ~0 and would flag noise.
 MAD_FLOOR_PCT = 1.0
 MIN_REPORTS_FOR_OUTLIERS = 3    # with two reports the median is their midpoint: both are equally "out"
+MS_DIGITS = 4       # per-request latencies are saved to 0.1 us (analysis.per_request_columns): no more digits here
 TOP_FINDINGS_PER_REPORT = 3     # findings of each report kept in the fleet JSON (all are in Result.findings)
 # What a folder or glob picks up (an explicitly named file is analysed whatever its name).
 PROFILE_SUFFIXES = (".sqlite", ".sqlite.xz", ".sqlite.gz", ".nsys-rep", ".qdrep", ".json", ".json.gz")
 SAVED_REPORT_HEAD = re.compile(rb'^\s*\{\s*"(profile|schema_version)"\s*:')   # `analyze --format json` output
 RANK_IN_NAME = re.compile(r"(?:^|[^a-z])rank[-_.]?(\d+)", re.IGNORECASE)     # rank3.sqlite, report_rank_03.nsys-rep
 REQUEST_KEYS_DROPPED = ("kernels", "tensorrt_layers", "candidates")           # per-kernel tables: too big to gather
-DASK_MISSING = "fleet mode needs Dask: pip install 'nsys-doctor[fleet]' (or 'dask[distributed]')"
+DASK_MISSING = "--scheduler needs Dask: pip install 'nsys-doctor[fleet]' (or 'dask[distributed]')"
 
 
 @dataclass
@@ -174,18 +176,35 @@ def _dask():
     return distributed
 
 
+def _have_dask() -> bool:
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def analyze_many(paths, scheduler: str | None = None, workers: int | None = None,
                  progress: Callable[[int, int, Result | Failure], None] | None = None,
-                 range_name: str | None = None, skip: int | None = None) -> "Fleet":
-    """Analyse every profile under `paths` on Dask; `progress(done, total, outcome)` after each one.
+                 range_name: str | None = None, skip: int | None = None, use_dask: bool | None = None) -> "Fleet":
+    """Analyse every profile under `paths` in parallel; `progress(done, total, outcome)` after each one.
 
     scheduler: address of a running Dask scheduler (its workers must have nsys-doctor installed and see the same
-    paths); default: a LocalCluster of `workers` processes (default the CPU count), one thread each (the analysis
-    holds the GIL in places, so processes, not threads, run in parallel)."""
+    paths); default: `workers` local processes (default the CPU count), one analysis each at a time (the analysis
+    holds the GIL in places, so processes, not threads, run in parallel): a Dask LocalCluster when Dask is
+    installed, else a standard-library process pool. use_dask: force one or the other (None: Dask when present)."""
     t0 = time.perf_counter()
     found, failures, skipped = expand_paths(paths)
     if workers is not None and workers < 1:
         raise BadInput(None, "--workers must be 1 or more")
+    if use_dask is None:
+        use_dask = bool(scheduler) or _have_dask()
+    if not use_dask:
+        if scheduler:
+            raise ToolMissing(scheduler, DASK_MISSING)
+        n_workers = min(workers or os.cpu_count() or 1, max(len(found), 1))
+        outcomes = _on_local_processes(found, n_workers, progress, range_name, skip)
+        return _fleet(found, outcomes, failures, skipped, n_workers, None, t0, engine="processes")
     distributed = _dask()
     outcomes: dict[str, Result | Failure] = {}
     n_workers = None
@@ -224,19 +243,53 @@ def analyze_many(paths, scheduler: str | None = None, workers: int | None = None
             client.close()
             if cluster is not None:
                 cluster.close()
+    return _fleet(found, outcomes, failures, skipped, n_workers, scheduler, t0, engine="dask")
+
+
+def _fleet(found, outcomes, failures, skipped, n_workers, scheduler, t0, engine) -> "Fleet":
     ordered = [outcomes[p] for p in found]
     return Fleet(results=[o for o in ordered if isinstance(o, Result)],
                  failures=failures + [o for o in ordered if isinstance(o, Failure)], skipped=skipped,
-                 workers=n_workers, scheduler=scheduler, seconds=time.perf_counter() - t0)
+                 workers=n_workers, scheduler=scheduler, seconds=time.perf_counter() - t0, engine=engine)
+
+
+def _on_local_processes(found: list[str], n_workers: int, progress, range_name, skip) -> dict:
+    """The same work on a standard-library process pool: what runs when Dask is not installed."""
+    import concurrent.futures as cf
+    import multiprocessing
+    outcomes: dict[str, Result | Failure] = {}
+    if not found:
+        return outcomes
+    # forkserver: workers start from a clean process, not a fork of this one and its reader and progress threads
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
+        futures = {pool.submit(analyze_one, p, range_name, skip): p for p in found}
+        for fut in cf.as_completed(futures):
+            path = futures[fut]
+            try:
+                outcome = fut.result()
+            except Exception as err:    # noqa: BLE001 - the worker died (memory, crash): this file failed, not all
+                outcome = Failure(path, f"the worker could not analyse it ({type(err).__name__}: {err})",
+                                  type(err).__name__, bug=True)
+            outcomes[path] = outcome
+            if progress:
+                progress(len(outcomes), len(found), outcome)
+    return outcomes
 
 
 def _stats(values: np.ndarray) -> dict:
     """Exact percentiles (numpy's default linear interpolation, as `analyze` uses) of the samples given."""
     if len(values) == 0:
         return {"count": 0}
-    out = {f"p{q}": float(np.percentile(values, q)) for q in PERCENTILES}
-    out.update(max=float(values.max()), min=float(values.min()), mean=float(values.mean()), count=int(len(values)))
+    out = {f"p{q}": _r(np.percentile(values, q)) for q in PERCENTILES}
+    out.update(max=_r(values.max()), min=_r(values.min()), mean=_r(values.mean()), count=int(len(values)))
     return out
+
+
+def _r(x, digits: int = MS_DIGITS) -> float | None:
+    """A float for the JSON, to the precision of the per-request latencies it comes from (not 82.23201999999999)."""
+    return None if x is None else round(float(x), digits)
 
 
 def _finding_brief(f: dict) -> dict:
@@ -265,6 +318,7 @@ class Fleet:
     workers: int | None = None
     scheduler: str | None = None
     seconds: float = 0.0
+    engine: str = "dask"             # "dask" (LocalCluster or --scheduler) or "processes" (no Dask installed)
 
     def samples(self) -> np.ndarray:
         """All measured requests' latencies of the fleet, in ms."""
@@ -283,10 +337,10 @@ class Fleet:
                                                                          "gpu_busy_pct", "inferred")},
                             "findings": [_finding_brief(f) for f in r.findings[:TOP_FINDINGS_PER_REPORT]],
                             "verdict": r.verdict, "seconds": round(r.seconds, 3), "worker": r.worker,
-                            "peak_rss_mb": r.peak_rss_mb})
+                            "peak_rss_mb": _r(r.peak_rss_mb, 1)})
         measured = [x for x in reports if x["latency_ms"]["count"]]
         p50s = np.array([x["latency_ms"]["p50"] for x in measured])
-        median_p50 = float(median(p50s)) if len(p50s) else None
+        median_p50 = _r(median(p50s)) if len(p50s) else None
         return {
             "kind": "fleet", "tool": {"name": "nsys-doctor", "version": __version__},
             "analysed": len(self.results), "failed": len(self.failures), "skipped_count": len(self.skipped),
@@ -299,7 +353,7 @@ class Fleet:
             "failures": [dataclasses.asdict(f) for f in self.failures],
             "skipped": list(self.skipped),
             "workers": _workers(results), "n_workers": self.workers, "scheduler": self.scheduler,
-            "seconds": round(self.seconds, 3),
+            "engine": self.engine, "seconds": round(self.seconds, 3),
         }
 
 
@@ -311,8 +365,8 @@ def _straggler(measured: list[dict], median_p50: float | None, n_reports: int, r
     top = s["findings"][0] if s["findings"] else None
     shared = sum(1 for r in results if top and any(f["category"] == top["category"] for f in r.findings))
     return {"path": s["path"], "label": s["label"], "rank": s["rank"], "p50_ms": p50,
-            "fleet_median_ms": median_p50, "excess_ms": p50 - median_p50,
-            "ratio": p50 / median_p50 if median_p50 else None,
+            "fleet_median_ms": median_p50, "excess_ms": _r(p50 - median_p50),
+            "ratio": _r(p50 / median_p50, 3) if median_p50 else None,
             "explanation": top, "explanation_in_reports": shared, "of_reports": n_reports}
 
 
@@ -323,12 +377,12 @@ def _outliers(measured: list[dict], p50s: np.ndarray, median_p50: float | None) 
         return out
     mad = float(median(np.abs(p50s - median_p50)))
     spread = max(MAD_TO_SIGMA * mad, MAD_FLOOR_PCT / 100 * abs(median_p50))
-    out.update(mad_ms=mad, spread_ms=spread)
+    out.update(mad_ms=_r(mad), spread_ms=_r(spread))
     for x, p50 in zip(measured, p50s):
         score = (p50 - median_p50) / spread if spread else 0.0
         if abs(score) > OUTLIER_MADS:
-            out["reports"].append({"path": x["path"], "label": x["label"], "rank": x["rank"], "p50_ms": float(p50),
-                                   "mads": score, "direction": "slower" if score > 0 else "faster",
+            out["reports"].append({"path": x["path"], "label": x["label"], "rank": x["rank"], "p50_ms": _r(p50),
+                                   "mads": _r(score, 2), "direction": "slower" if score > 0 else "faster",
                                    "top_finding": x["findings"][0] if x["findings"] else None})
     out["reports"].sort(key=lambda o: -abs(o["mads"]))
     return out
@@ -352,7 +406,7 @@ def _across(results: list[Result], labels: list[str]) -> list[dict]:
     out = []
     for c in cats.values():
         imp = c.pop("impact_ms")
-        c["mean_impact_ms"], c["max_impact_ms"] = float(np.mean(imp)), float(np.max(imp))
+        c["mean_impact_ms"], c["max_impact_ms"] = _r(np.mean(imp), 3), _r(np.max(imp), 3)
         out.append(c)
     return sorted(out, key=lambda c: (-c["reports"], -c["severity"]["high"], -c["mean_impact_ms"]))
 

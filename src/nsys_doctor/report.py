@@ -54,6 +54,10 @@ class Finding:
     # 1/throughput: throughput-bound runs, where requests queue); set after the diagnoses run (diagnose/impact.py)
     impact_basis: str = "latency"
 
+    def __repr__(self) -> str:     # the generated one prints every instance of the evidence
+        return (f"<Finding {self.category} {self.severity} ~{self.impact_ms:.2f} ms/request "
+                f"({self.impact_pct:.0f}%): {self.title}>")
+
 
 @dataclass
 class Report:
@@ -65,6 +69,18 @@ class Report:
     notes: list[str] = field(default_factory=list)
     timeline: dict[str, Any] = field(default_factory=dict)     # excerpts of the timeline the findings cite (HTML)
     schema_version: str = SCHEMA_VERSION
+
+    def __repr__(self) -> str:
+        # a line or two: the generated repr prints the timeline too (370,000 characters on sync_heavy)
+        r = self.requests or {}
+        lat = (r.get("latency_ms") or {}).get("p50")
+        p50 = f", p50 {lat:.2f} ms" if lat is not None else ""
+        top = self.findings[0] if self.findings else None
+        finds = f"{len(self.findings)} finding{'s' * (len(self.findings) != 1)}" + (
+            f", top {top.category} ({top.severity}, ~{top.impact_ms:.2f} ms/request)" if top else "")
+        name = (self.profile or {}).get("path") or "?"
+        return (f"<{type(self).__name__} {name}: {r.get('count', 0)} requests of range {r.get('range')!r}{p50}; "
+                f"{finds}>\nverdict: {self.verdict}")
 
     def ranked(self) -> "Report":
         self.findings.sort(key=lambda f: (-f.impact_ms, SEVERITIES.index(f.severity)))

@@ -223,3 +223,68 @@ def test_summary_shows_load_interval_queue_and_service(browser, tmp_path):
     assert got["Queued p50 / p90 / p99 / max"].startswith(f"{r['queue_ms']['p50']} / ")
     assert got["Service p50 / p90 / p99 / max"].startswith(f"{r['service_ms']['p50']} / ")
     assert page.errors == []
+
+
+def _boxes(page, selector: str) -> list[dict]:
+    return json.loads(page.eval(f"JSON.stringify(Array.from(document.querySelectorAll('{selector}')).map(e => "
+                                "{const b = e.getBBox(); return {x: b.x, y: b.y, w: b.width, h: b.height, "
+                                "text: e.textContent}}))"))
+
+
+def _overlap(a: dict, b: dict) -> bool:
+    return a["x"] < b["x"] + b["w"] and b["x"] < a["x"] + a["w"] and a["y"] < b["y"] + b["h"] and b["y"] < a["y"] + a["h"]
+
+
+@needs_chromium
+@pytest.mark.parametrize("name", ["healthy", "sync_heavy"])
+def test_histogram_labels_cover_no_bar_and_no_other_label(browser, tmp_path, name):
+    # healthy: p50 82.15 and p99 82.24 ms, one pixel apart, over the tallest bar (the case that overlapped)
+    report = zoo_report(name)
+    page = load(browser, tmp_path, report)
+    texts = _boxes(page, "#hist text")
+    lat = report.requests["latency_ms"]
+    p50 = next(t for t in texts if t["text"] == f"p50 {lat['p50']:.2f} ms")
+    p99 = next(t for t in texts if t["text"] == f"p99 {lat['p99']:.2f} ms")
+    assert not _overlap(p50, p99)
+    for bar in _boxes(page, "#hist rect"):
+        assert not _overlap(p50, bar) and not _overlap(p99, bar)
+    # the y axis is a count and says so; the x axis is a time and says so
+    bins = [int(t["text"]) for t in texts if t["text"].isdigit()]
+    assert max(bins) == max(page.eval("Array.from(document.querySelectorAll('#hist rect title')).map("
+                                      "t => parseInt(t.textContent))"))
+    assert "requests" in [t["text"] for t in texts]
+    ticks = [t["text"] for t in texts if t["text"].endswith(" ms") and not t["text"].startswith("p")]
+    assert len(ticks) == 3 and ticks[0] == f"{min(report.per_request['latency_ms'][report.requests['warmup']:]):.1f} ms"
+
+
+@needs_chromium
+def test_gpu_metric_lane_hover_shows_the_sample_value(browser, tmp_path):
+    report = zoo_report("healthy")          # GPU metrics recorded
+    ex = report.timeline["excerpts"][0]
+    assert ex["metrics"], "healthy has GPU metric samples in its first excerpt"
+    page = load(browser, tmp_path, report)
+    page.eval("document.getElementById('timeline').scrollIntoView()")
+    r = rect(page, "document.getElementById('timeline')")
+    n_lanes = len(ex["lanes"])
+    y = r["y"] + 22 + n_lanes * 18 + 38 / 2              # AXIS + lanes * LANE + half a METRIC lane (report.js)
+    page.mouse("mouseMoved", r["x"] + r["width"] * 0.5, y)
+    tip = page.eval("document.getElementById('tip').hidden ? '' : document.getElementById('tip').textContent")
+    m = ex["metrics"][0]
+    assert tip.startswith(m["name"] + ": ")
+    shown = tip.split(": ", 1)[1].split("\n")[0].rstrip("%")
+    values = {round(v, 2) for _, v in m["points"]}
+    # one of the lane's samples, as report.js formats it (2 decimals below 10, 1 below 100)
+    assert any(abs(float(shown) - v) <= (0.005 if v < 10 else 0.05 if v < 100 else 0.5) + 1e-9 for v in values), shown
+
+
+@needs_chromium
+def test_notes_heading_only_over_notes(browser, tmp_path):
+    report = zoo_report("sync_heavy")
+    page = load(browser, tmp_path, report)
+    n = len(report.notes) + len(report.profile.get("absent") or {})
+    assert page.eval("document.querySelectorAll('#notes li').length") == n
+    assert page.eval("document.getElementById('notes-section').hidden") == (n == 0)
+    empty = Report(**{**report.__dict__, "notes": [], "profile": {**report.profile, "absent": {}}})
+    page = load(browser, tmp_path, empty, "empty.html")
+    assert page.eval("document.getElementById('notes-section').hidden") is True
+    assert page.eval("document.getElementById('notes-section').offsetHeight") == 0

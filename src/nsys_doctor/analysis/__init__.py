@@ -161,8 +161,9 @@ def verdict(report: Report, queueing: str | None = None) -> str:
     if top:
         f = top[0]
         unit = "of the request interval" if f.impact_basis == "interval" else "of latency"
-        return f"{f.title} (about {f.impact_ms:.1f} ms per request, {f.impact_pct:.0f}% {unit})" + \
-            (f".{tail}" if tail else "")
+        # the title may quote a measured time per request: say which number is the predicted saving
+        return (f"{f.title} (fixing it would save about {f.impact_ms:.1f} ms per request, {f.impact_pct:.0f}% "
+                f"{unit})" + (f".{tail}" if tail else ""))
     busy = r.get("gpu_busy_pct", 0)
     if busy >= 90:
         return (f"The GPU is the bottleneck: it is busy {busy:.0f}% of each request's latency, and nothing "

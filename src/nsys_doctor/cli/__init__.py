@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
+import textwrap
 
 # No BLAS call anywhere in nsys-doctor, yet OpenBLAS (under numpy) starts a thread per core at import that spins
 # waiting for work: 11% of all CPU time of `analyze launch_bound` on 2 cores (perf: blas_thread_server). Set before
@@ -18,6 +20,29 @@ from .memory import keep_freed_memory
 
 # A new command is one new file in this folder plus its name here.
 COMMANDS = ["analyze", "demo", "profile", "env", "export", "diff", "check"]
+
+
+class ParagraphFormatter(argparse.HelpFormatter):
+    """Rewraps each paragraph of a command's docstring to the terminal (argparse reads COLUMNS), keeps the blank
+    lines between paragraphs and indented lines (command examples) as written."""
+
+    def _fill_text(self, text, width, indent):
+        out = []
+        for para in re.split(r"\n\s*\n", text.strip("\n")):
+            lines = para.splitlines()
+            if all(line.startswith("    ") for line in lines):
+                out.append("\n".join(indent + line for line in lines))
+            else:
+                out.append(textwrap.fill(" ".join(line.strip() for line in lines), width, initial_indent=indent,
+                                         subsequent_indent=indent))
+        return "\n\n".join(out)
+
+
+def summary(doc: str) -> str:
+    """The first sentence of a docstring, however its lines were wrapped (the command list's one-line help)."""
+    first = " ".join(doc.split("\n\n", 1)[0].split())
+    m = re.match(r"(.+?\.)(\s|$)", first)
+    return m.group(1) if m else first
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -36,8 +61,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                 continue        # command not built yet
             raise
         doc = (mod.__doc__ or "").strip()
-        p = sub.add_parser(name, help=doc.splitlines()[0] if doc else None, description=doc,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(name, help=summary(doc) or None, description=doc, formatter_class=ParagraphFormatter)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
     return parser

@@ -3,8 +3,8 @@
 PROFILE is an `nsys export --type sqlite` file (plain, .xz or .gz), or an .nsys-rep/.qdrep report (exported with
 nsys when one is found). Exit codes: 0 analysed, 2 bad input (one line on stderr says what is wrong).
 
-Several profiles, a folder or a glob: fleet mode (docs/fleet.md). Each one is analysed in parallel on Dask (local
-worker processes, or --scheduler), then one summary: exact fleet-wide percentiles, the slowest report and why,
+Several profiles, a folder or a glob: fleet mode (docs/fleet.md). Each one is analysed in parallel on local worker
+processes (on Dask when it is installed; --scheduler: a Dask cluster), then one summary: exact fleet-wide percentiles, the slowest report and why,
 outliers, findings across the fleet, and every failure on its own line (exit 2 when any report failed)."""
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ def add_arguments(p) -> None:
     p.add_argument("--range", dest="range_name", metavar="NAME",
                    help="the NVTX range that marks one request (default: chosen automatically, and said why)")
     p.add_argument("--skip", type=int, metavar="N", help="leave the first N requests out as warm-up "
-                   "(default: detected)")
+                   "(default: detected); refused when it would leave none")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
     p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report (with a timeline) to FILE")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="fleet mode: a running Dask scheduler (tcp://host:8786); "
-                   "default: local worker processes")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="fleet mode: a running Dask scheduler (tcp://host:8786; "
+                   "needs the fleet extra); default: local worker processes")
     p.add_argument("--workers", type=int, metavar="N", help="fleet mode: local worker processes (default: CPU count)")
 
 
@@ -57,7 +57,7 @@ def run(args) -> int:
 
 
 def run_fleet(args, paths) -> int:
-    """Fleet mode: a progress bar on stderr while Dask works, then the summary; exit 2 when any report failed."""
+    """Fleet mode: a progress bar on stderr while the workers run, then the summary; exit 2 when any failed."""
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

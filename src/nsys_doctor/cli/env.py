@@ -1,6 +1,8 @@
-"""Show what this machine can profile: nsys and version, GPUs and driver, perf_event_paranoid, and which trace
-features (CUDA, NVTX, OS runtime, CPU sampling, context switches, GPU metrics) will work, and what each missing
-one costs the analysis. Exit code 0 when nsys is found, 2 when it is not."""
+"""Show what this machine can profile with Nsight Systems, and what the analysis will get.
+
+nsys and its version, GPUs and driver, perf_event_paranoid, and which trace features (CUDA, NVTX, OS runtime,
+CPU sampling, context switches, GPU metrics) will work, and what each missing one costs the analysis.
+Exit code 0 when nsys is found, 2 when it is not."""
 from __future__ import annotations
 
 import argparse

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .api_names import SYNC_CALLS
+from .api_names import SYNC_CALLS, base_name
 from .trace import Table, Trace, table_len
 from .arrays import median
 
@@ -81,7 +81,7 @@ def infer_iterations(trace: Trace) -> tuple[Table, str, str]:
     starts = ends[:-1]
     inst = {"start_ns": starts, "end_ns": ends[1:], "tid": np.full(len(starts), tid),
             "name": np.full(len(starts), "iteration", object), "domain": np.full(len(starts), "", object)}
-    name = trace.name(nid)
+    name = base_name(trace.name(nid))     # the spelling the findings use (no _v3020 suffix)
     return inst, f"(iterations ending in {name})", (
         f"inferred: no NVTX request ranges; {len(starts)} iterations on {trace.thread_name(tid)}, each ending in "
         f"{name} after {mode} launches (period {median(np.diff(ends)) / 1e6:.1f} ms, spread {cv:.2f})")

@@ -107,8 +107,9 @@ def _why(c: dict, allc: list[dict], n_eligible: int | None = None) -> str:
     if n_eligible is None:
         n_eligible = sum(1 for o in allc if o["eligible"])
     others = n_eligible - (1 if c["eligible"] else 0)
+    outer = "the only such range" if others == 0 else f"outermost of {others + 1} such ranges"
     return (f"repeated {c['count']} times, {c['gpu_share']:.0%} of them launch GPU work "
-            f"({c['launches']} launches), outermost of {others + 1} such ranges")
+            f"({c['launches']} launches), {outer}")
 
 
 def _count_inside(ranges: Table, tid: np.ndarray, t: np.ndarray) -> np.ndarray:

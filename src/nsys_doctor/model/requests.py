@@ -199,7 +199,7 @@ def _measure(trace: Trace, inst: Table, name: str, domain: str, reason: str, inf
     if not has_gpu.any():
         raise NoData(trace.path, f"the {n} instances of range {name!r} launch no GPU work "
                                  "(no CUDA activity recorded inside them: was it profiled with --trace=cuda?)")
-    warm, why = _warmup(tab["latency_ns"], skip, _drain_barrier(trace, tab, api_req))
+    warm, why = _warmup(tab["latency_ns"], skip, _drain_barrier(trace, tab, api_req), trace.path)
     return Requests(range_name=name, domain=domain, reason=reason, inferred=inferred, table=tab, warmup=warm,
                     warmup_reason=why, candidates=cands, api_request=api_req, gpu_request=gpu_req)
 
@@ -235,11 +235,14 @@ def _drain_barrier(trace: Trace, tab: Table, api_req: np.ndarray) -> int:
     return int(idx[last + 1])
 
 
-def _warmup(latency: np.ndarray, skip: int | None, barrier: int = 0) -> tuple[int, str]:
+def _warmup(latency: np.ndarray, skip: int | None, barrier: int = 0, path=None) -> tuple[int, str]:
     n = len(latency)
     if skip is not None:
-        k = max(0, min(int(skip), n - 1))
-        return k, f"--skip {skip}"
+        if skip >= n:      # nothing would be left to measure: say so rather than quietly measure one request
+            from ..errors import BadInput
+            raise BadInput(path, f"--skip {skip} leaves no request to measure: the profile has {n} "
+                                 f"request{'s' * (n != 1)} (use --skip {n - 1} or less)")
+        return max(0, int(skip)), f"--skip {skip}"
     if n < 4:
         return 0, "too few requests to tell warm-up apart"
     limit = min(WARMUP_MAX, int(n * WARMUP_MAX_SHARE))
@@ -254,5 +257,6 @@ def _warmup(latency: np.ndarray, skip: int | None, barrier: int = 0) -> tuple[in
         break
     if k == 0:
         return 0, "no slow leading requests"
-    return k, f"the first {k} took {latency[:k].min() / 1e6:.1f}-{latency[:k].max() / 1e6:.1f} ms, " \
-              f"over {WARMUP_FACTOR}x the steady median ({median(latency[k:]) / 1e6:.1f} ms)"
+    took = (f"the first took {latency[0] / 1e6:.1f} ms" if k == 1 else
+            f"the first {k} took {latency[:k].min() / 1e6:.1f}-{latency[:k].max() / 1e6:.1f} ms")
+    return k, f"{took}, over {WARMUP_FACTOR}x the steady median ({median(latency[k:]) / 1e6:.1f} ms)"

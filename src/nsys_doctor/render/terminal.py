@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..report import Report
+from .console import console, hang
 
 SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "dim"}
 
@@ -17,28 +18,27 @@ def render(report: Report, file=None, width: int | None = None, color: bool | No
     file = file or sys.stdout
     if getattr(file, "errors", None) == "strict" and hasattr(file, "reconfigure"):
         file.reconfigure(errors="replace")   # an ascii/latin-1 terminal shows "?" for what it cannot show
-    con = Console(file=file, width=width or (None if file.isatty() else 110), highlight=False,
-                  force_terminal=color, no_color=color is False, soft_wrap=False)
+    con = console(file, width, color)
     p, r = report.profile, report.requests
     con.print(Text("nsys-doctor", style="bold") + Text(f"  {p.get('path')}"))
-    gpus = ", ".join(p.get("gpus") or []) or "GPU not recorded"
+    gpus = gpu_list(p.get("gpus") or []) or "GPU not recorded"
     held = ", ".join(f"{k} {v:,}" for k, v in (p.get("counts") or {}).items() if v and k not in ("threads", "processes"))
-    con.print(f"[dim]{escape(str(p.get('format')))} {escape(str(p.get('nsys_version') or ''))} · {escape(gpus)}"
-              f" · {escape(held)}[/dim]")
+    hang(con, "", f"[dim]{escape(str(p.get('format')))} {escape(str(p.get('nsys_version') or ''))} · "
+                  f"{escape(gpus)} · {escape(held)}[/dim]")
     missing = [f"{k}: {v}" for k, v in (p.get("absent") or {}).items()]
     if missing:
-        con.print(f"[dim]missing: {escape('; '.join(missing))}[/dim]")
+        hang(con, "[dim]missing: [/dim]", f"[dim]{escape('; '.join(missing))}[/dim]")
     if p.get("tensorrt"):
         signs = p["tensorrt"].get("signs", []) if isinstance(p["tensorrt"], dict) else ["TensorRT NVTX domain"]
-        con.print(f"[dim]TensorRT engine detected ({escape('; '.join(signs[:4]))})[/dim]")
+        hang(con, "", f"[dim]TensorRT engine detected ({escape('; '.join(signs[:4]))})[/dim]")
     con.print()
-    con.print(Text("Verdict: ", style="bold") + Text(report.verdict))
+    hang(con, "[bold]Verdict:[/bold] ", escape(report.verdict))
     con.print()
     how = "inferred" if r.get("inferred") else "NVTX range"
-    con.print(f"[bold]Requests[/bold]: {r.get('count')} measured of {r.get('total')} ({how} "
-              f"[cyan]{escape(str(r.get('range')))}[/cyan]; {escape(str(r.get('chosen_because')))})")
+    hang(con, "[bold]Requests[/bold]: ", f"{r.get('count')} measured of {r.get('total')} ({how} "
+         f"[cyan]{escape(str(r.get('range')))}[/cyan]; {escape(str(r.get('chosen_because')))})")
     if r.get("warmup"):
-        con.print(f"  warm-up left out: {r['warmup']} ({escape(str(r.get('warmup_reason')))})")
+        hang(con, "  warm-up left out: ", f"{r['warmup']} ({escape(str(r.get('warmup_reason')))})")
     lat, cpu = r.get("latency_ms", {}), r.get("cpu_ms", {})
     t = Table(box=None, padding=(0, 2), show_header=True, header_style="bold")
     for col in ("ms", "p50", "p90", "p99", "max", "mean"):
@@ -49,11 +49,13 @@ def render(report: Report, file=None, width: int | None = None, color: bool | No
     con.print(t)
     _load_line(con, r)
     b, bp = r.get("breakdown_ms", {}), r.get("breakdown_pct", {})
-    con.print(f"  GPU busy {r.get('gpu_busy_pct', 0):.1f}% of latency (own work {r.get('own_gpu_busy_pct', 0):.1f}%); "
-              f"per request: {r.get('launches_per_request', 0):g} launches, {r.get('kernels_per_request', 0):g} "
-              f"kernels, {r.get('copies_per_request', 0):g} copies")
-    bar = "  ".join(f"{k.replace('_', ' ')} {b[k]:.2f} ms ({bp.get(k, 0):.0f}%)" for k in b)
-    con.print(f"  breakdown: {bar}")
+    # two different averages, said as such: the mean of each request's busy share, and the mean milliseconds
+    # (shares of the mean latency), which differ when short and long requests are busy differently
+    hang(con, "  ", f"GPU busy {r.get('gpu_busy_pct', 0):.1f}% of a request's latency on average (its own work "
+         f"{r.get('own_gpu_busy_pct', 0):.1f}%); per request: launches {r.get('launches_per_request', 0):g}, "
+         f"kernels {r.get('kernels_per_request', 0):g}, copies {r.get('copies_per_request', 0):g}")
+    bar = ", ".join(f"{k.replace('_', ' ')} {b[k]:.2f} ms ({bp.get(k, 0):.0f}%)" for k in b)
+    hang(con, "  ", f"mean request ({lat.get('mean', 0):.2f} ms): {bar}")
     _tensorrt_layers(con, r.get("tensorrt_layers") or [])
     con.print()
     if not report.findings:
@@ -61,27 +63,26 @@ def render(report: Report, file=None, width: int | None = None, color: bool | No
     for i, f in enumerate(report.findings, 1):
         style = SEVERITY_STYLE.get(f.severity, "")
         basis = " of interval" if f.impact_basis == "interval" else ""
-        con.print(f"[{style}]{i}. [{f.severity.upper()}] {escape(f.title)}[/{style}]  "
-                  f"[bold]~{f.impact_ms:.2f} ms/request ({f.impact_pct:.0f}%{basis})[/bold]  "
-                  f"[dim]{escape(f.category)}[/dim]")
+        hang(con, f"[{style}]{i}. [/{style}]", f"[{style}]\\[{f.severity.upper()}] {escape(f.title)}[/{style}]  "
+             f"[bold]~{f.impact_ms:.2f} ms/request ({f.impact_pct:.0f}%{basis})[/bold]  [dim]{escape(f.category)}[/dim]")
         nums = ", ".join(f"{k}={_fmt(v)}" for k, v in f.evidence.numbers.items())
         if nums:
-            con.print(f"   evidence: {escape(nums)}")
+            hang(con, "   evidence: ", escape(nums))
         for inst in f.evidence.worst[:3]:
             where = f" @ {inst.start_ns / 1e9:.6f}s" + (f" req {inst.request}" if inst.request is not None else "")
             extra = f" [{inst.thread}]" if inst.thread else ""
             code = f" at {inst.code}" if inst.code else ""
-            con.print(f"   - {escape(inst.what)}{escape(where)}{escape(extra)}{escape(code)}")
+            hang(con, "   - ", f"{escape(inst.what)}{escape(where)}{escape(extra)}{escape(code)}")
         for c in f.evidence.code[:3]:
-            con.print(f"   - hot: {escape(str(c.get('function')))} ({escape(str(c.get('module', '')))}) "
-                      f"{c.get('share_pct', 0):.0f}%")
+            hang(con, "   - ", f"hot: {escape(str(c.get('function')))} ({escape(str(c.get('module', '')))}) "
+                 f"{c.get('share_pct', 0):.0f}%")
         for note in f.evidence.notes:
-            con.print(f"   [dim]note: {escape(note)}[/dim]")
-        con.print(f"   [green]fix[/green]: {escape(f.fix)}")
-        con.print(f"   [dim]why: {escape(f.why)}[/dim]")
-        con.print(f"   [dim]estimate: {escape(f.estimate)}[/dim]")
+            hang(con, "   [dim]note: [/dim]", f"[dim]{escape(note)}[/dim]")
+        hang(con, "   [green]fix[/green]: ", escape(f.fix))
+        hang(con, "   [dim]why: [/dim]", f"[dim]{escape(f.why)}[/dim]")
+        hang(con, "   [dim]estimate: [/dim]", f"[dim]{escape(f.estimate)}[/dim]")
     for note in report.notes:
-        con.print(f"[dim]note: {escape(note)}[/dim]")
+        hang(con, "[dim]note: [/dim]", f"[dim]{escape(note)}[/dim]")
 
 
 def _queue_rows(t: Table, r: dict) -> None:
@@ -100,9 +101,9 @@ def _load_line(con: Console, r: dict) -> None:
     why = (f"queueing {ev.get('queue_pct_of_latency', 0):.0f}% of latency, GPU busy "
            f"{ev.get('gpu_busy_pct_of_span', 0):.0f}% of the run, request threads "
            f"{ev.get('request_threads_on_cpu_pct', 0):.0f}% on the CPU")
-    con.print(f"  [bold]{escape(str(r['load']))}[/bold], bound by {escape(str(r.get('bound_by')))}: one request "
-              f"every {r.get('interval_ms', 0):.3f} ms ({r.get('throughput_per_s', 0):g} requests/s) "
-              f"[dim]({why})[/dim]")
+    hang(con, "  ", f"[bold]{escape(str(r['load']))}[/bold], bound by {escape(str(r.get('bound_by')))}: one "
+         f"request every {r.get('interval_ms', 0):.3f} ms ({r.get('throughput_per_s', 0):g} requests/s) "
+         f"[dim]({why})[/dim]")
 
 
 def _tensorrt_layers(con: Console, layers: list[dict], top: int = 10) -> None:
@@ -111,20 +112,35 @@ def _tensorrt_layers(con: Console, layers: list[dict], top: int = 10) -> None:
         return
     con.print()
     con.print("[bold]TensorRT layers[/bold] by GPU time (kernels launched inside each layer's NVTX range)")
-    t = Table(box=None, padding=(0, 2), show_header=True, header_style="bold")
-    for col in ("layer", "calls", "kernels", "ms/enqueue", "share", ""):
+    narrow = con.width < 100
+    t = Table(box=None, padding=(0, 1 if narrow else 2), show_header=True, header_style="bold")
+    rows = [[escape(str(row.get("name"))), f"{row.get('calls', 0):,}", f"{row.get('kernels', 0):,}",
+             f"{row.get('gpu_ms_per_enqueue', 0):.3f}", f"{row.get('share_pct', 0):.1f}%",
+             "[dim]Myelin[/dim]" if row.get("fused") else ""] for row in layers[:top]]
+    cols = ("layer", "calls", "kernels", "ms/enqueue", "share", "")
+    widths = [max(len(col), *(len(Text.from_markup(r[i]).plain) for r in rows)) for i, col in enumerate(cols)]
+    gap = 1 if narrow else 2
+    # a long layer name is shortened with "…" to what the numbers leave of the width, never a number
+    widths[0] = max(12, min(50, widths[0], con.width - sum(widths[1:]) - 2 * gap * (len(cols) - 1) - 2 * gap))
+    for col, w in zip(cols, widths):
         t.add_column(col, justify="left" if col in ("layer", "") else "right", overflow="ellipsis", no_wrap=True,
-                     max_width=50 if col == "layer" else None, min_width=None if col == "layer" else len(col) or 6)
-    for row in layers[:top]:
-        t.add_row(escape(str(row.get("name"))), f"{row.get('calls', 0):,}", f"{row.get('kernels', 0):,}",
-                  f"{row.get('gpu_ms_per_enqueue', 0):.3f}", f"{row.get('share_pct', 0):.1f}%",
-                  "[dim]Myelin[/dim]" if row.get("fused") else "")
+                     min_width=w, max_width=w)
+    for r in rows:
+        t.add_row(*r)
     con.print(t)
     for row in layers[:top]:
         ops = row.get("ops") or []
         if ops:
             parts = ", ".join(f"{escape(o['name'][:40])} {o['share_of_layer_pct']:.0f}%" for o in ops[:4])
-            con.print(f"  [dim]{escape(str(row['name'])[:50])}: {parts}[/dim]")
+            hang(con, "  ", f"[dim]{escape(str(row['name'])[:50])}: {parts}[/dim]")
+
+
+def gpu_list(names: list) -> str:
+    """"8x NVIDIA H100 80GB HBM3" for an 8-GPU host, not the name eight times; first-seen order."""
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[str(n)] = counts.get(str(n), 0) + 1
+    return ", ".join(f"{c}x {n}" if c > 1 else n for n, c in counts.items())
 
 
 def _fmt(v) -> str:

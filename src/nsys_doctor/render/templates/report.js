@@ -16,8 +16,11 @@ const PARTS = [['compute_ms', 'compute', '#3f7fd0'], ['copy_ms', 'copies', '#2ca
 
 // ---------------------------------------------------------------- header, summary, notes
 const prof = D.profile || {}, req = D.requests || {};
+function gpuList(names) {   // "8x NVIDIA H100" for an 8-GPU host, not the name eight times
+  const n = new Map(); names.forEach(g => n.set(String(g), (n.get(String(g)) || 0) + 1));
+  return Array.from(n, ([g, c]) => (c > 1 ? c + 'x ' : '') + g).join(', '); }
 $('profile').textContent = [prof.path, prof.format, prof.nsys_version && ('nsys ' + prof.nsys_version),
-  (prof.gpus || []).join(', ')].filter(Boolean).join(' \u00b7 ');
+  gpuList(prof.gpus || [])].filter(Boolean).join(' \u00b7 ');
 $('verdict').textContent = D.verdict || 'No verdict.';
 const lat = req.latency_ms || {};
 // queueing, service time and what bounds the run (absent from reports saved before they were measured)
@@ -34,39 +37,54 @@ const summary = el('table', null, 'kv');
  ['Chosen because', req.chosen_because], ['Requests measured', (req.count ?? '?') + ' of ' + (req.total ?? '?') +
   (req.warmup ? ' (' + req.warmup + ' warm-up: ' + (req.warmup_reason || '') + ')' : '')],
  ['Latency p50 / p90 / p99 / max', [lat.p50, lat.p90, lat.p99, lat.max].map(v => v == null ? '?' : v).join(' / ') +
-  ' ms'], ['GPU busy', req.gpu_busy_pct != null ? req.gpu_busy_pct + '% of latency' : null]]
+  ' ms'], ['GPU busy', req.gpu_busy_pct != null ? req.gpu_busy_pct + "% of a request's latency on average (own work " +
+  req.own_gpu_busy_pct + '%)' : null]]
   .concat(loadRows(req))
   .forEach(([k, v]) => { if (v == null) return; const tr = el('tr'); tr.append(el('td', k), el('td', v));
     summary.append(tr); });
 $('summary').append(summary);
-[].concat(D.notes || [], Object.entries(prof.absent || {}).map(([k, v]) => k + ': ' + v))
-  .forEach(n => $('notes').append(el('li', n)));
+const notes = [].concat(D.notes || [], Object.entries(prof.absent || {}).map(([k, v]) => k + ': ' + v));
+notes.forEach(n => $('notes').append(el('li', n)));
+$('notes-section').hidden = !notes.length;   // no heading over nothing
 
 // ---------------------------------------------------------------- histogram and breakdown (SVG)
 const pr = D.per_request || {};
 const measured = (pr.latency_ms || []).map((v, i) => i).filter(i => !(pr.warmup || [])[i]);
 function histogram() {
-  const W = 460, H = 200, L = 40, B = 24, vals = measured.map(i => pr.latency_ms[i]);
+  // T: a band above the bars for the p50/p99 labels, each on its own row, so a label never covers a bar or the
+  // other label however close the two percentiles are
+  const W = 460, H = 224, L = 46, B = 34, T = 40, R = 14, vals = measured.map(i => pr.latency_ms[i]);
   const s = svg('svg', {width: W, height: H, role: 'img'}); $('hist').append(s);
   if (!vals.length) { s.append(svg('text', {x: 10, y: 20}, 'no measured requests')); return; }
   const lo = Math.min(...vals), hi = Math.max(...vals), nb = Math.min(40, Math.max(5, Math.ceil(Math.sqrt(vals.length))));
   const w = (hi - lo) / nb || 1, bins = new Array(nb).fill(0);
   vals.forEach(v => bins[Math.min(nb - 1, Math.floor((v - lo) / w))]++);
-  const top = Math.max(...bins), x = v => L + (v - lo) / (w * nb) * (W - L - 10), y = c => H - B - c / top * (H - B - 14);
+  const top = Math.max(...bins), x = v => L + (v - lo) / (w * nb) * (W - L - R), y = c => H - B - c / top * (H - B - T);
   bins.forEach((c, i) => { const r = svg('rect', {x: x(lo + i * w) + 0.5, y: y(c), width: Math.max(1, x(lo + w) - L - 1),
     height: H - B - y(c), fill: '#3f7fd0'}); r.append(svg('title', {}, c + ' requests, ' + (lo + i * w).toFixed(2) + '-' +
     (lo + (i + 1) * w).toFixed(2) + ' ms')); s.append(r); });
-  s.append(svg('line', {x1: L, x2: W - 10, y1: H - B, y2: H - B, stroke: '#889'}));
-  [lo, (lo + hi) / 2, hi].forEach(v => s.append(svg('text', {x: x(v), y: H - 8, 'font-size': 11, 'text-anchor': 'middle'},
-    v.toFixed(1))));
-  s.append(svg('text', {x: 4, y: 12, 'font-size': 11}, top));
+  s.append(svg('line', {x1: L, x2: W - R, y1: H - B, y2: H - B, stroke: '#889'}));
+  s.append(svg('line', {x1: L, x2: L, y1: T, y2: H - B, stroke: '#889'}));
+  // x axis: latency with its unit; y axis: a count of requests, said so, so "34" is not read as a time
+  [[lo, 'start'], [(lo + hi) / 2, 'middle'], [hi, 'end']].forEach(([v, anchor]) => s.append(svg('text',
+    {x: x(v), y: H - B + 14, 'font-size': 11, 'text-anchor': anchor}, v.toFixed(1) + ' ms')));
+  s.append(svg('text', {x: (L + W - R) / 2, y: H - 4, 'font-size': 11, fill: '#556', 'text-anchor': 'middle'},
+    'end-to-end latency'));
+  [[0, H - B], [top, T]].forEach(([c, yy]) => s.append(svg('text', {x: L - 5, y: yy + 4, 'font-size': 11,
+    'text-anchor': 'end'}, c)));
+  s.append(svg('text', {x: 12, y: (T + H - B) / 2, 'font-size': 11, fill: '#556', 'text-anchor': 'middle',
+    transform: 'rotate(-90 12 ' + (T + H - B) / 2 + ')'}, 'requests'));
   const sorted = vals.slice().sort((a, b) => a - b), pct = p => sorted[Math.min(sorted.length - 1,
     Math.floor(p / 100 * (sorted.length - 1) + 0.5))];
-  [['p50', lat.p50 ?? pct(50), '#1b7f3b'], ['p99', lat.p99 ?? pct(99), '#c0392b']].forEach(([n, v, c]) => {
-    s.append(svg('line', {x1: x(v), x2: x(v), y1: 12, y2: H - B, stroke: c, 'stroke-width': 2, 'stroke-dasharray': '4 3'}));
-    const right = x(v) > W - 90;   // label on the side with room
-    s.append(svg('text', {x: x(v) + (right ? -4 : 4), y: 22 + (n === 'p99' ? 13 : 0), 'font-size': 11, fill: c,
-      'text-anchor': right ? 'end' : 'start'}, n + ' ' + v.toFixed(2) + ' ms'));
+  const CH = 6.3;   // px per character of the 11px labels, for the side with room
+  // p99 on the top row, its line through the p50 row to the right of the p50 line; the p50 label reads leftwards
+  // from its line when there is room, so it never crosses the p99 line
+  [['p99', lat.p99 ?? pct(99), '#c0392b', 12], ['p50', lat.p50 ?? pct(50), '#1b7f3b', 27]].forEach(([n, v, c, row]) => {
+    const text = n + ' ' + v.toFixed(2) + ' ms', px = x(v), need = text.length * CH + 4;
+    s.append(svg('line', {x1: px, x2: px, y1: row + 3, y2: H - B, stroke: c, 'stroke-width': 2, 'stroke-dasharray': '4 3'}));
+    const left = n === 'p50' ? px - need >= 0 : px + need > W;
+    s.append(svg('text', {x: px + (left ? -4 : 4), y: row, 'font-size': 11, fill: c, 'text-anchor': left ? 'end' : 'start'},
+      text));
   });
 }
 function breakdown() {
@@ -84,7 +102,7 @@ function breakdown() {
     const r = svg('rect', {x: L + g * bw, y: y0 - h, width: Math.max(bw - (bw > 3 ? 1 : 0), 0.5), height: h,
       fill: PARTS[k][2]}); r.append(svg('title', {}, 'request #' + b.first + (b.n > 1 ? ' (+' + (b.n - 1) + ', mean)' : '')
       + ': ' + PARTS.map(([, n], j) => n + ' ' + b.v[j].toFixed(2)).join(', ') + ' ms')); s.append(r); y0 -= h; }); });
-  s.append(svg('text', {x: 4, y: 12, 'font-size': 11}, top.toFixed(1)));
+  s.append(svg('text', {x: 4, y: 12, 'font-size': 11}, top.toFixed(1) + ' ms'));
   s.append(svg('text', {x: L, y: H - 5, 'font-size': 11}, 'requests in order \u2192'));
   PARTS.forEach(([, n, c]) => { const it = el('span', null, 'legend-item'); const sw = el('span', null, 'sw');
     sw.style.background = c; it.append(sw, document.createTextNode(n)); $('legend').append(it); });
@@ -194,7 +212,14 @@ function draw() {
     m.t.forEach((t, k) => { if (t < v0 - (v1 - v0) || t > v1 + (v1 - v0)) return;
       const px = xOf(t), py = y + METRIC - 3 - m.v[k] / top * (METRIC - 6);
       if (started) ctx.lineTo(px, py); else { ctx.moveTo(px, py); started = true; } });
-    ctx.stroke(); ctx.restore(); y += METRIC;
+    ctx.stroke();
+    // the scale (0 and the top of the lane) and the mean of the samples in view, so the line can be read
+    const inView = m.v.filter((v, k) => m.t[k] >= v0 && m.t[k] <= v1);
+    const mean = inView.length ? inView.reduce((a, b) => a + b, 0) / inView.length : null;
+    ctx.fillStyle = '#7a4fb5'; ctx.textAlign = 'right';
+    ctx.fillText(fmtVal(top, m.unit), W - 4, y + 9); ctx.fillText(fmtVal(0, m.unit), W - 4, y + METRIC - 9);
+    if (mean != null) ctx.fillText('mean ' + fmtVal(mean, m.unit), W - 60, y + 9);
+    ctx.textAlign = 'left'; ctx.restore(); y += METRIC;
   });
   ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, LABEL, H);   // labels over anything drawn left of the lanes
   ctx.fillStyle = '#223'; y = AXIS;
@@ -218,6 +243,8 @@ function draw() {
   state.drawn = drawn;
   $('view-label').textContent = fmtMs(v1 - v0) + ' shown, from ' + fmtMs(v0 - rel) + ' (request start = 0)';
 }
+function fmtVal(v, unit) { const a = Math.abs(v);
+  return (a >= 100 ? v.toFixed(0) : a >= 10 ? v.toFixed(1) : v.toFixed(2).replace(/\.?0+$/, '')) + (unit || ''); }
 function label(text, y, color) { ctx.save(); ctx.beginPath(); ctx.rect(0, y - 9, LABEL - 6, 18); ctx.clip();
   ctx.fillStyle = color; ctx.fillText(text, 4, y); ctx.restore(); }
 function niceStep(raw) { const p = Math.pow(10, Math.floor(Math.log10(Math.max(raw, 1))));
@@ -242,6 +269,13 @@ function showInstance(fi, ii) {
   $('detail').textContent = 'Finding ' + (fi + 1) + ': ' + (mk.what || '');
   $('timeline-section').scrollIntoView({block: 'start'}); return true;
 }
+function metricAt(x, y) {   // the GPU metric sample nearest the cursor, on a metric lane
+  const ex = state.ex, mi = Math.floor((y - AXIS - ex._lanes.length * LANE) / METRIC);
+  if (x < LABEL || mi < 0 || mi >= ex._metrics.length) return null;
+  const m = ex._metrics[mi], t = tOf(x); let best = -1;
+  m.t.forEach((tt, k) => { if (best < 0 || Math.abs(tt - t) < Math.abs(m.t[best] - t)) best = k; });
+  return best < 0 ? null : {m, t: m.t[best], v: m.v[best]};
+}
 function hit(x, y) {   // the event under the cursor
   const ex = state.ex; let li = Math.floor((y - AXIS) / LANE); if (li < 0 || li >= ex._lanes.length || x < LABEL) return null;
   const l = ex._lanes[li], t = tOf(x), tol = (state.view[1] - state.view[0]) / (cv.clientWidth - LABEL) * 2;
@@ -260,10 +294,12 @@ window.addEventListener('mousemove', e => {
   if (drag) { const dt = (e.clientX - drag.x) / (cv.clientWidth - LABEL) * (drag.view[1] - drag.view[0]);
     setView(drag.view[0] - dt, drag.view[1] - dt); tip.hidden = true; return; }
   if (!state.ex || e.target !== cv) { tip.hidden = true; return; }
-  const h = hit(e.clientX - r.left, e.clientY - r.top); if (!h) { tip.hidden = true; return; }
   const rel = state.ex.request_start_ns != null ? state.ex.request_start_ns : state.ex.start_ns;
-  tip.textContent = h.ev[2] + '\n' + h.ev[4] + ' on ' + h.lane + '\n' + fmtMs(h.ev[1] - h.ev[0]) + ', at ' +
-    fmtMs(h.ev[0] - rel) + ' from request start';
+  const h = hit(e.clientX - r.left, e.clientY - r.top), mv = h ? null : metricAt(e.clientX - r.left, e.clientY - r.top);
+  if (!h && !mv) { tip.hidden = true; return; }
+  tip.textContent = h ? h.ev[2] + '\n' + h.ev[4] + ' on ' + h.lane + '\n' + fmtMs(h.ev[1] - h.ev[0]) + ', at ' +
+    fmtMs(h.ev[0] - rel) + ' from request start' : mv.m.name + ': ' + fmtVal(mv.v, mv.m.unit) + '\nsample at ' +
+    fmtMs(mv.t + state.ex.start_ns - rel) + ' from request start (mean of the samples in that slice)';
   tip.hidden = false; tip.style.left = Math.min(e.clientX - r.left + 12, cv.clientWidth - 300) + 'px';
   tip.style.top = (e.clientY - r.top + 14) + 'px';
 });
