@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from nsys_doctor.analysis import analyze
-from nsys_doctor.compare import compare, load_report, mann_whitney
+from nsys_doctor.compare import compare, mann_whitney
+from nsys_doctor.compare.saved import read_saved
 from nsys_doctor.report import Report
 from tests.conftest import DATA, expand, external, zoo
 
@@ -125,7 +126,7 @@ def test_identical_reports_and_saved_json_roundtrip(tmp_path):
     r = report("zoo", "launch_bound")
     p = tmp_path / "lb.json"
     p.write_text(json.dumps(r.to_dict()))
-    d = compare(load_report(p), r)
+    d = compare(read_saved(p), r)
     assert d["verdict"] == "no significant change" and d["latency"]["percentiles"]["p50"]["change_ms"] == 0
     assert d["kernels"]["matched"] == 2 and not d["kernels"]["new"]
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from ..report import Report
+from .safe import clean, escape
 
 SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "dim"}
 
@@ -20,7 +20,7 @@ def render(report: Report, file=None, width: int | None = None, color: bool | No
     con = Console(file=file, width=width or (None if file.isatty() else 110), highlight=False,
                   force_terminal=color, no_color=color is False, soft_wrap=False)
     p, r = report.profile, report.requests
-    con.print(Text("nsys-doctor", style="bold") + Text(f"  {p.get('path')}"))
+    con.print(Text("nsys-doctor", style="bold") + Text(f"  {clean(p.get('path'))}"))
     gpus = ", ".join(p.get("gpus") or []) or "GPU not recorded"
     held = ", ".join(f"{k} {v:,}" for k, v in (p.get("counts") or {}).items() if v and k not in ("threads", "processes"))
     con.print(f"[dim]{escape(str(p.get('format')))} {escape(str(p.get('nsys_version') or ''))} · {escape(gpus)}"
@@ -32,7 +32,7 @@ def render(report: Report, file=None, width: int | None = None, color: bool | No
         signs = p["tensorrt"].get("signs", []) if isinstance(p["tensorrt"], dict) else ["TensorRT NVTX domain"]
         con.print(f"[dim]TensorRT engine detected ({escape('; '.join(signs[:4]))})[/dim]")
     con.print()
-    con.print(Text("Verdict: ", style="bold") + Text(report.verdict))
+    con.print(Text("Verdict: ", style="bold") + Text(clean(report.verdict)))
     con.print()
     how = "inferred" if r.get("inferred") else "NVTX range"
     con.print(f"[bold]Requests[/bold]: {r.get('count')} measured of {r.get('total')} ({how} "
