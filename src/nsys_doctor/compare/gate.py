@@ -110,8 +110,8 @@ def parse_percent(value, where=None, name: str = "--max-regression") -> float:
 def parse_fail_on(spec: str, where=None) -> tuple[str, str]:
     """'cuda_sync' -> ('cuda_sync', 'low'); 'any:high' -> ('any', 'high'). The severity is the least that fails.
     An unknown category is refused: a typo ("cuda-sync") would otherwise make the rule hold forever."""
-    cat, _, sev = spec.partition(":")
-    sev = sev or "low"
+    cat, colon, sev = spec.partition(":")
+    sev = sev if colon else "low"       # "any:" (say, `any:$SEVERITY` with the variable unset) is not "any:low"
     if cat != "any" and cat not in CATEGORIES:
         raise BadInput(where, f"--fail-on {spec!r}: unknown category {cat!r}; expected 'any' or one of "
                               f"{', '.join(CATEGORIES)}")
