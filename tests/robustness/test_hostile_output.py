@@ -265,10 +265,20 @@ def test_saved_report_without_measured_requests_is_named_by_the_given_path(saved
     assert line.startswith(f"nsys-doctor: {p}: ") and "/somewhere/else" not in line
 
 
-def test_every_saved_report_of_the_tool_validates(saved):
+@pytest.mark.parametrize("profile", ["data/dist/model_server.sqlite.xz", "data/ex_graph_before.sqlite.xz",
+                                     "kineto/hta-kineto-traces__critical_path__alexnet__benchmark_result_2869224_"
+                                     "1695835535_trace.json.gz"])
+def test_saved_reports_of_the_tool_validate(profile, tmp_path):
+    # what analyze writes (TensorRT-free server with model loads, a launch-bound example, a Kineto trace) reads back
     from nsys_doctor.compare.saved import read_saved
-    r = read_saved(saved)
-    assert r is not None and r.requests["count"] == len([w for w in r.per_request["warmup"] if not w])
+    from tests.conftest import EXTERNAL
+    src = DATA / profile[5:] if profile.startswith("data/") else EXTERNAL / profile
+    if not src.exists():
+        pytest.skip(f"{src} not found")
+    out = tmp_path / "saved.json"
+    assert run("analyze", src, "--format", "json", "-o", out).returncode == 0
+    r = read_saved(out)
+    assert r.requests["count"] == sum(not w for w in r.per_request["warmup"]) > 0
 
 
 # ------------------------------------------------------------------------------------------ check configs

@@ -15,8 +15,6 @@ import os
 import re
 from importlib import resources
 
-import numpy as np
-
 from ..errors import BadInput, NoData
 from ..report import Report
 
@@ -28,7 +26,12 @@ HEAD_BYTES = 4096
 FIRST_KEY = re.compile(rb'^\s*\{\s*"((?:[^"\\]|\\.)*)"')
 REPORT_KEYS = {"profile", "requests", "findings", "verdict", "per_request", "notes", "timeline", "schema_version",
                "tool"}
-BOOLEAN_COLUMNS = ("warmup",)          # per_request columns of true/false; every other column is numbers
+BOOLEAN_COLUMNS = ("warmup",)          # per_request columns of true/false
+# per_request columns of finite numbers (what diff and check compute with); a column added by a later 1.x version
+# only has to be a list as long as the others
+NUMBER_COLUMNS = ("start_ns", "latency_ms", "cpu_ms", "compute_ms", "copy_ms", "other_gpu_ms", "idle_ms", "launches",
+                  "queue_ms", "service_ms", "queued_behind")
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1   # the widest integers the tool writes (ns on the profile's clock)
 MAX_SHOWN = 60                         # characters of a wrong value quoted in the error
 
 
@@ -97,12 +100,18 @@ def _validator():
     base = jsonschema.Draft202012Validator
     # JSON Schema's "number" admits NaN and infinity (Python's json reads the NaN and Infinity tokens); a measurement
     # that is not finite cannot be compared, and nsys-doctor writes null for one, so a saved report never holds them
-    checker = base.TYPE_CHECKER.redefine("number", lambda _, x: _is_number(x) and math.isfinite(x))
+    checker = base.TYPE_CHECKER.redefine("number", lambda _, x: _finite(x))
     return jsonschema.validators.extend(base, type_checker=checker)(schema)
 
 
 def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _finite(x) -> bool:
+    """A number that can be compared: a finite float, or an integer that fits int64 (ns timestamps do; a
+    5000-digit one would not even convert to a float)."""
+    return _is_number(x) and (math.isfinite(x) if isinstance(x, float) else INT64_MIN <= x <= INT64_MAX)
 
 
 def _where(path) -> str:
@@ -119,6 +128,8 @@ def _kind(x) -> str:
         return "true" if x else "false"
     if isinstance(x, float) and not math.isfinite(x):
         return "NaN" if math.isnan(x) else "infinite"
+    if isinstance(x, int) and not _finite(x):
+        return "an integer beyond 64 bits"
     if _is_number(x):
         return "a number"
     return {str: "a string", list: "a list", dict: "an object"}.get(type(x), type(x).__name__)
@@ -152,24 +163,23 @@ def _describe(e) -> str:
 
 
 # The bulk sections (per-request columns, timeline events: up to tens of thousands of values) are checked here in a
-# plain loop: through jsonschema each value costs ~0.1 ms (1 s for one report's timeline), here ~0.2 us.
+# plain loop: through jsonschema each value cost ~0.1 ms (1.0 s for thread_contention's report), here < 1 us.
 
 def _per_request_problem(pr: dict) -> str | None:
-    """Equal lengths, true/false in the warm-up column and finite numbers in every other one."""
+    """Equal lengths, true/false in the warm-up column, finite numbers in the measured ones."""
     n = len(pr["latency_ms"])
     for name, col in pr.items():
         where = f"per_request.{name}"
         if len(col) != n:
             return f"{where} has {len(col)} values, per_request.latency_ms {n}"
+        if name not in BOOLEAN_COLUMNS + NUMBER_COLUMNS:
+            continue
         if name in BOOLEAN_COLUMNS:
             bad = next((i for i, x in enumerate(col) if not isinstance(x, bool)), None)
             if bad is not None:
                 return f"{where}[{bad}] is {_kind(col[bad])}, expected true or false"
             continue
-        bad = next((i for i, x in enumerate(col) if not _is_number(x)), None)
-        if bad is None:
-            finite = np.isfinite(np.asarray(col, dtype=np.float64))
-            bad = None if finite.all() else int(np.argmin(finite))
+        bad = next((i for i, x in enumerate(col) if not _finite(x)), None)
         if bad is not None:
             return f"{where}[{bad}] is {_kind(col[bad])}, expected a finite number"
     return None
@@ -188,7 +198,6 @@ def _timeline_problem(tl: dict) -> str | None:
                         "lane, kind]")
         for j, m in enumerate(ex.get("metrics") or []):
             for k, pt in enumerate(m.get("points") or []):
-                if not (isinstance(pt, list) and len(pt) >= 2 and all(
-                        _is_number(x) and math.isfinite(x) for x in pt[:2])):
+                if not (isinstance(pt, list) and len(pt) >= 2 and all(_finite(x) for x in pt[:2])):
                     return f"timeline.excerpts[{i}].metrics[{j}].points[{k}] is {_shown(pt)}, expected [time, value]"
     return None
