@@ -28,7 +28,7 @@ from nsys_doctor.report import CATEGORIES, SEVERITIES
 from tests.conftest import DATA, expand
 
 PAYLOAD = ("\x1b]0;PWNED\x07\x1b]8;;http://evil.example/\x1b\\link\x1b]8;;\x1b\\\x1b[2J\x1bP1$r\x1b\\\x9b31m"
-           "\u202etxt\u2028\n::error title=INJECTED::pwned\r\n  ::warning::indented\x7f")
+           "\u202etxt\u2028\n::error title=INJECTED::pwned\r\n  ::warning::indented\x7f ##[error]anywhere in a line")
 CLI = "import sys; from nsys_doctor.cli import main; sys.exit(main(sys.argv[1:]))"
 # What no line of any output may hold: C0 controls but newline, DEL, C1 controls, bidi controls, line separators
 UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
@@ -71,10 +71,12 @@ def assert_safe(text: str) -> None:
 
 
 def assert_no_foreign_commands(text: str) -> None:
-    """No line (after leading spaces: the runner trims them) is a workflow command but the tool's own."""
+    """No line is a workflow command but the tool's own: `::cmd::` after leading spaces (the runner trims them), or
+    the older `##[cmd]`, which the runner takes anywhere in a line."""
     for line in text.splitlines():
         if line.lstrip().startswith("::"):
             assert OWN_ANNOTATION.match(line), line
+        assert "##[" not in line, line
 
 
 def assert_one_error_line(res, code=2) -> str:

@@ -6,8 +6,12 @@ and `\\e]8;;url` hyperlinks, DCS, and their one-byte C1 forms), the line and par
 the bidirectional overrides and isolates that reorder what is shown (U+202A-U+202E, U+2066-U+2069 and the marks),
 lone surrogates (a JSON trace can hold `\\ud800`; they cannot be encoded for output) and the noncharacters
 U+FFFE/U+FFFF (not allowed in XML). Each becomes a visible escape (`\\x1b`, `\\n`, `\\u202e`) so the reader sees
-that something was there, and the rest of the sequence is left as plain text. rich's own markup escaping strips
-only BEL, BS, VT, FF and CR; `escape(s)` is `clean` and then rich's escaping, for text printed as rich markup.
+that something was there, and the rest of the sequence is left as plain text. One sequence of printable characters
+is acted on too: GitHub's runner takes `##[error]`, `##[add-mask]`, `##[stop-commands]` ... anywhere in a line of
+a job's output as a workflow command (its older syntax, still parsed), so the `[` after `##` becomes `\\x5b`.
+(The newer `::error::` syntax counts only at the start of a line: renderers that print names to CI logs keep such
+lines from wrapping.) rich's own markup escaping strips only BEL, BS, VT, FF and CR; `escape(s)` is `clean` and
+then rich's escaping, for text printed as rich markup.
 """
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ import re
 
 from rich.markup import escape as _markup_escape
 
-UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff\ufffe\uffff]")
+UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff\ufffe\uffff]"
+                    "|(?<=##)\\[")
 NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
