@@ -142,6 +142,20 @@ def test_names_reach_the_terminal_as_escapes(hostile, saved):
     assert sha(hostile) == before
 
 
+def test_wrapped_lines_are_not_workflow_commands(tmp_path):
+    # a request range named with words that are each a workflow command: wherever the text report wraps the line
+    # that names the range, the next line starts with one of them (on main: `::error::wrapped` lines)
+    p = tmp_path / "wrapped.sqlite"
+    shutil.copyfile(expand(DATA / "demo.sqlite.xz"), p)
+    db = sqlite3.connect(p)
+    db.execute("UPDATE NVTX_EVENTS SET text = ? WHERE text = 'Inference'", (" ".join(["::error::wrapped"] * 30),))
+    db.commit()
+    db.close()
+    res = run("analyze", p)
+    assert res.returncode == 0 and "error::wrapped" in res.stdout, res.stderr
+    assert_no_foreign_commands(res.stdout)
+
+
 def test_fleet_text_and_its_failure_lines(hostile, folder, tmp_path):
     pytest.importorskip("distributed")
     broken = tmp_path / "broken\x1b]0;X\x07\n::error::f.sqlite"

@@ -8,10 +8,11 @@ lone surrogates (a JSON trace can hold `\\ud800`; they cannot be encoded for out
 U+FFFE/U+FFFF (not allowed in XML). Each becomes a visible escape (`\\x1b`, `\\n`, `\\u202e`) so the reader sees
 that something was there, and the rest of the sequence is left as plain text. One sequence of printable characters
 is acted on too: GitHub's runner takes `##[error]`, `##[add-mask]`, `##[stop-commands]` ... anywhere in a line of
-a job's output as a workflow command (its older syntax, still parsed), so the `[` after `##` becomes `\\x5b`.
-(The newer `::error::` syntax counts only at the start of a line: renderers that print names to CI logs keep such
-lines from wrapping.) rich's own markup escaping strips only BEL, BS, VT, FF and CR; `escape(s)` is `clean` and
-then rich's escaping, for text printed as rich markup.
+a job's output as a workflow command (its older syntax, still parsed), so the `[` after `##` becomes `\\x5b`; and
+`::error::`, `::add-mask::` ... at the start of a line (after spaces), where wrapping a long line can put any word
+of a name, so the first `:` of `::` before a command the runner knows becomes `\\x3a` (C++ scopes such as
+`at::native::` are left alone). rich's own markup escaping strips only BEL, BS, VT, FF and CR; `escape(s)` is
+`clean` and then rich's escaping, for text printed as rich markup.
 """
 from __future__ import annotations
 
@@ -19,8 +20,13 @@ import re
 
 from rich.markup import escape as _markup_escape
 
+# The commands GitHub's runner registers (actions/runner, ActionCommandManager): `::NAME::` or `::NAME props::`
+WORKFLOW_COMMANDS = ("error", "warning", "notice", "debug", "group", "endgroup", "add-mask", "stop-commands", "echo",
+                     "set-output", "save-state", "set-env", "add-path", "add-matcher", "remove-matcher",
+                     "internal-set-repo-path")
 UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff\ufffe\uffff]"
-                    "|(?<=##)\\[")
+                    "|(?<=##)\\["
+                    "|:(?=:(?:" + "|".join(WORKFLOW_COMMANDS) + ")(?: |::))", re.IGNORECASE)
 NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
