@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from nsys_doctor.analysis import analyze
-from nsys_doctor.compare import compare, load_report, mann_whitney
+from nsys_doctor.compare import compare, mann_whitney
+from nsys_doctor.compare.saved import read_saved
 from nsys_doctor.report import Report
 from tests.conftest import DATA, expand, external, zoo
 
@@ -153,7 +154,7 @@ def test_identical_reports_and_saved_json_roundtrip(tmp_path):
     r = report("zoo", "launch_bound")
     p = tmp_path / "lb.json"
     p.write_text(json.dumps(r.to_dict()))
-    d = compare(load_report(p), r)
+    d = compare(read_saved(p), r)
     assert d["verdict"] == "no significant change" and d["latency"]["percentiles"]["p50"]["change_ms"] == 0
     assert d["kernels"]["matched"] == 2 and not d["kernels"]["new"]
 
@@ -183,3 +184,17 @@ def test_kineto_dataloader_workers_pair():
     assert d["verdict"] == "no significant change" and 0.01 <= d["latency"]["mann_whitney"]["p"] < 0.05
     assert d["breakdown_ms"]["gpu_idle"]["change"] < -30
     assert [f["category"] for f in d["findings"]["resolved"]] == ["cpu_preprocessing"]
+
+
+def test_compare_does_not_analyse_profiles():
+    # issue 13: the command line analyses and hands Reports to compare/; compare/ reads saved reports only
+    import ast
+    import pathlib
+
+    import nsys_doctor.compare as pkg
+    for path in pathlib.Path(pkg.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names = {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        bare = {n.removeprefix("nsys_doctor.").split(".")[0] for n in names}
+        assert not bare & {"analysis", "diagnose", "model"}, (path, names)

@@ -220,7 +220,7 @@ def analyze_many(paths, scheduler: str | None = None, workers: int | None = None
                                                    processes=True, dashboard_address=None,
                                                    silence_logs=logging.ERROR)
                 client = distributed.Client(cluster)
-        except (OSError, TimeoutError) as err:
+        except (OSError, TimeoutError, ValueError) as err:     # ValueError: an address Dask cannot parse
             if cluster is not None:
                 cluster.close()
             raise BadInput(scheduler, f"cannot start or reach the Dask cluster ({err})") from None

@@ -5,6 +5,7 @@ Numbers from the zoo: launch_bound p50 16.3 ms, p99 58.0 ms, GPU busy 5.1%; laun
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -16,8 +17,10 @@ from tests.conftest import zoo
 CLI = "import sys; from nsys_doctor.cli import main; sys.exit(main())"
 
 
-def nsd(*args, cwd=None):
-    return subprocess.run([sys.executable, "-c", CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd)
+def nsd(*args, cwd=None, env_extra=None):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-c", CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          env=env)
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +135,25 @@ def test_not_a_profile_exit_2(tmp_path):
     bad.write_text("hello")
     r = nsd("check", bad, "--max-p99-ms", 5, cwd=tmp_path)
     assert r.returncode == 2
+
+
+def test_github_step_summary_carries_the_measured_numbers(baseline, tmp_path):
+    # the latency table of the summary is the report's own percentiles (launch_bound p50 16.3 ms: see the top)
+    import json
+    summary = tmp_path / "summary.md"
+    r = nsd("check", baseline, "--max-p99-ms", 100, "--fail-on", "any:high", "--github", cwd=tmp_path,
+            env_extra={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert r.returncode == 1, r.stdout + r.stderr          # launch_overhead high
+    lat = json.loads(baseline.read_text())["requests"]["latency_ms"]
+    rows = [ln for ln in summary.read_text().splitlines() if ln.startswith("| ")]
+    assert rows[0] == "| rule | result | measured |"
+    assert [ln.split(" | ")[:2] for ln in rows[1:3]] == [["| max\\-p99\\-ms", "pass"],
+                                                          ["| fail\\-on any\\:high", "**FAIL**"]]
+    latency_row = rows[-1].strip("| ").split(" | ")
+    assert [float(x) for x in latency_row[1:]] == [round(lat[k], 3) for k in ("p50", "p90", "p99", "max", "mean")]
+
+
+def test_no_step_summary_without_github(baseline, tmp_path):
+    summary = tmp_path / "summary.md"
+    r = nsd("check", baseline, "--max-p99-ms", 100, cwd=tmp_path, env_extra={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert r.returncode == 0 and not summary.exists()

@@ -78,15 +78,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args._run(args)
     except NsysDoctorError as err:
-        where = f"{err.path}: " if err.path else ""
-        problem = " ".join(str(err.problem).split())     # one line, whatever a message quoted
-        print(f"nsys-doctor: {where}{problem}", file=sys.stderr)
+        print(error_line(err.path, err.problem), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nsys-doctor: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+
+
+def error_line(path, problem) -> str:
+    """`nsys-doctor: FILE: problem` on one line, whatever the file name or a quoted string holds (newlines,
+    escape sequences: render.safe.clean shows them as escapes)."""
+    from ..render.safe import clean
+    where = f"{clean(path)}: " if path else ""
+    return f"nsys-doctor: {where}{clean(' '.join(str(problem).split()))}"
 
 
 def console_main() -> None:

@@ -59,11 +59,12 @@ def run(args) -> int:
 def run_fleet(args, paths) -> int:
     """Fleet mode: a progress bar on stderr while the workers run, then the summary; exit 2 when any failed."""
     from rich.console import Console
-    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..fleet import analyze_many
     from ..render import fleet_text, json_report
+    from ..render.safe import escape
+    from . import error_line
     if args.html:
         raise BadInput(args.html, "--html takes one profile; in fleet mode use --format json -o FILE")
     err = Console(stderr=True)
@@ -84,5 +85,5 @@ def run_fleet(args, paths) -> int:
             fleet_text.render(fleet, file=out)
     # every failed report also gets the one-line error on stderr that a single bad file would get
     for f in fleet["failures"]:
-        print(f"nsys-doctor: {f.get('path')}: {f.get('problem')}", file=sys.stderr)
+        print(error_line(f.get("path"), f.get("problem")), file=sys.stderr)
     return 2 if fleet["failures"] else 0

@@ -10,12 +10,13 @@ Exit codes: 0 every rule holds, 1 a rule fails, 2 bad input."""
 from __future__ import annotations
 
 import os
-import sys
 
 from ..errors import BadInput
 
 
 def add_arguments(p) -> None:
+    from ..compare import MIN_CHANGE_PCT
+    from ..report import CATEGORIES, SEVERITIES
     p.add_argument("profile", help="the profile or saved JSON report to check")
     p.add_argument("--range", dest="range_name", metavar="NAME", help="the NVTX range that marks one request")
     p.add_argument("--max-p99-ms", type=float, metavar="X", help="fail when p99 request latency exceeds X ms")
@@ -30,12 +31,16 @@ def add_arguments(p) -> None:
                    help="fail when the GPU is busy less than X%% of request latency")
     p.add_argument("--fail-on", action="append", metavar="CATEGORY[:SEVERITY]",
                    help="fail on a finding of CATEGORY ('any' for all) of SEVERITY or worse (default low); "
-                        "repeatable, e.g. --fail-on any:high --fail-on cuda_sync")
+                        "repeatable, e.g. --fail-on any:high --fail-on cuda_sync. Categories: "
+                        f"{', '.join(CATEGORIES)}; severities: {', '.join(SEVERITIES)}")
     p.add_argument("--baseline", metavar="FILE", help="a baseline profile or saved JSON report")
     p.add_argument("--max-regression", metavar="PCT", help="fail when p50 latency is significantly slower than "
-                   "the baseline by more than PCT (e.g. 5%%); with --baseline alone, any significant slow-down fails")
+                   "the baseline by more than PCT (e.g. 5%%); with --baseline alone, any significant slow-down fails. "
+                   f"A change of {MIN_CHANGE_PCT:g}%% or less is never significant (run-to-run noise), so a smaller "
+                   f"PCT acts as {MIN_CHANGE_PCT:g}%%")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML, one testcase per rule")
-    p.add_argument("--github", action="store_true", help="print GitHub Actions annotations (::error ...)")
+    p.add_argument("--github", action="store_true", help="print GitHub Actions annotations (::error ...) and, when "
+                   "$GITHUB_STEP_SUMMARY is set, append a Markdown summary (verdict, rules, latency) to it")
     p.add_argument("--config", metavar="FILE", help="read rules from [tool.nsys-doctor.check] of this "
                    "pyproject.toml (default: ./pyproject.toml when it has that table)")
 
@@ -57,8 +62,9 @@ def rules_from(args) -> dict:
 
 
 def run(args) -> int:
-    from ..compare import load_report
-    from ..compare.gate import evaluate, github_annotations, junit_xml, parse_fail_on, parse_percent
+    from ..compare.gate import check_rules, evaluate
+    from ..render import check_text
+    from ._input import load_report
     rules = rules_from(args)
     if not any(rules.get(k) is not None for k in ("max_p99_ms", "max_p50_ms", "min_gpu_busy_pct", "fail_on",
                                                   "baseline", "max_interval_ms", "min_throughput",
@@ -66,36 +72,31 @@ def run(args) -> int:
         raise BadInput(args.config, "no rules to check: give --max-p99-ms, --max-p50-ms, --max-interval-ms, "
                                     "--min-throughput, --max-service-p99-ms, --min-gpu-busy-pct, --fail-on or "
                                     "--baseline, or [tool.nsys-doctor.check] in pyproject.toml")
-    for spec in rules.get("fail_on") or []:      # bad rules are bad input, found before the profile is read
-        parse_fail_on(spec)
-    if rules.get("max_regression") is not None:
-        parse_percent(rules["max_regression"])
-        if not rules.get("baseline"):
-            raise BadInput(None, "--max-regression needs --baseline FILE (a profile or saved JSON report)")
+    check_rules(rules)      # bad rules are bad input, found before the profile is read
+    if rules.get("max_regression") is not None and not rules.get("baseline"):
+        raise BadInput(None, "--max-regression needs --baseline FILE (a profile or saved JSON report)")
     report = load_report(args.profile, args.range_name)
     baseline = load_report(rules["baseline"], args.range_name) if rules.get("baseline") else None
     results = evaluate(report, rules, baseline)
     if args.junit:
         try:
             with open(args.junit, "w", encoding="utf-8") as f:
-                f.write(junit_xml(results) + "\n")
+                f.write(check_text.junit_xml(results) + "\n")
         except OSError as err:
             raise BadInput(args.junit, f"cannot write JUnit XML ({err.strerror})")
-    show(results, args.profile)
+    if args.github and os.environ.get("GITHUB_STEP_SUMMARY"):
+        latency = [(args.profile, (report.requests or {}).get("latency_ms") or {})]
+        if baseline is not None:
+            latency.append((f"baseline {rules['baseline']}", (baseline.requests or {}).get("latency_ms") or {}))
+        summary = check_text.step_summary(results, args.profile, latency, report.verdict)
+        path = os.environ["GITHUB_STEP_SUMMARY"]
+        try:
+            with open(path, "a", encoding="utf-8") as f:    # appended: every step of a job shares the file
+                f.write(summary)
+        except OSError as err:
+            raise BadInput(path, f"cannot append the step summary ($GITHUB_STEP_SUMMARY) ({err.strerror})")
+    check_text.render(results, args.profile)
     if args.github:
-        for line in github_annotations(results):
+        for line in check_text.github_annotations(results):
             print(line)
     return 0 if all(r.passed for r in results) else 1
-
-
-def show(results, profile: str) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    con = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 110, highlight=False)
-    failed = sum(not r.passed for r in results)
-    for r in results:
-        mark = "[green]PASS[/green]" if r.passed else "[bold red]FAIL[/bold red]"
-        con.print(f"{mark} {escape(r.name)}: {escape(r.message)}")
-    verdict = "[green]all rules hold[/green]" if not failed else f"[bold red]{failed} of {len(results)} " \
-                                                                 "rules fail[/bold red]"
-    con.print(f"nsys-doctor check {escape(profile)}: {verdict}")

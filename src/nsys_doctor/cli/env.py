@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
         return 0 if env.nsys else 2
 
     from rich.console import Console
-    from rich.markup import escape
+    from ..render.safe import escape
     from rich.table import Table
 
     console = Console(file=sys.stdout)

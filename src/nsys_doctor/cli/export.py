@@ -20,7 +20,7 @@ def add_arguments(p) -> None:
 
 def load(args):
     # a saved report or a profile (a Kineto .json trace is a profile): one place decides, shared with diff/check
-    from ..compare import load_report
+    from ._input import load_report
     return load_report(args.profile, range_name=args.range_name, skip=args.skip)
 
 

@@ -85,7 +85,8 @@ def paranoid_level() -> int | None:
 
 
 def _note(text: str) -> None:
-    print(f"nsys-doctor: {text}", file=sys.stderr)
+    from ..render.safe import clean      # file names and nsys's messages: shown, never acted on by the terminal
+    print(f"nsys-doctor: {clean(text)}", file=sys.stderr)
 
 
 def _run_nsys(cmd: list[str], env: dict[str, str]) -> tuple[int, str]:
@@ -167,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         raise ToolMissing(None, "nsys profile kept failing after dropping every optional feature")
 
     nsys_tool.export_sqlite(nsys, rep, db)
-    print(f"nsys-doctor: wrote {rep} and {db}", file=sys.stderr)
+    _note(f"wrote {rep} and {db}")
     if code != 0:
         _note(f"the program exited with code {code}; analyzing what was recorded")
     if args.analyze:

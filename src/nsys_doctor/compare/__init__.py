@@ -7,13 +7,11 @@ decision, so run-to-run noise does not fail a build.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 
 import numpy as np
 
-from ..errors import BadInput, NoData
+from ..errors import NoData
 from ..report import SEVERITIES, Report
 
 PERCENTILES = (50, 90, 99)
@@ -30,28 +28,6 @@ TOP_KERNELS = 40            # kernels listed in the Diff, largest per-request ch
 PARTS = {"compute": "compute_ms", "copies": "copy_ms", "other_gpu_work": "other_gpu_ms", "gpu_idle": "idle_ms",
          "cpu": "cpu_ms", "queue": "queue_ms", "service": "service_ms"}
 COUNTS = ("launches_per_request", "kernels_per_request", "copies_per_request", "syncs_per_request")
-
-
-def load_report(path, range_name: str | None = None, skip: int | None = None) -> Report:
-    """A saved JSON report (it has "schema_version" and "requests") or a profile, analysed now."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise BadInput(path, "no such file")
-    with open(path, "rb") as f:
-        head = f.read(1).lstrip()
-    if head == b"{" or path.endswith(".json"):
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise BadInput(path, f"not valid JSON ({err})")
-        if isinstance(data, dict) and "schema_version" in data and "requests" in data:
-            if range_name and data["requests"].get("range") != range_name:
-                raise BadInput(path, f"saved report measured range {data['requests'].get('range')!r}, not "
-                                     f"{range_name!r}; re-run analyze on the profile with --range")
-            return Report.from_dict(data)
-    from ..analysis import analyze           # a profile (or a Kineto JSON trace)
-    return analyze(path, range_name=range_name, skip=skip)
 
 
 def measured(report: Report, column: str = "latency_ms") -> np.ndarray:
@@ -203,6 +179,10 @@ def compare(before: Report, after: Report, min_change_pct: float = MIN_CHANGE_PC
         which = before if len(lat_b) == 0 else after
         raise NoData(which.profile.get("path"), "the report has no measured requests (per_request latency) "
                                                  "to compare; was it saved by nsys-doctor analyze --format json?")
+    for r, lat in ((before, lat_b), (after, lat_a)):
+        if not np.isfinite(lat).all():      # NaN compares as neither faster nor slower: never "no change"
+            raise NoData(r.profile.get("path"), "the report's request latencies are not all finite numbers; "
+                                               "they cannot be compared")
     lat = latency_change(lat_b, lat_a, min_change_pct)
     notes = []
     rb, ra = before.requests or {}, after.requests or {}

@@ -2,17 +2,19 @@
 
 Rules come from the command line or `[tool.nsys-doctor.check]` in pyproject.toml (same names, underscores).
 A regression against a baseline is decided with `compare` (bootstrap CI, rank test, practical threshold), so
-run-to-run noise does not fail a build. Outputs: a summary, JUnit XML, GitHub Actions annotations.
+run-to-run noise does not fail a build. A rule that cannot be evaluated fails; a rule that cannot be evaluated
+whatever the profile (a NaN limit, an unknown category) is refused before the profile is read. The outputs
+(summary, JUnit XML, GitHub annotations and step summary) are in render/check_text.py.
 """
 from __future__ import annotations
 
+import math
 import os
 import tomllib
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from ..errors import BadInput
-from ..report import SEVERITIES, Report
+from ..report import CATEGORIES, SEVERITIES, Report
 
 RULE_KEYS = ("max_p99_ms", "max_p50_ms", "min_gpu_busy_pct", "fail_on", "baseline", "max_regression",
              "max_interval_ms", "min_throughput", "max_service_p99_ms")
@@ -27,7 +29,10 @@ class RuleResult:
 
 
 def load_config(path) -> dict:
-    """Rules from `[tool.nsys-doctor.check]` of a pyproject.toml; a relative baseline is relative to that file."""
+    """Rules from `[tool.nsys-doctor.check]` of a pyproject.toml; a relative baseline is relative to that file.
+    Anything that is not a rule of the right type is bad input naming the file (exit 2), not a failed rule."""
+    from ..read import require_file
+    require_file(path, "config")
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -35,7 +40,15 @@ def load_config(path) -> dict:
         raise BadInput(path, f"cannot read the config ({err.strerror})")
     except tomllib.TOMLDecodeError as err:
         raise BadInput(path, f"not valid TOML ({err})")
-    rules = data.get("tool", {}).get("nsys-doctor", {}).get("check", {})
+    except UnicodeDecodeError as err:
+        raise BadInput(path, f"not UTF-8 text ({err.reason} at byte {err.start}); TOML files are UTF-8")
+    rules, where = data, []
+    for key in ("tool", "nsys-doctor", "check"):
+        rules = rules.get(key, {})
+        where.append(key)
+        if not isinstance(rules, dict):
+            raise BadInput(path, f"{'.'.join(where)} is {_kind(rules)}, expected a table "
+                                 "([tool.nsys-doctor.check] holds the rules)")
     unknown = sorted(set(rules) - set(RULE_KEYS))
     if unknown:
         raise BadInput(path, f"unknown keys in [tool.nsys-doctor.check]: {', '.join(unknown)} "
@@ -43,29 +56,70 @@ def load_config(path) -> dict:
     rules = dict(rules)
     if isinstance(rules.get("fail_on"), str):
         rules["fail_on"] = [rules["fail_on"]]
+    check_rules(rules, path)
     if rules.get("baseline"):
         rules["baseline"] = os.path.join(os.path.dirname(os.path.abspath(path)), rules["baseline"])
     return rules
 
 
-def parse_percent(value, where=None) -> float:
-    """'5%', '5' or 5 -> 5.0 (percent)."""
+def _kind(x) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a table"}.get(type(x), type(x).__name__)
+
+
+def check_rules(rules: dict, config=None) -> None:
+    """Every rule's value is one that can be evaluated, else BadInput: from `config` (its keys named as in the
+    file), or from the command line (config None: named as options). A limit that is NaN, infinite or negative
+    could never fail, or never hold; it is refused rather than evaluated. Every key other than fail_on, baseline
+    and max_regression is a numeric limit."""
+    def name(key: str) -> str:
+        return key if config else "--" + key.replace("_", "-")
+    for key, value in rules.items():
+        if value is None:
+            continue
+        if key == "fail_on":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise BadInput(config, f"{name(key)} must be a list of strings such as \"any:high\", not "
+                                       f"{value!r}")
+            for spec in value:
+                parse_fail_on(spec, config)
+        elif key == "baseline":
+            if not isinstance(value, str) or not value:
+                raise BadInput(config, f"{name(key)} must be a file name (a profile or saved report), not {value!r}")
+        elif key == "max_regression":
+            parse_percent(value, config, name(key))
+        else:
+            limit = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+            if limit is None or not math.isfinite(limit) or limit < 0:
+                raise BadInput(config, f"{name(key)} {value!r} is not a limit: expected a finite number, 0 or more")
+            if key.endswith("_pct") and limit > 100:
+                raise BadInput(config, f"{name(key)} {value!r} is more than 100%: no run could meet it")
+
+
+def parse_percent(value, where=None, name: str = "--max-regression") -> float:
+    """'5%', '5' or 5 -> 5.0 (percent); NaN, infinity and negative values are refused (they cannot be compared)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise BadInput(where, f"{name} {value!r} is not a percentage (e.g. 5%)")
     try:
-        v = float(str(value).strip().rstrip("%"))
+        v = float(str(value).strip().removesuffix("%"))
     except ValueError:
-        raise BadInput(where, f"--max-regression {value!r} is not a percentage (e.g. 5%)")
-    if v < 0:
-        raise BadInput(where, f"--max-regression {value!r} must be 0% or more")
+        raise BadInput(where, f"{name} {value!r} is not a percentage (e.g. 5%)")
+    if not math.isfinite(v) or v < 0:
+        raise BadInput(where, f"{name} {value!r} must be a finite percentage, 0% or more")
     return v
 
 
-def parse_fail_on(spec: str) -> tuple[str, str]:
-    """'cuda_sync' -> ('cuda_sync', 'low'); 'any:high' -> ('any', 'high'). The severity is the least that fails."""
-    cat, _, sev = spec.partition(":")
-    sev = sev or "low"
-    if not cat or sev not in SEVERITIES:
-        raise BadInput(None, f"--fail-on {spec!r}: expected CATEGORY[:SEVERITY] with SEVERITY one of "
-                             f"{', '.join(SEVERITIES)} (CATEGORY may be 'any')")
+def parse_fail_on(spec: str, where=None) -> tuple[str, str]:
+    """'cuda_sync' -> ('cuda_sync', 'low'); 'any:high' -> ('any', 'high'). The severity is the least that fails.
+    An unknown category is refused: a typo ("cuda-sync") would otherwise make the rule hold forever."""
+    cat, colon, sev = spec.partition(":")
+    sev = sev if colon else "low"       # "any:" (say, `any:$SEVERITY` with the variable unset) is not "any:low"
+    if cat != "any" and cat not in CATEGORIES:
+        raise BadInput(where, f"--fail-on {spec!r}: unknown category {cat!r}; expected 'any' or one of "
+                              f"{', '.join(CATEGORIES)}")
+    if sev not in SEVERITIES:
+        raise BadInput(where, f"--fail-on {spec!r}: unknown severity {sev!r}; expected one of {', '.join(SEVERITIES)}"
+                              " (the least severe that fails)")
     return cat, sev
 
 
@@ -87,10 +141,13 @@ def evaluate(report: Report, rules: dict, baseline: Report | None = None) -> lis
     out.extend(load_rules(report, rules))
     if rules.get("min_gpu_busy_pct") is not None:
         limit = float(rules["min_gpu_busy_pct"])
-        v = float((report.requests or {}).get("gpu_busy_pct", 0.0))
-        ok = v >= limit
-        out.append(RuleResult("min-gpu-busy-pct", ok, f"GPU busy {v:.1f}% of request latency "
-                                                       f"{'>=' if ok else '<'} minimum {limit:g}%"))
+        v = (report.requests or {}).get("gpu_busy_pct")
+        if v is None:
+            out.append(RuleResult("min-gpu-busy-pct", False, "cannot be evaluated: the report has no GPU busy share"))
+        else:
+            ok = float(v) >= limit
+            out.append(RuleResult("min-gpu-busy-pct", ok, f"GPU busy {float(v):.1f}% of request latency "
+                                                           f"{'>=' if ok else '<'} minimum {limit:g}%"))
     for spec in rules.get("fail_on") or []:
         cat, sev = parse_fail_on(spec)
         worst = SEVERITIES.index(sev)
@@ -137,41 +194,21 @@ def load_rules(report: Report, rules: dict) -> list[RuleResult]:
 
 
 def regression_rule(baseline: Report, report: Report, max_regression_pct: float) -> RuleResult:
-    """Fails only when `compare` calls the change 'slower' (CI, rank test and its 2% floor) by more than the limit."""
-    from ..compare import compare
+    """Fails when `compare` calls the change 'slower' by more than the limit, and when it cannot tell (too few
+    requests). `compare` calls nothing under MIN_CHANGE_PCT slower (run-to-run noise), so a tighter limit acts as
+    MIN_CHANGE_PCT: the message says so."""
+    from . import MIN_CHANGE_PCT, compare
     diff = compare(baseline, report)
     lat = diff["latency"]
     # the metric that bounds the runs: the request interval when either is throughput-bound, else latency
     head = diff.get("interval") if diff.get("headline") == "throughput" else lat
+    detail = "; ".join((head or lat).get("reasons", []))
+    if not lat.get("percentiles"):
+        return RuleResult("max-regression", False, f"cannot be evaluated against the baseline: {detail}")
     pct = diff.get("change_pct", lat.get("change_pct", 0.0))
     failed = diff["verdict"] == "slower" and pct > max_regression_pct
-    detail = "; ".join((head or lat).get("reasons", []))
-    return RuleResult("max-regression", not failed,
-                      f"{diff['summary']} vs baseline (allowed {max_regression_pct:g}% slower): {detail}")
-
-
-def junit_xml(results: list[RuleResult], name: str = "nsys-doctor check") -> str:
-    suite = ET.Element("testsuite", name=name, tests=str(len(results)),
-                       failures=str(sum(not r.passed for r in results)), errors="0")
-    for r in results:
-        case = ET.SubElement(suite, "testcase", classname="nsys-doctor", name=r.name)
-        if r.passed:
-            ET.SubElement(case, "system-out").text = r.message
-        else:
-            ET.SubElement(case, "failure", message=r.message, type="performance").text = r.message
-    return ET.tostring(ET.ElementTree(suite).getroot(), encoding="unicode", xml_declaration=True)
-
-
-def _gh_escape(s: str, prop: bool = False) -> str:
-    s = s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-    return s.replace(":", "%3A").replace(",", "%2C") if prop else s
-
-
-def github_annotations(results: list[RuleResult], file: str | None = None) -> list[str]:
-    """GitHub Actions workflow commands, one `::error` per failed rule (and `::notice` for the summary)."""
-    where = f"file={_gh_escape(file, True)}," if file else ""
-    lines = [f"::error {where}title={_gh_escape('nsys-doctor ' + r.name, True)}::{_gh_escape(r.message)}"
-             for r in results if not r.passed]
-    held = sum(r.passed for r in results)
-    lines.append(f"::notice title=nsys-doctor check::{held} of {len(results)} rules hold")
-    return lines
+    allowed = f"allowed {max_regression_pct:g}% slower"
+    if max_regression_pct < MIN_CHANGE_PCT:
+        allowed += (f"; effective limit {MIN_CHANGE_PCT:g}%: a smaller change is within the spread of one program "
+                    "profiled again, so it is never called slower")
+    return RuleResult("max-regression", not failed, f"{diff['summary']} vs baseline ({allowed}): {detail}")

@@ -148,14 +148,21 @@ def sniff_inner(original: pathlib.Path, path: pathlib.Path) -> tuple[str, pathli
 READERS = {"sqlite": "nsys_sqlite", "nsys-rep": "nsys_rep", "json": "kineto_json"}
 
 
-def open_trace(path: str | os.PathLike) -> Trace:
+def require_file(path: str | os.PathLike, what: str = "profile") -> pathlib.Path:
+    """`path` as a Path when it is a regular file; else the one error that says what it is instead. Every input
+    (profile, saved report, baseline, config) goes through here before it is opened."""
     p = pathlib.Path(path)
     if not p.exists():
         raise BadInput(p, "no such file")
     if p.is_dir():
-        raise BadInput(p, "is a folder; pass a profile file")
+        raise BadInput(p, f"is a folder; pass a {what} file")
     if not p.is_file():     # a pipe (<(xzcat ...)) would block the first read forever; a device is no profile
-        raise BadInput(p, "not a regular file (a pipe or a device); save the profile to a file and pass that")
+        raise BadInput(p, f"not a regular file (a pipe or a device); save the {what} to a file and pass that")
+    return p
+
+
+def open_trace(path: str | os.PathLike) -> Trace:
+    p = require_file(path)
     try:
         fmt, real = sniff(p)
     except PermissionError:

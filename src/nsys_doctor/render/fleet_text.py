@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import sys
 
-from rich.markup import escape
 from rich.table import Table
 
 from .console import console, hang
+from .safe import escape
 
 SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "dim"}
 WIDE = 100     # below this many columns the report table leaves out p90 and rank and uses 1-space gaps

@@ -4,12 +4,12 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from ..report import Report
 from .console import console, hang
+from .safe import clean, escape
 
 SEVERITY_STYLE = {"high": "bold red", "medium": "yellow", "low": "dim"}
 
@@ -20,7 +20,7 @@ def render(report: Report, file=None, width: int | None = None, color: bool | No
         file.reconfigure(errors="replace")   # an ascii/latin-1 terminal shows "?" for what it cannot show
     con = console(file, width, color)
     p, r = report.profile, report.requests
-    con.print(Text("nsys-doctor", style="bold") + Text(f"  {p.get('path')}"))
+    con.print(Text("nsys-doctor", style="bold") + Text(f"  {clean(p.get('path'))}"))
     gpus = gpu_list(p.get("gpus") or []) or "GPU not recorded"
     held = ", ".join(f"{k} {v:,}" for k, v in (p.get("counts") or {}).items() if v and k not in ("threads", "processes"))
     hang(con, "", f"[dim]{escape(str(p.get('format')))} {escape(str(p.get('nsys_version') or ''))} · "
