@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -15,6 +16,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from .. import __version__
 from ..errors import NsysDoctorError
 from .memory import keep_freed_memory
+
+# errno of a write to stdout that failed (`> /dev/full`, a full disk or quota, a closed descriptor)
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EBADF}
 
 # A new command is one new file in this folder plus its name here.
 COMMANDS = ["analyze", "demo", "profile", "env", "export", "diff", "check"]
@@ -52,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     keep_freed_memory()
     try:
-        return args._run(args)
+        code = args._run(args)
+        sys.stdout.flush()          # a full disk behind `> FILE` is found here, not in Python's teardown
+        return code
     except NsysDoctorError as err:
         where = f"{err.path}: " if err.path else ""
         problem = " ".join(str(err.problem).split())     # one line, whatever a message quoted
@@ -63,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as err:
+        if err.filename is not None or err.errno not in WRITE_ERRORS:
+            raise           # not a failed write of stdout: a bug to see whole
+        from ._output import stdout_error
+        print(stdout_error(err), file=sys.stderr)
+        return 2
 
 
 def console_main() -> None:
@@ -71,7 +83,14 @@ def console_main() -> None:
     # idle reader thread one by one) took 15 ms of a 0.4 s `analyze`; the process ends here instead.
     try:
         sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+    except OSError as err:
+        from ._output import stdout_error
+        print(stdout_error(err), file=sys.stderr)
+        code = 2
+    try:
         sys.stderr.flush()
-    except (BrokenPipeError, OSError):
+    except OSError:
         pass
     os._exit(code)

@@ -11,6 +11,7 @@ import os
 import sys
 
 from ..errors import BadInput
+from ._output import check_target, write
 
 
 def add_arguments(p) -> None:
@@ -61,15 +62,15 @@ def run(args) -> int:
         parse_percent(rules["max_regression"])
         if not rules.get("baseline"):
             raise BadInput(None, "--max-regression needs --baseline FILE (a profile or saved JSON report)")
+    inputs = [args.profile, rules.get("baseline"), args.config or ("pyproject.toml" if os.path.exists(
+        "pyproject.toml") else None)]
+    if args.junit:
+        check_target(args.junit, "junit", inputs)      # refused before the work, not after it
     report = load_report(args.profile, args.range_name)
     baseline = load_report(rules["baseline"], args.range_name) if rules.get("baseline") else None
     results = evaluate(report, rules, baseline)
     if args.junit:
-        try:
-            with open(args.junit, "w", encoding="utf-8") as f:
-                f.write(junit_xml(results) + "\n")
-        except OSError as err:
-            raise BadInput(args.junit, f"cannot write JUnit XML ({err.strerror})")
+        write(args.junit, junit_xml(results) + "\n", "junit", inputs)
     show(results, args.profile)
     if args.github:
         for line in github_annotations(results):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ._output import output
+from ._output import check_target, output
 
 
 def add_arguments(p) -> None:
@@ -23,8 +23,11 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ..compare import compare, load_report
+    inputs = [args.before, args.after]
+    if args.output:
+        check_target(args.output, "diff", inputs)      # refused before the work, not after it
     diff = compare(load_report(args.before, args.range_name), load_report(args.after, args.range_name))
-    with output(args.output, "diff") as out:
+    with output(args.output, "diff", inputs) as out:
         if args.format == "json":
             out.write(json.dumps(diff, indent=1) + "\n")
         else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 
 from ..errors import BadInput
+from ._output import check_target, write
 
 
 def add_arguments(p) -> None:
@@ -24,23 +25,20 @@ def load(args):
     return load_report(args.profile, range_name=args.range_name, skip=args.skip)
 
 
-def write(path: str, text: str) -> None:
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-    except OSError as err:
-        raise BadInput(path, f"cannot write ({err.strerror})")
-
-
 def run(args) -> int:
     from ..render import html, perfetto
     if not args.perfetto and not args.html:
         raise BadInput(None, "nothing to export: give --perfetto FILE and/or --html FILE")
     if args.skip is not None and args.skip < 0:
         raise BadInput(None, "--skip must be 0 or more")
+    inputs = [args.profile]
+    outputs = ((args.perfetto, "perfetto", args.html), (args.html, "html", args.perfetto))
+    for path, kind, other in outputs:
+        if path:
+            check_target(path, kind, inputs, [other])      # refused before the work, not after it
     report = load(args)
     if args.perfetto:
-        write(args.perfetto, perfetto.render(report))
+        write(args.perfetto, perfetto.render(report), "perfetto", inputs, [args.html])
     if args.html:
-        write(args.html, html.render(report))
+        write(args.html, html.render(report), "html", inputs, [args.perfetto])
     return 0

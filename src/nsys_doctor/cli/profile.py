@@ -109,10 +109,17 @@ def run(args: argparse.Namespace) -> int:
     base = Path(args.output or default_output(program))
     base = base.with_suffix("") if base.suffix in (".nsys-rep", ".sqlite", ".qdrep") else base
     rep, db = Path(f"{base}.nsys-rep"), Path(f"{base}.sqlite")
-    existing = [str(p) for p in (rep, db) if p.exists()]
-    if existing and not args.force:
-        raise BadInput(existing[0], "already exists; use --force to overwrite or -o for another name")
-    base.parent.mkdir(parents=True, exist_ok=True)
+    for p in (rep, db):
+        if p.is_dir():
+            raise BadInput(p, "is a folder; give another name with -o")
+        if os.path.lexists(p) and not args.force:
+            raise BadInput(p, "already exists; use --force to overwrite or -o for another name")
+    if os.path.lexists(base.parent) and not base.parent.is_dir():
+        raise BadInput(base.parent, "is not a folder; cannot write the profile in it")
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BadInput(base.parent, f"cannot create the folder for the profile ({err.strerror})") from None
 
     features = {"sample": args.sample, "cpuctxsw": args.cpuctxsw, "gpu_metrics": args.gpu_metrics,
                 "cuda_graph_trace": args.cuda_graph_trace}
@@ -166,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise ToolMissing(None, "nsys profile kept failing after dropping every optional feature")
 
-    nsys_tool.export_sqlite(nsys, rep, db)
+    nsys_tool.export_sqlite(nsys, rep, db, overwrite=args.force)
     print(f"nsys-doctor: wrote {rep} and {db}", file=sys.stderr)
     if code != 0:
         _note(f"the program exited with code {code}; analyzing what was recorded")
