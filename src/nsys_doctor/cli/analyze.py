@@ -23,7 +23,8 @@ def add_arguments(p) -> None:
     p.add_argument("--skip", type=int, metavar="N", help="leave the first N requests out as warm-up "
                    "(default: detected)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
-    p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout "
+                   "(never over an input, or over a file that is not a previous report)")
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report (with a timeline) to FILE")
     p.add_argument("--export-beside", action="store_true", help="an .nsys-rep is exported to NAME.sqlite next to it "
                    "(never over an existing file) instead of into the cache folder")

@@ -27,7 +27,8 @@ def add_arguments(p) -> None:
     p.add_argument("--baseline", metavar="FILE", help="a baseline profile or saved JSON report")
     p.add_argument("--max-regression", metavar="PCT", help="fail when p50 latency is significantly slower than "
                    "the baseline by more than PCT (e.g. 5%%); with --baseline alone, any significant slow-down fails")
-    p.add_argument("--junit", metavar="FILE", help="write JUnit XML, one testcase per rule")
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML, one testcase per rule (never over an "
+                   "input, or over a file that is not a previous JUnit XML of nsys-doctor)")
     p.add_argument("--github", action="store_true", help="print GitHub Actions annotations (::error ...)")
     p.add_argument("--config", metavar="FILE", help="read rules from [tool.nsys-doctor.check] of this "
                    "pyproject.toml (default: ./pyproject.toml when it has that table)")

@@ -18,7 +18,8 @@ def add_arguments(p) -> None:
     p.add_argument("--range", dest="range_name", metavar="NAME", help="the NVTX range that marks one request "
                    "(default: chosen automatically in each profile)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
-    p.add_argument("-o", "--output", metavar="FILE", help="write the diff to FILE instead of stdout")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the diff to FILE instead of stdout "
+                   "(never over an input, or over a file that is not a previous diff)")
 
 
 def run(args) -> int:

@@ -2,7 +2,8 @@
 
 `--perfetto FILE` writes Chrome trace event JSON: open it at https://ui.perfetto.dev (or chrome://tracing).
 `--html FILE` writes the self-contained HTML report. PROFILE is a profile (as for `analyze`) or a report saved
-with `analyze --format json`. Exit codes: 0 written, 2 bad input."""
+with `analyze --format json`. An output is never written over an input or over a file that is not a previous output
+of the same kind (exit 2). Exit codes: 0 written, 2 bad input."""
 from __future__ import annotations
 
 
