@@ -92,7 +92,7 @@ def _expand(path: pathlib.Path, opener, suffix: str) -> pathlib.Path:
         with opener(path) as src, os.fdopen(fd, "wb") as dst:
             written, next_check = 0, 0
             while chunk := src.read(CHUNK):
-                if written == 0 and not _looks_like_a_profile(chunk[:64], path):
+                if written == 0 and not _looks_like_a_profile(chunk[:4096], path):
                     raise BadInput(path, "expands to something that is not a profile (neither SQLite nor JSON); "
                                          "nothing was kept")
                 if written >= next_check:
