@@ -22,6 +22,7 @@ from ..errors import BadInput
 # with its 5000-event timeline) is a few MB, so a bigger file is no output of ours and is never parsed whole.
 MAX_OWN_OUTPUT_BYTES = 64 << 20
 HEAD_BYTES = 4096      # the head that names an HTML or JUnit output of ours, or a text report's first line
+ANSI_SGR = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _json(path: str, size: int):
@@ -61,8 +62,8 @@ def _fleet(head: str, path: str, size: int) -> bool:
 
 def _perfetto(head: str, path: str, size: int) -> bool:
     d = _json(path, size) if head.lstrip().startswith("{") else None
-    return isinstance(d, dict) and "traceEvents" in d and _ours({"tool": {"name": (d.get("metadata") or {})
-                                                                          .get("tool")}})
+    meta = d.get("metadata") if isinstance(d, dict) else None       # render/perfetto.py: metadata.tool
+    return isinstance(meta, dict) and "traceEvents" in d and meta.get("tool") == "nsys-doctor"
 
 
 def _html(head: str, path: str, size: int) -> bool:
@@ -121,6 +122,7 @@ def check_target(path: str, kind: str, inputs=(), others=()) -> None:
                              f"overwrite it")
     if not head:
         return          # an empty file: nothing to lose (/proc files say size 0 yet are not empty: read)
+    head = ANSI_SGR.sub("", head)      # a text report written with FORCE_COLOR starts with colour codes
     if not KINDS[kind][1](head, path, st.st_size):
         article = "an" if what[0] in "aeiouH" else "a"
         raise BadInput(path, f"exists and is not {article} {what} written by nsys-doctor; refusing to overwrite it "
