@@ -483,3 +483,20 @@ def test_truncated_xz_is_still_blamed(work, cache):
     x.write_bytes(DEMO_XZ.read_bytes()[:100_000])
     refused(main("analyze", x), x, "truncated or corrupt")
     assert only_copies(cache) == [] and not [p for p in cache.iterdir() if p.suffix == ".unxz"]
+
+
+def test_profile_leaves_its_two_files_and_nothing_else(tmp_path):
+    """`profile` records under a private name and renames into place: afterwards the folder holds NAME.nsys-rep and
+    NAME.sqlite only; a second run without --force leaves both as they were."""
+    from nsys_doctor.system.nsys import find_nsys
+    if find_nsys() is None:
+        pytest.skip("no nsys found (scripts/install-nsys-debian.sh installs one)")
+    d = tmp_path / "runs"
+    argv = ("profile", "-o", d / "run", "--trace=osrt", "--no-sample", "--no-cpuctxsw", "--no-analyze", "--",
+            sys.executable, "-c", "pass")
+    res = console(*argv, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in d.iterdir()) == ["run.nsys-rep", "run.sqlite"]
+    before = snapshot(d)
+    refused(console(*argv, cwd=tmp_path), d / "run.nsys-rep", "already exists")
+    assert snapshot(d) == before

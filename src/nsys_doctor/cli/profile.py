@@ -153,27 +153,42 @@ def run(args: argparse.Namespace) -> int:
     if args.capture_range:
         env["NSYS_NVTX_PROFILER_REGISTER_ONLY"] = "0"   # match plain-string ranges too, not only registered ones
     trace = [t.strip() for t in args.trace.split(",") if t.strip()]
-    for _attempt in range(MAX_RETRIES + 1):
-        rep.unlink(missing_ok=True)
-        cmd = nsys_tool.profile_command(
-            nsys, base, program, trace=trace, sample=features["sample"], cpuctxsw=features["cpuctxsw"],
-            gpu_metrics=features["gpu_metrics"], gpu_metrics_frequency=args.gpu_metrics_frequency,
-            gpu_metrics_option=metrics_option, cuda_graph_trace=features["cuda_graph_trace"],
-            capture_range=args.capture_range, delay_s=args.delay, duration_s=args.duration)
-        code, errors = _run_nsys(cmd, env)
-        nsys_tool.remove_leftovers(base)
-        if rep.is_file():
-            break           # the program ran: code is its own exit code (nsys passes it through)
-        refused = [f for f, on in features.items() if on and REFUSALS[f].search(errors)]
-        if not refused:
-            raise ToolMissing(None, f"nsys profile failed (exit {code}): {nsys_tool.last_error_line(errors)}")
-        for feature in refused:
-            features[feature] = None if feature == "cuda_graph_trace" else False
-            _note(f"nsys refused it, retrying without: {DROPPED_MEANS[feature]}")
-    else:
-        raise ToolMissing(None, "nsys profile kept failing after dropping every optional feature")
-
-    nsys_tool.export_sqlite(nsys, rep, db, overwrite=args.force)
+    # nsys records under a private name beside NAME; the report is renamed into place only when it and its export
+    # are complete, so an interrupted run leaves neither half a report nor a file of the user's replaced.
+    stage = base.with_name(f".{base.name}.part{os.getpid()}")
+    staged = Path(f"{stage}.nsys-rep")
+    try:
+        for _attempt in range(MAX_RETRIES + 1):
+            staged.unlink(missing_ok=True)
+            cmd = nsys_tool.profile_command(
+                nsys, stage, program, trace=trace, sample=features["sample"], cpuctxsw=features["cpuctxsw"],
+                gpu_metrics=features["gpu_metrics"], gpu_metrics_frequency=args.gpu_metrics_frequency,
+                gpu_metrics_option=metrics_option, cuda_graph_trace=features["cuda_graph_trace"],
+                capture_range=args.capture_range, delay_s=args.delay, duration_s=args.duration)
+            code, errors = _run_nsys(cmd, env)
+            nsys_tool.remove_leftovers(stage)
+            if staged.is_file():
+                break           # the program ran: code is its own exit code (nsys passes it through)
+            refused = [f for f, on in features.items() if on and REFUSALS[f].search(errors)]
+            if not refused:
+                raise ToolMissing(None, f"nsys profile failed (exit {code}): {nsys_tool.last_error_line(errors)}")
+            for feature in refused:
+                features[feature] = None if feature == "cuda_graph_trace" else False
+                _note(f"nsys refused it, retrying without: {DROPPED_MEANS[feature]}")
+        else:
+            raise ToolMissing(None, "nsys profile kept failing after dropping every optional feature")
+        nsys_tool.export_sqlite(nsys, staged, db, overwrite=args.force)
+        if args.force:
+            os.replace(staged, rep)
+        else:
+            try:
+                os.link(staged, rep)        # never over a file that appeared meanwhile
+            except FileExistsError:
+                raise BadInput(rep, "appeared while recording; refusing to overwrite it (the export is in "
+                                    f"{db})") from None
+    finally:
+        staged.unlink(missing_ok=True)
+        nsys_tool.remove_leftovers(stage)
     print(f"nsys-doctor: wrote {rep} and {db}", file=sys.stderr)
     if code != 0:
         _note(f"the program exited with code {code}; analyzing what was recorded")
