@@ -421,22 +421,31 @@ def test_planted_part_symlinks_never_write_through(work, cache):
 
 
 def test_leftovers_of_interrupted_runs_are_removed_and_everything_counts(work, cache, monkeypatch):
-    """Before: *.part<pid> files of killed runs stayed forever and escaped the size cap."""
+    """Before: *.part<pid> files of killed runs stayed forever and escaped the size cap. Files of other names (the
+    folder may be one the user named) count toward the cap but are never removed."""
     import nsys_doctor.read.cache as read_cache
     cache.mkdir(mode=0o700)
-    dead = cache / "0123456789abcdef.unxz.part999999999-x1y2"      # no such pid
+    key = "0123456789abcdef01234567"
+    dead = cache / f"{key}.unxz.part999999999-x1y2z3w4"             # no such pid
     dead.write_bytes(b"\0" * 1000)
-    old = cache / f"0123456789abcdef.unxz.part{os.getppid()}-old"  # a live pid, but a day old
+    legacy = cache / f"{key[:20]}.unxz.part999999998"               # an older version's name for it
+    legacy.write_bytes(b"\0" * 1000)
+    old = cache / f"{key}.unxz.part{os.getppid()}-oldoldol"         # a live pid, but a day old
     old.write_bytes(b"\0" * 1000)
     os.utime(old, (1, 1))
-    junk = cache / "something-else.bin"                             # not ours, yet it fills the disk too
-    junk.write_bytes(b"\0" * (1 << 20))
-    os.utime(junk, (2, 2))
-    monkeypatch.setattr(read_cache, "CACHE_MAX_BYTES", (1 << 20) + 100_000)   # the junk and little else
+    older_copy = cache / f"{'f' * 24}.unxz"                         # a copy no longer used
+    older_copy.write_bytes(b"\0" * (1 << 20))
+    os.utime(older_copy, (3, 3))
+    users = cache / "notes.part1.txt"                                # not a name of ours
+    users.write_bytes(b"\0" * (1 << 20))
+    os.utime(users, (2, 2))
+    new_size = len(lzma.decompress((work / "before.sqlite.xz").read_bytes()))
+    # room for the new copy and one more MiB: only when the user's file counts must the older copy go
+    monkeypatch.setattr(read_cache, "CACHE_MAX_BYTES", new_size + (3 << 19))
     assert main("analyze", work / "before.sqlite.xz").returncode == 0
     left = sorted(p.name for p in cache.iterdir())
-    assert dead.name not in left and old.name not in left and junk.name not in left
-    assert only_copies(cache) == []
+    assert not {dead.name, legacy.name, old.name, older_copy.name} & set(left)
+    assert users.name in left and only_copies(cache) == [users.name]
 
 
 def test_interrupted_expansion_leaves_nothing(work, cache, monkeypatch):

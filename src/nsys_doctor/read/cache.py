@@ -28,7 +28,20 @@ HASHED_BYTES = 1 << 20
 # The longest writer is an `nsys export` (system/nsys.py EXPORT_TIMEOUT_S = 1800 s); twice that is surely dead.
 STALE_PART_S = 3600
 META = ".meta"                          # sidecar of each copy: its size and head/tail hash
-PART = re.compile(r"\.part(\d+)")      # KEY.unxz.part<pid>-XXXX (and the older KEY.unxz.part<pid>)
+# The names this module gives, and no others, are ever removed: the folder may be one the user named that holds
+# other files too (they count toward the cap, and stay). A copy: KEY.unxz / KEY.ungz (expanded), NAME-KEY.sqlite
+# (an .nsys-rep's export), each with its KEY...meta record; a part: that name, .part<pid>, mkstemp's random tail,
+# and the .partial of an export under way (also the older forms KEY.unxz.part<pid> and NAME-KEY.part<pid>.sqlite).
+COPY = re.compile(r"^(?:[0-9a-f]{20,24}\.un(?:xz|gz)|.+-[0-9a-f]{16,24}\.sqlite)(?:\.meta)?$")
+PART = re.compile(r"^\.?(?P<base>.+?)\.part(?P<pid>\d+)(?P<rest>(?:-\w{8})?(?:\.sqlite)?(?:\.\w{8})?(?:\.partial)?)$")
+
+
+def _part_pid(name: str) -> int | None:
+    """The writer's pid when `name` is a partial file of ours, else None."""
+    m = PART.match(name)
+    if m and (COPY.match(m["base"]) or COPY.match(m["base"] + ".sqlite")):
+        return int(m["pid"])
+    return None
 
 
 def _folder_problem(path: pathlib.Path) -> str | None:
@@ -174,8 +187,9 @@ def _alive(pid: int) -> bool:
 
 
 def tidy(cache: pathlib.Path, keep: pathlib.Path | None = None) -> None:
-    """Remove partial files of interrupted runs (dead writer, or older than STALE_PART_S), then the least recently
-    used copies until everything in the folder holds CACHE_MAX_BYTES or less (never `keep`, never a live part)."""
+    """Remove our partial files of interrupted runs (dead writer, or older than STALE_PART_S), then our least
+    recently used copies until everything in the folder holds CACHE_MAX_BYTES or less (never `keep`, never a live
+    part, never a file of another name)."""
     now = time.time()
     try:
         names = os.listdir(cache)
@@ -188,13 +202,12 @@ def tidy(cache: pathlib.Path, keep: pathlib.Path | None = None) -> None:
             st = os.lstat(p)
         except OSError:
             continue
-        m = PART.search(name)
-        if m and ((int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))))
-                  or now - st.st_mtime > STALE_PART_S):
+        pid = _part_pid(name)
+        if pid is not None and ((pid != os.getpid() and not _alive(pid)) or now - st.st_mtime > STALE_PART_S):
             drop(p)
             continue
-        total += st.st_size             # everything counts: copies, records, live parts, anything planted
-        if not m and not name.endswith(META):
+        total += st.st_size             # everything counts: copies, records, live parts, the user's own files
+        if pid is None and COPY.match(name) and not name.endswith(META):
             copies.append((st.st_mtime, p))
     for _, p in sorted(copies, key=lambda x: x[0]):
         if total <= CACHE_MAX_BYTES:
