@@ -456,6 +456,17 @@ def test_interrupted_expansion_leaves_nothing(work, cache, monkeypatch):
     assert list(cache.iterdir()) == []
 
 
+def test_sigterm_during_expansion_leaves_nothing(work, cache):
+    """A CI timeout sends SIGTERM: the console script ends through its cleanup. The signal is sent from inside the
+    expansion (the first look at the free space), so the moment is exact."""
+    code = ("import os, shutil, signal; shutil.disk_usage = lambda p: os.kill(os.getpid(), signal.SIGTERM); "
+            + CONSOLE)
+    res = subprocess.run([sys.executable, "-c", code, "analyze", str(work / "before.sqlite.xz")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 128 + 15 and "Traceback" not in res.stderr, res.stderr
+    assert list(cache.iterdir()) == []
+
+
 @pytest.mark.parametrize("opener,suffix", [(gzip.open, ".gz"), (lzma.open, ".xz")])
 def test_a_bomb_stops_at_the_first_bytes(work, cache, opener, suffix):
     """Before: 256 MB of zeros (254 KB compressed) filled the cache before its format was looked at."""

@@ -157,7 +157,10 @@ def lookup(path: pathlib.Path) -> pathlib.Path | None:
 def new_part(final: pathlib.Path) -> tuple[int, pathlib.Path]:
     """An open, new, private file (mkstemp: O_EXCL|O_NOFOLLOW, 0600) beside `final`, named with our pid so that a
     later run can tell a dead writer's leftover."""
-    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f"{final.name}.part{os.getpid()}-")
+    try:
+        fd, name = tempfile.mkstemp(dir=final.parent, prefix=f"{final.name}.part{os.getpid()}-")
+    except OSError as err:      # the folder's fault, not the input's
+        raise BadInput(final.parent, f"cannot write in the cache folder ({err.strerror or err})") from None
     return fd, pathlib.Path(name)
 
 
