@@ -342,6 +342,18 @@ def test_a_cache_folder_that_is_not_private_is_refused(work, cache, tmp_path, ho
     assert not cache.is_dir() or list(cache.iterdir()) == []
 
 
+def test_default_folder_of_ours_made_group_writable_is_tightened(work, tmp_path, monkeypatch):
+    """Versions before this made ~/.cache/nsys-doctor 0775 under umask 002: it is ours, so it is made 0700 and
+    used; a copy in it that is not ours (another owner) would still be dropped by the per-copy check."""
+    monkeypatch.delenv("NSYS_DOCTOR_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    folder = tmp_path / "xdg" / "nsys-doctor"
+    folder.mkdir(parents=True)
+    folder.chmod(0o775)
+    assert main("analyze", work / "before.sqlite.xz").returncode == 0
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and only_copies(folder) == []
+
+
 def test_planted_fallback_folder_in_tmp_is_refused(work, tmp_path):
     """No configured cache, the default cannot be made, and /tmp/nsys-doctor-UID was planted by someone else."""
     if os.geteuid() != 0:

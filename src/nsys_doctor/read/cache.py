@@ -65,7 +65,10 @@ def _folder_problem(path: pathlib.Path) -> str | None:
     return None
 
 
-def _make(path: pathlib.Path) -> str | None:
+def _make(path: pathlib.Path, tighten: bool = False) -> str | None:
+    """Create `path` 0700 if missing; why it cannot be used, or None. `tighten`: a folder of ours that others may
+    write to loses those permissions (the default folder, which versions before 0700 made 0775 under umask 002;
+    its files are checked one by one anyway)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.mkdir(mode=0o700)
@@ -73,6 +76,13 @@ def _make(path: pathlib.Path) -> str | None:
         pass
     except OSError as err:
         return f"cannot be created ({err.strerror})"
+    if tighten:
+        try:
+            st = os.lstat(path)
+            if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and st.st_mode & 0o077:
+                os.chmod(path, 0o700)
+        except OSError:
+            pass
     return _folder_problem(path)
 
 
@@ -88,10 +98,10 @@ def cache_dir() -> pathlib.Path:
         return path
     default = pathlib.Path(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
                            "nsys-doctor")
-    if _make(default) is None:
+    if _make(default, tighten=True) is None:
         return default
     fallback = pathlib.Path(tempfile.gettempdir()) / f"nsys-doctor-{os.getuid()}"
-    problem = _make(fallback)
+    problem = _make(fallback, tighten=True)
     if problem:     # planted by someone else in a shared /tmp: never use it
         raise BadInput(fallback, f"cache folder {problem}; {default} cannot be used either: set NSYS_DOCTOR_CACHE "
                                  "to a folder of yours")
