@@ -129,12 +129,20 @@ def check_target(path: str, kind: str, inputs=(), others=()) -> None:
                              "(remove it or choose another name)")
 
 
+def check_outputs(outputs, inputs=()) -> None:
+    """check_target for each (path, kind) of a command's outputs (None: not asked for), before the work starts, so
+    that a refusal costs nothing."""
+    for i, (path, kind) in enumerate(outputs):
+        if path:
+            check_target(path, kind, inputs, [p for j, (p, _) in enumerate(outputs) if p and j != i])
+
+
 def _problem(err: OSError) -> str:
     return err.strerror or str(err)
 
 
 @contextlib.contextmanager
-def output(path: str | None, kind: str = "report", inputs=(), others=()):
+def output(path: str | None, kind: str = "report", inputs=()):
     """A text file to write the output into: stdout, or `path` written whole or not at all."""
     what = KINDS[kind][0]
     if not path:
@@ -146,7 +154,7 @@ def output(path: str | None, kind: str = "report", inputs=(), others=()):
         except OSError as err:
             raise BadInput(None, f"cannot write the {what} to standard output ({_problem(err)})") from None
         return
-    check_target(path, kind, inputs, others)
+    check_target(path, kind, inputs)       # again: the file may have changed while the command worked
     try:
         st = os.stat(path)
     except OSError:
@@ -178,8 +186,8 @@ def output(path: str | None, kind: str = "report", inputs=(), others=()):
             os.unlink(tmp)      # gone when renamed; a failed or interrupted write leaves nothing
 
 
-def write(path: str, text: str, kind: str, inputs=(), others=()) -> None:
-    with output(path, kind, inputs, others) as f:
+def write(path: str, text: str, kind: str, inputs=()) -> None:
+    with output(path, kind, inputs) as f:
         f.write(text)
 
 

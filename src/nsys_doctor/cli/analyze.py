@@ -12,7 +12,7 @@ import os
 import sys
 
 from ..errors import BadInput
-from ._output import check_target, output
+from ._output import check_outputs, output
 
 
 def add_arguments(p) -> None:
@@ -43,16 +43,14 @@ def run(args) -> int:
         return run_fleet(args, paths)
     inputs = paths[:1]
     html_file = getattr(args, "html", None)
-    for path, kind, other in ((args.output, "report", html_file), (html_file, "html", args.output)):
-        if path:
-            check_target(path, kind, inputs, [other])      # refused before the work, not after it
+    check_outputs([(args.output, "report"), (html_file, "html")], inputs)
     report = analyze(paths[0], range_name=args.range_name, skip=args.skip,
                      export_beside=getattr(args, "export_beside", False))
     if html_file:
         from ..render import html
         from ._output import write
-        write(html_file, html.render(report), "html", inputs, [args.output])
-    with output(args.output, "report", inputs, [html_file]) as out:
+        write(html_file, html.render(report), "html", inputs)
+    with output(args.output, "report", inputs) as out:
         if args.format == "json":
             from ..render import json_report
             out.write(json_report.render(report) + "\n")
@@ -75,8 +73,7 @@ def run_fleet(args, paths) -> int:
     if getattr(args, "export_beside", False):
         raise BadInput(None, "--export-beside takes one profile; fleet mode exports .nsys-rep reports into the cache")
     inputs = expand_paths(paths)[0]         # the files that will be read
-    if args.output:
-        check_target(args.output, "fleet", inputs)          # refused before the work, not after it
+    check_outputs([(args.output, "fleet")], inputs)
     err = Console(stderr=True)
     bar = Progress(TextColumn("analysing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.description}"), console=err, transient=True, disable=not err.is_terminal)

@@ -11,7 +11,7 @@ import os
 import sys
 
 from ..errors import BadInput
-from ._output import check_target, write
+from ._output import check_outputs, write
 
 
 def add_arguments(p) -> None:
@@ -65,8 +65,7 @@ def run(args) -> int:
             raise BadInput(None, "--max-regression needs --baseline FILE (a profile or saved JSON report)")
     inputs = [args.profile, rules.get("baseline"), args.config or ("pyproject.toml" if os.path.exists(
         "pyproject.toml") else None)]
-    if args.junit:
-        check_target(args.junit, "junit", inputs)      # refused before the work, not after it
+    check_outputs([(args.junit, "junit")], inputs)
     report = load_report(args.profile, args.range_name)
     baseline = load_report(rules["baseline"], args.range_name) if rules.get("baseline") else None
     results = evaluate(report, rules, baseline)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ._output import check_target, output
+from ._output import check_outputs, output
 
 
 def add_arguments(p) -> None:
@@ -25,8 +25,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from ..compare import compare, load_report
     inputs = [args.before, args.after]
-    if args.output:
-        check_target(args.output, "diff", inputs)      # refused before the work, not after it
+    check_outputs([(args.output, "diff")], inputs)
     diff = compare(load_report(args.before, args.range_name), load_report(args.after, args.range_name))
     with output(args.output, "diff", inputs) as out:
         if args.format == "json":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 from ..errors import BadInput
-from ._output import check_target, write
+from ._output import check_outputs, write
 
 
 def add_arguments(p) -> None:
@@ -33,13 +33,10 @@ def run(args) -> int:
     if args.skip is not None and args.skip < 0:
         raise BadInput(None, "--skip must be 0 or more")
     inputs = [args.profile]
-    outputs = ((args.perfetto, "perfetto", args.html), (args.html, "html", args.perfetto))
-    for path, kind, other in outputs:
-        if path:
-            check_target(path, kind, inputs, [other])      # refused before the work, not after it
+    check_outputs([(args.perfetto, "perfetto"), (args.html, "html")], inputs)
     report = load(args)
     if args.perfetto:
-        write(args.perfetto, perfetto.render(report), "perfetto", inputs, [args.html])
+        write(args.perfetto, perfetto.render(report), "perfetto", inputs)
     if args.html:
-        write(args.html, html.render(report), "html", inputs, [args.perfetto])
+        write(args.html, html.render(report), "html", inputs)
     return 0
