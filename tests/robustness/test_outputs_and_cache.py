@@ -196,8 +196,13 @@ def test_an_interrupted_write_leaves_the_old_report_and_no_partial_file(work, mo
                                                                           "p.sqlite", "r.json"]
 
 
-def test_output_that_is_a_folder_or_in_a_missing_folder(work):
+def test_output_that_is_a_folder_or_in_a_missing_folder_or_a_dangling_link(work, tmp_path):
     refused(main("analyze", work / "p.sqlite", "-o", work), work, "is a folder")
+    dangling = work / "out.json"        # planted: writing through it would create a file elsewhere
+    dangling.symlink_to(tmp_path / "elsewhere" / ".profile")
+    (tmp_path / "elsewhere").mkdir()
+    refused(main("analyze", work / "p.sqlite", "-o", dangling), dangling, "symlink to a missing file")
+    assert list((tmp_path / "elsewhere").iterdir()) == []
     refused(main("export", work / "p.sqlite", "--perfetto", work / "no" / "t.json"), work / "no" / "t.json",
             "cannot write", "No such file")
 

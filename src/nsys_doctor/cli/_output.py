@@ -105,6 +105,9 @@ def check_target(path: str, kind: str, inputs=(), others=()) -> None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
+        if os.path.lexists(path):       # writing would create the file it points to, wherever that is
+            raise BadInput(path, f"is a symlink to a missing file ({os.readlink(path)}); refusing to write the "
+                                 f"{what} through it") from None
         return
     except OSError as err:
         raise BadInput(path, f"cannot write the {what} ({err.strerror})")
