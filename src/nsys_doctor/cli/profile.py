@@ -178,14 +178,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             raise ToolMissing(None, "nsys profile kept failing after dropping every optional feature")
         nsys_tool.export_sqlite(nsys, staged, db, overwrite=args.force)
-        if args.force:
-            os.replace(staged, rep)
-        else:
-            try:
-                os.link(staged, rep)        # never over a file that appeared meanwhile
-            except FileExistsError:
-                raise BadInput(rep, "appeared while recording; refusing to overwrite it (the export is in "
-                                    f"{db})") from None
+        nsys_tool.move_into_place(staged, rep, overwrite=args.force)
     finally:
         staged.unlink(missing_ok=True)
         nsys_tool.remove_leftovers(stage)

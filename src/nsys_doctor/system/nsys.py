@@ -164,16 +164,29 @@ def export_sqlite(nsys: str | None, rep_path: str | os.PathLike, out_path: str |
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(partial, 0o666 & ~umask)       # as nsys would create it, not mkstemp's 0600
-        if overwrite:
-            os.replace(partial, out_path)
-        else:
-            try:
-                os.link(partial, out_path)      # fails when out_path exists: never replaces it
-            except FileExistsError:
-                raise BadInput(out_path, "appeared during the export; refusing to overwrite it") from None
+        move_into_place(partial, out_path, overwrite)
     finally:
         partial.unlink(missing_ok=True)
     return out_path
+
+
+def move_into_place(src: Path, dst: Path, overwrite: bool) -> None:
+    """Rename a finished file to its name; without `overwrite` never over a file that is there (a hard link fails
+    when the name exists; where the file system has no hard links, checked just before the rename)."""
+    try:
+        if overwrite:
+            os.replace(src, dst)
+            return
+        try:
+            os.link(src, dst)
+        except FileExistsError:
+            raise BadInput(dst, "appeared while it was being written; refusing to overwrite it") from None
+        except OSError:
+            if os.path.lexists(dst):
+                raise BadInput(dst, "appeared while it was being written; refusing to overwrite it") from None
+            os.rename(src, dst)
+    except OSError as err:
+        raise BadInput(dst, f"cannot be written ({err.strerror or err})") from None
 
 
 def last_error_line(text: str) -> str:
