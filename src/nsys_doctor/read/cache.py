@@ -3,7 +3,8 @@
 Nothing in it is trusted: the folder must be ours and writable by no one else (created 0700), copies are written to
 mkstemp files (O_EXCL|O_NOFOLLOW) and renamed into place, and each copy is checked against the size and head/tail
 hash recorded when it was made before it is used; a copy that fails the check is dropped and made again. Partial
-files of interrupted runs are removed on the next run, and every file in the folder counts toward the size cap.
+files of interrupted runs are removed on the next run, and every file in the folder counts toward the size cap
+(only files with the names given here are ever removed).
 """
 from __future__ import annotations
 
