@@ -244,6 +244,18 @@ def test_stdout_to_a_full_disk_is_one_line(work, argv):
                                                "device)"] or "standard output" in res.stderr.strip(), res.stderr
 
 
+def test_closed_stdout_is_one_line_and_files_still_written(work):
+    """`nsys-doctor analyze p.sqlite >&-`: Python starts without a stdout. Before: an AttributeError traceback."""
+    def run(*argv):
+        return subprocess.run([sys.executable, "-c", CONSOLE, *map(str, argv)], stderr=subprocess.PIPE, text=True,
+                              timeout=120, preexec_fn=lambda: os.close(1))
+    res = run("analyze", work / "p.sqlite")
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        "nsys-doctor: cannot write the report to standard output (it is closed)"], res.stderr
+    assert run("analyze", work / "p.sqlite", "-o", work / "r.txt").returncode == 0
+    assert (work / "r.txt").read_text().startswith("nsys-doctor  ")
+
+
 # ------------------------------------------------------------------------------------- .nsys-rep exports
 @pytest.fixture
 def fake_nsys(tmp_path, monkeypatch):
