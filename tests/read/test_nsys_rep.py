@@ -1,5 +1,6 @@
-"""`.nsys-rep` input: a report recorded here by the real nsys (Debian's, on this CPU machine) is exported once
-beside it, reused while newer, and the report itself is left as it was. Skipped only when no nsys is found."""
+"""`.nsys-rep` input: a report recorded here by the real nsys (Debian's, on this CPU machine) is exported once into
+the cache, reused while the report is unchanged, and the report and its folder are left as they were. Skipped only
+when no nsys is found."""
 from __future__ import annotations
 
 import hashlib
