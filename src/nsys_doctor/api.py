@@ -119,5 +119,5 @@ def analyze(path, *, range: str | None = None, skip: int | None = None) -> Repor
 def load(path, *, range: str | None = None, skip: int | None = None) -> Report:   # noqa: A002
     """A report saved with `analyze --format json` (or `Report.to_json`), read back without the profile; a
     profile given here is analysed as `analyze` does."""
-    from .compare import load_report
+    from .cli._input import load_report     # the same choice as diff/check/export: saved report or profile
     return _wrap(load_report(path, range_name=range, skip=skip))

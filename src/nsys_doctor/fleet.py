@@ -84,8 +84,9 @@ def analyze_one(path: str, range_name: str | None = None, skip: int | None = Non
                       profile={k: report.profile.get(k) for k in ("format", "nsys_version", "gpus", "duration_s")},
                       seconds=time.perf_counter() - t, cpu_seconds=time.process_time() - cpu,
                       worker=f"{os.uname().nodename}:{os.getpid()}", peak_rss_mb=_peak_rss_mb())
-    except NsysDoctorError as err:
-        return Failure(path, err.problem, type(err).__name__)
+    except NsysDoctorError as err:       # an error about another file (the cache folder, an export) names it
+        problem = err.problem if err.path in (None, os.fspath(path)) else f"{err.path}: {err.problem}"
+        return Failure(path, problem, type(err).__name__)
     except Exception as err:        # noqa: BLE001 - a bug on one file must not stop the fleet; it is reported
         return Failure(path, f"{type(err).__name__}: {err}{_where(err)} (a bug in nsys-doctor; please report it)",
                        type(err).__name__, bug=True)

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-import nsys_doctor.read as read
+import nsys_doctor.read.cache as read_cache
 from nsys_doctor.errors import BadInput
 from nsys_doctor.read import open_trace
 
@@ -22,7 +22,7 @@ def cache(tmp_path, monkeypatch):
 
 
 def expanded(folder):
-    return sorted(p for p in folder.iterdir() if p.suffix in read.EXPANDED)
+    return sorted(p for p in folder.iterdir() if p.suffix in (".unxz", ".ungz"))
 
 
 def test_expansion_stops_before_the_disk_is_full(cache, monkeypatch):
@@ -47,8 +47,9 @@ def test_least_recently_used_copies_are_evicted(cache, monkeypatch):
         open_trace(src).close()
         sizes.append((set(expanded(cache)) - before).pop().stat().st_size)
     shutil.rmtree(cache)
-    # room for the first and the third: when the third comes, the second (least recently used) goes
-    monkeypatch.setattr(read, "CACHE_MAX_BYTES", sizes[0] + sizes[2])
+    # room for the first and the third (with their records): when the third comes, the second (least recently
+    # used) goes
+    monkeypatch.setattr(read_cache, "CACHE_MAX_BYTES", sizes[0] + sizes[2] + 4096)
     open_trace(srcs[0]).close()
     first = expanded(cache)[0]
     open_trace(srcs[1]).close()

@@ -1,11 +1,11 @@
-"""`.nsys-rep` input: a report recorded here by the real nsys (Debian's, on this CPU machine) is exported once
-beside it, reused while newer, and the report itself is left as it was. Skipped only when no nsys is found."""
+"""`.nsys-rep` input: a report recorded here by the real nsys (Debian's, on this CPU machine) is exported once into
+the cache, reused while the report is unchanged, and the report and its folder are left as they were. Skipped only
+when no nsys is found."""
 from __future__ import annotations
 
 import hashlib
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -35,17 +35,19 @@ def sha(p):
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
-def test_report_is_exported_once_beside_it_and_left_untouched(report):
+def test_report_is_exported_once_into_the_cache_and_left_untouched(report, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("NSYS_DOCTOR_CACHE", str(cache))
     before = sha(report)
-    trace = open_trace(report)              # exports r.sqlite beside the report
-    exported = report.with_suffix(".sqlite")
-    assert exported.exists() and trace.table("os_calls")["start_ns"].size > 0   # the program's sleeps
+    beside = sorted(p.name for p in report.parent.iterdir())
+    trace = open_trace(report)              # exports into the cache, nothing beside the report
+    exported = [p for p in cache.iterdir() if p.suffix == ".sqlite"]
+    assert len(exported) == 1 and trace.table("os_calls")["start_ns"].size > 0   # the program's sleeps
     trace.close()
-    mtime = exported.stat().st_mtime_ns
-    time.sleep(0.01)
-    open_trace(report).close()              # reused, not exported again
-    assert exported.stat().st_mtime_ns == mtime
-    assert sha(report) == before
+    inode = exported[0].stat().st_ino
+    open_trace(report).close()              # reused, not exported again (a new export is a new file)
+    assert exported[0].stat().st_ino == inode
+    assert sha(report) == before and sorted(p.name for p in report.parent.iterdir()) == beside
 
 
 def test_report_without_cuda_says_so(report):

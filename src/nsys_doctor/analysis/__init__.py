@@ -30,8 +30,9 @@ def read_ahead() -> list[str]:
 MS = 1e6
 
 
-def analyze(path, range_name: str | None = None, skip: int | None = None, timeline: bool = True) -> Report:
-    trace = open_trace(path)
+def analyze(path, range_name: str | None = None, skip: int | None = None, timeline: bool = True,
+            export_beside: bool = False) -> Report:
+    trace = open_trace(path, export_beside=export_beside)
     try:
         return analyze_trace(trace, range_name, skip, timeline)
     finally:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import io
 import os
 import re
+import signal
 import sys
 import textwrap
 
@@ -17,6 +20,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from .. import __version__
 from ..errors import NsysDoctorError
 from .memory import keep_freed_memory
+
+# errno of a write to stdout that failed (`> /dev/full`, a full disk or quota, a closed descriptor)
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EBADF}
 
 # A new command is one new file in this folder plus its name here.
 COMMANDS = ["analyze", "demo", "profile", "env", "export", "diff", "check"]
@@ -67,8 +73,21 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class _ClosedStdout(io.TextIOBase):
+    """Stands in for a stdout the shell closed (`>&-`: Python then has none): a write fails as a write to a closed
+    descriptor does, and ends as one line; a command that writes only files (-o) is not hindered."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        raise OSError(errno.EBADF, "it is closed")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if sys.stdout is None:
+        sys.stdout = _ClosedStdout()
     parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
@@ -76,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     keep_freed_memory()
     try:
-        return args._run(args)
+        code = args._run(args)
+        sys.stdout.flush()          # a full disk behind `> FILE` is found here, not in Python's teardown
+        return code
     except NsysDoctorError as err:
         print(error_line(err.path, err.problem), file=sys.stderr)
         return 2
@@ -85,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as err:
+        if err.filename is not None or err.errno not in WRITE_ERRORS:
+            raise           # not a failed write of stdout: a bug to see whole
+        from ._output import stdout_error
+        print(stdout_error(err), file=sys.stderr)
+        return 2
 
 
 def error_line(path, problem) -> str:
@@ -96,12 +123,22 @@ def error_line(path, problem) -> str:
 
 
 def console_main() -> None:
+    # A CI timeout or `kill` sends SIGTERM: end as an exception, so that partial outputs and cache files are removed
+    # on the way out (finally blocks run) instead of being left behind.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     code = main()
     # The output is complete and every file closed by now. Python's own teardown (freeing each array, module and
     # idle reader thread one by one) took 15 ms of a 0.4 s `analyze`; the process ends here instead.
     try:
         sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+    except OSError as err:
+        from ._output import stdout_error
+        print(stdout_error(err), file=sys.stderr)
+        code = 2
+    try:
         sys.stderr.flush()
-    except (BrokenPipeError, OSError):
+    except OSError:
         pass
     os._exit(code)

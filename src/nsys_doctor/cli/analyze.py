@@ -12,7 +12,7 @@ import os
 import sys
 
 from ..errors import BadInput
-from ._output import output
+from ._output import check_outputs, output
 
 
 def add_arguments(p) -> None:
@@ -23,8 +23,11 @@ def add_arguments(p) -> None:
     p.add_argument("--skip", type=int, metavar="N", help="leave the first N requests out as warm-up "
                    "(default: detected); refused when it would leave none")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
-    p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout "
+                   "(never over an input, or over a file that is not a previous report)")
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report (with a timeline) to FILE")
+    p.add_argument("--export-beside", action="store_true", help="an .nsys-rep is exported to NAME.sqlite next to it "
+                   "(never over an existing file) instead of into the cache folder")
     p.add_argument("--scheduler", metavar="ADDRESS", help="fleet mode: a running Dask scheduler (tcp://host:8786; "
                    "needs the fleet extra); default: local worker processes")
     p.add_argument("--workers", type=int, metavar="N", help="fleet mode: local worker processes (default: CPU count)")
@@ -38,15 +41,16 @@ def run(args) -> int:
     from ..fleet import is_collection
     if len(paths) > 1 or is_collection(paths[0]):
         return run_fleet(args, paths)
-    report = analyze(paths[0], range_name=args.range_name, skip=args.skip)
-    if args.html:
+    inputs = paths[:1]
+    html_file = getattr(args, "html", None)
+    check_outputs([(args.output, "report"), (html_file, "html")], inputs)
+    report = analyze(paths[0], range_name=args.range_name, skip=args.skip,
+                     export_beside=getattr(args, "export_beside", False))
+    if html_file:
         from ..render import html
-        try:
-            with open(args.html, "w", encoding="utf-8") as f:
-                f.write(html.render(report))
-        except OSError as err:
-            raise BadInput(args.html, f"cannot write the HTML report ({err.strerror})")
-    with output(args.output) as out:
+        from ._output import write
+        write(html_file, html.render(report), "html", inputs)
+    with output(args.output, "report", inputs) as out:
         if args.format == "json":
             from ..render import json_report
             out.write(json_report.render(report) + "\n")
@@ -61,12 +65,16 @@ def run_fleet(args, paths) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..fleet import analyze_many
+    from ..fleet import analyze_many, expand_paths
     from ..render import fleet_text, json_report
     from ..render.safe import escape
     from . import error_line
     if args.html:
         raise BadInput(args.html, "--html takes one profile; in fleet mode use --format json -o FILE")
+    if getattr(args, "export_beside", False):
+        raise BadInput(None, "--export-beside takes one profile; fleet mode exports .nsys-rep reports into the cache")
+    inputs = expand_paths(paths)[0]         # the files that will be read
+    check_outputs([(args.output, "fleet")], inputs)
     err = Console(stderr=True)
     bar = Progress(TextColumn("analysing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.description}"), console=err, transient=True, disable=not err.is_terminal)
@@ -78,7 +86,7 @@ def run_fleet(args, paths) -> int:
             bar.update(task, completed=done, total=total, description=failed + escape(os.path.basename(outcome.path)))
         fleet = analyze_many(paths, scheduler=args.scheduler, workers=args.workers, progress=progress,
                              range_name=args.range_name, skip=args.skip).to_dict()
-    with output(args.output) as out:
+    with output(args.output, "fleet", inputs) as out:
         if args.format == "json":
             out.write(json_report.render(fleet) + "\n")
         else:

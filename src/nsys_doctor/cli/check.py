@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from ..errors import BadInput
+from ._output import check_outputs, write
 
 
 def add_arguments(p) -> None:
@@ -38,7 +39,8 @@ def add_arguments(p) -> None:
                    "the baseline by more than PCT (e.g. 5%%); with --baseline alone, any significant slow-down fails. "
                    f"A change of {MIN_CHANGE_PCT:g}%% or less is never significant (run-to-run noise), so a smaller "
                    f"PCT acts as {MIN_CHANGE_PCT:g}%%")
-    p.add_argument("--junit", metavar="FILE", help="write JUnit XML, one testcase per rule")
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML, one testcase per rule (never over an "
+                   "input, or over a file that is not a previous JUnit XML of nsys-doctor)")
     p.add_argument("--github", action="store_true", help="print GitHub Actions annotations (::error ...) and, when "
                    "$GITHUB_STEP_SUMMARY is set, append a Markdown summary (verdict, rules, latency) to it")
     p.add_argument("--config", metavar="FILE", help="read rules from [tool.nsys-doctor.check] of this "
@@ -75,15 +77,14 @@ def run(args) -> int:
     check_rules(rules)      # bad rules are bad input, found before the profile is read
     if rules.get("max_regression") is not None and not rules.get("baseline"):
         raise BadInput(None, "--max-regression needs --baseline FILE (a profile or saved JSON report)")
+    inputs = [args.profile, rules.get("baseline"), args.config or ("pyproject.toml" if os.path.exists(
+        "pyproject.toml") else None)]
+    check_outputs([(args.junit, "junit")], inputs)
     report = load_report(args.profile, args.range_name)
     baseline = load_report(rules["baseline"], args.range_name) if rules.get("baseline") else None
     results = evaluate(report, rules, baseline)
     if args.junit:
-        try:
-            with open(args.junit, "w", encoding="utf-8") as f:
-                f.write(check_text.junit_xml(results) + "\n")
-        except OSError as err:
-            raise BadInput(args.junit, f"cannot write JUnit XML ({err.strerror})")
+        write(args.junit, check_text.junit_xml(results) + "\n", "junit", inputs)
     if args.github and os.environ.get("GITHUB_STEP_SUMMARY"):
         latency = [(args.profile, (report.requests or {}).get("latency_ms") or {})]
         if baseline is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from ._output import output
+from ._output import check_outputs, output
 
 
 def add_arguments(p) -> None:
@@ -19,14 +19,17 @@ def add_arguments(p) -> None:
     p.add_argument("--range", dest="range_name", metavar="NAME", help="the NVTX range that marks one request "
                    "(default: chosen automatically in each profile)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
-    p.add_argument("-o", "--output", metavar="FILE", help="write the diff to FILE instead of stdout")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the diff to FILE instead of stdout "
+                   "(never over an input, or over a file that is not a previous diff)")
 
 
 def run(args) -> int:
     from ..compare import compare
     from ._input import load_report
+    inputs = [args.before, args.after]
+    check_outputs([(args.output, "diff")], inputs)
     diff = compare(load_report(args.before, args.range_name), load_report(args.after, args.range_name))
-    with output(args.output, "diff") as out:
+    with output(args.output, "diff", inputs) as out:
         if args.format == "json":
             out.write(json.dumps(diff, indent=1) + "\n")
         else:

@@ -2,11 +2,13 @@
 
 `--perfetto FILE` writes Chrome trace event JSON: open it at https://ui.perfetto.dev (or chrome://tracing).
 `--html FILE` writes the self-contained HTML report. PROFILE is a profile (as for `analyze`) or a report saved
-with `analyze --format json`. Exit codes: 0 written, 2 bad input."""
+with `analyze --format json`. An output is never written over an input or over a file that is not a previous output
+of the same kind (exit 2). Exit codes: 0 written, 2 bad input."""
 from __future__ import annotations
 
 
 from ..errors import BadInput
+from ._output import check_outputs, write
 
 
 def add_arguments(p) -> None:
@@ -24,23 +26,17 @@ def load(args):
     return load_report(args.profile, range_name=args.range_name, skip=args.skip)
 
 
-def write(path: str, text: str) -> None:
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-    except OSError as err:
-        raise BadInput(path, f"cannot write ({err.strerror})")
-
-
 def run(args) -> int:
     from ..render import html, perfetto
     if not args.perfetto and not args.html:
         raise BadInput(None, "nothing to export: give --perfetto FILE and/or --html FILE")
     if args.skip is not None and args.skip < 0:
         raise BadInput(None, "--skip must be 0 or more")
+    inputs = [args.profile]
+    check_outputs([(args.perfetto, "perfetto"), (args.html, "html")], inputs)
     report = load(args)
     if args.perfetto:
-        write(args.perfetto, perfetto.render(report))
+        write(args.perfetto, perfetto.render(report), "perfetto", inputs)
     if args.html:
-        write(args.html, html.render(report))
+        write(args.html, html.render(report), "html", inputs)
     return 0

@@ -110,10 +110,17 @@ def run(args: argparse.Namespace) -> int:
     base = Path(args.output or default_output(program))
     base = base.with_suffix("") if base.suffix in (".nsys-rep", ".sqlite", ".qdrep") else base
     rep, db = Path(f"{base}.nsys-rep"), Path(f"{base}.sqlite")
-    existing = [str(p) for p in (rep, db) if p.exists()]
-    if existing and not args.force:
-        raise BadInput(existing[0], "already exists; use --force to overwrite or -o for another name")
-    base.parent.mkdir(parents=True, exist_ok=True)
+    for p in (rep, db):
+        if p.is_dir():
+            raise BadInput(p, "is a folder; give another name with -o")
+        if os.path.lexists(p) and not args.force:
+            raise BadInput(p, "already exists; use --force to overwrite or -o for another name")
+    if os.path.lexists(base.parent) and not base.parent.is_dir():
+        raise BadInput(base.parent, "is not a folder; cannot write the profile in it")
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BadInput(base.parent, f"cannot create the folder for the profile ({err.strerror})") from None
 
     features = {"sample": args.sample, "cpuctxsw": args.cpuctxsw, "gpu_metrics": args.gpu_metrics,
                 "cuda_graph_trace": args.cuda_graph_trace}
@@ -147,27 +154,35 @@ def run(args: argparse.Namespace) -> int:
     if args.capture_range:
         env["NSYS_NVTX_PROFILER_REGISTER_ONLY"] = "0"   # match plain-string ranges too, not only registered ones
     trace = [t.strip() for t in args.trace.split(",") if t.strip()]
-    for _attempt in range(MAX_RETRIES + 1):
-        rep.unlink(missing_ok=True)
-        cmd = nsys_tool.profile_command(
-            nsys, base, program, trace=trace, sample=features["sample"], cpuctxsw=features["cpuctxsw"],
-            gpu_metrics=features["gpu_metrics"], gpu_metrics_frequency=args.gpu_metrics_frequency,
-            gpu_metrics_option=metrics_option, cuda_graph_trace=features["cuda_graph_trace"],
-            capture_range=args.capture_range, delay_s=args.delay, duration_s=args.duration)
-        code, errors = _run_nsys(cmd, env)
-        nsys_tool.remove_leftovers(base)
-        if rep.is_file():
-            break           # the program ran: code is its own exit code (nsys passes it through)
-        refused = [f for f, on in features.items() if on and REFUSALS[f].search(errors)]
-        if not refused:
-            raise ToolMissing(None, f"nsys profile failed (exit {code}): {nsys_tool.last_error_line(errors)}")
-        for feature in refused:
-            features[feature] = None if feature == "cuda_graph_trace" else False
-            _note(f"nsys refused it, retrying without: {DROPPED_MEANS[feature]}")
-    else:
-        raise ToolMissing(None, "nsys profile kept failing after dropping every optional feature")
-
-    nsys_tool.export_sqlite(nsys, rep, db)
+    # nsys records under a private name beside NAME; the report is renamed into place only when it and its export
+    # are complete, so an interrupted run leaves neither half a report nor a file of the user's replaced.
+    stage = base.with_name(f".{base.name}.part{os.getpid()}")
+    staged = Path(f"{stage}.nsys-rep")
+    try:
+        for _attempt in range(MAX_RETRIES + 1):
+            staged.unlink(missing_ok=True)
+            cmd = nsys_tool.profile_command(
+                nsys, stage, program, trace=trace, sample=features["sample"], cpuctxsw=features["cpuctxsw"],
+                gpu_metrics=features["gpu_metrics"], gpu_metrics_frequency=args.gpu_metrics_frequency,
+                gpu_metrics_option=metrics_option, cuda_graph_trace=features["cuda_graph_trace"],
+                capture_range=args.capture_range, delay_s=args.delay, duration_s=args.duration)
+            code, errors = _run_nsys(cmd, env)
+            nsys_tool.remove_leftovers(stage)
+            if staged.is_file():
+                break           # the program ran: code is its own exit code (nsys passes it through)
+            refused = [f for f, on in features.items() if on and REFUSALS[f].search(errors)]
+            if not refused:
+                raise ToolMissing(None, f"nsys profile failed (exit {code}): {nsys_tool.last_error_line(errors)}")
+            for feature in refused:
+                features[feature] = None if feature == "cuda_graph_trace" else False
+                _note(f"nsys refused it, retrying without: {DROPPED_MEANS[feature]}")
+        else:
+            raise ToolMissing(None, "nsys profile kept failing after dropping every optional feature")
+        nsys_tool.export_sqlite(nsys, staged, db, overwrite=args.force)
+        nsys_tool.move_into_place(staged, rep, overwrite=args.force)
+    finally:
+        staged.unlink(missing_ok=True)
+        nsys_tool.remove_leftovers(stage)
     _note(f"wrote {rep} and {db}")
     if code != 0:
         _note(f"the program exited with code {code}; analyzing what was recorded")

@@ -2,7 +2,8 @@
 
 Formats: Nsight Systems SQLite exports (plain, .xz, .gz), .nsys-rep/.qdrep reports (exported with nsys first),
 PyTorch profiler (Kineto) Chrome-trace JSON (plain or .gz). A new format is one new module here plus one line below.
-Inputs are never modified: compressed files are expanded into a cache folder, SQLite is opened read-only.
+Inputs are never modified: compressed files are expanded into the cache folder (read/cache.py), SQLite is opened
+read-only.
 """
 from __future__ import annotations
 
@@ -23,29 +24,11 @@ XZ_MAGIC = b"\xfd7zXZ\x00"
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"   # none of ours, named so the message can say so
 QDREP_SUFFIXES = (".nsys-rep", ".qdrep")
-EXPANDED = (".unxz", ".ungz")      # suffixes of the cache's expanded copies
 # The cache must never fill the disk: expanding stops while less than this would stay free (a decompression bomb,
-# or a 10 GB export on a small disk), and once the cache holds more than CACHE_MAX_BYTES of expanded copies the
-# least recently used go. launch_bound x40 expands to 0.9 GB; the largest export in ../shared/external to 0.3 GB.
+# or a 10 GB export on a small disk). The cache's own size cap is read/cache.py CACHE_MAX_BYTES.
 MIN_FREE_BYTES = 2 << 30
-CACHE_MAX_BYTES = 32 << 30
 CHECK_EVERY = 64 << 20     # bytes written between two looks at the free space
-
-
-def cache_dir() -> pathlib.Path:
-    base = os.environ.get("NSYS_DOCTOR_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "nsys-doctor")
-    path = pathlib.Path(base)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        if os.access(path, os.W_OK):
-            return path
-    except OSError:
-        pass
-    import tempfile     # only for compressed inputs and reports
-    path = pathlib.Path(tempfile.gettempdir()) / f"nsys-doctor-{os.getuid()}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+CHUNK = 1 << 22            # bytes expanded per read; the first chunk's head is checked before anything is written
 
 
 def _head(path: pathlib.Path, n: int = 64) -> bytes:
@@ -53,43 +36,88 @@ def _head(path: pathlib.Path, n: int = 64) -> bytes:
         return fh.read(n)
 
 
+class _XzStreams:
+    """Reads every stream of an .xz file, skipping the stream padding (null bytes) the format allows between and
+    after streams (`xz` accepts it; Python's lzma.open rejects padding as a truncated file)."""
+
+    def __init__(self, path):
+        self._f = open(path, "rb")
+        self._d = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+        self._pending = b""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+    def read(self, n: int) -> bytes:
+        while True:
+            if self._d.eof:         # a stream ended: padding, then maybe another stream
+                self._pending = (self._d.unused_data + self._pending).lstrip(b"\0")
+                while not self._pending:
+                    more = self._f.read(1 << 16)
+                    if not more:
+                        return b""
+                    self._pending = more.lstrip(b"\0")
+                self._d = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+            if not self._pending and self._d.needs_input:
+                self._pending = self._f.read(1 << 16)
+                if not self._pending:
+                    raise EOFError("compressed file ended before the end-of-stream marker was reached")
+            out = self._d.decompress(self._pending, max_length=n)
+            self._pending = b""
+            if out:
+                return out
+
+
+def _looks_like_a_profile(head: bytes, original: pathlib.Path) -> bool:
+    if head.startswith(SQLITE_MAGIC) or head.lstrip()[:1] in (b"{", b"["):
+        return True
+    return original.name.lower().endswith(tuple(s + ".gz" for s in QDREP_SUFFIXES))
+
+
 def _expand(path: pathlib.Path, opener, suffix: str) -> pathlib.Path:
-    """Decompress once into the cache, keyed by the file's identity; reused while the source is unchanged."""
-    st = path.stat()
-    import hashlib      # only compressed inputs need it
-    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:20]
-    cache = cache_dir()
-    out = cache / f"{key}{suffix}"
-    if out.exists():
-        os.utime(out)       # recently used: the last to be evicted
+    """Decompress once into the cache, keyed by the file's identity; reused while the source is unchanged and the
+    copy is still whole (read/cache.py checks it)."""
+    from . import cache
+    key = cache.identity(path)
+    folder = cache.cache_dir()
+    out = folder / f"{key}{suffix}"
+    if cache.lookup(out):
         return out
-    tmp = out.with_name(out.name + f".part{os.getpid()}")
+    cache.tidy(folder)
+    fd, tmp = cache.new_part(out)
     try:
-        with opener(path) as src, open(tmp, "wb") as dst:
+        with opener(path) as src, os.fdopen(fd, "wb") as dst:
             written, next_check = 0, 0
-            while chunk := src.read(1 << 22):
+            while chunk := src.read(CHUNK):
+                if written == 0 and not _looks_like_a_profile(chunk[:4096], path):
+                    raise BadInput(path, "expands to something that is not a profile (neither SQLite nor JSON); "
+                                         "nothing was kept")
                 if written >= next_check:
-                    if shutil.disk_usage(cache).free < MIN_FREE_BYTES + len(chunk):
+                    if shutil.disk_usage(folder).free < MIN_FREE_BYTES + len(chunk):
                         raise _NoRoom(written)
                     next_check = written + CHECK_EVERY
                 dst.write(chunk)
                 written += len(chunk)
-        os.replace(tmp, out)
+        cache.commit(tmp, out)
     except _NoRoom as err:
-        tmp.unlink(missing_ok=True)
-        raise BadInput(path, f"expanding it would leave less than {MIN_FREE_BYTES >> 30} GiB free in {cache} "
+        raise BadInput(path, f"expanding it would leave less than {MIN_FREE_BYTES >> 30} GiB free in {folder} "
                              f"({err.written / 2**30:.1f} GiB expanded so far); free some space or set "
                              "NSYS_DOCTOR_CACHE to a folder on a larger disk")
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         if err.errno == errno.ENOSPC:
-            raise BadInput(path, f"no space left in {cache} to expand it; free some space or set NSYS_DOCTOR_CACHE "
+            raise BadInput(path, f"no space left in {folder} to expand it; free some space or set NSYS_DOCTOR_CACHE "
                                  "to a folder on a larger disk")
+        if getattr(err, "filename", None) and str(folder) in str(err.filename):
+            raise BadInput(err.filename, f"cannot write the expanded copy ({err.strerror})")
         raise BadInput(path, f"compressed file is truncated or corrupt ({err})")
     except (lzma.LZMAError, gzip.BadGzipFile, EOFError, zlib.error) as err:
-        tmp.unlink(missing_ok=True)
         raise BadInput(path, f"compressed file is truncated or corrupt ({err})")
-    _evict(cache, keep=out)
+    finally:
+        tmp.unlink(missing_ok=True)     # renamed into place, or a failure/interrupt: never left behind
+    cache.tidy(folder, keep=out)
     return out
 
 
@@ -98,31 +126,11 @@ class _NoRoom(Exception):
         self.written = written
 
 
-def _evict(cache: pathlib.Path, keep: pathlib.Path) -> None:
-    """Remove the least recently used expanded copies until they hold CACHE_MAX_BYTES or less (never `keep`)."""
-    try:
-        entries = [(e.stat().st_mtime, e.stat().st_size, e) for e in cache.iterdir()
-                   if e.suffix in EXPANDED and e.is_file()]
-    except OSError:
-        return
-    total = sum(size for _, size, _ in entries)
-    for _, size, e in sorted(entries, key=lambda x: x[0]):
-        if total <= CACHE_MAX_BYTES:
-            break
-        if e == keep:
-            continue
-        try:
-            e.unlink()
-            total -= size
-        except OSError:
-            pass        # in use or gone: another run's business
-
-
 def sniff(path: pathlib.Path) -> tuple[str, pathlib.Path]:
     """-> (format, path of the uncompressed file). Formats: 'sqlite', 'nsys-rep', 'json'."""
     head = _head(path)
     if head.startswith(XZ_MAGIC):
-        return sniff_inner(path, _expand(path, lzma.open, ".unxz"))
+        return sniff_inner(path, _expand(path, _XzStreams, ".unxz"))
     if head.startswith(GZIP_MAGIC):
         return sniff_inner(path, _expand(path, gzip.open, ".ungz"))
     return sniff_inner(path, path)
@@ -161,7 +169,8 @@ def require_file(path: str | os.PathLike, what: str = "profile") -> pathlib.Path
     return p
 
 
-def open_trace(path: str | os.PathLike) -> Trace:
+def open_trace(path: str | os.PathLike, export_beside: bool = False) -> Trace:
+    """The trace of a profile. `export_beside`: a .nsys-rep's export goes next to it, not into the cache."""
     p = require_file(path)
     try:
         fmt, real = sniff(p)
@@ -173,4 +182,6 @@ def open_trace(path: str | os.PathLike) -> Trace:
         reader = importlib.import_module(f"{__name__}.{READERS[fmt]}")
     except ModuleNotFoundError:
         raise BadInput(p, f"{fmt} input is not supported by this build")
+    if fmt == "nsys-rep":
+        return reader.read(str(real), display_path=str(p), export_beside=export_beside)
     return reader.read(str(real), display_path=str(p))

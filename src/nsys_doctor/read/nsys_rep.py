@@ -1,40 +1,75 @@
 """.nsys-rep / .qdrep reports -> `nsys export --type sqlite` once -> the SQLite reader.
 
-The export is written next to the report (`NAME.sqlite`, as nsys itself would) when that folder is writable, else
-into the cache folder; it is reused while it is newer than the report. The report itself is never modified.
+The export goes into the cache folder (read/cache.py), keyed by the report's identity (device, inode, size, mtime,
+a hash of its head and tail), and is reused while that report is unchanged. With `export_beside` (analyze
+--export-beside) it is written next to the report as NAME.sqlite, as nsys itself would, but never over a file that
+is there: an existing NAME.sqlite newer than the report is read as its export, anything else is refused. The report
+itself is never modified.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import pathlib
+import re
+import stat
 
-from ..errors import ToolMissing
+from ..errors import BadInput, ToolMissing
 from ..system.nsys import HOW_TO_GET_NSYS, export_sqlite, find_nsys
-from . import cache_dir, nsys_sqlite
+from . import SQLITE_MAGIC, cache, nsys_sqlite
 
 
-def export_path(report: pathlib.Path) -> pathlib.Path:
-    beside = report.with_suffix(".sqlite")
-    if os.access(report.parent, os.W_OK) and (not beside.exists() or os.access(beside, os.W_OK)):
-        return beside
-    key = hashlib.sha256(str(report.resolve()).encode()).hexdigest()[:16]
-    return cache_dir() / f"{report.stem}-{key}.sqlite"
+def _nsys(report: pathlib.Path) -> str:
+    nsys = find_nsys()
+    if not nsys:
+        raise ToolMissing(report, f"a {report.suffix} report must be exported to SQLite first and no nsys was "
+                                  f"found; {HOW_TO_GET_NSYS} (or run `nsys export --type sqlite` where it is)")
+    return nsys
 
 
-def read(path: str, display_path: str | None = None):
+def _beside(report: pathlib.Path, src: pathlib.Path) -> pathlib.Path:
+    out = report.with_suffix(".sqlite")
+    try:
+        st = os.stat(out)
+    except FileNotFoundError:
+        if os.path.lexists(out):
+            raise BadInput(out, "is a dangling symlink; refusing to export over it")
+        export_sqlite(_nsys(report), src, out, overwrite=False)
+        return out
+    except OSError as err:
+        raise BadInput(out, f"cannot be used for the export ({err.strerror})")
+    if not stat.S_ISREG(st.st_mode):
+        raise BadInput(out, "exists and is not a file; refusing to export over it (leave out --export-beside to "
+                            "export into the cache)")
+    with open(out, "rb") as f:
+        ours = f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    if ours and st.st_mtime >= os.stat(src).st_mtime:
+        return out      # the report's export (made by nsys-doctor or by nsys): read, never rewritten
+    raise BadInput(out, "exists and is not an export newer than the report; refusing to overwrite it (remove it, "
+                        "or leave out --export-beside to export into the cache)")
+
+
+def export_path(report: pathlib.Path, src: pathlib.Path | None = None) -> pathlib.Path:
+    """Where the cache keeps the export of this report (NAME-KEY.sqlite)."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", report.stem)[:64] or "report"
+    return cache.cache_dir() / f"{stem}-{cache.identity(src or report)}.sqlite"
+
+
+def read(path: str, display_path: str | None = None, export_beside: bool = False):
     report = pathlib.Path(display_path or path)
     src = pathlib.Path(path)
-    out = export_path(report)
-    if not (out.exists() and out.stat().st_mtime >= src.stat().st_mtime and out.stat().st_size > 0):
-        nsys = find_nsys()
-        if not nsys:
-            raise ToolMissing(report, f"a {report.suffix} report must be exported to SQLite first and no nsys was "
-                                      f"found; {HOW_TO_GET_NSYS} (or run `nsys export --type sqlite` where it is)")
-        tmp = out.with_name(out.stem + f".part{os.getpid()}.sqlite")
-        try:
-            export_sqlite(nsys, src, tmp)
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)
+    if export_beside:
+        out = _beside(report, src)
+    else:
+        out = export_path(report, src)
+        if not cache.lookup(out):
+            nsys = _nsys(report)
+            cache.tidy(out.parent)
+            fd, part = cache.new_part(out)
+            os.close(fd)
+            try:
+                export_sqlite(nsys, src, part)
+                cache.commit(part, out)
+            finally:
+                part.unlink(missing_ok=True)
+            cache.tidy(out.parent, keep=out)
     return nsys_sqlite.read(str(out), display_path=str(report))

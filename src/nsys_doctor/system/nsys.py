@@ -134,28 +134,59 @@ def profile_command(nsys: str, output_base: str | os.PathLike, program: list[str
     return cmd + list(program)
 
 
-def export_sqlite(nsys: str | None, rep_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
-    """`nsys export --type sqlite` of one report into out_path; ToolMissing/BadInput with one line on failure."""
+def export_sqlite(nsys: str | None, rep_path: str | os.PathLike, out_path: str | os.PathLike,
+                  overwrite: bool = True) -> Path:
+    """`nsys export --type sqlite` of one report into out_path; ToolMissing/BadInput with one line on failure.
+    With overwrite=False an out_path that appears meanwhile is left alone (BadInput)."""
+    import tempfile
     nsys = nsys or require_nsys()
     rep_path, out_path = Path(rep_path), Path(out_path)
     if not rep_path.is_file():
         raise BadInput(rep_path, "no such report file")
-    # Export to a temporary name and rename, so an interrupted export never looks like a finished one.
-    partial = out_path.with_name(out_path.name + ".partial")
-    partial.unlink(missing_ok=True)
+    # Export to a new private name (mkstemp) beside it and rename, so an interrupted export never looks like a
+    # finished one and no file of the user's is ever taken for a temporary one.
+    try:
+        fd, name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".partial")
+    except OSError as err:
+        raise BadInput(out_path, f"cannot write the export ({err.strerror})") from None
+    os.close(fd)
+    partial = Path(name)
     cmd = [nsys, "export", "--type", "sqlite", "--force-overwrite", "true", "-o", str(partial), str(rep_path)]
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S)
-    except FileNotFoundError:
-        raise ToolMissing(None, f"{nsys} cannot be run; {HOW_TO_GET_NSYS}") from None
-    except subprocess.TimeoutExpired:
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S)
+        except FileNotFoundError:
+            raise ToolMissing(None, f"{nsys} cannot be run; {HOW_TO_GET_NSYS}") from None
+        except subprocess.TimeoutExpired:
+            raise ToolMissing(rep_path, f"`nsys export` took over {EXPORT_TIMEOUT_S} s and was stopped") from None
+        if out.returncode != 0 or not partial.is_file() or partial.stat().st_size == 0:
+            raise BadInput(rep_path, f"`nsys export --type sqlite` failed: {last_error_line(out.stdout + out.stderr)}")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(partial, 0o666 & ~umask)       # as nsys would create it, not mkstemp's 0600
+        move_into_place(partial, out_path, overwrite)
+    finally:
         partial.unlink(missing_ok=True)
-        raise ToolMissing(rep_path, f"`nsys export` took over {EXPORT_TIMEOUT_S} s and was stopped") from None
-    if out.returncode != 0 or not partial.is_file():
-        partial.unlink(missing_ok=True)
-        raise BadInput(rep_path, f"`nsys export --type sqlite` failed: {last_error_line(out.stdout + out.stderr)}")
-    os.replace(partial, out_path)
     return out_path
+
+
+def move_into_place(src: Path, dst: Path, overwrite: bool) -> None:
+    """Rename a finished file to its name; without `overwrite` never over a file that is there (a hard link fails
+    when the name exists; where the file system has no hard links, checked just before the rename)."""
+    try:
+        if overwrite:
+            os.replace(src, dst)
+            return
+        try:
+            os.link(src, dst)
+        except FileExistsError:
+            raise BadInput(dst, "appeared while it was being written; refusing to overwrite it") from None
+        except OSError:
+            if os.path.lexists(dst):
+                raise BadInput(dst, "appeared while it was being written; refusing to overwrite it") from None
+            os.rename(src, dst)
+    except OSError as err:
+        raise BadInput(dst, f"cannot be written ({err.strerror or err})") from None
 
 
 def last_error_line(text: str) -> str:
