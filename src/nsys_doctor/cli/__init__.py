@@ -13,7 +13,7 @@ import sys
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from .. import __version__
-from ..errors import NsysDoctorError
+from ..errors import NsysDoctorError, is_out_of_memory, out_of_memory_problem
 from .memory import keep_freed_memory
 
 # A new command is one new file in this folder plus its name here.
@@ -58,11 +58,28 @@ def main(argv: list[str] | None = None) -> int:
         problem = " ".join(str(err.problem).split())     # one line, whatever a message quoted
         print(f"nsys-doctor: {where}{problem}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as err:
+        if not is_out_of_memory(err):
+            raise
+        path = _input_of(args)     # an allocation failed outside an analysis (an import, the output)
+        print(f"nsys-doctor: {path + ': ' if path else ''}{out_of_memory_problem(path)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("nsys-doctor: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+
+
+def _input_of(args) -> str | None:
+    """The first input file of a command's arguments, for a message that has no other file to name."""
+    for name in ("profile", "before", "after"):
+        value = getattr(args, name, None)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if value:
+            return str(value)
+    return None
 
 
 def console_main() -> None:
