@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import pathlib
+import shutil
+import sqlite3
+import tempfile
 
 import pytest
 
@@ -151,3 +155,96 @@ def test_low_memory_ends_in_a_report_or_one_line(tmp_path, megabytes):
     else:
         assert json.loads(res.stdout)["requests"]["count"] > 0
     assert sha(path) == before
+
+
+# ------------------------------------------------------------------------------------------------ SQLite exports
+from tests.conftest import external  # noqa: E402
+from tests.robustness.test_bad_input import SMALL, copy_of, mutate, run_inproc, sha  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def small() -> pathlib.Path:
+    return external(SMALL)
+
+
+@pytest.mark.parametrize("table,column", [
+    ("CUPTI_ACTIVITY_KIND_KERNEL", "end"), ("CUPTI_ACTIVITY_KIND_KERNEL", "start"),
+    ("CUPTI_ACTIVITY_KIND_KERNEL", "correlationId"), ("CUPTI_ACTIVITY_KIND_MEMCPY", "end"),
+    ("CUPTI_ACTIVITY_KIND_MEMCPY", "correlationId"), ("CUPTI_ACTIVITY_KIND_RUNTIME", "correlationId"),
+    ("CUPTI_ACTIVITY_KIND_RUNTIME", "end"), ("CUPTI_ACTIVITY_KIND_RUNTIME", "globalTid"),
+    ("NVTX_EVENTS", "start"), ("NVTX_EVENTS", "end"),
+])
+def test_missing_required_column_is_refused(tmp_path, small, table, column):
+    """Today a kernel table without `end` is analysed with -1 in its place: exit 0 and another headline."""
+    p = mutate(copy_of(small, tmp_path), f'ALTER TABLE "{table}" DROP COLUMN "{column}"')
+    res = check(p, tmp_path=tmp_path, expect=(2,), sub=column == "end" and "KERNEL" in table)
+    assert f"table {table} has no {column} column" in res.stderr
+
+
+def test_missing_optional_column_is_listed(tmp_path, small):
+    p = mutate(copy_of(small, tmp_path), 'ALTER TABLE CUPTI_ACTIVITY_KIND_KERNEL DROP COLUMN "registersPerThread"',
+               'ALTER TABLE NVTX_EVENTS DROP COLUMN "domainId"')
+    got = json.loads(check(p, "--format", "json", tmp_path=tmp_path, expect=(0,), sub=False).stdout)
+    assert "registersPerThread" in got["profile"]["absent"]["kernels.registersPerThread"]
+    assert "domainId" in got["profile"]["absent"]["ranges.domainId"]
+    assert any("CUPTI_ACTIVITY_KIND_KERNEL.registersPerThread" in n and "NVTX_EVENTS.domainId" in n
+               for n in got["notes"]), got["notes"]
+    whole = json.loads(check(copy_of(small, tmp_path, "whole.sqlite"), "--format", "json", tmp_path=tmp_path,
+                             expect=(0,), sub=False).stdout)
+    assert not [k for k in whole["profile"]["absent"] if "." in k] and not whole["notes"]
+
+
+def test_secondary_table_without_a_needed_column_is_left_out(tmp_path):
+    """OS runtime calls without nameId cannot be named: that table is absent (and said), the rest is analysed."""
+    p = mutate(copy_of(external("cuda-mlp-inference__nsys_report"), tmp_path), 'ALTER TABLE OSRT_API DROP COLUMN "nameId"')
+    got = json.loads(check(p, "--format", "json", tmp_path=tmp_path, expect=(0,), sub=False).stdout)
+    assert "OSRT_API has no nameId" in got["profile"]["absent"]["os_calls"]
+
+
+def _wal_pair(src: pathlib.Path, tmp_path: pathlib.Path) -> tuple[pathlib.Path, int, int]:
+    """A copy of a real export in WAL mode whose last commit (half the kernels deleted) is only in its -wal file:
+    the files are copied while the writer still holds the database open, before any checkpoint."""
+    work = tmp_path / "writer"
+    work.mkdir()
+    db_path = work / "p.sqlite"
+    shutil.copyfile(src, db_path)
+    db = sqlite3.connect(db_path)
+    assert db.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+    db.execute("PRAGMA wal_autocheckpoint=0")
+    before = db.execute("SELECT count(*) FROM CUPTI_ACTIVITY_KIND_KERNEL").fetchone()[0]
+    db.execute("DELETE FROM CUPTI_ACTIVITY_KIND_KERNEL WHERE rowid % 2 = 0")
+    db.commit()
+    after = db.execute("SELECT count(*) FROM CUPTI_ACTIVITY_KIND_KERNEL").fetchone()[0]
+    out = tmp_path / "in"
+    out.mkdir()
+    shutil.copyfile(db_path, out / "p.sqlite")
+    shutil.copyfile(str(db_path) + "-wal", out / "p.sqlite-wal")
+    db.close()
+    return out / "p.sqlite", before, after
+
+
+def test_wal_commits_are_read(tmp_path, small):
+    p, before, after = _wal_pair(small, tmp_path)
+    ro = sqlite3.connect(f"file:{p}?mode=ro&immutable=1", uri=True)      # the main file alone: the old rows
+    assert ro.execute("SELECT count(*) FROM CUPTI_ACTIVITY_KIND_KERNEL").fetchone()[0] == before != after
+    ro.close()
+    wal_sha = sha(pathlib.Path(str(p) + "-wal"))
+    private = tmp_path / "tmp"
+    private.mkdir()
+    res = check(p, "--format", "json", tmp_path=tmp_path, expect=(0,), env_extra={"TMPDIR": str(private)})
+    got = json.loads(res.stdout)
+    assert got["profile"]["counts"]["kernels"] == after
+    assert os.listdir(private) == []            # the private copy is gone
+    assert any("-wal" in n for n in got["notes"]), got["notes"]
+    assert sha(pathlib.Path(str(p) + "-wal")) == wal_sha
+    assert sorted(os.listdir(p.parent)) == ["p.sqlite", "p.sqlite-wal"]
+
+
+def test_wal_that_cannot_be_copied_is_said_to_be_ignored(tmp_path, small, monkeypatch):
+    p, before, after = _wal_pair(small, tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no such folder"))
+    res = run_inproc(p, "--format", "json", cache=tmp_path / "cache")
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert got["profile"]["counts"]["kernels"] == before
+    assert any("-wal" in n and "ignored" in n for n in got["notes"]), got["notes"]

@@ -79,6 +79,7 @@ class Fetcher:
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False
         self.fallbacks: list[str] = []  # why a query left the fast path (the error), one entry each time
+        self.on_close: list = []        # called after the connections are closed (a private copy's removal)
         self.fast = _adbc is not None and self._adbc_conn() is not None
 
     def _adbc_conn(self):
@@ -114,6 +115,9 @@ class Fetcher:
             except DRIVER_ERRORS:
                 pass        # already closed, or a statement still open on it: the process is done with it
         self._conns = []
+        callbacks, self.on_close = self.on_close, []
+        for done in callbacks:
+            done()
 
     def columns(self, sql: str, names: list[str], text: tuple[str, ...] = (), floats: tuple[str, ...] = (),
                 params: tuple = (), table: str | None = None, where: str = "") -> dict[str, np.ndarray]:
