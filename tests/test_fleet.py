@@ -71,14 +71,15 @@ def test_every_file_keeps_its_fate(fleet, folder, expected):
     assert f.workers == 2
     assert sorted(r.path for r in f.results) == sorted(expected)
     failed = {os.path.basename(x.path): x for x in f.failures}
-    assert set(failed) == {"corrupt.sqlite", "notes.json"}
+    assert set(failed) == {"corrupt.sqlite"}          # an SQLite header and no pages: a damaged profile
     assert failed["corrupt.sqlite"].error == "BadInput" and "SQLite" in failed["corrupt.sqlite"].problem
-    assert "not a profile" in failed["notes.json"].problem and not failed["notes.json"].bug
+    # a .json that is no trace is skipped by its content and said (issue 17), a README passed over
+    assert f.skipped == [{"path": str(folder / "notes.json"), "why": f.skipped[0]["why"]}]
+    assert "not a profile" in f.skipped[0]["why"]
     # progress: once per file, counting up to the total
-    assert [c[0] for c in calls] == list(range(1, len(expected) + 3))
-    assert {c[1] for c in calls} == {len(expected) + 2}
-    assert sorted(c[2] for c in calls) == sorted(list(expected) + [str(folder / "corrupt.sqlite"),
-                                                                   str(folder / "notes.json")])
+    assert [c[0] for c in calls] == list(range(1, len(expected) + 2))
+    assert {c[1] for c in calls} == {len(expected) + 1}
+    assert sorted(c[2] for c in calls) == sorted(list(expected) + [str(folder / "corrupt.sqlite")])
     # two worker processes did the work, each reporting its own peak memory
     workers = f.to_dict()["workers"]
     assert len(workers) == 2 and all(w["peak_rss_mb"] > 50 for w in workers.values())
@@ -173,8 +174,10 @@ def test_expand_paths(folder, tmp_path):
                                              tmp_path / "missing.sqlite", tmp_path / "nothing*.sqlite"])
     assert paths.count(str(folder / "sync_heavy.sqlite")) == 1          # named twice, analysed once
     assert str(folder / "README.txt") not in paths
-    assert str(tmp_path / "trace.json") in paths
-    assert skipped == [{"path": str(tmp_path / "saved.json"), "why": "a saved nsys-doctor report, not a profile"}]
+    assert str(tmp_path / "trace.json") not in paths      # by content: notes, not a trace
+    assert [(os.path.basename(x["path"]), "not a profile" in x["why"]) for x in skipped] == [
+        ("notes.json", True), ("saved.json", True), ("trace.json", True)]
+    assert "nsys-doctor report" in skipped[1]["why"]
     assert [(os.path.basename(x.path), x.problem) for x in failures] == [
         ("missing.sqlite", "no such file"), ("nothing*.sqlite", "no file matches this pattern")]
 

@@ -1,14 +1,14 @@
 """open_trace(path) -> Trace: sniff the file's format by its bytes, not its name, and pick the reader.
 
 Formats: Nsight Systems SQLite exports (plain, .xz, .gz), .nsys-rep/.qdrep reports (exported with nsys first),
-PyTorch profiler (Kineto) Chrome-trace JSON (plain or .gz). A new format is one new module here plus one line below.
+PyTorch profiler (Kineto) Chrome-trace JSON (plain or .gz): whichever reader in READERS accepts the content. A new
+format is one new module here plus its name in READERS (the folder scan and the help text ask READERS too).
 Inputs are never modified: compressed files are expanded into a cache folder, SQLite is opened read-only.
 """
 from __future__ import annotations
 
 import errno
 import gzip
-import importlib
 import lzma
 import os
 import pathlib
@@ -18,11 +18,14 @@ import zlib
 from ..errors import BadInput
 from ..model.trace import Trace
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
 XZ_MAGIC = b"\xfd7zXZ\x00"
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"   # none of ours, named so the message can say so
-QDREP_SUFFIXES = (".nsys-rep", ".qdrep")
+COMPRESSED = (".xz", ".gz")
+# Bytes of the uncompressed start a reader judges a file by: a Kineto trace's "traceEvents" key comes after its
+# header (deviceProperties): 0.1-4.6 KB into the 13 traces of ../shared/external/kineto (8 GPUs); 1 MiB leaves room
+# for hosts with a hundred GPUs and costs one read.
+HEAD_BYTES = 1 << 20
 EXPANDED = (".unxz", ".ungz")      # suffixes of the cache's expanded copies
 # The cache must never fill the disk: expanding stops while less than this would stay free (a decompression bomb,
 # or a 10 GB export on a small disk), and once the cache holds more than CACHE_MAX_BYTES of expanded copies the
@@ -118,8 +121,8 @@ def _evict(cache: pathlib.Path, keep: pathlib.Path) -> None:
             pass        # in use or gone: another run's business
 
 
-def sniff(path: pathlib.Path) -> tuple[str, pathlib.Path]:
-    """-> (format, path of the uncompressed file). Formats: 'sqlite', 'nsys-rep', 'json'."""
+def sniff(path: pathlib.Path) -> tuple[object, pathlib.Path]:
+    """-> (the reader that accepts the file, path of the uncompressed file)."""
     head = _head(path)
     if head.startswith(XZ_MAGIC):
         return sniff_inner(path, _expand(path, lzma.open, ".unxz"))
@@ -128,24 +131,69 @@ def sniff(path: pathlib.Path) -> tuple[str, pathlib.Path]:
     return sniff_inner(path, path)
 
 
-def sniff_inner(original: pathlib.Path, path: pathlib.Path) -> tuple[str, pathlib.Path]:
-    head = _head(path)
-    if head.startswith(SQLITE_MAGIC):
-        return "sqlite", path
-    if original.suffix.lower() in QDREP_SUFFIXES or original.name.lower().endswith(
-            tuple(s + ".gz" for s in QDREP_SUFFIXES)):
-        return "nsys-rep", path
-    if head.lstrip()[:1] in (b"{", b"["):
-        return "json", path
+def sniff_inner(original: pathlib.Path, path: pathlib.Path) -> tuple[object, pathlib.Path]:
+    with open(path, "rb") as fh:
+        reader, why = _judge(fh, original)
+    if reader is None:
+        raise BadInput(original, why)
+    return reader, path
+
+
+def _judge(fh, path: pathlib.Path):
+    """(reader, None) or (None, why not) for an open file's content: its first 64 bytes settle most formats (a
+    folder of a thousand SQLite exports reads 64 KB to be scanned), the rest of HEAD_BYTES is read only if not."""
+    head = fh.read(64)
+    reader = pick(head, path)
+    if reader is None and len(head) == 64:
+        head += fh.read(HEAD_BYTES - 64)
+        reader = pick(head, path)
+    return (reader, None) if reader is not None else (None, not_a_profile(head, path))
+
+
+def pick(head: bytes, path: pathlib.Path):
+    """The first reader in READERS that accepts a file by the start of its (uncompressed) content and its name."""
+    for reader in READERS:
+        if reader.accepts(head, path):
+            return reader
+    return None
+
+
+def not_a_profile(head: bytes, path: pathlib.Path) -> str:
+    """Why no reader accepts the file: a reader's own reason (a JSON without traceEvents, a saved nsys-doctor
+    report), or the list of formats."""
     if not head:
-        raise BadInput(original, "file is empty")
+        return "file is empty"
     if head.startswith(ZIP_MAGIC):
-        raise BadInput(original, "a zip archive, not a profile; unpack it and pass the .sqlite, .nsys-rep or .json")
-    raise BadInput(original, "not a profile: expected an Nsight Systems .sqlite export (or .xz/.gz of one), "
-                             "an .nsys-rep/.qdrep report, or a PyTorch profiler .json trace")
+        return "a zip archive, not a profile; unpack it and pass the profile inside"
+    for reader in READERS:
+        why = getattr(reader, "rejects", lambda h, p: None)(head, path)
+        if why:
+            return why
+    return f"not a profile: expected {formats()} (each plain, .xz or .gz)"
 
 
-READERS = {"sqlite": "nsys_sqlite", "nsys-rep": "nsys_rep", "json": "kineto_json"}
+def formats() -> str:
+    """The formats the readers accept, in words (error messages and --help)."""
+    names = [r.DESCRIPTION for r in READERS]
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
+
+
+def suffixes() -> tuple[str, ...]:
+    """File name endings of the formats (lower case), plain and compressed."""
+    return tuple(s + c for r in READERS for s in r.SUFFIXES for c in ("",) + COMPRESSED)
+
+
+def identify(path: str | os.PathLike):
+    """For a folder scan: (the reader that accepts the file, None) or (None, why not), from the first HEAD_BYTES of
+    its content, decompressed in memory (nothing is expanded into the cache, nothing is written)."""
+    p = pathlib.Path(path)
+    try:
+        head = _head(p)
+        opener = lzma.open if head.startswith(XZ_MAGIC) else gzip.open if head.startswith(GZIP_MAGIC) else open
+        with opener(p, "rb") as fh:
+            return _judge(fh, p)
+    except (OSError, lzma.LZMAError, EOFError, zlib.error) as err:
+        return None, f"cannot be read ({getattr(err, 'strerror', None) or err})"
 
 
 def open_trace(path: str | os.PathLike) -> Trace:
@@ -157,13 +205,19 @@ def open_trace(path: str | os.PathLike) -> Trace:
     if not p.is_file():     # a pipe (<(xzcat ...)) would block the first read forever; a device is no profile
         raise BadInput(p, "not a regular file (a pipe or a device); save the profile to a file and pass that")
     try:
-        fmt, real = sniff(p)
+        reader, real = sniff(p)
     except PermissionError:
         raise BadInput(p, "permission denied")
     except OSError as err:
         raise BadInput(p, f"cannot be read ({err.strerror or err})")
-    try:
-        reader = importlib.import_module(f"{__name__}.{READERS[fmt]}")
-    except ModuleNotFoundError:
-        raise BadInput(p, f"{fmt} input is not supported by this build")
     return reader.read(str(real), display_path=str(p))
+
+
+# The readers, in the order they are asked: each module has SUFFIXES (its file name endings, uncompressed, lower
+# case), DESCRIPTION (the format in words), accepts(head: bytes, path) -> bool (head: the first HEAD_BYTES of the
+# uncompressed content, path: the file as the user named it), read(path, display_path) -> Trace, and optionally
+# rejects(head, path) -> str | None (why a file that looks like its format is not a profile). A new format is one
+# module here plus its name below. Imported here, after cache_dir, which nsys_rep imports from this package.
+from . import kineto_json, nsys_rep, nsys_sqlite  # noqa: E402
+
+READERS = [nsys_sqlite, nsys_rep, kineto_json]

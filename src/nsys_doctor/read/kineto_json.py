@@ -18,7 +18,6 @@ rows get the process of the API call with their correlation id.
 from __future__ import annotations
 
 import gc
-import json
 import re
 from decimal import Decimal, DecimalException
 
@@ -52,6 +51,34 @@ PLAIN = (int, str)                     # what a pid or tid may be (Chrome traces
 SURROGATE = re.compile("[\ud800-\udfff]")   # json.loads leaves a lone "\ud800" in a str: not encodable
 
 
+SUFFIXES = (".json",)
+DESCRIPTION = "a PyTorch profiler (Kineto) .json trace"
+SAVED_REPORT_HEAD = re.compile(rb'^\s*\{\s*"(profile|schema_version|kind)"\s*:')   # nsys-doctor's own JSON output
+REPORT_INSTEAD = ("this is an nsys-doctor report, not a profile; use `nsys-doctor diff` or `nsys-doctor check` on "
+                  "saved reports")
+
+
+def accepts(head: bytes, path) -> bool:
+    """A Chrome-trace JSON: an object with a "traceEvents" key in its first bytes (after the header, see
+    read.HEAD_BYTES), or a list of events (the "JSON array format")."""
+    start = head.lstrip()[:1]
+    if start == b"{":
+        return b'"traceEvents"' in head and not SAVED_REPORT_HEAD.match(head)
+    return start == b"[" and b'"ph"' in head
+
+
+def rejects(head: bytes, path) -> str | None:
+    """Why a JSON file is not a trace (None when it is no JSON at all)."""
+    start = head.lstrip()[:1]
+    if start not in (b"{", b"["):
+        return None
+    if SAVED_REPORT_HEAD.match(head):
+        return REPORT_INSTEAD
+    if start == b"[":
+        return "a JSON list that holds no trace events (\"ph\"): not a PyTorch profiler (Chrome trace) file"
+    return "JSON without traceEvents: not a PyTorch profiler (Chrome trace) file"
+
+
 def read(path: str, display_path: str | None = None) -> Trace:
     shown = display_path or path
     doc = _load(path, shown)
@@ -63,6 +90,7 @@ def read(path: str, display_path: str | None = None) -> Trace:
 
 
 def _load(path: str, shown: str):
+    import json         # here, not at import: read.READERS imports every reader on every run
     gc_was_on = gc.isenabled()
     gc.disable()        # millions of new dicts would trigger full collections: twice as slow with the GC on
     try:
@@ -88,8 +116,7 @@ def _events(doc, shown: str) -> tuple[list, dict]:
         events = doc
     elif isinstance(doc, dict):
         if "schema_version" in doc and "findings" in doc:
-            raise BadInput(shown, "this is an nsys-doctor report, not a profile; use `nsys-doctor diff` or "
-                                  "`nsys-doctor check` on saved reports")
+            raise BadInput(shown, REPORT_INSTEAD)
         if "traceEvents" not in doc:
             raise BadInput(shown, "JSON without traceEvents: not a PyTorch profiler (Chrome trace) file")
         events, header = doc["traceEvents"], doc

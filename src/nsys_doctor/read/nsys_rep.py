@@ -10,8 +10,19 @@ import os
 import pathlib
 
 from ..errors import ToolMissing
-from ..system.nsys import HOW_TO_GET_NSYS, export_sqlite, find_nsys
 from . import cache_dir, nsys_sqlite
+
+
+SUFFIXES = (".nsys-rep", ".qdrep")
+DESCRIPTION = "an .nsys-rep/.qdrep report"
+
+
+def accepts(head: bytes, path) -> bool:
+    """By name: the report format is nsys's own (nsys export reads it); a .gz/.xz of one is expanded first."""
+    name = os.fspath(path).lower()
+    for packed in (".gz", ".xz"):
+        name = name.removesuffix(packed)
+    return name.endswith(SUFFIXES)
 
 
 def export_path(report: pathlib.Path) -> pathlib.Path:
@@ -27,6 +38,8 @@ def read(path: str, display_path: str | None = None):
     src = pathlib.Path(path)
     out = export_path(report)
     if not (out.exists() and out.stat().st_mtime >= src.stat().st_mtime and out.stat().st_size > 0):
+        # here, not at import: read.READERS imports every reader on every run, and few runs export a report
+        from ..system.nsys import HOW_TO_GET_NSYS, export_sqlite, find_nsys
         nsys = find_nsys()
         if not nsys:
             raise ToolMissing(report, f"a {report.suffix} report must be exported to SQLite first and no nsys was "

@@ -19,6 +19,16 @@ from ..model.columns import GPU_METRICS_USED, TABLES
 from ..model.trace import LazyTable, Trace, table_len
 from .sqlfetch import Fetcher, _num, _text
 
+SUFFIXES = (".sqlite",)
+DESCRIPTION = "an Nsight Systems .sqlite export"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def accepts(head: bytes, path) -> bool:
+    """Any SQLite database: one that is not an export is refused by read() with the reason."""
+    return head.startswith(SQLITE_MAGIC)
+
+
 # Tables that carry CUDA activity. A file with none of these and no NVTX is not something we can analyse.
 ACTIVITY_TABLES = ("CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_MEMCPY", "CUPTI_ACTIVITY_KIND_RUNTIME",
                    "NVTX_EVENTS", "OSRT_API")
