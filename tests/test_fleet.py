@@ -127,10 +127,12 @@ def test_findings_counted_across_the_fleet(fleet, expected):
 def test_cli_folder_text_and_json(folder, expected, tmp_path):
     r = subprocess.run([sys.executable, "-c", CLI, "analyze", str(folder), "--workers", "2"],
                        capture_output=True, text=True)
-    assert r.returncode == 2, r.stderr
-    assert f"{len(expected)} reports analysed, 2 failed" in r.stdout
+    assert r.returncode == 2, r.stderr          # corrupt.sqlite failed; notes.json is only skipped
+    assert f"{len(expected)} reports analysed, 1 failed, 1 skipped" in r.stdout
     failed_lines = [line for line in r.stdout.splitlines() if line.strip().startswith("FAILED")]
-    assert len(failed_lines) == 2 and any("corrupt.sqlite: " in x for x in failed_lines)
+    assert len(failed_lines) == 1 and "corrupt.sqlite: " in failed_lines[0]
+    assert any("notes.json: " in line for line in r.stdout.splitlines()[r.stdout.splitlines().index(
+        next(x for x in r.stdout.splitlines() if x.startswith("Skipped"))):])
     assert "Slowest: " in r.stdout and "Findings across the fleet" in r.stdout
     out = tmp_path / "fleet.json"
     two = sorted(expected)[:2]
@@ -179,6 +181,7 @@ def test_expand_paths(folder, tmp_path):
         ("notes.json", True), ("saved.json", True), ("trace.json", True)]
     assert "nsys-doctor report" in skipped[1]["why"]
     assert [(os.path.basename(x.path), x.problem) for x in failures] == [
+        ("*.json", "none of the 2 files matching this pattern is a profile (each is listed as skipped)"),
         ("missing.sqlite", "no such file"), ("nothing*.sqlite", "no file matches this pattern")]
 
 

@@ -128,7 +128,7 @@ def expand_paths(args) -> tuple[list[str], list[Failure], list[dict]]:
         else:
             failures.append(Failure(arg, "no such file"))
             continue
-        before = len(found)
+        before, skipped_before = len(found), len(skipped)
         for root in roots:
             candidates = sorted(str(p) for p in pathlib.Path(root).rglob("*") if p.is_file()) \
                 if os.path.isdir(root) else [root]
@@ -141,7 +141,10 @@ def expand_paths(args) -> tuple[list[str], list[Failure], list[dict]]:
                 else:
                     skipped.append({"path": c, "why": why})    # labels.json beside the profiles: said, not failed
         if len(found) == before:
-            failures.append(Failure(arg, what))
+            n = len(skipped) - skipped_before
+            where = "it holds" if os.path.isdir(arg) else "matching this pattern"
+            failures.append(Failure(arg, f"none of the {n} files {where} is a profile (each is listed as skipped)"
+                                    if n else what))
     paths, seen = [], set()
     exports = {str(pathlib.Path(p).with_suffix("")) for p in found if p.endswith(".sqlite")}
     for p in found:
