@@ -45,7 +45,14 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
+    try:        # building a command's parser imports what it needs (the readers): that can run out of memory too
+        parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
+    except (MemoryError, RuntimeError) as err:
+        if not is_out_of_memory(err):
+            raise
+        path = next((a for a in argv[1:] if not a.startswith("-") and os.path.exists(a)), None)
+        print(f"nsys-doctor: {path + ': ' if path else ''}{out_of_memory_problem(path)}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
