@@ -72,10 +72,22 @@ def address_space_limit_mb() -> int | None:
     return min(limits) >> 20 if limits else None
 
 
+# How a failed allocation shows when it is not a MemoryError (CPython and glibc say so only in the message): a
+# thread whose stack could not be mapped, a C extension that could not be mapped in (dlopen) under `ulimit -v`
+# 100 MB, seen on libsqlite3.
+NO_MEMORY_MESSAGES = ("can't start new thread", "failed to map segment", "cannot allocate memory")
+
+
 def is_out_of_memory(err: BaseException) -> bool:
-    """A failed allocation: MemoryError, or a thread that could not start (its stack could not be mapped: under a low
-    `ulimit -v` that is where the first failure often is; CPython says so only in the message)."""
-    return isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and "can't start new thread" in str(err))
+    """A failed allocation: MemoryError, a RuntimeError or ImportError that says one failed (NO_MEMORY_MESSAGES), or
+    an ImportError caused by a MemoryError (numpy's import under a very low limit)."""
+    if isinstance(err, MemoryError):
+        return True
+    if not isinstance(err, (RuntimeError, ImportError)):
+        return False
+    text = str(err).lower()
+    return any(m in text for m in NO_MEMORY_MESSAGES) or \
+        (isinstance(err, ImportError) and isinstance(err.__cause__ or err.__context__, MemoryError))
 
 
 def out_of_memory_problem(path) -> str:

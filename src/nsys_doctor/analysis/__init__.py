@@ -37,7 +37,7 @@ def analyze(path, range_name: str | None = None, skip: int | None = None, timeli
             return analyze_trace(trace, range_name, skip, timeline)
         finally:
             trace.close()
-    except (MemoryError, RuntimeError) as err:
+    except (MemoryError, RuntimeError, ImportError) as err:
         if not is_out_of_memory(err):
             raise
         raise OutOfMemory(path) from None

@@ -13,9 +13,14 @@ import sys
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from .. import __version__
-from ..errors import NsysDoctorError, is_out_of_memory, out_of_memory_problem
+from ..errors import NsysDoctorError, address_space_limit_mb, is_out_of_memory, out_of_memory_problem
 from .memory import keep_freed_memory
 
+# Below this address-space limit (ulimit -v) no analysis can start: OpenBLAS, loaded with numpy, calls exit(1) when
+# it cannot allocate its buffer (measured at 70-90 MB), and the smallest export of ../shared needed 130 MB (a sweep of
+# 100-300 MB in steps of 5 MB). Commands that analyse say "not enough memory" at once instead.
+MIN_MAPPED_MB = 100
+ANALYSING = ("analyze", "demo", "profile", "export", "diff", "check")
 # A new command is one new file in this folder plus its name here.
 COMMANDS = ["analyze", "demo", "profile", "env", "export", "diff", "check"]
 
@@ -45,9 +50,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    limit = address_space_limit_mb()
     try:        # building a command's parser imports what it needs (the readers): that can run out of memory too
+        if limit is not None and limit < MIN_MAPPED_MB and argv and argv[0] in ANALYSING:
+            raise MemoryError       # numpy's OpenBLAS would end the process itself, before any of our code runs
         parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
-    except (MemoryError, RuntimeError) as err:
+    except (MemoryError, RuntimeError, ImportError) as err:
         if not is_out_of_memory(err):
             raise
         path = next((a for a in argv[1:] if not a.startswith("-") and os.path.exists(a)), None)
@@ -65,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         problem = " ".join(str(err.problem).split())     # one line, whatever a message quoted
         print(f"nsys-doctor: {where}{problem}", file=sys.stderr)
         return 2
-    except (MemoryError, RuntimeError) as err:
+    except (MemoryError, RuntimeError, ImportError) as err:
         if not is_out_of_memory(err):
             raise
         path = _input_of(args)     # an allocation failed outside an analysis (an import, the output)
