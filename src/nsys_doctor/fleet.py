@@ -133,7 +133,11 @@ def expand_paths(args) -> tuple[list[str], list[Failure], list[dict]]:
             candidates = sorted(str(p) for p in pathlib.Path(root).rglob("*") if p.is_file()) \
                 if os.path.isdir(root) else [root]
             for c in candidates:
-                reader, why = identify(c)       # by content: the readers in read.READERS say what they accept
+                try:
+                    reader, why = identify(c)   # by content: the readers in read.READERS say what they accept
+                except BadInput as err:
+                    failures.append(Failure(c, err.problem))
+                    continue
                 if reader is not None:
                     found.append(c)
                 elif os.path.isdir(arg) and not c.lower().endswith(suffixes()):

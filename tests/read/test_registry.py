@@ -102,3 +102,15 @@ def test_folder_with_labels_json_is_analysed(tmp_path):
     assert fleet["analysed"] == 1 and fleet["failed"] == 0
     assert [s["path"] for s in fleet["skipped"]] == [str(d / "labels.json")]
     assert sorted(os.listdir(d)) == ["a.sqlite", "labels.json"]
+
+
+def test_unreadable_compressed_file_in_a_folder_fails_on_its_own(tmp_path):
+    """A file named like a profile whose compressed content is damaged from its start: a failure naming it (the
+    scan cannot tell what it is), the rest of the folder still analysed."""
+    d = tmp_path / "runs"
+    d.mkdir()
+    (d / "broken.sqlite.xz").write_bytes(b"\xfd7zXZ\x00" + b"\x00garbage" * 50)
+    shutil.copyfile(external("dlprof-dummy-cnn__nsys_profile_w_relu"), d / "a.sqlite")
+    found, failures, skipped = expand_paths([d])
+    assert found == [str(d / "a.sqlite")] and skipped == []
+    assert [f.path for f in failures] == [str(d / "broken.sqlite.xz")] and "cannot be read" in failures[0].problem

@@ -184,16 +184,19 @@ def suffixes() -> tuple[str, ...]:
 
 
 def identify(path: str | os.PathLike):
-    """For a folder scan: (the reader that accepts the file, None) or (None, why not), from the first HEAD_BYTES of
-    its content, decompressed in memory (nothing is expanded into the cache, nothing is written)."""
+    """For a folder scan: (the reader that accepts the file, None) or (None, why it is not a profile), from the first
+    HEAD_BYTES of its content, decompressed in memory (nothing is expanded into the cache, nothing is written).
+    BadInput when it cannot be read at all (permission, a compressed file damaged from its start)."""
     p = pathlib.Path(path)
     try:
         head = _head(p)
         opener = lzma.open if head.startswith(XZ_MAGIC) else gzip.open if head.startswith(GZIP_MAGIC) else open
         with opener(p, "rb") as fh:
             return _judge(fh, p)
+    except PermissionError:
+        raise BadInput(p, "permission denied")
     except (OSError, lzma.LZMAError, EOFError, zlib.error) as err:
-        return None, f"cannot be read ({getattr(err, 'strerror', None) or err})"
+        raise BadInput(p, f"cannot be read ({getattr(err, 'strerror', None) or err})")
 
 
 def open_trace(path: str | os.PathLike) -> Trace:
