@@ -197,6 +197,10 @@ def _clean_json(v):
     return v
 
 
+def _list(v) -> list:
+    return v if type(v) is list else []
+
+
 def _args(e: dict) -> dict:
     a = e.get("args")
     return a if type(a) is dict else {}
@@ -467,7 +471,7 @@ class _Builder:
                       "sm_count": _int(d.get("numSms"), None), "id": _int(d.get("id"), None),
                       "memory_bytes": _int(d.get("totalGlobalMem"), None),
                       "compute_capability": f"{d.get('computeMajor')}.{d.get('computeMinor')}"}
-                     for d in h.get("deviceProperties") or [] if isinstance(d, dict)],
+                     for d in _list(h.get("deviceProperties")) if isinstance(d, dict)],
             "distributed": h.get("distributedInfo"),
             "cuda_runtime_version": h.get("cuda_runtime_version"), "cuda_driver_version": h.get("cuda_driver_version"),
             "profiler_steps": getattr(self, "steps", []), "range_renames": {"ProfilerStep#<N>": STEP_RANGE},
