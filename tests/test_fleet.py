@@ -71,14 +71,15 @@ def test_every_file_keeps_its_fate(fleet, folder, expected):
     assert f.workers == 2
     assert sorted(r.path for r in f.results) == sorted(expected)
     failed = {os.path.basename(x.path): x for x in f.failures}
-    assert set(failed) == {"corrupt.sqlite", "notes.json"}
+    assert set(failed) == {"corrupt.sqlite"}          # an SQLite header and no pages: a damaged profile
     assert failed["corrupt.sqlite"].error == "BadInput" and "SQLite" in failed["corrupt.sqlite"].problem
-    assert "not a profile" in failed["notes.json"].problem and not failed["notes.json"].bug
+    # a .json that is no trace is skipped by its content and said (issue 17), a README passed over
+    assert f.skipped == [{"path": str(folder / "notes.json"), "why": f.skipped[0]["why"]}]
+    assert "not a profile" in f.skipped[0]["why"]
     # progress: once per file, counting up to the total
-    assert [c[0] for c in calls] == list(range(1, len(expected) + 3))
-    assert {c[1] for c in calls} == {len(expected) + 2}
-    assert sorted(c[2] for c in calls) == sorted(list(expected) + [str(folder / "corrupt.sqlite"),
-                                                                   str(folder / "notes.json")])
+    assert [c[0] for c in calls] == list(range(1, len(expected) + 2))
+    assert {c[1] for c in calls} == {len(expected) + 1}
+    assert sorted(c[2] for c in calls) == sorted(list(expected) + [str(folder / "corrupt.sqlite")])
     # two worker processes did the work, each reporting its own peak memory
     workers = f.to_dict()["workers"]
     assert len(workers) == 2 and all(w["peak_rss_mb"] > 50 for w in workers.values())
@@ -126,10 +127,12 @@ def test_findings_counted_across_the_fleet(fleet, expected):
 def test_cli_folder_text_and_json(folder, expected, tmp_path):
     r = subprocess.run([sys.executable, "-c", CLI, "analyze", str(folder), "--workers", "2"],
                        capture_output=True, text=True)
-    assert r.returncode == 2, r.stderr
-    assert f"{len(expected)} reports analysed, 2 failed" in r.stdout
+    assert r.returncode == 2, r.stderr          # corrupt.sqlite failed; notes.json is only skipped
+    assert f"{len(expected)} reports analysed, 1 failed, 1 skipped" in r.stdout
     failed_lines = [line for line in r.stdout.splitlines() if line.strip().startswith("FAILED")]
-    assert len(failed_lines) == 2 and any("corrupt.sqlite: " in x for x in failed_lines)
+    assert len(failed_lines) == 1 and "corrupt.sqlite: " in failed_lines[0]
+    assert any("notes.json: " in line for line in r.stdout.splitlines()[r.stdout.splitlines().index(
+        next(x for x in r.stdout.splitlines() if x.startswith("Skipped"))):])
     assert "Slowest: " in r.stdout and "Findings across the fleet" in r.stdout
     out = tmp_path / "fleet.json"
     two = sorted(expected)[:2]
@@ -213,9 +216,12 @@ def test_expand_paths(folder, tmp_path):
                                              tmp_path / "missing.sqlite", tmp_path / "nothing*.sqlite"])
     assert paths.count(str(folder / "sync_heavy.sqlite")) == 1          # named twice, analysed once
     assert str(folder / "README.txt") not in paths
-    assert str(tmp_path / "trace.json") in paths
-    assert skipped == [{"path": str(tmp_path / "saved.json"), "why": "a saved nsys-doctor report, not a profile"}]
+    assert str(tmp_path / "trace.json") not in paths      # by content: notes, not a trace
+    assert [(os.path.basename(x["path"]), "not a profile" in x["why"]) for x in skipped] == [
+        ("notes.json", True), ("saved.json", True), ("trace.json", True)]
+    assert "nsys-doctor report" in skipped[1]["why"]
     assert [(os.path.basename(x.path), x.problem) for x in failures] == [
+        ("*.json", "none of the 2 files matching this pattern is a profile (each is listed as skipped)"),
         ("missing.sqlite", "no such file"), ("nothing*.sqlite", "no file matches this pattern")]
 
 

@@ -61,19 +61,28 @@ class Report(_report.Report):
         from .render import notebook
         return notebook.render(self)
 
+    def _inputs(self) -> list[str]:
+        return _inputs_of(self)
+
     def to_json(self, path) -> None:
         """Write the report as `analyze --format json -o PATH` does (docs/json-schema.md)."""
         from .cli._output import output
         from .render import json_report
-        with output(_target(path)) as f:
+        with output(_target(path), "report", self._inputs()) as f:
             f.write(json_report.render(self) + "\n")
 
     def to_html(self, path) -> None:
         """Write the self-contained HTML report (with the timeline) as `analyze --html PATH` does."""
         from .cli._output import output
         from .render import html
-        with output(_target(path), "HTML report") as f:
+        with output(_target(path), "html", self._inputs()) as f:
             f.write(html.render(self))
+
+
+def _inputs_of(report) -> list[str]:
+    # the profile the report was made from: an output over it is refused, as on the command line
+    path = (report.profile or {}).get("path")
+    return [path] if isinstance(path, str) and path else []
 
 
 def _target(path) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 from .errors import BadInput, NsysDoctorError, ToolMissing
 from .cli.memory import give_back, keep_freed_memory
 from .model.arrays import median
+from .read import identify, suffixes
 
 PERCENTILES = (50, 90, 99)
 # A report is an outlier when its p50 is more than 3.5 scaled MADs (1.4826 x MAD, which estimates the standard
@@ -38,9 +39,8 @@ MAD_FLOOR_PCT = 1.0
 MIN_REPORTS_FOR_OUTLIERS = 3    # with two reports the median is their midpoint: both are equally "out"
 MS_DIGITS = 4       # per-request latencies are saved to 0.1 us (analysis.per_request_columns): no more digits here
 TOP_FINDINGS_PER_REPORT = 3     # findings of each report kept in the fleet JSON (all are in Result.findings)
-# What a folder or glob picks up (an explicitly named file is analysed whatever its name).
-PROFILE_SUFFIXES = (".sqlite", ".sqlite.xz", ".sqlite.gz", ".nsys-rep", ".qdrep", ".json", ".json.gz")
-SAVED_REPORT_HEAD = re.compile(rb'^\s*\{\s*"(profile|schema_version)"\s*:')   # `analyze --format json` output
+# A folder or glob picks up the files a reader accepts by content (read.identify); an explicitly named file is
+# analysed whatever it holds (its reader says what is wrong with it).
 RANK_IN_NAME = re.compile(r"(?:^|[^a-z])rank[-_.]?(\d+)", re.IGNORECASE)     # rank3.sqlite, report_rank_03.nsys-rep
 REQUEST_KEYS_DROPPED = ("kernels", "tensorrt_layers", "candidates")           # per-kernel tables: too big to gather
 DASK_MISSING = "--scheduler needs Dask: pip install 'nsys-doctor[fleet]' (or 'dask[distributed]')"
@@ -131,22 +131,27 @@ def expand_paths(args) -> tuple[list[str], list[Failure], list[dict]]:
         else:
             failures.append(Failure(arg, "no such file"))
             continue
-        before = len(found)
+        before, skipped_before = len(found), len(skipped)
         for root in roots:
             candidates = sorted(str(p) for p in pathlib.Path(root).rglob("*") if p.is_file()) \
                 if os.path.isdir(root) else [root]
             for c in candidates:
-                if not c.lower().endswith(PROFILE_SUFFIXES):
-                    if os.path.isdir(arg):
-                        continue                         # a folder's READMEs and logs are not ours to judge
-                    skipped.append({"path": c, "why": "not a profile file name (" + ", ".join(PROFILE_SUFFIXES)
-                                    + ")"})
-                elif c.lower().endswith(".json") and _saved_report(c):
-                    skipped.append({"path": c, "why": "a saved nsys-doctor report, not a profile"})
-                else:
+                try:
+                    reader, why = identify(c)   # by content: the readers in read.READERS say what they accept
+                except BadInput as err:
+                    failures.append(Failure(c, err.problem))
+                    continue
+                if reader is not None:
                     found.append(c)
+                elif os.path.isdir(arg) and not c.lower().endswith(suffixes()):
+                    continue        # a folder's READMEs and logs: passed over, named like no profile
+                else:
+                    skipped.append({"path": c, "why": why})    # labels.json beside the profiles: said, not failed
         if len(found) == before:
-            failures.append(Failure(arg, what))
+            n = len(skipped) - skipped_before
+            where = "it holds" if os.path.isdir(arg) else "matching this pattern"
+            failures.append(Failure(arg, f"none of the {n} files {where} is a profile (each is listed as skipped)"
+                                    if n else what))
     paths, seen = [], set()
     exports = {str(pathlib.Path(p).with_suffix("")) for p in found if p.endswith(".sqlite")}
     for p in found:
@@ -159,14 +164,6 @@ def expand_paths(args) -> tuple[list[str], list[Failure], list[dict]]:
             continue
         paths.append(p)
     return paths, failures, skipped
-
-
-def _saved_report(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return bool(SAVED_REPORT_HEAD.match(f.read(256)))
-    except OSError:
-        return False
 
 
 def _dask():

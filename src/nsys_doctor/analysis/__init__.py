@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..diagnose import Context, diagnose_all
+from ..errors import OutOfMemory, is_out_of_memory
 from ..diagnose import needs as diagnosis_needs
 from .kernel_summary import kernel_summary, syncs_per_request
 from ..model import tensorrt
@@ -32,11 +33,17 @@ MS = 1e6
 
 def analyze(path, range_name: str | None = None, skip: int | None = None, timeline: bool = True,
             export_beside: bool = False) -> Report:
-    trace = open_trace(path, export_beside=export_beside)
+    """Raises NsysDoctorError for bad input, OutOfMemory when an allocation (or a thread) failed on the way."""
     try:
-        return analyze_trace(trace, range_name, skip, timeline)
-    finally:
-        trace.close()
+        trace = open_trace(path, export_beside=export_beside)
+        try:
+            return analyze_trace(trace, range_name, skip, timeline)
+        finally:
+            trace.close()
+    except (MemoryError, RuntimeError, ImportError) as err:
+        if not is_out_of_memory(err):
+            raise
+        raise OutOfMemory(path) from None
 
 
 def analyze_trace(trace: Trace, range_name: str | None = None, skip: int | None = None,
@@ -51,6 +58,7 @@ def analyze_trace(trace: Trace, range_name: str | None = None, skip: int | None 
     findings = rebase(findings, load)      # impact in the metric that bounds the run
     report = Report(profile=describe_profile(trace, req), requests=summarize_requests(trace, req, load),
                     findings=findings, per_request=per_request_columns(req))
+    report.notes.extend(trace.meta.get("notes", ()))    # the reader's: what it skipped or found absent
     report.requests["kernels"] = kernel_summary(trace, req)
     report.requests["syncs_per_request"] = syncs_per_request(trace, req)
     report.profile["tensorrt"] = tensorrt.detect(trace) or False

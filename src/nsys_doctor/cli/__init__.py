@@ -18,12 +18,17 @@ import textwrap
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from .. import __version__
-from ..errors import NsysDoctorError
+from ..errors import NsysDoctorError, address_space_limit_mb, is_out_of_memory, out_of_memory_problem
 from .memory import keep_freed_memory
 
 # errno of a write to stdout that failed (`> /dev/full`, a full disk or quota, a closed descriptor)
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EBADF}
 
+# Below this address-space limit (ulimit -v) no analysis can start: OpenBLAS, loaded with numpy, calls exit(1) when
+# it cannot allocate its buffer (measured at 70-90 MB), and the smallest export of ../shared needed 130 MB (a sweep of
+# 100-300 MB in steps of 5 MB). Commands that analyse say "not enough memory" at once instead.
+MIN_MAPPED_MB = 100
+ANALYSING = ("analyze", "demo", "profile", "export", "diff", "check")
 # A new command is one new file in this folder plus its name here.
 COMMANDS = ["analyze", "demo", "profile", "env", "export", "diff", "check"]
 
@@ -88,7 +93,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if sys.stdout is None:
         sys.stdout = _ClosedStdout()
-    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
+    limit = address_space_limit_mb()
+    try:        # building a command's parser imports what it needs (the readers): that can run out of memory too
+        if limit is not None and limit < MIN_MAPPED_MB and argv and argv[0] in ANALYSING:
+            raise MemoryError       # numpy's OpenBLAS would end the process itself, before any of our code runs
+        parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
+    except (MemoryError, RuntimeError, ImportError) as err:
+        if not is_out_of_memory(err):
+            raise
+        path = next((a for a in argv[1:] if not a.startswith("-") and os.path.exists(a)), None)
+        print(f"nsys-doctor: {path + ': ' if path else ''}{out_of_memory_problem(path)}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
@@ -100,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except NsysDoctorError as err:
         print(error_line(err.path, err.problem), file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError, ImportError) as err:
+        if not is_out_of_memory(err):
+            raise
+        path = _input_of(args)     # an allocation failed outside an analysis (an import, the output)
+        print(f"nsys-doctor: {path + ': ' if path else ''}{out_of_memory_problem(path)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nsys-doctor: interrupted", file=sys.stderr)
@@ -120,6 +141,17 @@ def error_line(path, problem) -> str:
     from ..render.safe import clean
     where = f"{clean(path)}: " if path else ""
     return f"nsys-doctor: {where}{clean(' '.join(str(problem).split()))}"
+
+
+def _input_of(args) -> str | None:
+    """The first input file of a command's arguments, for a message that has no other file to name."""
+    for name in ("profile", "before", "after"):
+        value = getattr(args, name, None)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if value:
+            return str(value)
+    return None
 
 
 def console_main() -> None:

@@ -1,11 +1,15 @@
 """Analyse an Nsight Systems profile: find the requests, measure them, name the bottleneck.
 
-PROFILE is an `nsys export --type sqlite` file (plain, .xz or .gz), or an .nsys-rep/.qdrep report (exported with
-nsys when one is found). Exit codes: 0 analysed, 2 bad input (one line on stderr says what is wrong).
+PROFILE is a file in one of the formats listed under PROFILE below, recognised by its content (an .nsys-rep/.qdrep
+report is exported with nsys when one is found). Exit codes: 0 analysed, 2 bad input (one line on stderr says what
+is wrong).
 
-Several profiles, a folder or a glob: fleet mode (docs/fleet.md). Each one is analysed in parallel on local worker
-processes (on Dask when it is installed; --scheduler: a Dask cluster), then one summary: exact fleet-wide percentiles, the slowest report and why,
-outliers, findings across the fleet, and every failure on its own line (exit 2 when any report failed)."""
+Several profiles, a folder or a glob: fleet mode (docs/fleet.md). Files are picked by content (a .json only if it
+is a PyTorch profiler trace); a file named like a profile that is none is listed as skipped and does not fail the
+run. Each one is analysed in parallel on local worker
+processes (on Dask when it is installed; --scheduler: a Dask cluster), then one summary: exact fleet-wide percentiles, the
+slowest report and why, outliers, findings across the fleet, and every failure on its own line (exit 2 when any
+report failed)."""
 from __future__ import annotations
 
 import os
@@ -16,8 +20,9 @@ from ._output import check_outputs, output
 
 
 def add_arguments(p) -> None:
-    p.add_argument("profile", nargs="+", metavar="PROFILE", help="the profile (.sqlite, .sqlite.xz/.gz, .nsys-rep, "
-                   ".qdrep); several, a folder or a glob: fleet mode")
+    from ..read import formats       # the readers say what they read (read.READERS)
+    p.add_argument("profile", nargs="+", metavar="PROFILE", help=f"the profile: {formats()}, each plain, .xz or "
+                   ".gz; several, a folder or a glob: fleet mode")
     p.add_argument("--range", dest="range_name", metavar="NAME",
                    help="the NVTX range that marks one request (default: chosen automatically, and said why)")
     p.add_argument("--skip", type=int, metavar="N", help="leave the first N requests out as warm-up "

@@ -12,7 +12,8 @@ from ._output import check_outputs, write
 
 
 def add_arguments(p) -> None:
-    p.add_argument("profile", help="the profile (.sqlite, .sqlite.xz/.gz, .nsys-rep, .qdrep) or a saved report .json")
+    from ..read import formats       # the readers say what they read (read.READERS)
+    p.add_argument("profile", help=f"the profile ({formats()}, each plain, .xz or .gz) or a saved report .json")
     p.add_argument("--perfetto", metavar="FILE", help="write Chrome trace event JSON for ui.perfetto.dev to FILE")
     p.add_argument("--html", metavar="FILE", help="write the HTML report to FILE")
     p.add_argument("--range", dest="range_name", metavar="NAME",

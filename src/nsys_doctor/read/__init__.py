@@ -1,15 +1,16 @@
 """open_trace(path) -> Trace: sniff the file's format by its bytes, not its name, and pick the reader.
 
 Formats: Nsight Systems SQLite exports (plain, .xz, .gz), .nsys-rep/.qdrep reports (exported with nsys first),
-PyTorch profiler (Kineto) Chrome-trace JSON (plain or .gz). A new format is one new module here plus one line below.
-Inputs are never modified: compressed files are expanded into the cache folder (read/cache.py), SQLite is opened
-read-only.
+PyTorch profiler (Kineto) Chrome-trace JSON (plain or .gz): whichever reader in READERS accepts the content. A new
+format is one new module here plus its name in READERS (the folder scan and the help text ask READERS too).
+Inputs are never modified: compressed files are expanded into the cache folder
+(read/cache.py), SQLite is opened read-only.
 """
 from __future__ import annotations
 
 import errno
 import gzip
-import importlib
+import inspect
 import lzma
 import os
 import pathlib
@@ -19,11 +20,15 @@ import zlib
 from ..errors import BadInput
 from ..model.trace import Trace
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
 XZ_MAGIC = b"\xfd7zXZ\x00"
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"   # none of ours, named so the message can say so
 QDREP_SUFFIXES = (".nsys-rep", ".qdrep")
+COMPRESSED = (".xz", ".gz")
+# Bytes of the uncompressed start a reader judges a file by: a Kineto trace's "traceEvents" key comes after its
+# header (deviceProperties): 0.1-4.6 KB into the 13 traces of ../shared/external/kineto (8 GPUs); 1 MiB leaves room
+# for hosts with a hundred GPUs and costs one read.
+HEAD_BYTES = 1 << 20
 # The cache must never fill the disk: expanding stops while less than this would stay free (a decompression bomb,
 # or a 10 GB export on a small disk). The cache's own size cap is read/cache.py CACHE_MAX_BYTES.
 MIN_FREE_BYTES = 2 << 30
@@ -72,7 +77,7 @@ class _XzStreams:
 
 
 def _looks_like_a_profile(head: bytes, original: pathlib.Path) -> bool:
-    if head.startswith(SQLITE_MAGIC) or head.lstrip()[:1] in (b"{", b"["):
+    if head.startswith(nsys_sqlite.SQLITE_MAGIC) or head.lstrip()[:1] in (b"{", b"["):
         return True
     return original.name.lower().endswith(tuple(s + ".gz" for s in QDREP_SUFFIXES))
 
@@ -126,8 +131,8 @@ class _NoRoom(Exception):
         self.written = written
 
 
-def sniff(path: pathlib.Path) -> tuple[str, pathlib.Path]:
-    """-> (format, path of the uncompressed file). Formats: 'sqlite', 'nsys-rep', 'json'."""
+def sniff(path: pathlib.Path) -> tuple[object, pathlib.Path]:
+    """-> (the reader that accepts the file, path of the uncompressed file)."""
     head = _head(path)
     if head.startswith(XZ_MAGIC):
         return sniff_inner(path, _expand(path, _XzStreams, ".unxz"))
@@ -136,24 +141,72 @@ def sniff(path: pathlib.Path) -> tuple[str, pathlib.Path]:
     return sniff_inner(path, path)
 
 
-def sniff_inner(original: pathlib.Path, path: pathlib.Path) -> tuple[str, pathlib.Path]:
-    head = _head(path)
-    if head.startswith(SQLITE_MAGIC):
-        return "sqlite", path
-    if original.suffix.lower() in QDREP_SUFFIXES or original.name.lower().endswith(
-            tuple(s + ".gz" for s in QDREP_SUFFIXES)):
-        return "nsys-rep", path
-    if head.lstrip()[:1] in (b"{", b"["):
-        return "json", path
+def sniff_inner(original: pathlib.Path, path: pathlib.Path) -> tuple[object, pathlib.Path]:
+    with open(path, "rb") as fh:
+        reader, why = _judge(fh, original)
+    if reader is None:
+        raise BadInput(original, why)
+    return reader, path
+
+
+def _judge(fh, path: pathlib.Path):
+    """(reader, None) or (None, why not) for an open file's content: its first 64 bytes settle most formats (a
+    folder of a thousand SQLite exports reads 64 KB to be scanned), the rest of HEAD_BYTES is read only if not."""
+    head = fh.read(64)
+    reader = pick(head, path)
+    if reader is None and len(head) == 64:
+        head += fh.read(HEAD_BYTES - 64)
+        reader = pick(head, path)
+    return (reader, None) if reader is not None else (None, not_a_profile(head, path))
+
+
+def pick(head: bytes, path: pathlib.Path):
+    """The first reader in READERS that accepts a file by the start of its (uncompressed) content and its name."""
+    for reader in READERS:
+        if reader.accepts(head, path):
+            return reader
+    return None
+
+
+def not_a_profile(head: bytes, path: pathlib.Path) -> str:
+    """Why no reader accepts the file: a reader's own reason (a JSON without traceEvents, a saved nsys-doctor
+    report), or the list of formats."""
     if not head:
-        raise BadInput(original, "file is empty")
+        return "file is empty"
     if head.startswith(ZIP_MAGIC):
-        raise BadInput(original, "a zip archive, not a profile; unpack it and pass the .sqlite, .nsys-rep or .json")
-    raise BadInput(original, "not a profile: expected an Nsight Systems .sqlite export (or .xz/.gz of one), "
-                             "an .nsys-rep/.qdrep report, or a PyTorch profiler .json trace")
+        return "a zip archive, not a profile; unpack it and pass the profile inside"
+    for reader in READERS:
+        why = getattr(reader, "rejects", lambda h, p: None)(head, path)
+        if why:
+            return why
+    return f"not a profile: expected {formats()} (each plain, .xz or .gz)"
 
 
-READERS = {"sqlite": "nsys_sqlite", "nsys-rep": "nsys_rep", "json": "kineto_json"}
+def formats() -> str:
+    """The formats the readers accept, in words (error messages and --help)."""
+    names = [r.DESCRIPTION for r in READERS]
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
+
+
+def suffixes() -> tuple[str, ...]:
+    """File name endings of the formats (lower case), plain and compressed."""
+    return tuple(s + c for r in READERS for s in r.SUFFIXES for c in ("",) + COMPRESSED)
+
+
+def identify(path: str | os.PathLike):
+    """For a folder scan: (the reader that accepts the file, None) or (None, why it is not a profile), from the first
+    HEAD_BYTES of its content, decompressed in memory (nothing is expanded into the cache, nothing is written).
+    BadInput when it cannot be read at all (permission, a compressed file damaged from its start)."""
+    p = pathlib.Path(path)
+    try:
+        head = _head(p)
+        opener = lzma.open if head.startswith(XZ_MAGIC) else gzip.open if head.startswith(GZIP_MAGIC) else open
+        with opener(p, "rb") as fh:
+            return _judge(fh, p)
+    except PermissionError:
+        raise BadInput(p, "permission denied")
+    except (OSError, lzma.LZMAError, EOFError, zlib.error) as err:
+        raise BadInput(p, f"cannot be read ({getattr(err, 'strerror', None) or err})")
 
 
 def require_file(path: str | os.PathLike, what: str = "profile") -> pathlib.Path:
@@ -173,15 +226,21 @@ def open_trace(path: str | os.PathLike, export_beside: bool = False) -> Trace:
     """The trace of a profile. `export_beside`: a .nsys-rep's export goes next to it, not into the cache."""
     p = require_file(path)
     try:
-        fmt, real = sniff(p)
+        reader, real = sniff(p)
     except PermissionError:
         raise BadInput(p, "permission denied")
     except OSError as err:
         raise BadInput(p, f"cannot be read ({err.strerror or err})")
-    try:
-        reader = importlib.import_module(f"{__name__}.{READERS[fmt]}")
-    except ModuleNotFoundError:
-        raise BadInput(p, f"{fmt} input is not supported by this build")
-    if fmt == "nsys-rep":
-        return reader.read(str(real), display_path=str(p), export_beside=export_beside)
+    if export_beside and "export_beside" in inspect.signature(reader.read).parameters:
+        return reader.read(str(real), display_path=str(p), export_beside=True)
     return reader.read(str(real), display_path=str(p))
+
+
+# The readers, in the order they are asked: each module has SUFFIXES (its file name endings, uncompressed, lower
+# case), DESCRIPTION (the format in words), accepts(head: bytes, path) -> bool (head: the first HEAD_BYTES of the
+# uncompressed content, path: the file as the user named it), read(path, display_path) -> Trace, and optionally
+# rejects(head, path) -> str | None (why a file that looks like its format is not a profile). A new format is one
+# module here plus its name below. Imported here, after cache_dir, which nsys_rep imports from this package.
+from . import kineto_json, nsys_rep, nsys_sqlite  # noqa: E402
+
+READERS = [nsys_sqlite, nsys_rep, kineto_json]

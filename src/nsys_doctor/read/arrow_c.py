@@ -10,6 +10,7 @@ each batch is copied out before it is released (to_numpy, numbers_into).
 from __future__ import annotations
 
 import ctypes as C
+import errno
 
 import numpy as np
 
@@ -55,28 +56,52 @@ class Column:
 
     def buffer(self, i: int, nbytes: int) -> np.ndarray:
         """Bytes 0..nbytes of buffer i as a uint8 view (empty when the producer left it NULL)."""
-        ptr = self._array.buffers[i] if i < self._array.n_buffers else None
+        ptr = self._array.buffers[i] if self._array.buffers and i < self._array.n_buffers else None
         if not ptr or nbytes <= 0:
             return np.zeros(0, np.uint8)
         return np.ctypeslib.as_array((C.c_uint8 * nbytes).from_address(ptr))
 
 
-def _error(stream: _Stream, address: int, rc: int, what: str) -> RuntimeError:
-    msg = stream.get_last_error(address)
-    return RuntimeError(f"Arrow stream {what} failed ({rc}): {msg.decode('utf-8', 'replace') if msg else ''}")
+class StreamError(RuntimeError):
+    """An Arrow stream call returned an error code (the producer's message attached)."""
+
+
+def _error(stream: _Stream, address: int, rc: int, what: str) -> Exception:
+    """The exception for a non-zero return code: MemoryError for ENOMEM (the producer could not allocate a batch,
+    which no fallback can fix), else StreamError."""
+    msg = stream.get_last_error(address) if stream.get_last_error else None
+    text = f"Arrow stream {what} failed ({rc}): {msg.decode('utf-8', 'replace') if msg else ''}"
+    return MemoryError(text) if rc == errno.ENOMEM else StreamError(text)
+
+
+def _children(struct, what: str) -> list:
+    """The child structs of a schema or array; a producer that announces children it did not fill is refused."""
+    n = struct.n_children
+    if n < 0 or (n and not struct.children):
+        raise StreamError(f"Arrow {what} with {n} children and no child pointers")
+    out = []
+    for i in range(n):
+        if not struct.children[i]:
+            raise StreamError(f"Arrow {what} child {i} is NULL")
+        out.append(struct.children[i].contents)
+    return out
 
 
 def batches(address: int):
     """Yield (formats, columns) per batch of the ArrowArrayStream at `address` (its owner releases the stream).
     Formats are Arrow format strings ("l" int64, "g" float64, "u" utf8, "n" null, ...). The columns are valid until
     the next batch is asked for."""
+    if not address:
+        raise StreamError("no Arrow stream (NULL)")
     stream = _Stream.from_address(address)
+    if not (stream.get_schema and stream.get_next):
+        raise StreamError("Arrow stream already released")
     schema = _Schema()
     rc = stream.get_schema(address, C.byref(schema))
     if rc:
         raise _error(stream, address, rc, "get_schema")
     try:
-        formats = [schema.children[i].contents.format.decode("ascii", "replace") for i in range(schema.n_children)]
+        formats = [(c.format or b"?").decode("ascii", "replace") for c in _children(schema, "schema")]
     finally:
         if schema.release:
             _release_schema(schema.release)(C.byref(schema))
@@ -88,7 +113,10 @@ def batches(address: int):
         if not array.release:        # the end of the stream
             return
         try:
-            yield formats, [Column(array.children[i].contents) for i in range(array.n_children)]
+            cols = [Column(c) for c in _children(array, "batch")]
+            if len(cols) != len(formats):
+                raise StreamError(f"Arrow batch of {len(cols)} columns in a stream of {len(formats)}")
+            yield formats, cols
         finally:
             _release_array(array.release)(C.byref(array))
 

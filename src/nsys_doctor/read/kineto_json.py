@@ -7,6 +7,10 @@ api_calls, syncs and ranges. Other cpu_op and python_function events are not ran
 of a training loop; the numbers stay in `meta["profiler_steps"]`.
 Times: `ts`/`dur` are microseconds, in recent traces with three decimals (ns); floats are parsed as text and
 converted exactly (float64 keeps ~0.25 us of a 1.7e15 us timestamp), then re-based to the first event.
+Hostile input: an event whose time is not a finite number of microseconds within int64 ns, whose args are not an
+object or whose pid/tid/cat is not a plain value is skipped and counted (`meta["skipped_events"]`, and a note in the
+report); integers beyond int64 in args read as absent (-1); lone UTF-16 surrogates (`"\ud800"`, valid JSON but not
+encodable as UTF-8) in any string are replaced with U+FFFD, so every string that leaves the reader can be written.
 Ids: nsys-style global ids, process << 24 | thread, from OS ids when they fit in 24 bits and small indexes otherwise,
 so `tid >> 24` is the process as model/requests.py expects. The GPU "process" of a Kineto event is the device, so GPU
 rows get the process of the API call with their correlation id.
@@ -14,9 +18,8 @@ rows get the process of the API call with their correlation id.
 from __future__ import annotations
 
 import gc
-import json
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, DecimalException
 
 import numpy as np
 
@@ -40,6 +43,40 @@ COPY_RE = re.compile(r"Memcpy (\w+)(?: \((\w+) -> (\w+)\))?")
 SYNC_TYPE = {"Event Sync": 1, "Stream Wait Event": 2, "Stream Sync": 3, "Context Sync": 4}   # ENUM_CUPTI_SYNC_TYPE
 NOT_IN_KINETO = "not in PyTorch profiler traces"
 ID_BITS = 24                           # nsys globalTid layout: process above bit 24, thread below
+# Times (us) whose ns fit in int64 with room for the differences and sums the model takes: 2**62 ns is 146 years,
+# beyond any epoch timestamp (1.7e15 us today) and any trace's length.
+MAX_TIME_US = 2**62 // 1000
+INT64_MAX = 2**63 - 1
+PLAIN = (int, str)                     # what a pid or tid may be (Chrome traces use both)
+SURROGATE = re.compile("[\ud800-\udfff]")   # json.loads leaves a lone "\ud800" in a str: not encodable
+
+
+SUFFIXES = (".json",)
+DESCRIPTION = "a PyTorch profiler (Kineto) .json trace"
+SAVED_REPORT_HEAD = re.compile(rb'^\s*\{\s*"(profile|schema_version|kind)"\s*:')   # nsys-doctor's own JSON output
+REPORT_INSTEAD = ("this is an nsys-doctor report, not a profile; use `nsys-doctor diff` or `nsys-doctor check` on "
+                  "saved reports")
+
+
+def accepts(head: bytes, path) -> bool:
+    """A Chrome-trace JSON: an object with a "traceEvents" key in its first bytes (after the header, see
+    read.HEAD_BYTES), or a list of events (the "JSON array format")."""
+    start = head.lstrip()[:1]
+    if start == b"{":
+        return b'"traceEvents"' in head and not SAVED_REPORT_HEAD.match(head)
+    return start == b"[" and b'"ph"' in head
+
+
+def rejects(head: bytes, path) -> str | None:
+    """Why a JSON file is not a trace (None when it is no JSON at all)."""
+    start = head.lstrip()[:1]
+    if start not in (b"{", b"["):
+        return None
+    if SAVED_REPORT_HEAD.match(head):
+        return REPORT_INSTEAD
+    if start == b"[":
+        return "a JSON list that holds no trace events (\"ph\"): not a PyTorch profiler (Chrome trace) file"
+    return "JSON without traceEvents: not a PyTorch profiler (Chrome trace) file"
 
 
 def read(path: str, display_path: str | None = None) -> Trace:
@@ -48,11 +85,12 @@ def read(path: str, display_path: str | None = None) -> Trace:
     events, header = _events(doc, shown)
     try:
         return _Builder(shown, header).build(events)
-    except (ValueError, TypeError, InvalidOperation, OverflowError) as err:
+    except (ValueError, TypeError, DecimalException, OverflowError) as err:
         raise BadInput(shown, f"PyTorch profiler trace with an unreadable event field ({err})")
 
 
 def _load(path: str, shown: str):
+    import json         # here, not at import: read.READERS imports every reader on every run
     gc_was_on = gc.isenabled()
     gc.disable()        # millions of new dicts would trigger full collections: twice as slow with the GC on
     try:
@@ -65,6 +103,8 @@ def _load(path: str, shown: str):
         raise BadInput(shown, "JSON file is not UTF-8 text")
     except RecursionError:
         raise BadInput(shown, "JSON nested too deeply to be a PyTorch profiler trace")
+    except ValueError as err:       # Python refuses integers of more than 4300 digits (int_max_str_digits)
+        raise BadInput(shown, f"JSON with a number too long to read ({str(err).split(':')[0]})")
     finally:
         if gc_was_on:
             gc.enable()
@@ -76,8 +116,7 @@ def _events(doc, shown: str) -> tuple[list, dict]:
         events = doc
     elif isinstance(doc, dict):
         if "schema_version" in doc and "findings" in doc:
-            raise BadInput(shown, "this is an nsys-doctor report, not a profile; use `nsys-doctor diff` or "
-                                  "`nsys-doctor check` on saved reports")
+            raise BadInput(shown, REPORT_INSTEAD)
         if "traceEvents" not in doc:
             raise BadInput(shown, "JSON without traceEvents: not a PyTorch profiler (Chrome trace) file")
         events, header = doc["traceEvents"], doc
@@ -91,7 +130,8 @@ def _events(doc, shown: str) -> tuple[list, dict]:
 
 
 def _ns(v) -> int:
-    """Chrome-trace microseconds (int, or float kept as text) -> int64 ns, exact to the ns."""
+    """Chrome-trace microseconds (int, or float kept as text) -> int64 ns, exact to the ns. Call it on values that
+    `_time_ok` accepted (None reads as 0)."""
     if type(v) is int:
         return v * 1000
     if isinstance(v, str):
@@ -104,18 +144,66 @@ def _ns(v) -> int:
     return int(round(float(v) * 1000))
 
 
-def _int(v, default: int = -1) -> int:
+def _time_ok(v) -> bool:
+    """A time or duration we can use: an int, or a float kept as text, finite and within MAX_TIME_US."""
     if type(v) is int:
-        return v
-    if isinstance(v, str):
+        return -MAX_TIME_US < v < MAX_TIME_US
+    if type(v) is not str:
+        return False
+    head, _, frac = v.partition(".")
+    if len(head) <= 15 and head.isdigit() and frac.isdigit():     # the usual "1700000000000.123"
+        return True
+    try:
+        d = Decimal(v)
+    except DecimalException:
+        return False
+    return d.is_finite() and -MAX_TIME_US < d < MAX_TIME_US
+
+
+def _int(v, default: int = -1) -> int:
+    """An id or count (int, or text of one) -> int within int64; anything else, or beyond int64, -> default."""
+    if type(v) is int:
+        return v if -INT64_MAX <= v <= INT64_MAX else default
+    if isinstance(v, str) and len(v) < 40:     # longer text is no int64 (and int() refuses 4300+ digits)
         try:
-            return int(v)
+            out = int(v)
         except ValueError:
             try:
-                return int(float(v))
+                f = float(v)
             except ValueError:
                 return default
+            if f != f or not -INT64_MAX <= f <= INT64_MAX:
+                return default
+            out = int(f)
+        return out if -INT64_MAX <= out <= INT64_MAX else default
     return default
+
+
+def _clean(s: str) -> str:
+    """A string as it may leave the reader: lone surrogates replaced (see the module docstring)."""
+    return s if s.isascii() else SURROGATE.sub("\ufffd", s)
+
+
+def _clean_json(v):
+    """A header value (any JSON) with every string cleaned; numbers too large to be exact become None."""
+    if isinstance(v, str):
+        return _clean(v)
+    if isinstance(v, dict):
+        return {_clean(str(k)): _clean_json(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_clean_json(x) for x in v]
+    if type(v) is int and not -INT64_MAX <= v <= INT64_MAX:
+        return None
+    return v
+
+
+def _list(v) -> list:
+    return v if type(v) is list else []
+
+
+def _args(e: dict) -> dict:
+    a = e.get("args")
+    return a if type(a) is dict else {}
 
 
 def _product(v) -> int:
@@ -124,10 +212,10 @@ def _product(v) -> int:
         return -1
     p = 1
     for x in v:
-        if type(x) is not int:
+        if type(x) is not int or not 0 <= x <= INT64_MAX:
             return -1
         p *= x
-    return p
+    return p if p <= INT64_MAX else -1
 
 
 def short_kernel_name(full: str) -> str:
@@ -163,6 +251,7 @@ class _Builder:
         by: dict[str, list] = {k: [] for k in ("kernels", "copies", "memsets", "runtime", "driver", "syncs",
                                                "ranges", "gpu_annotations")}
         window, skipped = [], 0
+        self.bad: dict[str, int] = {}     # field -> events skipped for it
         for e in events:
             if type(e) is not dict:
                 skipped += 1
@@ -170,6 +259,11 @@ class _Builder:
             ph = e.get("ph")
             if ph == "X":
                 cat = e.get("cat")
+                if type(cat) is not str:
+                    if cat is not None:
+                        self.bad["cat"] = self.bad.get("cat", 0) + 1
+                        skipped += 1
+                    continue
                 kind = KIND_OF_CAT.get(cat)
                 if kind is None:
                     if cat in CPU_OP_CATS and TORCH_RANGE_RE.match(str(e.get("name", ""))):
@@ -177,20 +271,27 @@ class _Builder:
                     elif cat == "gpu_user_annotation":
                         kind = "gpu_annotations"
                     elif cat == "Trace":
-                        window.append(e)
+                        if self._usable(e):
+                            window.append(e)
                         continue
                     else:
                         continue
                 if "ts" not in e:
                     skipped += 1
                     continue
+                if not self._usable(e):
+                    skipped += 1
+                    continue
                 by[kind].append(e)
             elif ph == "M":
-                args = e.get("args") or {}
+                pid, tid = e.get("pid"), e.get("tid")
+                if not (isinstance(pid, PLAIN) or pid is None) or not (isinstance(tid, PLAIN) or tid is None):
+                    continue
+                args = _args(e)
                 if e.get("name") == "process_name":
-                    self.process_names[e.get("pid")] = str(args.get("name", ""))
+                    self.process_names[pid] = _clean(str(args.get("name", "")))
                 elif e.get("name") == "thread_name":
-                    self.thread_names[(e.get("pid"), e.get("tid"))] = str(args.get("name", ""))
+                    self.thread_names[(pid, tid)] = _clean(str(args.get("name", "")))
         api = by["runtime"] + by["driver"]
         self._ids_for(api + by["ranges"])
         tables = {"api_calls": self._api_calls(by["runtime"], by["driver"]), "ranges": self._ranges(by["ranges"])}
@@ -202,6 +303,24 @@ class _Builder:
         origin = self._rebase(tables, window)
         tables["threads"], tables["processes"] = self._threads(), self._processes()
         return self._trace(tables, origin, window, skipped, len(by["gpu_annotations"]))
+
+    def _usable(self, e: dict) -> bool:
+        """False (and the field counted) when a field the tables need has the wrong type or an impossible value."""
+        why = None
+        if not _time_ok(e.get("ts")):
+            why = "ts"
+        elif "dur" in e and e["dur"] is not None and not _time_ok(e["dur"]):
+            why = "dur"
+        elif "args" in e and e["args"] is not None and type(e["args"]) is not dict:
+            why = "args"
+        elif not isinstance(e.get("pid"), PLAIN) and e.get("pid") is not None:
+            why = "pid"
+        elif not isinstance(e.get("tid"), PLAIN) and e.get("tid") is not None:
+            why = "tid"
+        if why is None:
+            return True
+        self.bad[why] = self.bad.get(why, 0) + 1
+        return False
 
     def _ids_for(self, cpu_events: list) -> None:
         """Global process and thread ids for the CPU events we keep (see the module docstring)."""
@@ -224,7 +343,7 @@ class _Builder:
     def _api_calls(self, runtime: list, driver: list) -> dict:
         evs = runtime + driver
         start, end = self._times(evs)
-        args = [e.get("args") or {} for e in evs]
+        args = [_args(e) for e in evs]
         return {"start_ns": start, "end_ns": end,
                 "tid": np.array([self.tids[(e.get("pid"), e.get("tid"))] for e in evs], np.int64),
                 "correlation": np.array([_int(a.get("correlation")) for a in args], np.int64),
@@ -234,7 +353,7 @@ class _Builder:
 
     def _ranges(self, evs: list) -> dict:
         start, end = self._times(evs)
-        names = [str(e.get("name", "")) for e in evs]
+        names = [_clean(str(e.get("name", ""))) for e in evs]
         self.steps = sorted(int(m.group(1)) for m in map(STEP_RE.match, names) if m)
         return {"start_ns": start, "end_ns": end,
                 "tid": np.array([self.tids[(e.get("pid"), e.get("tid"))] for e in evs], np.int64),
@@ -244,7 +363,7 @@ class _Builder:
 
     def _gpu(self, evs: list, host: "_HostOf", extra: dict) -> dict:
         start, end = self._times(evs)
-        args = [e.get("args") or {} for e in evs]
+        args = [_args(e) for e in evs]
         corr = np.array([_int(a.get("correlation")) for a in args], np.int64)
         out = {"start_ns": start, "end_ns": end,
                "device": np.array([_int(a.get("device"), _int(e.get("pid"), 0)) for a, e in zip(args, evs)],
@@ -292,7 +411,7 @@ class _Builder:
     def _rebase(self, tables: dict, window: list) -> int:
         """Times since the earliest event (or the profiler's own window, whichever is first)."""
         firsts = [int(t["start_ns"].min()) for t in tables.values() if len(t["start_ns"])]
-        firsts += [_ns(w["ts"]) for w in window if "ts" in w]
+        firsts += [_ns(w["ts"]) for w in window]
         origin = min(firsts) if firsts else 0
         for t in tables.values():
             t["start_ns"] -= origin
@@ -318,7 +437,7 @@ class _Builder:
 
     # ------------------------------------------------------------------------------------------------ the trace
     def _trace(self, tables: dict, origin: int, window: list, skipped: int, gpu_annotations: int) -> Trace:
-        strings = _Strings({i: s for s, i in self.ids.items()})
+        strings = _Strings({i: _clean(s) for s, i in self.ids.items()})
         t = Trace(path=self.shown, source="kineto-json", strings=strings.__getitem__)
         t.enums = {k: dict(v) for k, v in DEFAULT_ENUMS.items()}
         counts = {name: len(tab["start_ns"] if "start_ns" in tab else tab["tid"] if "tid" in tab else tab["pid"])
@@ -339,24 +458,28 @@ class _Builder:
                                   "prof.step() for ProfilerStep ranges)")
         for name in ("os_calls", "sched", "samples", "callchains", "os_callchains", "gpu_metrics"):
             t.absent[name] = NOT_IN_KINETO
-        h = self.header
+        h = {k: _clean_json(v) for k, v in self.header.items() if k != "traceEvents"}
         ends = [int(tab["end_ns"].max()) for tab in tables.values() if "end_ns" in tab and len(tab["end_ns"])]
-        ends += [_ns(w["ts"]) + _ns(w.get("dur", 0)) - origin for w in window if "ts" in w]
+        ends += [_ns(w["ts"]) + _ns(w.get("dur", 0)) - origin for w in window]
         t.meta = {
             "kineto_schema_version": h.get("schemaVersion"), "trace_name": h.get("traceName"),
             "display_time_unit": h.get("displayTimeUnit"),
             "base_time_ns": _int(h.get("baseTimeNanoseconds"), 0) or None,
             "time_origin_ns": origin,       # ns on the trace's own clock (since base_time_ns when that is given)
             "capture_start_ns": 0, "capture_end_ns": max(ends) if ends else 0,
-            "gpus": [{"name": d.get("name"), "memory_bandwidth_Bps": None, "sm_count": d.get("numSms"),
-                      "id": d.get("id"), "memory_bytes": d.get("totalGlobalMem"),
+            "gpus": [{"name": str(d.get("name") or "GPU"), "memory_bandwidth_Bps": None,
+                      "sm_count": _int(d.get("numSms"), None), "id": _int(d.get("id"), None),
+                      "memory_bytes": _int(d.get("totalGlobalMem"), None),
                       "compute_capability": f"{d.get('computeMajor')}.{d.get('computeMinor')}"}
-                     for d in h.get("deviceProperties") or [] if isinstance(d, dict)],
+                     for d in _list(h.get("deviceProperties")) if isinstance(d, dict)],
             "distributed": h.get("distributedInfo"),
             "cuda_runtime_version": h.get("cuda_runtime_version"), "cuda_driver_version": h.get("cuda_driver_version"),
             "profiler_steps": getattr(self, "steps", []), "range_renames": {"ProfilerStep#<N>": STEP_RANGE},
             "gpu_annotations": gpu_annotations, "skipped_events": skipped, "counts": counts,
         }
+        if self.bad:
+            t.meta["notes"] = [f"{sum(self.bad.values())} events skipped, with a field that cannot be read: " + ", ".join(
+                f"{n} {k}" for k, n in sorted(self.bad.items(), key=lambda x: -x[1]))]
         return t
 
 
@@ -382,8 +505,8 @@ class _HostOf:
 def _stream_of(tid) -> int:
     """GPU tid is the stream: 7 or 'stream 7'."""
     if type(tid) is int:
-        return tid
-    m = re.search(r"(\d+)", str(tid))
+        return tid if -INT64_MAX <= tid <= INT64_MAX else -1
+    m = re.search(r"(\d{1,18})", str(tid))
     return int(m.group(1)) if m else -1
 
 

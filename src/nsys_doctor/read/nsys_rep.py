@@ -14,16 +14,34 @@ import re
 import stat
 
 from ..errors import BadInput, ToolMissing
-from ..system.nsys import HOW_TO_GET_NSYS, export_sqlite, find_nsys
-from . import SQLITE_MAGIC, cache, nsys_sqlite
+from . import cache, nsys_sqlite
+from .nsys_sqlite import SQLITE_MAGIC
+
+SUFFIXES = (".nsys-rep", ".qdrep")
+DESCRIPTION = "an .nsys-rep/.qdrep report"
+
+
+def accepts(head: bytes, path) -> bool:
+    """By name: the report format is nsys's own (nsys export reads it); a .gz/.xz of one is expanded first."""
+    name = os.fspath(path).lower()
+    for packed in (".gz", ".xz"):
+        name = name.removesuffix(packed)
+    return name.endswith(SUFFIXES)
 
 
 def _nsys(report: pathlib.Path) -> str:
+    # here, not at import: read.READERS imports every reader on every run, and few runs export a report
+    from ..system.nsys import HOW_TO_GET_NSYS, find_nsys
     nsys = find_nsys()
     if not nsys:
         raise ToolMissing(report, f"a {report.suffix} report must be exported to SQLite first and no nsys was "
                                   f"found; {HOW_TO_GET_NSYS} (or run `nsys export --type sqlite` where it is)")
     return nsys
+
+
+def export_sqlite(nsys: str, src, out, overwrite: bool = True) -> None:
+    from ..system import nsys as nsys_tool
+    nsys_tool.export_sqlite(nsys, src, out, overwrite=overwrite)
 
 
 def _beside(report: pathlib.Path, src: pathlib.Path) -> pathlib.Path:

@@ -5,7 +5,12 @@ we probe for them instead of trusting version strings. Enum meanings come from t
 """
 from __future__ import annotations
 
+import os
+import pathlib
+import shutil
 import sqlite3
+import tempfile
+from typing import Callable
 
 import numpy as np
 
@@ -13,6 +18,16 @@ from ..errors import BadInput
 from ..model.columns import GPU_METRICS_USED, TABLES
 from ..model.trace import LazyTable, Trace, table_len
 from .sqlfetch import Fetcher, _num, _text
+
+SUFFIXES = (".sqlite",)
+DESCRIPTION = "an Nsight Systems .sqlite export"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def accepts(head: bytes, path) -> bool:
+    """Any SQLite database: one that is not an export is refused by read() with the reason."""
+    return head.startswith(SQLITE_MAGIC)
+
 
 # Tables that carry CUDA activity. A file with none of these and no NVTX is not something we can analyse.
 ACTIVITY_TABLES = ("CUPTI_ACTIVITY_KIND_KERNEL", "CUPTI_ACTIVITY_KIND_MEMCPY", "CUPTI_ACTIVITY_KIND_RUNTIME",
@@ -30,6 +45,39 @@ NVTX_PUSH_POP, NVTX_START_END, NVTX_DOMAIN_CREATE = 59, 60, 75   # ENUM_NSYS_EVE
 # A time beyond 2**53 ns (104 days) from capture start is damage, not data: clamped so that end - start and sums of
 # durations cannot wrap around int64 in the model.
 MAX_TIME_NS = 2**53
+# Columns of each export table, by what their absence does. REQUIRED: a measurement needs them (times, the
+# correlation ids that tie GPU work to its launch, the calling thread, the API name); a table of GPU work, API calls
+# or NVTX ranges without one is refused, since the reader would fill it with -1 and measure nonsense (a kernel
+# table without `end` gave exit 0 and another headline); any other table without one is left out as absent. One of
+# each ALTERNATIVES group is needed. OPTIONAL: read as -1 (or the default named in the reader) when absent, and
+# listed in Trace.absent as "table.column" and in a note. Present in every export of ../shared (79 files, nsys
+# 2022.1-2025.3) except SCHED_EVENTS threadState/threadBlock in two of them.
+COLUMNS = {   # export table -> (model table, required, optional, alternatives)
+    "CUPTI_ACTIVITY_KIND_KERNEL": ("kernels", ("start", "end", "correlationId", "deviceId", "streamId"),
+                                   ("globalPid", "graphNodeId", "demangledName", "gridX", "gridY", "gridZ", "blockX",
+                                    "blockY", "blockZ", "registersPerThread"), (("shortName", "demangledName"),)),
+    "CUPTI_ACTIVITY_KIND_MEMCPY": ("copies", ("start", "end", "correlationId", "deviceId", "streamId"),
+                                   ("globalPid", "bytes", "copyKind", "srcKind", "dstKind"), ()),
+    "CUPTI_ACTIVITY_KIND_MEMSET": ("memsets", ("start", "end", "correlationId", "deviceId", "streamId"),
+                                   ("globalPid", "bytes"), ()),
+    "CUPTI_ACTIVITY_KIND_GRAPH_TRACE": ("graphs", ("start", "end", "correlationId", "deviceId", "streamId"),
+                                        ("globalPid", "graphId"), ()),
+    "CUPTI_ACTIVITY_KIND_SYNCHRONIZATION": ("syncs", ("start", "end", "correlationId"),
+                                            ("streamId", "globalPid", "syncType"), ()),
+    "CUPTI_ACTIVITY_KIND_RUNTIME": ("api_calls", ("start", "end", "correlationId", "globalTid", "nameId"),
+                                    ("eventClass", "callchainId"), ()),
+    "NVTX_EVENTS": ("ranges", ("start", "end", "globalTid"), ("domainId", "eventType"), (("text", "textId"),)),
+    "OSRT_API": ("os_calls", ("start", "end", "globalTid", "nameId"), ("callchainId",), ()),
+    "SCHED_EVENTS": ("sched", ("start", "globalTid", "isSchedIn"), ("cpu", "threadState", "threadBlock"), ()),
+    "COMPOSITE_EVENTS": ("samples", ("start", "globalTid", "id"), ("cpu",), ()),
+    "SAMPLING_CALLCHAINS": ("callchains", ("id", "stackDepth", "symbol"), ("module",), ()),
+    "OSRT_CALLCHAINS": ("os_callchains", ("id", "stackDepth", "symbol"), ("module",), ()),
+    "GPU_METRICS": ("gpu_metrics", ("timestamp", "metricId", "value"), ("typeId",), ()),
+    "ThreadNames": ("threads", ("globalTid", "nameId"), (), ()),
+    "PROCESSES": ("processes", ("globalPid",), ("pid", "name"), ()),
+}
+REFUSED_WITHOUT = ("kernels", "copies", "memsets", "graphs", "syncs", "api_calls", "ranges")
+WAL_MODE = 2       # byte 18 of the SQLite header (read version): 2 in a WAL-mode database
 # SQLite's message about a damaged schema can carry the damage (invalid UTF-8), and Python then fails to decode
 # the message itself: that is a damaged file too
 DB_ERRORS = (sqlite3.DatabaseError, UnicodeDecodeError)
@@ -38,9 +86,12 @@ DB_ERRORS = (sqlite3.DatabaseError, UnicodeDecodeError)
 def read(path: str, display_path: str | None = None) -> Trace:
     shown = display_path or path
     f = None
+    path, wal_note, cleanup = _with_wal(path, shown)
     try:
         try:
             f = Fetcher(path)
+            if cleanup:
+                f.on_close.append(cleanup)
             tables = {name: _columns(f.db, name) for (name,) in
                       f.db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()}
         except DB_ERRORS as err:
@@ -52,11 +103,51 @@ def read(path: str, display_path: str | None = None) -> Trace:
             raise BadInput(shown, "SQLite file is not an Nsight Systems export "
                                   "(no StringIds, CUPTI, NVTX or OSRT tables)")
         r = _Reader(f, tables, shown)
-        return r.trace()
+        t = r.trace()
+        if wal_note:
+            t.meta.setdefault("notes", []).insert(0, wal_note)
+        return t
     except BaseException:
         if f is not None:      # its connections (sqlite3 and ADBC) are not left for the collector: fleet mode
             f.close()          # reads thousands of files in one process
+        elif cleanup:
+            cleanup()
         raise
+
+
+def _with_wal(path: str, shown: str) -> tuple[str, str | None, Callable[[], None] | None]:
+    """A WAL-mode database whose last commits are still in its `-wal` file beside it: immutable=1 (sqlfetch) would
+    read it without them. Copy both into a private temporary folder and fold the log into the copy there (the
+    user's files are only read: no checkpoint, no -shm beside them) -> (path to read, note, cleanup), or the path
+    as it is when there is no such log. A copy that fails leaves the log out, and the note says so."""
+    wal = pathlib.Path(path + "-wal")
+    try:
+        if not wal.is_file() or wal.stat().st_size == 0:
+            return path, None, None
+        with open(path, "rb") as fh:
+            header = fh.read(20)
+    except OSError:
+        return path, None, None
+    if len(header) < 20 or header[18] != WAL_MODE:    # not a WAL database: SQLite itself would ignore the file
+        return path, None, None
+    folder = None
+    try:
+        folder = tempfile.mkdtemp(prefix="nsys-doctor-wal-")     # 0700, a fresh name
+        copy = os.path.join(folder, "export.sqlite")
+        shutil.copyfile(path, copy)
+        shutil.copyfile(wal, copy + "-wal")
+        db = sqlite3.connect(copy)
+        try:
+            db.execute("PRAGMA journal_mode=DELETE")      # checkpoints the copy's log into the copy
+        finally:
+            db.close()
+    except (OSError, sqlite3.Error) as err:
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+        return path, (f"its -wal file ({wal.stat().st_size} bytes of commits not yet in the database) was ignored: "
+                      f"it could not be read from a private copy ({err})"), None
+    return copy, (f"read with the commits of its -wal file ({wal.stat().st_size} bytes), folded into a private "
+                  "copy; the files beside it were not changed"), lambda: shutil.rmtree(folder, ignore_errors=True)
 
 
 def _columns(db, table: str) -> set[str]:
@@ -147,7 +238,10 @@ class _Reader:
                   "samples": "COMPOSITE_EVENTS", "callchains": "SAMPLING_CALLCHAINS",
                   "os_callchains": "OSRT_CALLCHAINS", "gpu_metrics": "GPU_METRICS", "threads": "ThreadNames",
                   "processes": "PROCESSES"}
+        unread = self._check_columns(t)
         for name, loader in specs.items():
+            if name in unread:
+                continue
             if self.nonempty(source[name]):
                 t.loaders[name] = loader
             elif source[name] not in self.tables and TABLES[name]["absent_flag"]:
@@ -163,6 +257,35 @@ class _Reader:
         t.count_rows = count
         t.meta["tables"] = sorted(self.tables)
         return t
+
+    def _check_columns(self, t: Trace) -> set[str]:
+        """Refuse an export whose GPU work, API calls or ranges lack a column a measurement needs; list the model
+        tables left out for a missing column (returned) and the optional columns read as defaults (COLUMNS)."""
+        unread, defaulted = set(), []
+        for table, (model, required, optional, alternatives) in COLUMNS.items():
+            have = self.tables.get(table)
+            if have is None or not self.nonempty(table):
+                continue
+            missing = [c for c in required if c not in have]
+            missing += [" or ".join(group) for group in alternatives if not any(c in have for c in group)]
+            if missing and model in REFUSED_WITHOUT:
+                raise BadInput(self.shown, f"table {table} has no {', '.join(missing)} column, which measuring "
+                                           f"its rows needs; the export is damaged or not from nsys")
+            if missing:
+                unread.add(model)
+                t.absent[model] = f"not read: table {table} has no {', '.join(missing)} column"
+                continue
+            for c in optional:
+                if c not in have:
+                    defaulted.append(f"{table}.{c}")
+                    t.absent[f"{model}.{c}"] = f"no {c} column in {table}: read as unknown"
+        if "StringIds" in self.tables and not self.has("StringIds", "id", "value"):
+            raise BadInput(self.shown, "table StringIds has no id or value column: no name in the export can be "
+                                       "read; the export is damaged or not from nsys")
+        if defaulted:
+            t.meta.setdefault("notes", []).append(
+                "columns this export does not have, read as unknown: " + ", ".join(defaulted))
+        return unread
 
     def _strings(self) -> "_Strings":
         if not self.has("StringIds", "id", "value"):

@@ -3,7 +3,8 @@
 Python's sqlite3 builds a tuple per row, about 8x slower than SQLite's own scan (launch_bound: 0.17 s against
 0.022 s for 120k kernels); the ADBC SQLite driver hands back Arrow columns built in C (0.04 s), which numpy copies
 out of the Arrow C stream (arrow_c.py). ADBC infers a column's type from its first rows, so a hostile file with
-mixed types can fail there: we then fall back to sqlite3.
+mixed types can fail there: we then fall back to sqlite3, for those errors only (FALLBACK_ERRORS); anything else is
+a bug and is raised, not hidden behind a 3x slower read. Every fallback is logged in `Fetcher.fallbacks`.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import os
 import pathlib
 import sqlite3
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
@@ -22,7 +23,14 @@ try:  # optional fast path; the reader works without it. ADBC's low-level API: i
     import adbc_driver_manager as _adbc_dm
     import adbc_driver_sqlite as _adbc
 except ImportError:  # pragma: no cover - exercised only where it is missing
-    _adbc = None
+    _adbc = _adbc_dm = None
+
+# What the fast path may legitimately fail with on a file that sqlite3 still reads: the driver's own errors (a type
+# that changes mid-column, a driver limit), a failed Arrow stream call, and arrow_c's refusals of a column (text or
+# fractional REALs in an integer column, a short buffer). MemoryError and bugs (KeyError, AttributeError...) are not
+# in the list: they are raised.
+DRIVER_ERRORS = (_adbc_dm.Error,) if _adbc_dm is not None else ()
+FALLBACK_ERRORS = DRIVER_ERRORS + (arrow_c.StreamError, TypeError, ValueError)
 
 BATCH_ROWS = 262_144   # rows per Arrow batch from the ADBC SQLite driver
 INT_NULL = -1       # integer NULLs become -1: every id and time in an export is >= 0
@@ -33,6 +41,13 @@ SLICE_ROWS = 1 << 15     # rows per slice at least: below, a slice costs more in
 MAX_SLICES = READ_THREADS    # one per thread (two per thread measured no better on launch_bound x1 or x40)
 MAX_SPAN = 1 << 28   # rowid spans beyond this (gaps in a damaged file) are read whole: no span-sized buffers
 SHRINK = 0.75    # a sliced result below this share of its rowid span is copied out of the span-sized buffer
+# The ADBC SQLite driver (1.13) crashes the process (SIGSEGV in ArrowBufferReset) when an allocation fails while it
+# builds a batch: under `ulimit -v 150-190 MB` on launch_bound, for example. So a query goes to the driver only while
+# the process can still map this much more (per reading thread); with less, sqlite3 reads it, where a failed
+# allocation is a MemoryError. 64 MiB: a batch of BATCH_ROWS rows is 2 MiB per column, buffers grow by doubling and
+# the slices' queries select up to 8 columns; under limits of 100-300 MB in steps of 5 MB no run crashed with it
+# (tests/robustness/test_low_memory.py).
+DRIVER_HEADROOM = 64 << 20
 
 
 def readonly_uri(path: str) -> str:
@@ -63,6 +78,8 @@ class Fetcher:
         self._conns: list = []          # every ADBC connection opened, closed together
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False
+        self.fallbacks: list[str] = []  # why a query left the fast path (the error), one entry each time
+        self.on_close: list = []        # called after the connections are closed (a private copy's removal)
         self.fast = _adbc is not None and self._adbc_conn() is not None
 
     def _adbc_conn(self):
@@ -78,7 +95,9 @@ class Fetcher:
                 conn = _adbc_dm.AdbcConnection(db)
                 with self._lock:
                     self._conns.insert(0, conn)      # connections close before their database
-            except Exception:
+            except DRIVER_ERRORS + (OSError,) as err:   # no driver library, or it cannot open the file
+                with self._lock:
+                    self.fallbacks.append(f"no ADBC connection: {type(err).__name__}: {err}")
                 conn = None
             self._local.adbc = conn
         return conn
@@ -93,9 +112,12 @@ class Fetcher:
         for conn in self._conns:
             try:
                 conn.close()
-            except Exception:
-                pass
+            except DRIVER_ERRORS:
+                pass        # already closed, or a statement still open on it: the process is done with it
         self._conns = []
+        callbacks, self.on_close = self.on_close, []
+        for done in callbacks:
+            done()
 
     def columns(self, sql: str, names: list[str], text: tuple[str, ...] = (), floats: tuple[str, ...] = (),
                 params: tuple = (), table: str | None = None, where: str = "") -> dict[str, np.ndarray]:
@@ -104,19 +126,24 @@ class Fetcher:
         slices on several threads and put back together in rowid order, the order of a plain scan."""
         full = f"{sql} WHERE {where}" if where else sql
         self.log.append(full)
-        if self.fast and not params:
-            if table and READ_THREADS > 1:
+        room = _room_for_driver()
+        if self.fast and not params and room >= DRIVER_HEADROOM:
+            if table and READ_THREADS > 1 and room >= READ_THREADS * DRIVER_HEADROOM:
                 try:
                     sliced = self._columns_sliced(sql, where, table, names, text, floats)
                     if sliced is not None:
                         return sliced
-                except Exception:
-                    pass  # the whole query below says what is wrong, or reads what the slices could not
+                except FALLBACK_ERRORS as err:  # the whole query below reads what the slices could not
+                    self._fell_back("slices", full, err)
             try:
                 return self._columns_adbc(full, names, text, floats)
-            except Exception:
-                pass  # mixed types or a driver limit: the slower path handles anything SQLite returns
+            except FALLBACK_ERRORS as err:  # mixed types or a driver limit: sqlite3 handles anything SQLite returns
+                self._fell_back("query", full, err)
         return self._columns_sqlite(full, names, text, floats, params)
+
+    def _fell_back(self, what: str, sql: str, err: BaseException) -> None:
+        with self._lock:
+            self.fallbacks.append(f"{what}: {type(err).__name__}: {err} ({sql[:120]})")
 
     def _columns_sliced(self, sql, where, table, names, text, floats):
         """Rows come in rowid order and rowids are unique, so a slice of rowids [a, b) holds at most b - a rows:
@@ -135,13 +162,27 @@ class Fetcher:
         bounds = [lo + span * k // n for k in range(n)] + [hi + 1]
         cond = f"({where}) AND " if where else ""
         out = {name: np.empty(span, np.float64 if name in floats else np.int64) for name in names}
+        if _room_for_driver() < n * DRIVER_HEADROOM:
+            return None         # the output took the room the threads' batches need: one query instead
+        jobs = []
         with self._lock:
             if self._closed:
                 return None
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="nsys-doctor-read")
-            jobs = [self._pool.submit(self._read_slice, f"{sql} WHERE {cond}rowid >= {a} AND rowid < {b}", names,
-                                      floats, out, a - lo, b - a) for a, b in zip(bounds, bounds[1:])]
+            try:
+                for a, b in zip(bounds, bounds[1:]):
+                    jobs.append(self._pool.submit(self._read_slice, f"{sql} WHERE {cond}rowid >= {a} AND rowid < {b}",
+                                                  names, floats, out, a - lo, b - a))
+            except RuntimeError:        # "can't start new thread": no memory left for its stack
+                started = False
+            else:
+                started = True
+        wait(jobs)      # every slice has stopped writing into `out` before an error of one is raised
+        if not started:
+            for job in jobs:
+                job.result()
+            return None          # read as one query on this thread
         rows = [job.result() for job in jobs]
         dest = 0
         for a, k in zip(bounds, rows):
@@ -171,13 +212,13 @@ class Fetcher:
     def _statement(self, sql):
         conn = self._adbc_conn()
         if conn is None:
-            raise RuntimeError("no ADBC connection in this thread")
+            raise arrow_c.StreamError("no ADBC connection in this thread")
         stmt = _adbc_dm.AdbcStatement(conn)
         try:
             try:   # the driver's default of 1024 rows per batch costs ~15% on 10M-row tables (launch_bound x40)
                 stmt.set_options(**{"adbc.sqlite.query.batch_rows": str(BATCH_ROWS)})
-            except Exception:
-                pass
+            except DRIVER_ERRORS:
+                pass        # a driver without the option: its default batch size
             stmt.set_sql_query(sql)
         except BaseException:
             stmt.close()
@@ -215,6 +256,22 @@ class Fetcher:
             else:
                 out[name] = np.array([_int(v) for v in vals], dtype=np.int64)
         return out
+
+
+def _room_for_driver() -> float:
+    """Bytes this process may still map under its address-space limit (ulimit -v: RLIMIT_AS, or RLIMIT_DATA);
+    infinite when there is none (the usual case: two getrlimit calls)."""
+    import resource
+    limits = [lim for lim in (resource.getrlimit(resource.RLIMIT_AS)[0], resource.getrlimit(resource.RLIMIT_DATA)[0])
+              if lim != resource.RLIM_INFINITY]
+    if not limits:
+        return float("inf")
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0.0          # a limit and no way to see how close we are: the safe path
+    return float(min(limits) - mapped)
 
 
 @functools.lru_cache(maxsize=1)
