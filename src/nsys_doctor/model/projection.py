@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .arrays import distinct_ids, uniq
+from .arrays import distinct_ids, is_sorted, uniq
 from .intervals import union
 from .trace import Table, Trace, table_len
 
@@ -97,10 +97,6 @@ def gpu_busy_union(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
         a.flags.writeable = False
     trace._cache["_gpu_busy_union"] = out
     return out
-
-
-def is_sorted(a: np.ndarray) -> bool:
-    return len(a) < 2 or bool((a[1:] >= a[:-1]).all())
 
 
 def pid_of(tid: np.ndarray) -> np.ndarray:
