@@ -63,10 +63,6 @@ class Report:
     timeline: dict[str, Any] = field(default_factory=dict)     # excerpts of the timeline the findings cite (HTML)
     schema_version: str = SCHEMA_VERSION
 
-    def ranked(self) -> "Report":
-        self.findings.sort(key=lambda f: (-f.impact_ms, SEVERITIES.index(f.severity)))
-        return self
-
     def to_dict(self) -> dict[str, Any]:
         # findings become plain dicts; the rest is already plain data and is shared, not deep-copied (the
         # timeline alone holds tens of thousands of events)

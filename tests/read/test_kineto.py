@@ -16,8 +16,7 @@ import pytest
 
 from nsys_doctor.analysis import analyze
 from nsys_doctor.errors import BadInput, NoData
-from nsys_doctor.read import open_trace
-from tests.conftest import EXTERNAL
+from tests.conftest import EXTERNAL, analysed, opened
 
 KINETO = EXTERNAL / "kineto"
 STEP = "ProfilerStep#*"
@@ -45,8 +44,6 @@ EXPECTED = {
 }
 RANGE_CATS = ("user_annotation", "cpu_op", "Operator")   # record_function ranges; Operator in 2020 traces
 
-_REPORTS: dict = {}
-_TRACES: dict = {}
 
 
 def kineto(name: str):
@@ -70,15 +67,11 @@ def events(name: str, exact: bool = False) -> list[dict]:
 
 
 def trace(name: str):
-    if name not in _TRACES:
-        _TRACES[name] = open_trace(kineto(name))
-    return _TRACES[name]
+    return opened(kineto(name))        # parsed once per session (conftest), shared with report() and test_compare
 
 
 def report(name: str):
-    if name not in _REPORTS:
-        _REPORTS[name] = analyze(kineto(name))
-    return _REPORTS[name]
+    return analysed(kineto(name))
 
 
 def json_ranges(evs: list[dict], range_name: str) -> list[dict]:

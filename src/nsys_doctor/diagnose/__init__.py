@@ -2,11 +2,11 @@
 change, finding, diagnose).
 
 A new diagnosis is one new module in this folder plus its import and its place in DIAGNOSES below (a misspelt name
-fails at import). `diagnose_all` runs them all over one
-Context (the trace and its requests), keeps every finding, and ranks by impact. They run on a few threads: numpy
-lets go of the GIL in their sweeps, so two diagnoses on two cores take about the time of the longer one
-(launch_bound x40: 2.65 s one after another, 1.49 s on two threads). Intermediate results they share go through
-`ctx.once`, which computes each once whichever thread asks first.
+fails at import). `diagnose_all` runs them all over one Context (the trace and its requests), keeps every finding,
+and ranks by impact. They run on a few threads: numpy lets go of the GIL in their sweeps, so two diagnoses on two
+cores take about the time of the longer one (launch_bound x40 of benchmarks/make_large.py: 2.65 s one after
+another, 1.49 s on two threads). Intermediate results they share go through `ctx.once`, which computes each once
+whichever thread asks first.
 """
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ MIN_SAMPLE_CONFIRM = 0.5      # samples must cover half of the remainder to trus
                               # (cpu_preproc: 47 samples x 2 ms = 94 ms vs 89 ms remainder)
 CATEGORIES = ("cpu_preprocessing", "cpu_postprocessing")
 NEEDS = ("api_calls", "os_calls", "sched", "samples", "callchains", "ranges")
+TOP_PHASES = 3                # nested NVTX ranges named in the evidence
 WAIT_NOTE_MS = 0.1            # blocked time in the window (locks, sleep, I/O) worth a note pointing elsewhere
 
 PHASES = {"cpu_preprocessing": ("before its first GPU launch", "pre-processing"),
@@ -81,7 +82,7 @@ def nested_phases(ctx, lo: np.ndarray, hi: np.ndarray) -> list[dict]:
         return []
     names, inv = np.unique(r["name"][ok].astype(str), return_inverse=True)
     tot = np.bincount(inv, weights=(r["end_ns"][ok] - r["start_ns"][ok]).astype(float))
-    order = np.argsort(-tot)[:3]
+    order = np.argsort(-tot)[:TOP_PHASES]
     return [{"range": str(names[k]), "ms_per_request": round(float(tot[k]) / len(m) / 1e6, 3)} for k in order]
 
 
@@ -129,7 +130,8 @@ def _phase(ctx, cat: str, lo: np.ndarray, hi: np.ndarray, period: int) -> Phase 
     if saving < MIN_SAVING_NS or 100.0 * saving / ctx.mean_latency_ns < MIN_SAVING_PCT:
         return None
     funcs, nsamp = cs.hot_functions(trace, req.table["tid"][m], lo[m], hi[m])
-    return Phase(category=cat, rows=m, tid=req.table["tid"], lo=lo, hi=hi, full=full, idle=idle, saving=saving, confirm=confirm,
+    return Phase(category=cat, rows=m, tid=req.table["tid"], lo=lo, hi=hi, full=full, idle=idle, saving=saving,
+                 confirm=confirm,
                  sample_cover=cover, funcs=funcs, samples=nsamp, nvtx=nested_phases(ctx, lo, hi))
 
 

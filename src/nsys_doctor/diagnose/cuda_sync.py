@@ -68,8 +68,9 @@ def _by_call(trace, rows_name_id: np.ndarray, n_req: int):
     n_of: dict[str, int] = {}
     for nm, c in zip((base_name(trace.name(i)) for i in uid), np.bincount(inv, minlength=len(uid)).tolist()):
         n_of[nm] = n_of.get(nm, 0) + c
+    # most first, ties by name (a set's order of strings changes from run to run with the hash seed)
     by_api = {str(nm): round(float(n_of[nm]) / n_req, 2)
-              for nm in sorted(set(names.tolist()), key=lambda x: -n_of[x])}
+              for nm in sorted(set(names.tolist()), key=lambda x: (-n_of[x], x))}
     return names, by_api
 
 

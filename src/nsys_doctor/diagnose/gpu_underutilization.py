@@ -3,8 +3,9 @@
 Every ns the device idles during a request is charged to what the serving thread was doing at that moment
 (model/activity.py): running its own code, inside a launch, a sync or a copy call, blocked on a lock, off the CPU while
 runnable, or blocked in sleep / file or socket I/O (data loading). Runs last: causes that another finding already
-names (cpu_processing, launch_overhead, cuda_sync, memory_transfer, thread_contention) are left to it; what remains, typically a
-request that sleeps or reads its input before the GPU can start, is this finding, with the cause breakdown.
+names (cpu_processing, launch_overhead, cuda_sync, memory_transfer, thread_contention) are left to it; what remains,
+typically a request that sleeps or reads its input before the GPU can start, is this finding, with the cause
+breakdown. Decisions are made on pool ids (POOLS), never on the words shown.
 """
 from __future__ import annotations
 
