@@ -27,3 +27,20 @@ def test_a_misspelt_command_fails_at_once(monkeypatch):
 def test_only_the_named_command_is_built():
     parser = cli.build_parser("analyze")
     assert set(parser._subparsers._group_actions[0].choices) == {"analyze"}
+
+
+def test_python_m_behaves_as_the_console_script(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from ..conftest import zoo
+    script = os.path.join(os.path.dirname(sys.executable), "nsys-doctor")
+    if not os.path.exists(script):
+        pytest.skip("the console script is not installed next to this Python")
+    path = str(zoo("sync_heavy"))
+    for args, code in (([path, "--format", "json"], 0), ([str(tmp_path / "missing.sqlite")], 2)):
+        a = subprocess.run([script, "analyze", *args], capture_output=True, text=True)
+        b = subprocess.run([sys.executable, "-m", "nsys_doctor", "analyze", *args], capture_output=True, text=True)
+        assert a.returncode == b.returncode == code
+        assert a.stdout == b.stdout and a.stderr == b.stderr
