@@ -32,6 +32,7 @@ EXPOSED_HIDEABLE_SHARE = 0.25  # of exposed transfer time that overlap (async co
 IMBALANCE_TITLE_SHARE = 0.5 # the title names imbalance when waiting for the slowest rank is half the exposed time or more
 SLOW_FACTOR = 2.0           # one rank only: an instance over 2x the fastest instance of the same kernel is likely
                             # waiting for a peer (tp_balanced_rank0: p90/min 1.5 of all-reduce durations)
+MAX_DEVICES = 1024          # a rank is (process, device): devices per process below this (CUDA numbers them 0..N-1)
 PTOP = 10                   # ENUM_CUDA_MEMCPY_OPER peer-to-peer when the profile has no enum table
 
 CATEGORIES = ("communication",)
@@ -125,7 +126,7 @@ def measure(ctx) -> Measurement | None:
     m = req >= w
     dur = (k["end_ns"] - k["start_ns"])[coll]
     exposed = _exposed(k, coll, is_coll, dur)
-    rank = (k["pid"][coll].astype(np.int64) >> 24) * 1024 + k["device"][coll].astype(np.int64)
+    rank = trace.ids.process_key(k["pid"][coll]) * MAX_DEVICES + k["device"][coll].astype(np.int64)
     wait, info = _rank_waits(k, coll, rank)
     single = info["ranks"] < 2
     likely = _likely_waits(k, coll, m, dur) if single else np.zeros(len(coll), np.int64)
@@ -174,11 +175,14 @@ def _numbers(ctx, m: Measurement) -> dict:
             numbers[key] = info[key]
     if not m.single:   # which rank waits: per rank, wait per request of that rank
         rows_rank = m.rank[mm]
+        pids = k["pid"][coll][mm]
         waits = {}
         for r in uniq(rows_rank):
-            reqs = len(uniq(req[mm][rows_rank == r]))
-            waits[f"pid {int(r) // 1024 & 0xFFFFFF} GPU {int(r) % 1024}"] = round(
-                float(m.wait[mm][rows_rank == r].sum()) / max(reqs, 1) / 1e6, 3)
+            mine = rows_rank == r
+            reqs = len(uniq(req[mm][mine]))
+            pid = trace.ids.os_pid(int(pids[np.argmax(mine)]))
+            waits[f"pid {pid} GPU {int(r) % MAX_DEVICES}"] = round(
+                float(m.wait[mm][mine].sum()) / max(reqs, 1) / 1e6, 3)
         numbers["wait_ms_per_request_by_rank"] = waits
     else:
         numbers["likely_peer_wait_ms_per_request"] = round(float(per(m.likely).mean()) / 1e6, 3)

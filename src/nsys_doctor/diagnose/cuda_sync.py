@@ -175,9 +175,9 @@ def _sync_types(ctx, rows: np.ndarray) -> dict[str, float]:
     if table_len(sy) == 0 or len(rows) == 0:
         return {}
     api = trace.table("api_calls")
-    key = corr_key(api["tid"][rows], api["correlation"][rows])
+    key = corr_key(trace, trace.ids.process_of(api["tid"][rows]), api["correlation"][rows])
     o = np.argsort(key, kind="stable")
-    skey = corr_key(sy["pid"], sy["correlation"])
+    skey = corr_key(trace, sy["pid"], sy["correlation"])
     pos = np.clip(np.searchsorted(key[o], skey), 0, len(key) - 1)
     hit = key[o][pos] == skey
     if not hit.any():

@@ -41,7 +41,7 @@ def _uploads(trace):
     if len(big) and table_len(api):
         key = api_corr_key(trace)
         o = np.argsort(key, kind="stable")
-        ck = corr_key(c["pid"][big], c["correlation"][big])
+        ck = corr_key(trace, c["pid"][big], c["correlation"][big])
         pos = np.clip(np.searchsorted(key[o], ck), 0, len(o) - 1)
         hit = key[o][pos] == ck
         tid = np.where(hit, api["tid"][o[pos]], -1)

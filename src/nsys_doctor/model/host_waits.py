@@ -58,7 +58,7 @@ def _copy_of_call(trace, api_rows: np.ndarray):
     ck = gpu_corr_key(trace, "copies")
     o = np.argsort(ck, kind="stable")
     ck = ck[o]
-    key = corr_key(api["tid"][api_rows], api["correlation"][api_rows])
+    key = corr_key(trace, trace.ids.process_of(api["tid"][api_rows]), api["correlation"][api_rows])
     pos = np.clip(np.searchsorted(ck, key), 0, len(ck) - 1)
     found = ck[pos] == key
     row = o[pos]

@@ -46,13 +46,13 @@ def launch_calls(trace: Trace) -> np.ndarray:
 
 
 def api_corr_key(trace: Trace) -> np.ndarray:
-    """corr_key(api["tid"] >> 24 << 24, api["correlation"]) over api_calls (a call's process is the top bits of its
-    thread id), computed once per trace and in place. Read-only: shared by every caller."""
+    """corr_key of (the calling thread's process, correlation id) over api_calls, computed once per trace.
+    Read-only: shared by every caller."""
     cached = trace._cache.get("_api_corr_key")
     if cached is not None:
         return cached
     api = trace.table("api_calls")
-    key = corr_key(api["tid"], api["correlation"])     # a thread id's top bits are its process's
+    key = corr_key(trace, trace.ids.process_of(api["tid"]), api["correlation"])
     key.flags.writeable = False
     trace._cache["_api_corr_key"] = key
     return key
@@ -65,7 +65,7 @@ def gpu_corr_key(trace: Trace, table: str) -> np.ndarray:
     if cached is not None:
         return cached
     g = trace.table(table)
-    key = corr_key(g["pid"], g["correlation"])
+    key = corr_key(trace, g["pid"], g["correlation"])
     key.flags.writeable = False
     trace._cache[ck] = key
     return key
@@ -99,18 +99,15 @@ def gpu_busy_union(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
     return out
 
 
-def pid_of(tid: np.ndarray) -> np.ndarray:
-    """The process part of nsys's global thread ids (bits 24 and up)."""
-    return (np.asarray(tid, np.int64) >> 24) << 24
+def pid_of(trace: Trace, tid: np.ndarray) -> np.ndarray:
+    """The processes of these threads (the `pid` values of the reader's numbering)."""
+    return trace.ids.process_of(tid)
 
 
-def corr_key(pid: np.ndarray, corr: np.ndarray) -> np.ndarray:
-    """(process, correlation id) as one int64: globalPid (or a globalTid) carries the pid in bits 24..55; keep 31
-    bits of it above the 32-bit correlation id. Built in place: one temporary besides the result."""
-    key = pid >> 24
-    if key.dtype != np.int64:
-        key = key.astype(np.int64)
-    key &= 0x7FFFFFFF
+def corr_key(trace: Trace, pid: np.ndarray, corr: np.ndarray) -> np.ndarray:
+    """(process, correlation id) as one int64: the reader's 31-bit process key above the 32-bit correlation id.
+    Built in place on the key's array."""
+    key = trace.ids.process_key(pid)
     key <<= 32
     key |= corr.astype(np.int64, copy=False) & 0xFFFFFFFF
     return key

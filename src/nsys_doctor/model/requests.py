@@ -110,7 +110,8 @@ def _measure(trace: Trace, inst: Table, name: str, domain: str, reason: str, inf
         raise NoData(trace.path, "no requests found: no repeated NVTX range and no repeating GPU work")
     api = trace.table("api_calls")
     if by_process:   # the range's thread hands the work to others: a launch belongs to the request open in its process
-        api_req = assign_calls({**inst, "tid": pid_of(inst["tid"])}, pid_of(api["tid"]), api["start_ns"])
+        api_req = assign_calls({**inst, "tid": pid_of(trace, inst["tid"])}, pid_of(trace, api["tid"]),
+                               api["start_ns"])
     else:
         api_req = assign_calls(inst, api["tid"], api["start_ns"])
     launch = launch_calls(trace)
