@@ -104,11 +104,21 @@ def host_waits(trace: Trace, rq: Requests) -> dict:
     req = rq.api_request[rows]
     blocked = np.where(k == 1, e - s, np.clip(np.where(found, c_start, s) - s, 0, e - s))
 
-    # GPU idle after each return: until the device (the request's) runs anything again, inside the request
+    idle = _idle_after(trace, rq, req, e)
+    refill = np.minimum(idle, REFILL_MAX_NS)
+    last = _final(trace, rq, req, s, e)
+    out.update(row=rows, request=req, start_ns=s, end_ns=e, blocked_ns=blocked, refill_ns=refill, idle_ns=idle,
+               last=last, kind=k)
+    return out
+
+
+def _idle_after(trace: Trace, rq: Requests, req: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Per wait: the GPU idle after its return (at e) until the request's device runs anything again, 0 when the
+    device was still busy or the request had no more GPU work."""
     t = rq.table
     req_end = t["start_ns"][req] + t["latency_ns"][req]
     dev = t["device"][req]
-    idle = np.zeros(len(rows), np.int64)
+    idle = np.zeros(len(req), np.int64)
     for d in uniq(dev):
         # union of each table's union (tables are usually time-sorted: no sort of all GPU rows)
         parts = []
@@ -127,11 +137,15 @@ def host_waits(trace: Trace, rq: Requests) -> dict:
         nxt = np.where(j < len(us), us[np.clip(j, 0, len(us) - 1)], np.iinfo(np.int64).max)
         later = nxt < req_end[m]                               # the request still had GPU work to come
         idle[m] = np.where(busy_now | ~later, 0, nxt - e[m])
-    refill = np.minimum(idle, REFILL_MAX_NS)
+    return idle
+
+
+def _final(trace: Trace, rq: Requests, req: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Per wait: a final one, which no fix removes."""
     # the request's final wait (the result is needed on the host) is not avoidable, nor is any wait after which
     # the request starts no more GPU work (`.cpu()` = a blocking copy then a stream sync: both wait for the result)
     order = np.lexsort((s, req))
-    last = np.zeros(len(rows), bool)
+    last = np.zeros(len(req), bool)
     last[order] = np.r_[req[order][1:] != req[order][:-1], True] if len(order) else np.zeros(0, bool)
     last_gpu = np.full(rq.count, -1, np.int64)
     for name in GPU_TABLES:
@@ -139,6 +153,4 @@ def host_waits(trace: Trace, rq: Requests) -> dict:
         if len(r) and (r >= 0).any():
             np.maximum.at(last_gpu, r[r >= 0], trace.table(name)["start_ns"][r >= 0])
     last |= last_gpu[req] <= e
-    out.update(row=rows, request=req, start_ns=s, end_ns=e, blocked_ns=blocked, refill_ns=refill, idle_ns=idle,
-               last=last, kind=k)
-    return out
+    return last
