@@ -16,9 +16,10 @@ LUT_SLOTS_PER_ROW = 4
 LUT_EXTRA_SLOTS = 1 << 20
 
 
-def lut_fits(span: int, n: int) -> bool:
-    """Whether ids spanning `span` values (max - min) over `n` rows are indexed by a lookup table, not sorted."""
-    return span <= LUT_SLOTS_PER_ROW * n + LUT_EXTRA_SLOTS
+def lut_fits(span: int, n: int, per_row: int = LUT_SLOTS_PER_ROW) -> bool:
+    """Whether ids spanning `span` values (max - min) over `n` rows are indexed by a lookup table, not sorted
+    (`per_row`: slots allowed per row, for ids known to be spread wider than string ids)."""
+    return span <= per_row * n + LUT_EXTRA_SLOTS
 
 
 def is_sorted(a: np.ndarray) -> bool:

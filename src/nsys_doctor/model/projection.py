@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .arrays import distinct_ids, is_sorted, uniq
+from .arrays import distinct_ids, is_sorted, lut_fits, uniq
 from .intervals import union
 from .trace import Table, Trace, table_len
 
 GPU_TABLES = ("kernels", "copies", "memsets", "graphs")
+# correlation ids are spread wider than one per API call (launch_bound: 1.68M ids over 245k calls, 6.9 per call):
+# a bool lookup table of 16 slots per call is still 16 bytes a call, less than sorting the keys
+CORR_SLOTS_PER_ROW = 16
 
 
 def launch_calls(trace: Trace) -> np.ndarray:
@@ -30,7 +33,7 @@ def launch_calls(trace: Trace) -> np.ndarray:
         key = api_corr_key(trace)
         gpu = np.concatenate(keys) if len(keys) > 1 else keys[0]
         lo, hi = int(gpu.min()), int(gpu.max())
-        if hi - lo < 16 * len(key) + (1 << 20):
+        if lut_fits(hi - lo, len(key), CORR_SLOTS_PER_ROW):
             # correlation ids of one process are small dense ints: a lookup table instead of a sort and a search
             lut = np.zeros(hi - lo + 1, bool)
             lut[gpu - lo] = True
