@@ -53,3 +53,26 @@ def zoo_report(name: str):
     if name not in _REPORTS:
         _REPORTS[name] = analyze(zoo(name))
     return _REPORTS[name]
+
+
+_TRACES: dict = {}
+_ANALYSES: dict = {}
+
+
+def opened(path):
+    """open_trace(path), read once per test session and never closed: a Kineto trace takes seconds to parse, and
+    several test files read the same ones. Callers must not change its tables."""
+    from nsys_doctor.read import open_trace
+    key = str(path)
+    if key not in _TRACES:
+        _TRACES[key] = open_trace(path)
+    return _TRACES[key]
+
+
+def analysed(path):
+    """analyze(path) from the session's opened(path): one parse for every test that reads or analyses the file."""
+    from nsys_doctor.analysis import analyze_trace
+    key = str(path)
+    if key not in _ANALYSES:
+        _ANALYSES[key] = analyze_trace(opened(path))
+    return _ANALYSES[key]

@@ -14,7 +14,7 @@ from nsys_doctor.analysis import analyze
 from nsys_doctor.compare import compare, mann_whitney
 from nsys_doctor.compare.saved import read_saved
 from nsys_doctor.report import Report
-from tests.conftest import DATA, expand, external, zoo
+from tests.conftest import DATA, analysed, expand, external, zoo
 
 _REPORTS: dict = {}
 
@@ -179,7 +179,7 @@ def test_kineto_dataloader_workers_pair():
     paths = [k / f"kineto-tbplugin-samples__resnet50_num_workers_{n}.worker0.pt.trace.json.gz" for n in (0, 4)]
     if not all(p.exists() for p in paths):
         pytest.skip("../shared/external/kineto is missing")
-    d = compare(analyze(paths[0]), analyze(paths[1]))
+    d = compare(analysed(paths[0]), analysed(paths[1]))    # parsed once per session, as test_kineto's
     assert (d["latency"]["n_before"], d["latency"]["n_after"]) == (6, 6)
     assert d["verdict"] == "no significant change" and 0.01 <= d["latency"]["mann_whitney"]["p"] < 0.05
     assert d["breakdown_ms"]["gpu_idle"]["change"] < -30

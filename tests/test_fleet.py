@@ -52,7 +52,7 @@ def expected(folder):
     for p in sorted(folder.iterdir()):
         if p.name in ("corrupt.sqlite", "notes.json", "README.txt"):
             continue
-        d = json.loads(json.dumps(analyze(p).to_dict()))
+        d = json.loads(json.dumps(analyze(p, timeline=False).to_dict()))
         warm = np.asarray(d["per_request"]["warmup"], dtype=bool)
         out[str(p)] = {"latency": np.asarray(d["per_request"]["latency_ms"], dtype=np.float64)[~warm],
                        "categories": [f["category"] for f in d["findings"]]}
@@ -60,9 +60,19 @@ def expected(folder):
 
 
 @pytest.fixture(scope="module")
-def fleet(folder):
+def cluster():
+    """A user's own Dask cluster (two worker processes), started once for the tests that name a scheduler."""
+    from distributed import LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def fleet(folder, cluster):
+    # on the module's cluster (one Dask start less); analyze_many's own LocalCluster runs in the CLI tests
     calls = []
-    f = analyze_many([folder], workers=2, progress=lambda done, total, o: calls.append((done, total, o.path)))
+    f = analyze_many([folder], scheduler=cluster.scheduler_address,
+                     progress=lambda done, total, o: calls.append((done, total, o.path)))
     return f, calls
 
 
@@ -134,9 +144,11 @@ def test_cli_folder_text_and_json(folder, expected, tmp_path):
     assert any("notes.json: " in line for line in r.stdout.splitlines()[r.stdout.splitlines().index(
         next(x for x in r.stdout.splitlines() if x.startswith("Skipped"))):])
     assert "Slowest: " in r.stdout and "Findings across the fleet" in r.stdout
+
+def test_cli_files_json_on_a_scheduler(expected, cluster, tmp_path):
     out = tmp_path / "fleet.json"
     two = sorted(expected)[:2]
-    r = subprocess.run([sys.executable, "-c", CLI, "analyze", *two, "--workers", "2",
+    r = subprocess.run([sys.executable, "-c", CLI, "analyze", *two, "--scheduler", cluster.scheduler_address,
                         "--format", "json", "-o", str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr          # every named profile analysed
     d = json.loads(out.read_text())
@@ -199,14 +211,17 @@ def test_fleet_table_fits_80_columns_with_every_number_whole(fleet):
     assert not re.search(r"\d\.\d{6,}", text), "unrounded number"
 
 
-def test_existing_scheduler(folder):
-    from distributed import LocalCluster
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        f = analyze_many([folder / "sync_heavy.sqlite", str(folder / "*_bound*.sqlite")],
-                         scheduler=cluster.scheduler_address)
+def test_existing_scheduler(folder, cluster):
+    f = analyze_many([folder / "sync_heavy.sqlite", str(folder / "*_bound*.sqlite")],
+                     scheduler=cluster.scheduler_address)
     assert f.workers == 2 and f.failures == []
     assert sorted(os.path.basename(r.path) for r in f.results) == [
         "launch_bound_graphed.sqlite", "membw_bound.sqlite", "sync_heavy.sqlite"]
+    # the user's workers are not ours: their allocator settings were left alone (cli/memory.py)
+    from distributed import Client
+    with Client(cluster.scheduler_address) as client:
+        applied = client.run(lambda: __import__("nsys_doctor.cli.memory", fromlist=["_done"])._done)
+    assert len(applied) == 2 and not any(applied.values())
 
 
 def test_expand_paths(folder, tmp_path):

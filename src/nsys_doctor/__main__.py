@@ -1,5 +1,4 @@
-import sys
+"""`python -m nsys_doctor`: the same entry point as the `nsys-doctor` console script (cli.console_main)."""
+from .cli import console_main
 
-from .cli import main
-
-sys.exit(main())
+console_main()

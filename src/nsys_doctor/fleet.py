@@ -70,10 +70,14 @@ class Failure:
     bug: bool = False                # not an NsysDoctorError: nsys-doctor itself failed on this file
 
 
-def analyze_one(path: str, range_name: str | None = None, skip: int | None = None) -> Result | Failure:
-    """Read and diagnose one profile in this process; never raises (Dask's worker function)."""
+def analyze_one(path: str, range_name: str | None = None, skip: int | None = None,
+                tune_memory: bool = True) -> Result | Failure:
+    """Read and diagnose one profile in this process; never raises (Dask's worker function). `tune_memory`: the
+    process is ours (a worker of our own LocalCluster), so its allocator may be set as the command line's is
+    (cli/memory.py says why); never in the workers of a user's own scheduler."""
     t, cpu = time.perf_counter(), time.process_time()
-    keep_freed_memory()     # a worker process is ours as the command line's process is (memory.py says why)
+    if tune_memory:
+        keep_freed_memory()
     try:
         from .analysis import analyze
         from .compare import measured
@@ -91,7 +95,8 @@ def analyze_one(path: str, range_name: str | None = None, skip: int | None = Non
         return Failure(path, f"{type(err).__name__}: {err}{_where(err)} (a bug in nsys-doctor; please report it)",
                        type(err).__name__, bug=True)
     finally:
-        give_back()
+        if tune_memory:
+            give_back()
 
 
 def _where(err: BaseException) -> str:
@@ -225,7 +230,8 @@ def analyze_many(paths, scheduler: str | None = None, workers: int | None = None
         try:
             if scheduler:
                 n_workers = len(client.scheduler_info().get("workers", {})) or None
-            futures = client.map(analyze_one, found, range_name=range_name, skip=skip, pure=False)
+            futures = client.map(analyze_one, found, range_name=range_name, skip=skip, tune_memory=not scheduler,
+                                 pure=False)
             path_of = {f.key: p for f, p in zip(futures, found)}
             for fut in distributed.as_completed(futures):
                 path = path_of[fut.key]

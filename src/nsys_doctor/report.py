@@ -51,7 +51,7 @@ class Finding:
     fix: str
     why: str
     # "latency" (mean end-to-end latency per request: latency-bound runs) or "interval" (the request interval,
-    # 1/throughput: throughput-bound runs, where requests queue); set after the diagnoses run (diagnose/impact.py)
+    # 1/throughput: throughput-bound runs, where requests queue); set after the diagnoses run (analysis/impact.py)
     impact_basis: str = "latency"
 
     def __repr__(self) -> str:     # the generated one prints every instance of the evidence
@@ -81,10 +81,6 @@ class Report:
         name = (self.profile or {}).get("path") or "?"
         return (f"<{type(self).__name__} {name}: {r.get('count', 0)} requests of range {r.get('range')!r}{p50}; "
                 f"{finds}>\nverdict: {self.verdict}")
-
-    def ranked(self) -> "Report":
-        self.findings.sort(key=lambda f: (-f.impact_ms, SEVERITIES.index(f.severity)))
-        return self
 
     def to_dict(self) -> dict[str, Any]:
         # findings become plain dicts; the rest is already plain data and is shared, not deep-copied (the

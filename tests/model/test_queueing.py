@@ -1,5 +1,5 @@
 """Queueing vs service time per request, the request interval and what bounds a run (model/queueing.py), and the
-impact of findings restated in the request interval for throughput-bound runs (diagnose/impact.py).
+impact of findings restated in the request interval for throughput-bound runs (analysis/impact.py).
 
 healthy (profiles/README: GPU 98% busy, CPU ranges 20 ms, latency 82 ms) is checked against an independent SQL
 query of the export: the first launch of each request's thread inside its range, the start of the first GPU work

@@ -16,8 +16,7 @@ import pytest
 
 from nsys_doctor.analysis import analyze
 from nsys_doctor.errors import BadInput, NoData
-from nsys_doctor.read import open_trace
-from tests.conftest import EXTERNAL
+from tests.conftest import EXTERNAL, analysed, opened
 
 KINETO = EXTERNAL / "kineto"
 STEP = "ProfilerStep#*"
@@ -45,8 +44,6 @@ EXPECTED = {
 }
 RANGE_CATS = ("user_annotation", "cpu_op", "Operator")   # record_function ranges; Operator in 2020 traces
 
-_REPORTS: dict = {}
-_TRACES: dict = {}
 
 
 def kineto(name: str):
@@ -70,15 +67,11 @@ def events(name: str, exact: bool = False) -> list[dict]:
 
 
 def trace(name: str):
-    if name not in _TRACES:
-        _TRACES[name] = open_trace(kineto(name))
-    return _TRACES[name]
+    return opened(kineto(name))        # parsed once per session (conftest), shared with report() and test_compare
 
 
 def report(name: str):
-    if name not in _REPORTS:
-        _REPORTS[name] = analyze(kineto(name))
-    return _REPORTS[name]
+    return analysed(kineto(name))
 
 
 def json_ranges(evs: list[dict], range_name: str) -> list[dict]:
@@ -138,12 +131,12 @@ def test_gpu_and_api_counts_match_json(name):
     assert tr.source == "kineto-json"
     for t in ("os_calls", "sched", "samples", "gpu_metrics"):
         assert tr.absent[t] == "not in PyTorch profiler traces"
-    # synthetic ids: every API call's process (tid >> 24) is a process of the processes table, and GPU rows
+    # the reader's ids: every API call's process (Trace.ids) is a process of the processes table, and GPU rows
     # that share a correlation id with an API call carry that call's process
     api, k = tr.table("api_calls"), tr.table("kernels")
-    assert set(np.unique(api["tid"] >> 24 << 24)) <= set(tr.table("processes")["pid"])
+    assert set(np.unique(tr.ids.process_of(api["tid"]))) <= set(tr.table("processes")["pid"])
     order = np.argsort(api["correlation"], kind="stable")
-    a_corr, a_pid = api["correlation"][order], (api["tid"] >> 24 << 24)[order]
+    a_corr, a_pid = api["correlation"][order], tr.ids.process_of(api["tid"])[order]
     pos = np.clip(np.searchsorted(a_corr, k["correlation"]), 0, len(a_corr) - 1)
     hit = a_corr[pos] == k["correlation"]
     assert hit.mean() > 0.85 and (k["pid"][hit] == a_pid[pos[hit]]).all()
@@ -276,3 +269,13 @@ def test_cli_reads_kineto_and_refuses_a_report(tmp_path):
     assert json.loads(out.read_text())["profile"]["format"] == "kineto-json"
     bad = subprocess.run(cli + ["analyze", str(out)], capture_output=True, text=True)
     assert bad.returncode == 2 and "nsys-doctor report, not a profile" in bad.stderr
+
+
+def test_ids_show_the_json_process_and_thread():
+    # the ids the model shows users are the JSON's own: every Kineto process's os_pid is a pid of the JSON's events
+    tr = trace("hta-kineto-traces__nccl_parser_config__nccl_data.json.gz")
+    procs = tr.table("processes")
+    json_pids = {e.get("pid") for e in events("hta-kineto-traces__nccl_parser_config__nccl_data.json.gz")}
+    shown = {tr.ids.os_pid(int(p)) for p in procs["pid"]}
+    assert shown and shown == set(int(p) for p in procs["os_pid"]) and shown <= {p for p in json_pids
+                                                                                if isinstance(p, int)}

@@ -11,7 +11,7 @@ from ..model import tensorrt
 from ..model.requests import NEEDS as REQUEST_NEEDS
 from ..model.queueing import measure_queue, queue_sentence, run_load
 from ..model.requests import Requests, find_requests
-from ..diagnose.impact import rebase
+from .impact import rebase
 from ..model.trace import Trace
 from ..read import open_trace
 from ..report import Report
@@ -25,7 +25,8 @@ SUMMARY_NEEDS = ("threads",)    # thread names in the request summary
 def read_ahead() -> list[str]:
     """Tables every analysis reads, in the order it first needs them (requests, the summary, then each diagnosis's
     NEEDS): read on a background thread while the requests and diagnoses compute with the ones already there
-    (launch_bound x40: os_calls, sched and samples are read while requests are measured)."""
+    (launch_bound x40 of benchmarks/make_large.py: os_calls, sched and samples are read while requests are
+    measured)."""
     out = list(REQUEST_NEEDS + SUMMARY_NEEDS)
     return out + [t for t in diagnosis_needs() if t not in out]
 MS = 1e6

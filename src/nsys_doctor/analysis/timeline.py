@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..model.arrays import is_sorted
 from ..model.projection import GPU_TABLES
 from ..model.queueing import queue_sentence
 from ..model.requests import Requests
@@ -92,7 +93,7 @@ def _rows_in(tab, lo: int, hi: int, key: str, spans: dict) -> np.ndarray:
     searched: no row starting before lo - (longest duration) can reach lo, so only a slice is scanned."""
     s = tab["start_ns"]
     if key not in spans:
-        srt = len(s) < 2 or bool((s[1:] >= s[:-1]).all())
+        srt = is_sorted(s)
         spans[key] = (srt, max(int((tab["end_ns"] - s).max()), 0) if srt and len(s) else 0)
     srt, longest = spans[key]
     if not srt:

@@ -1,9 +1,9 @@
 """Process-wide memory settings for a run of the command line (not applied on import: a library must not change its
 host's allocator).
 
-An analysis makes hundreds of short-lived arrays of 10-80 MB (launch_bound x40: ~30 GB allocated in all, 2.5 GB at
-peak). By default glibc gives each one fresh pages from the kernel and returns them on free, and numpy asks for
-transparent huge pages on each: the kernel then zeroes every page again, which was 26% of all CPU time (perf:
+An analysis makes hundreds of short-lived arrays of 10-80 MB (launch_bound x40, made by benchmarks/make_large.py:
+~30 GB allocated in all, 2.5 GB at peak). By default glibc gives each one fresh pages from the kernel and returns
+them on free, and numpy asks for transparent huge pages on each: the kernel then zeroes every page again, which was 26% of all CPU time (perf:
 clear_page_erms) and 5-8 s of system time on launch_bound x40. Keeping freed memory in the heap for reuse and leaving
 huge pages to the kernel's default brought that run from 12-15 s to 9.1-9.3 s (3 runs each, peak +0.25 GB).
 """

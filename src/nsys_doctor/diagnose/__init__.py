@@ -1,14 +1,15 @@
-"""Diagnoses: one module per bottleneck, each with `NEEDS` and `diagnose(ctx) -> list[Finding]`.
+"""Diagnoses: one module per bottleneck, each following the contract in common.py (CATEGORIES, NEEDS, measure,
+change, finding, diagnose).
 
-A new diagnosis is one new module in this folder plus its name in DIAGNOSES. `diagnose_all` runs them all over one
-Context (the trace and its requests), keeps every finding, and ranks by impact. They run on a few threads: numpy
-lets go of the GIL in their sweeps, so two diagnoses on two cores take about the time of the longer one
-(launch_bound x40: 2.65 s one after another, 1.49 s on two threads). Intermediate results they share go through
-`ctx.once`, which computes each once whichever thread asks first.
+A new diagnosis is one new module in this folder plus its import and its place in DIAGNOSES below (a misspelt name
+fails at import). `diagnose_all` runs them all over one Context (the trace and its requests), keeps every finding,
+and ranks by impact. They run on a few threads: numpy lets go of the GIL in their sweeps, so two diagnoses on two
+cores take about the time of the longer one (launch_bound x40 of benchmarks/make_large.py: 2.65 s one after
+another, 1.49 s on two threads). Intermediate results they share go through `ctx.once`, which computes each once
+whichever thread asks first.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -19,12 +20,14 @@ import numpy as np
 from ..model.requests import Requests
 from ..model.trace import Trace
 from ..report import Finding
+from . import (communication, cpu_processing, cuda_sync, gpu_underutilization, launch_overhead, memory_bandwidth,
+               memory_transfer, model_loading, precision, thread_contention)
 
-# Order matters only for gpu_idle, which runs last and sees what the others explained (ctx.cache["findings"]);
-# the others start in this order on DIAGNOSE_THREADS threads and report in this order.
-DIAGNOSES: list[str] = ["cuda_sync", "launch_overhead", "cpu_processing", "memory_transfer", "memory_bandwidth", "precision",
-                        "thread_contention", "communication", "model_loading", "gpu_underutilization"]
-LAST = "gpu_underutilization"
+# The diagnoses, in order. Order matters only for LAST, which runs after the others and sees what they explained
+# (ctx.cache["findings"]); the others start in this order on DIAGNOSE_THREADS threads and report in this order.
+DIAGNOSES: list = [cuda_sync, launch_overhead, cpu_processing, memory_transfer, memory_bandwidth, precision,
+                   thread_contention, communication, model_loading, gpu_underutilization]
+LAST = gpu_underutilization
 # one per core, at most 4: measured on 2 cores only; the Python-level part of each diagnosis (which holds the GIL)
 # bounds what more threads could add
 DIAGNOSE_THREADS = max(1, min(4, os.cpu_count() or 1))
@@ -59,21 +62,16 @@ class Context:
         return float(lat.mean()) if len(lat) else 0.0
 
 
-def _module(name: str):
-    try:
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as err:
-        if err.name == f"{__name__}.{name}":
-            return None         # not written yet
-        raise
+def name(module) -> str:
+    """A diagnosis module's short name (e.g. "cuda_sync")."""
+    return module.__name__.rsplit(".", 1)[-1]
 
 
 def needs() -> list[str]:
     """The tables the diagnoses declare (their NEEDS), each once, in DIAGNOSES order: what an analysis reads ahead."""
     out: list[str] = []
-    for name in DIAGNOSES:
-        mod = _module(name)
-        for table in getattr(mod, "NEEDS", ()) if mod else ():
+    for mod in DIAGNOSES:
+        for table in mod.NEEDS:
             if table not in out:
                 out.append(table)
     return out
@@ -82,9 +80,7 @@ def needs() -> list[str]:
 def diagnose_all(ctx: Context, threads: int | None = None) -> list[Finding]:
     findings: list[Finding] = []
     ctx.cache["findings"] = findings
-    mods = [(n, _module(n)) for n in DIAGNOSES]
-    mods = [(n, m) for n, m in mods if m is not None]
-    first = [m for n, m in mods if n != LAST]
+    first = [m for m in DIAGNOSES if m is not LAST]
     threads = DIAGNOSE_THREADS if threads is None else threads
     if threads > 1 and len(first) > 1:
         with ThreadPoolExecutor(threads, thread_name_prefix="nsys-doctor-diagnose") as pool:
@@ -94,8 +90,7 @@ def diagnose_all(ctx: Context, threads: int | None = None) -> list[Finding]:
     else:
         for m in first:
             findings.extend(m.diagnose(ctx) or [])
-    for n, m in mods:
-        if n == LAST:
-            findings.extend(m.diagnose(ctx) or [])
+    if LAST in DIAGNOSES:
+        findings.extend(LAST.diagnose(ctx) or [])
     findings.sort(key=lambda f: -f.impact_ms)
     return findings

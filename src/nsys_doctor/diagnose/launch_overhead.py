@@ -7,16 +7,19 @@ per-kernel launches and is never charged here.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..model.activity import hot_functions
 from ..model.api_names import base_name
+from ..model.arrays import distinct_ids, group_sums, id_mask, lexsort2, lut_fits, median, sort_order
+from ..model.changes import GraphLaunches
+from ..model.intervals import group_running_max
 from ..model.projection import GPU_TABLES, api_corr_key, gpu_corr_key
 from ..model.trace import table_len
 from ..report import Evidence
-from .common import WORST, instance, make_finding
-from .cuda_sync import sync_calls
-from ..model.arrays import distinct_ids, id_mask, median, uniq
+from .common import WORST, host_waits, instance, make_finding
 
 # Kernel launch calls (prefixes of API names; nsys appends _vNNNN and _ptsz).
 LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchCooperativeKernel", "cuLaunchKernel", "cuLaunchCooperativeKernel",
@@ -27,11 +30,11 @@ MIN_REPORT_PCT = 2.0           # under 2% of latency the launch waits are not wo
                                # healthy 0: its launches run far ahead of the GPU)
 MIN_LAUNCHES_PER_REQUEST = 10  # fewer launches per request cannot add up to launch-bound latency (membw_bound: 6,
                                # fp32_gemm: 12 kernels of 0.02-1.3 ms each)
+MIN_HOT_SAMPLES = 10           # CPU samples inside the launch gaps below which hot functions are not shown: a few
+                               # samples name whatever happened to run (launch_bound: hundreds in its gaps)
 
+CATEGORIES = ("launch_overhead",)
 NEEDS = ("api_calls", "kernels")
-
-def _launch_name_ids(trace, name_ids: np.ndarray, prefixes: tuple[str, ...]) -> np.ndarray:
-    return _select_names(trace, uniq(name_ids), prefixes)
 
 
 def _select_names(trace, ids: np.ndarray, prefixes: tuple[str, ...]) -> np.ndarray:
@@ -47,7 +50,7 @@ def _name_class(name_id: np.ndarray, launch_ids: np.ndarray, graph_ids: np.ndarr
     """Per API row, uint8: bit 1 set for a kernel launch call, bit 2 for a graph launch (one lookup-table gather)."""
     n = len(name_id)
     lo, hi = (int(name_id.min()), int(name_id.max())) if n else (0, 0)
-    if n == 0 or name_id.dtype.kind not in "iu" or lo < 0 or hi > 4 * n + (1 << 20):
+    if n == 0 or name_id.dtype.kind not in "iu" or lo < 0 or not lut_fits(hi, n):
         return id_mask(name_id, launch_ids).astype(np.uint8) | (id_mask(name_id, graph_ids).astype(np.uint8) << 1)
     lut = np.zeros(hi + 1, np.uint8)
     lut[launch_ids[(launch_ids >= 0) & (launch_ids <= hi)]] |= 1
@@ -55,56 +58,33 @@ def _name_class(name_id: np.ndarray, launch_ids: np.ndarray, graph_ids: np.ndarr
     return lut[name_id]
 
 
-def _sort_order(key: np.ndarray) -> np.ndarray | None:
-    """np.argsort(key, kind="stable"), or None when the keys are already in order (the usual case: no sort, no
-    reordering copies)."""
-    if len(key) < 2 or bool((key[1:] >= key[:-1]).all()):
-        return None
-    return np.argsort(key, kind="stable")
+@dataclass
+class Measurement:
+    impact_ns: float                 # mean over measured requests of the GPU time waiting inside launch calls
+    launches: float                  # kernel launch calls per measured request
+    graph_launches: float            # graph launch calls per measured request
+    own_kernels: int                 # kernels (not graphed) of measured requests
+    graphed_share: float             # share of the requests' GPU rows replayed from a graph
+    median_kernel_ns: float
+    median_launch_ns: float
+    shorter_share: float             # share of own kernels shorter than the median launch call
+    starved: int                     # kernels that waited for their launch (all measured requests)
+    saved: np.ndarray                # per measured request: the saving (wait inside launch calls, bounded)
+    per_req_wait: np.ndarray         # per request: GPU wait inside launch calls
+    per_req_gap: np.ndarray          # per request: GPU wait for the CPU between kernels (the upper bound)
+    gap_req: np.ndarray              # per starved kernel: its request, the GPU's idle window before it
+    gap_lo: np.ndarray
+    gap_hi: np.ndarray
+    launch_mask: np.ndarray          # api_calls rows: kernel launch calls inside measured requests
 
 
-def _lexsort2(minor: np.ndarray, major: np.ndarray) -> np.ndarray | None:
-    """np.lexsort((minor, major)) for int64 columns (None when already in that order), as one stable sort of a
-    combined int64 key when it fits."""
-    if len(minor) < 2:
-        return None
-    if bool((major[1:] >= major[:-1]).all()):
-        ties = major[1:] == major[:-1]
-        if not (ties & (minor[1:] < minor[:-1])).any():
-            return None
-    mlo, mhi = int(minor.min()), int(minor.max())
-    jlo, jhi = int(major.min()), int(major.max())
-    span = mhi - mlo + 1
-    if (jhi - jlo + 1) * span >= 2 ** 62:
-        return np.lexsort((minor, major))
-    key = (major.astype(np.int64) - jlo) * span + (minor.astype(np.int64) - mlo)
-    return np.argsort(key, kind="stable")
-
-
-def diagnose(ctx):
+def _request_gpu_rows(ctx):
+    """The measured requests' GPU work in (request, start) order, as parallel arrays: request, start, end, the
+    api_calls row that launched it (-1: none found), is a kernel, replayed from a graph. None when there is none."""
     trace, rq = ctx.trace, ctx.requests
-    if "api_calls" in trace.absent or ctx.mean_latency_ns <= 0 or table_len(trace.table("api_calls")) == 0:
-        return []
-    api = trace.table("api_calls")
-    W, n_req = rq.warmup, len(ctx.measured)
-    if n_req == 0 or len(rq.api_request) != table_len(api):
-        return []
-    inreq = rq.api_request >= W
-    name_id = api["name_id"]
-    ids_in = distinct_ids(name_id[inreq])
-    launch_ids = _select_names(trace, ids_in, LAUNCH_CALLS)
-    graph_ids = _select_names(trace, ids_in, GRAPH_LAUNCH_CALLS)
-    cls = _name_class(name_id, launch_ids, graph_ids)
-    is_launch = (cls & 1) != 0
-    is_launch &= inreq
-    graph_launches = float(np.count_nonzero(inreq & ((cls & 2) != 0))) / n_req
-    launches = float(is_launch.sum()) / n_req
-    if launches < MIN_LAUNCHES_PER_REQUEST:
-        return []
-
-    # the request's own GPU work in time order, each with the API call that launched it
+    W = rq.warmup
     akey = api_corr_key(trace)          # cached, read-only: shared with the request projection
-    ao = _sort_order(akey)
+    ao = sort_order(akey)
     ak = akey if ao is None else akey[ao]
     cols = {k: [] for k in ("req", "s", "e", "call", "kernel", "graphed")}
     for t in GPU_TABLES:
@@ -129,45 +109,39 @@ def diagnose(ctx):
         graphed = (g["graph_node"][sel] != 0) if t == "kernels" else np.full(n_m, t == "graphs")
         cols["graphed"].append(graphed)
     if not cols["req"]:
-        return []
+        return None
     R, S, E, C, K, G = (v[0] if len(v) == 1 else np.concatenate(v)
                         for v in (cols[k] for k in ("req", "s", "e", "call", "kernel", "graphed")))
     del cols
-    o = _lexsort2(S, R)
+    o = lexsort2(S, R)
     if o is not None:
         R, S, E, C, K, G = R[o], S[o], E[o], C[o], K[o], G[o]
-    if len(R) < 2:
-        return []
-    # end of everything the request ran so far (running max, restarted per request)
-    base = int(S.min())
-    off = R - R.min()
-    if off.dtype != np.int64:
-        off = off.astype(np.int64)
-    off *= int(E.max()) - base + 1
-    run_end = E - base
-    run_end += off
-    np.maximum.accumulate(run_end, out=run_end)
-    run_end -= off
-    run_end += base
-    del off
+    return R, S, E, C, K, G
+
+
+def _starved(ctx, cls, R, S, E, C, K, G):
+    """The kernels whose launch call began after the GPU had finished all earlier work of their request (gaps
+    after a host wait excluded: cuda_sync's): (row index into the arrays minus one, the call's start, the end of
+    everything before)."""
+    api = ctx.trace.table("api_calls")
+    run_end = group_running_max(R, E)     # end of everything the request ran so far
     prev_end = run_end[:-1]
-    S1, R1, C1 = S[1:], R[1:], C[1:]
     # candidates: the next row of the same request starts after everything before it ended, and is an own kernel
     # (not graphed) launched by a kernel launch call that began after that end
-    starved = R1 == R[:-1]
+    starved = R[1:] == R[:-1]
     starved &= K[1:]
     starved &= ~G[1:]
-    starved &= C1 >= 0
+    starved &= C[1:] >= 0
     idx = np.flatnonzero(starved)
     del starved
-    call = C1[idx]
+    call = C[1:][idx]
     keep = (cls[call] & 1) != 0
     call_start = api["start_ns"][call]
     keep &= call_start > prev_end[idx]
     idx, call_start = idx[keep], call_start[keep]
     # the GPU had finished everything before this kernel's launch call began: it waited for the launch
     # a gap that follows a host wait is the wait's refill (cuda_sync), not launch rate
-    sc = sync_calls(ctx)
+    sc = host_waits(ctx)
     if len(sc["end_ns"]):
         sync_end = np.sort(sc["end_ns"])
         after_sync = (np.searchsorted(sync_end, call_start, "right")
@@ -175,23 +149,48 @@ def diagnose(ctx):
         if after_sync.any():
             keep = ~after_sync
             idx, call_start = idx[keep], call_start[keep]
+    return idx, call_start, prev_end[idx]
+
+
+def measure(ctx) -> Measurement | None:
+    trace, rq = ctx.trace, ctx.requests
+    if "api_calls" in trace.absent or ctx.mean_latency_ns <= 0 or table_len(trace.table("api_calls")) == 0:
+        return None
+    api = trace.table("api_calls")
+    W, n_req = rq.warmup, len(ctx.measured)
+    if n_req == 0 or len(rq.api_request) != table_len(api):
+        return None
+    inreq = rq.api_request >= W
+    name_id = api["name_id"]
+    ids_in = distinct_ids(name_id[inreq])
+    cls = _name_class(name_id, _select_names(trace, ids_in, LAUNCH_CALLS),
+                      _select_names(trace, ids_in, GRAPH_LAUNCH_CALLS))
+    is_launch = (cls & 1) != 0
+    is_launch &= inreq
+    graph_launches = float(np.count_nonzero(inreq & ((cls & 2) != 0))) / n_req
+    launches = float(is_launch.sum()) / n_req
+    if launches < MIN_LAUNCHES_PER_REQUEST:
+        return None
+    rows = _request_gpu_rows(ctx)     # the request's own GPU work in time order, each with its launch call
+    if rows is None or len(rows[0]) < 2:
+        return None
+    R, S, E, C, K, G = rows
+    idx, call_start, lo_st = _starved(ctx, cls, *rows)
     # what the launch itself cost the GPU: from the launch call to the kernel's start (the rest of the gap is
     # framework dispatch, which CUDA graphs also remove: reported as the upper bound)
-    s_st, lo_st = S1[idx], prev_end[idx]
+    s_st = S[1:][idx]
     gap = s_st - lo_st          # > 0: the launch call began after lo_st and the kernel starts after its call
     np.maximum(gap, 0, out=gap)
     wait = np.minimum(gap, s_st - np.minimum(call_start, s_st))
-    rn = R1[idx]
-    per_req_wait = _per_request_sum(rn, wait, rq.count)
-    per_req_gap = _per_request_sum(rn, gap, rq.count)
-    n_starved = len(idx)
+    rn = R[1:][idx]
+    per_req_wait = group_sums(rn, wait, rq.count)
+    per_req_gap = group_sums(rn, gap, rq.count)
     t = rq.table
     bound = np.maximum(t["latency_ns"] - t["compute_ns"], 0)
     saved = np.minimum(per_req_wait, bound)[W:]
     impact_ns = float(saved.mean())
     if 100.0 * impact_ns / ctx.mean_latency_ns < MIN_REPORT_PCT:
-        return []
-
+        return None
     # kernel and launch-call durations
     own = K & ~G
     n_own = int(np.count_nonzero(own))
@@ -201,31 +200,55 @@ def diagnose(ctx):
     del li
     med_k = median(kd, overwrite=True) if len(kd) else 0.0       # both are fresh arrays: partitioned in place
     med_l = median(ld, overwrite=True) if len(ld) else 0.0
+    return Measurement(impact_ns=impact_ns, launches=launches, graph_launches=graph_launches, own_kernels=n_own,
+                       graphed_share=float(G.sum()) / max(len(G), 1), median_kernel_ns=med_k,
+                       median_launch_ns=med_l,
+                       shorter_share=float((kd < med_l).mean()) if len(kd) else 0.0, starved=len(idx),
+                       saved=saved, per_req_wait=per_req_wait, per_req_gap=per_req_gap, gap_req=rn, gap_lo=lo_st,
+                       gap_hi=s_st, launch_mask=is_launch)
+
+
+def change(m: Measurement) -> list:
+    """CUDA graphs: the measured requests' launch calls become one graph launch per request."""
+    return [GraphLaunches(api_rows=np.flatnonzero(m.launch_mask))]
+
+
+def _numbers(ctx, m: Measurement) -> dict:
+    rq = ctx.requests
+    t, W, n_req = rq.table, rq.warmup, len(ctx.measured)
     lat = t["latency_ns"][W:].astype(np.float64)
-    numbers = {
-        "launches_per_request": round(launches, 1),
-        "kernels_per_request": round(float(n_own) / n_req, 1),
-        "graph_launches_per_request": round(graph_launches, 2),
-        "graphed_kernel_share": round(float(G.sum()) / max(len(G), 1), 3),
-        "median_kernel_us": round(med_k / 1e3, 2),
-        "median_launch_call_us": round(med_l / 1e3, 2),
-        "kernels_shorter_than_launch_share": round(float((kd < med_l).mean()) if len(kd) else 0.0, 3),
-        "starved_launches_per_request": round(float(n_starved) / n_req, 1),
-        "gpu_waiting_on_launch_calls_ms_per_request": round(impact_ns / 1e6, 3),
-        "gpu_waiting_on_cpu_between_kernels_ms_per_request": round(float(per_req_gap[W:].mean()) / 1e6, 3),
-        "gpu_waiting_share_of_latency_pct": round(100.0 * float((per_req_gap[W:] / np.maximum(lat, 1)).mean()), 1),
+    return {
+        "launches_per_request": round(m.launches, 1),
+        "kernels_per_request": round(float(m.own_kernels) / n_req, 1),
+        "graph_launches_per_request": round(m.graph_launches, 2),
+        "graphed_kernel_share": round(m.graphed_share, 3),
+        "median_kernel_us": round(m.median_kernel_ns / 1e3, 2),
+        "median_launch_call_us": round(m.median_launch_ns / 1e3, 2),
+        "kernels_shorter_than_launch_share": round(m.shorter_share, 3),
+        "starved_launches_per_request": round(float(m.starved) / n_req, 1),
+        "gpu_waiting_on_launch_calls_ms_per_request": round(m.impact_ns / 1e6, 3),
+        "gpu_waiting_on_cpu_between_kernels_ms_per_request": round(float(m.per_req_gap[W:].mean()) / 1e6, 3),
+        "gpu_waiting_share_of_latency_pct": round(100.0 * float((m.per_req_gap[W:] / np.maximum(lat, 1)).mean()),
+                                                  1),
         "kernel_time_ms_per_request": round(float(t["compute_ns"][W:].mean()) / 1e6, 3),
         "mean_latency_ms": round(ctx.mean_latency_ns / 1e6, 3),
     }
+
+
+def finding(ctx, m: Measurement) -> list:
+    rq = ctx.requests
+    t, W = rq.table, rq.warmup
+    numbers = _numbers(ctx, m)
     worst = []
     req_ids = np.arange(rq.count)[W:]
-    for i in np.argsort(-saved)[:WORST]:
+    for i in np.argsort(-m.saved)[:WORST]:
         r = int(req_ids[i])
         worst.append(instance(ctx, r, t["start_ns"][r], t["start_ns"][r] + t["latency_ns"][r],
-                              f"{int(t['launches'][r])} launches; GPU waited {per_req_gap[r] / 1e6:.2f} ms for the "
-                              f"CPU between kernels, {per_req_wait[r] / 1e6:.2f} ms of it inside launch calls",
+                              f"{int(t['launches'][r])} launches; GPU waited {m.per_req_gap[r] / 1e6:.2f} ms for the "
+                              f"CPU between kernels, {m.per_req_wait[r] / 1e6:.2f} ms of it inside launch calls",
                               tid=int(t["tid"][r])))
-    code = _hot_code(ctx, rn, lo_st, s_st)
+    code = _hot_code(ctx, m.gap_req, m.gap_lo, m.gap_hi)
+    med_k, med_l = m.median_kernel_ns, m.median_launch_ns
     title = (f"{numbers['kernels_per_request']:g} kernels per request of {med_k / 1e3:.1f} us median, each launched "
              f"in {med_l / 1e3:.1f} us: the GPU waits on launches")
     estimate = ("per request: for each kernel whose launch call began after the GPU had finished all earlier work "
@@ -240,25 +263,26 @@ def diagnose(ctx):
            f"~{med_l / 1e3:.1f} us of launch call plus framework dispatch on the CPU, so the GPU finishes each kernel "
            "before the next is launched and idles in between; the request's latency is set by how fast one CPU "
            "thread can launch, not by the GPU.")
-    return [make_finding(ctx, "launch_overhead", title, impact_ns, estimate,
+    return [make_finding(ctx, "launch_overhead", title, m.impact_ns, estimate,
                          Evidence(numbers=numbers, worst=worst, code=code), fix, why)]
+
+
+def diagnose(ctx) -> list:
+    m = measure(ctx)
+    return [] if m is None else finding(ctx, m)
 
 
 def _hot_code(ctx, req: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> list[dict]:
     """Hot CPU functions on the request threads while the GPU waited for launches (when CPU samples exist)."""
     if not ctx.trace.has("samples") or len(req) == 0:
         return []
-    try:
-        from ..model.activity import hot_functions
-    except ImportError:
-        return []
     tid = ctx.requests.table["tid"][req]
-    order = _lexsort2(lo, tid)
+    order = lexsort2(lo, tid)
     if order is not None:
         tid, lo, hi = tid[order], lo[order], hi[order]
     tid, lo, hi = _sampled_windows(ctx.trace.table("samples"), tid, lo, hi)
     funcs, n = hot_functions(ctx.trace, tid, lo, hi)
-    return funcs if n >= 10 else []
+    return funcs if n >= MIN_HOT_SAMPLES else []
 
 
 def _sampled_windows(s, tid: np.ndarray, lo: np.ndarray, hi: np.ndarray):
@@ -288,16 +312,3 @@ def _sampled_windows(s, tid: np.ndarray, lo: np.ndarray, hi: np.ndarray):
             keep[a + x:a + y] = True
     k = np.flatnonzero(keep)
     return tid[k], lo[k], hi[k]
-
-
-def _per_request_sum(req: np.ndarray, v: np.ndarray, n: int) -> np.ndarray:
-    """np.bincount(req, weights=v, minlength=n) for ascending request indices and integer ns values: exact int64
-    sums per request from one cumulative sum (bincount casts the weights to float64 and sums them one by one, which
-    is exact for integers as long as the sums stay below 2**53 ns, i.e. always)."""
-    if len(req) == 0 or v.dtype.kind not in "iu" or int(req[-1]) >= n or int(req[0]) < 0:
-        return np.bincount(req, weights=v, minlength=n)
-    cs = np.empty(len(v) + 1, np.int64)
-    cs[0] = 0
-    np.cumsum(v, out=cs[1:])
-    b = np.searchsorted(req, np.arange(n + 1), "left")
-    return (cs[b[1:]] - cs[b[:-1]]).astype(np.float64)

@@ -2,12 +2,16 @@
 faster by moving fewer bytes (fusing elementwise chains, 16-bit activations), not by more parallelism."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
+from ..model.arrays import dense_groups, median, uniq
+from ..model.changes import ScaleGpuWork
+from ..model.gpu_metrics import metric_ids
+from ..model.intervals import points_inside, union
 from ..report import Evidence
-from .common import WORST, instance, make_finding
-from ..model.arrays import median, uniq
-from ..model.arrays import dense_groups, sorted_union
+from .common import WORST, instance, latency_saving, make_finding
 
 DRAM_BOUND_PCT = 65.0       # read+write % of peak while the kernel ran; membw_bound's kernels 73-89, compute kernels
                             # <= 40 (fp32_gemm 6, healthy's convs 60 but blended, see MIN_SAMPLES_PER_KERNEL)
@@ -19,72 +23,38 @@ TOP_KERNELS = 12            # kernel names judged, by time inside measured reque
 BYTES_CUT_FP32 = 0.5        # fp32/fp64 data in bf16/fp16 halves the bytes, so a bandwidth-bound kernel's time
 BYTES_CUT_16BIT = 0.25      # already 16-bit: only fusion helps; fusing two elementwise passes removes the intermediate
                             # write+read, conservatively a quarter of the traffic
-MAX_IDLE_SHARE = 0.1        # a request window with < 10% GPU idle is GPU-bound: its latency is the queue of GPU work
 MIN_SHARE_PCT = 1.0         # below 1% of latency: not worth a line
 METRICS_FLAG = "--gpu-metrics-devices=all"
 
+CATEGORIES = ("memory_bandwidth",)
 NEEDS = ("kernels", "gpu_metrics")
 HALF_WORDS = ("Half", "BFloat16", "__half", "bfloat16", "__nv_bfloat16", "half_t", "bf16", "f16")
 
 
-def metric_ids(trace, prefix: str) -> list[int]:
-    """Metric ids whose name starts with `prefix` (ids differ per GPU and nsys version; names do not)."""
-    names = trace.meta.get("gpu_metric_names") or {}
-    return [int(i) for i, n in names.items() if str(n).startswith(prefix)]
+@dataclass
+class Measurement:
+    metrics: bool                   # False: the profile has no DRAM throughput samples (nothing else measured)
+    impact_ns: float = 0.0          # mean latency saving over measured requests
+    factor: float = 1.0             # mean queueing factor (latency_saving)
+    period_ns: float = 0.0          # metric sample period
+    saved: np.ndarray = field(default_factory=lambda: np.zeros(0))   # per request: GPU ns saved
+    own_ns: float = 0.0             # mean own GPU busy time per measured request
+    # the kernel names at the DRAM limit, most time first: name, ms_per_request, dram_pct, sm_issue_pct, samples,
+    # median_us, half (16-bit data), cut (share of their time saved), rows (kernel rows inside measured requests)
+    flagged: list = field(default_factory=list)
 
 
-def latency_saving(ctx, saved_gpu_ns: np.ndarray) -> tuple[float, float]:
-    """Per measured request: GPU time saved -> latency saved. Where the GPU never idles during the request, requests
-    queue behind earlier ones doing the same work, so latency shrinks by the same share as the GPU work:
-    saved x device_busy / own_busy. Elsewhere latency shrinks by the GPU time saved. Returns (mean ns, mean factor)."""
-    t, m = ctx.requests.table, ctx.measured
-    if len(m) == 0:
-        return 0.0, 1.0
-    own = np.maximum(t["busy_ns"][m], 1).astype(np.float64)
-    lat = np.maximum(t["latency_ns"][m], 1).astype(np.float64)
-    saturated = t["idle_ns"][m] / lat < MAX_IDLE_SHARE
-    factor = np.where(saturated, np.clip(t["device_busy_ns"][m] / own, 1.0, lat / own), 1.0)
-    saved = np.minimum(saved_gpu_ns[m] * factor, lat)
-    return float(saved.mean()), float(factor.mean())
+def _series(g, ids, gpu):
+    """(times, values) of the first metric id on this GPU, in time order."""
+    sel = np.isin(g["metric"], ids) & (g["gpu"] == gpu)
+    ts, v = g["start_ns"][sel], g["value"][sel].astype(np.float64)
+    o = np.argsort(ts, kind="stable")
+    return ts[o], v[o]
 
 
-def samples_inside(ts: np.ndarray, us: np.ndarray, ue: np.ndarray) -> np.ndarray:
-    """Mask of sample times inside the disjoint sorted intervals (us, ue)."""
-    if len(us) == 0:
-        return np.zeros(len(ts), bool)
-    i = np.searchsorted(us, ts, "right") - 1
-    return (i >= 0) & (ts < ue[np.clip(i, 0, None)])
-
-
-def diagnose(ctx):
-    trace, rq = ctx.trace, ctx.requests
-    k = trace.table("kernels")
-    kreq = rq.gpu_request.get("kernels", np.zeros(0, np.int64))
-    inreq = kreq >= rq.warmup
-    if not inreq.any() or ctx.mean_latency_ns <= 0:
-        return []
-    rd, wr = metric_ids(trace, "DRAM Read Bandwidth"), metric_ids(trace, "DRAM Write Bandwidth")
-    if not rd or not wr or "gpu_metrics" in trace.absent:
-        return [_no_metrics(ctx)]
-    g = trace.table("gpu_metrics")
-    if len(g["start_ns"]) == 0:
-        return [_no_metrics(ctx)]
-    gpu = _busiest_gpu(g, trace)
-
-    def series(ids):
-        sel = np.isin(g["metric"], ids) & (g["gpu"] == gpu)
-        ts, v = g["start_ns"][sel], g["value"][sel].astype(np.float64)
-        o = np.argsort(ts, kind="stable")
-        return ts[o], v[o]
-    ts_rd, v_rd = series(rd[:1])
-    ts_wr, v_wr = series(wr[:1])
-    if len(ts_rd) < 2 or len(ts_rd) != len(ts_wr):
-        return [_no_metrics(ctx)]
-    period = float(median(np.diff(ts_rd)))
-    dram = v_rd + v_wr
-    issue = series(metric_ids(trace, "SM Issue")[:1])
-
-    dur = (k["end_ns"] - k["start_ns"]).astype(np.float64)
+def _top_kernel_rows(ctx, k, dur, inreq):
+    """The TOP_KERNELS kernel names by time inside measured requests: (name ids, total ns per name, the names'
+    order, and per judged name its rows, ascending)."""
     rows = np.flatnonzero(inreq)
     ids, inv = dense_groups(k["name_id"][rows])
     tot = np.bincount(inv, weights=dur[rows])
@@ -97,20 +67,45 @@ def diagnose(ctx):
     rows_t, rr = rows[sel], rr[sel]
     by = np.argsort(rr.astype(np.int16), kind="stable")   # radix sort on 16-bit keys
     bounds = np.searchsorted(rr[by], np.arange(len(order) + 1))
+    return ids, tot, order, [rows_t[by[bounds[jj]:bounds[jj + 1]]] for jj in range(len(order))]
+
+
+def measure(ctx) -> Measurement | None:
+    trace, rq = ctx.trace, ctx.requests
+    k = trace.table("kernels")
+    kreq = rq.gpu_request.get("kernels", np.zeros(0, np.int64))
+    inreq = kreq >= rq.warmup
+    if not inreq.any() or ctx.mean_latency_ns <= 0:
+        return None
+    rd, wr = metric_ids(trace, "DRAM Read Bandwidth"), metric_ids(trace, "DRAM Write Bandwidth")
+    if not rd or not wr or "gpu_metrics" in trace.absent:
+        return Measurement(metrics=False)
+    g = trace.table("gpu_metrics")
+    if len(g["start_ns"]) == 0:
+        return Measurement(metrics=False)
+    gpu = _busiest_gpu(g, trace)
+    ts_rd, v_rd = _series(g, rd[:1], gpu)
+    ts_wr, v_wr = _series(g, wr[:1], gpu)
+    if len(ts_rd) < 2 or len(ts_rd) != len(ts_wr):
+        return Measurement(metrics=False)
+    period = float(median(np.diff(ts_rd)))
+    dram = v_rd + v_wr
+    issue = _series(g, metric_ids(trace, "SM Issue")[:1], gpu)
+
+    dur = (k["end_ns"] - k["start_ns"]).astype(np.float64)
+    ids, tot, order, name_rows = _top_kernel_rows(ctx, k, dur, inreq)
     n_meas = len(ctx.measured)
     saved = np.zeros(rq.count)
-    judged, flagged = [], []
-    for jj, j in enumerate(order):
-        mk = rows_t[by[bounds[jj]:bounds[jj + 1]]]
-        us, ue = sorted_union(k["start_ns"][mk], k["end_ns"][mk])
-        inside = samples_inside(ts_rd, us, ue)
+    flagged = []
+    for j, mk in zip(order, name_rows):
+        us, ue = union(k["start_ns"][mk], k["end_ns"][mk])
+        inside = points_inside(ts_rd, us, ue)
         med = float(median(dur[mk]))
         row = {"kernel": trace.name(ids[j]), "ms_per_request": float(tot[j]) / 1e6 / n_meas,
                "dram_pct": float(dram[inside].mean()) if inside.any() else float("nan"), "samples": int(inside.sum()),
-               "median_us": med / 1e3, "mask": mk}
-        iss_in = samples_inside(issue[0], us, ue) if len(issue[0]) else np.zeros(0, bool)
+               "median_us": med / 1e3, "rows": mk}
+        iss_in = points_inside(issue[0], us, ue) if len(issue[0]) else np.zeros(0, bool)
         row["sm_issue_pct"] = float(issue[1][iss_in].mean()) if iss_in.any() else float("nan")
-        judged.append(row)
         if (med >= MIN_SAMPLE_PERIODS * period and inside.any() and row["dram_pct"] >= DRAM_BOUND_PCT
                 and not row["sm_issue_pct"] > SM_ISSUE_MAX_PCT):
             full = trace.name(k["full_name_id"][mk[0]])
@@ -119,22 +114,39 @@ def diagnose(ctx):
             np.add.at(saved, kreq[mk], dur[mk] * row["cut"])
             flagged.append(row)
     if not flagged:
-        return []
+        return None
     impact, factor = latency_saving(ctx, saved)
     if 100.0 * impact / ctx.mean_latency_ns < MIN_SHARE_PCT:
-        return []
-    own_ms = float(rq.table["busy_ns"][ctx.measured].mean()) / 1e6
+        return None
+    return Measurement(metrics=True, impact_ns=impact, factor=factor, period_ns=period, saved=saved,
+                       own_ns=float(rq.table["busy_ns"][ctx.measured].mean()), flagged=flagged)
+
+
+def change(m: Measurement) -> list:
+    """The DRAM-bound kernels move fewer bytes: their time x (1 - the bytes cut)."""
+    return [ScaleGpuWork("kernels", r["rows"], 1.0 - r["cut"]) for r in m.flagged]
+
+
+def finding(ctx, m: Measurement) -> list:
+    if not m.metrics:
+        return [_no_metrics(ctx)]
+    trace, rq = ctx.trace, ctx.requests
+    k = trace.table("kernels")
+    kreq = rq.gpu_request.get("kernels", np.zeros(0, np.int64))
+    dur = (k["end_ns"] - k["start_ns"]).astype(np.float64)
+    flagged, factor, period, impact = m.flagged, m.factor, m.period_ns, m.impact_ns
+    own_ms = m.own_ns / 1e6
     bound_ms = float(sum(r["ms_per_request"] for r in flagged))
     numbers = {"bandwidth_bound_kernel_ms_per_request": round(bound_ms, 3),
                "own_gpu_ms_per_request": round(own_ms, 3),
                "bandwidth_bound_share_of_gpu_pct": round(100 * bound_ms / own_ms, 1) if own_ms else 0.0,
-               "gpu_saving_ms_per_request": round(float(saved[ctx.measured].mean()) / 1e6, 3),
+               "gpu_saving_ms_per_request": round(float(m.saved[ctx.measured].mean()) / 1e6, 3),
                "queue_factor": round(factor, 2), "metric_sample_period_us": round(period / 1e3, 1)}
     for r in flagged[:4]:
         numbers[f"dram_rd_wr_pct[{r['kernel'][:60]}]"] = round(r["dram_pct"], 1)
     worst = []
     for r in flagged[:WORST]:
-        i = r["mask"]
+        i = r["rows"]
         i = i[np.argmax(dur[i])]
         worst.append(instance(ctx, int(kreq[i]), int(k["start_ns"][i]), int(k["end_ns"][i]),
                               f"{r['ms_per_request']:.2f} ms/request at {r['dram_pct']:.0f}% of DRAM peak (read+write), "
@@ -158,6 +170,11 @@ def diagnose(ctx):
         ("These kernels already stream data at close to the GPU memory's peak rate while the SMs mostly wait on "
          "loads; their time is bytes / bandwidth, so more threads or a faster GPU core will not help, fewer bytes "
          "will."))]
+
+
+def diagnose(ctx) -> list:
+    m = measure(ctx)
+    return [] if m is None else finding(ctx, m)
 
 
 def _busiest_gpu(g, trace) -> int:

@@ -2,14 +2,16 @@
 blocking the CPU) or stall the GPU, because nothing computes while they run."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from ..model.arrays import distinct_ids, id_mask, uniq
+from ..model.changes import CopiesAtRate
 from ..model.intervals import covered, union
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, instance, make_finding, per_request_mean
-from ..model.arrays import uniq
-from ..model.arrays import distinct_ids, id_mask
 
 MIN_MEASURE_BYTES = 1 << 20        # below 1 MiB a copy's time is mostly fixed latency, its GB/s means nothing
 PINNED_FLOOR_GBPS = 12.0           # pinned PCIe Gen3 x16 moves ~12 GB/s, the slowest link a current datacenter GPU sits
@@ -18,6 +20,8 @@ MIN_SHARE_PCT = 1.0                # under 1% of request latency the copies are 
 HOST_KINDS = {1: "HtoD", 2: "DtoH"}  # ENUM_CUDA_MEMCPY_OPER values used when the profile has no enum table
 PAGEABLE = 0                       # ENUM_CUDA_MEM_KIND value of pageable host memory (fallback for the enum label)
 
+PAGEABLE_TITLE_SHARE = 0.5        # the finding is about pageable memory when half the copy time or more is pageable
+CATEGORIES = ("memory_transfer",)
 NEEDS = ("copies", "kernels", "api_calls")
 
 
@@ -41,34 +45,34 @@ def _pageable(trace, mem_kind: np.ndarray) -> np.ndarray:
     return np.isin(mem_kind, list(pag))
 
 
-def diagnose(ctx):
-    trace, rq = ctx.trace, ctx.requests
-    if not trace.has("copies") or ctx.mean_latency_ns <= 0:
-        return []
-    c = trace.table("copies")
-    req = rq.gpu_request.get("copies", np.zeros(0, np.int64))
-    direction = _direction(trace, c["kind"])
-    host = direction != ""
-    dur = (c["end_ns"] - c["start_ns"]).astype(np.float64)
-    nbytes = c["bytes"].astype(np.float64)
-    pageable = host & (_pageable(trace, c["src_kind"]) | _pageable(trace, c["dst_kind"]))
+@dataclass
+class Measurement:
+    impact_ns: float          # mean per measured request: excess over the reference rate + hideable exposed time
+    slow_ns: float            # the first part (what pinned buffers would save)
+    overlap_ns: float         # the second (what a side stream would hide)
+    direction: np.ndarray     # per copy: 'HtoD' / 'DtoH' / '' (device-side)
+    pageable: np.ndarray      # per copy: from/to pageable host memory
+    inreq: np.ndarray         # per copy: a host copy inside a measured request
+    big: np.ndarray           # per copy: large enough to measure its rate
+    rate: np.ndarray          # per copy: GB/s
+    ref: dict                 # direction -> reference GB/s (the best measured, at least the floor)
+    ref_rate: np.ndarray      # per copy: its direction's reference
+    exposed: np.ndarray       # per copy: ns with no kernel on its device
+    cost: np.ndarray          # per copy: what the fix saves on it
 
-    # reference rate per direction: the best measured in the whole profile (pinned or not), never below the floor
-    big = host & (nbytes >= MIN_MEASURE_BYTES) & (dur > 0)
-    rate = np.where(dur > 0, nbytes / np.maximum(dur, 1), 0.0)          # bytes/ns == GB/s
+
+def _reference_rates(direction, big, rate):
+    """Per direction the best rate measured in the whole profile (pinned or not), never below the floor."""
     ref = {}
     for d in ("HtoD", "DtoH"):
         m = big & (direction == d)
         ref[d] = max(PINNED_FLOOR_GBPS, float(rate[m].max()) if m.any() else 0.0)
-    ref_rate = np.where(direction == "HtoD", ref["HtoD"], np.where(direction == "DtoH", ref["DtoH"], PINNED_FLOOR_GBPS))
+    return ref, np.where(direction == "HtoD", ref["HtoD"], np.where(direction == "DtoH", ref["DtoH"],
+                                                                      PINNED_FLOOR_GBPS))
 
-    inreq = host & (req >= rq.warmup)
-    if not inreq.any():
-        return []
-    # 1) slow copies: time above what the reference rate needs (only for copies big enough to measure)
-    ideal = np.where(big, nbytes / np.maximum(ref_rate, 1e-9), dur)
-    slow_ns = np.where(big, np.clip(dur - ideal, 0, None), 0.0)
-    # 2) copies the GPU waits on: copy time during which the same device runs no kernel
+
+def _exposed(trace, c, dur, inreq):
+    """Per copy: copy time during which the same device runs no kernel (the GPU waits on it)."""
     k = trace.table("kernels")
     exposed = np.zeros(len(dur))
     for dev in uniq(c["device"][inreq]):
@@ -76,10 +80,12 @@ def diagnose(ctx):
         us, ue = union(k["start_ns"][km], k["end_ns"][km])
         cm = inreq & (c["device"] == dev)
         exposed[cm] = dur[cm] - covered(us, ue, c["start_ns"][cm], c["end_ns"][cm])
-    # after the rate fix, the exposed part shrinks in proportion; a side stream can hide it behind the request's
-    # other kernels, at most as much compute as the request itself has. Only copies between the request's first
-    # and last kernel can overlap its compute: its input upload before the first kernel and its result download
-    # after the last are on its critical path (pipelining them raises throughput, not this request's latency)
+    return exposed
+
+
+def _between_kernels(ctx, c, req, inreq):
+    """Per copy: inside a measured request, between its first and last kernel (only those can overlap compute)."""
+    rq, k = ctx.requests, ctx.trace.table("kernels")
     n = rq.count
     k_req = rq.gpu_request.get("kernels", np.full(table_len(k), -1))
     own = k_req >= 0
@@ -88,52 +94,103 @@ def diagnose(ctx):
     np.minimum.at(first, k_req[own], k["start_ns"][own])
     np.maximum.at(last, k_req[own], k["end_ns"][own])
     r = np.clip(req, 0, max(n - 1, 0))
-    mid = inreq & (c["start_ns"] >= first[r]) & (c["end_ns"] <= last[r])
+    return inreq & (c["start_ns"] >= first[r]) & (c["end_ns"] <= last[r])
+
+
+def measure(ctx) -> Measurement | None:
+    trace, rq = ctx.trace, ctx.requests
+    if not trace.has("copies") or ctx.mean_latency_ns <= 0:
+        return None
+    c = trace.table("copies")
+    req = rq.gpu_request.get("copies", np.zeros(0, np.int64))
+    direction = _direction(trace, c["kind"])
+    host = direction != ""
+    dur = (c["end_ns"] - c["start_ns"]).astype(np.float64)
+    nbytes = c["bytes"].astype(np.float64)
+    pageable = host & (_pageable(trace, c["src_kind"]) | _pageable(trace, c["dst_kind"]))
+    big = host & (nbytes >= MIN_MEASURE_BYTES) & (dur > 0)
+    rate = np.where(dur > 0, nbytes / np.maximum(dur, 1), 0.0)          # bytes/ns == GB/s
+    ref, ref_rate = _reference_rates(direction, big, rate)
+    inreq = host & (req >= rq.warmup)
+    if not inreq.any():
+        return None
+    # 1) slow copies: time above what the reference rate needs (only for copies big enough to measure)
+    ideal = np.where(big, nbytes / np.maximum(ref_rate, 1e-9), dur)
+    slow_ns = np.where(big, np.clip(dur - ideal, 0, None), 0.0)
+    # 2) copies the GPU waits on: copy time during which the same device runs no kernel
+    exposed = _exposed(trace, c, dur, inreq)
+    # after the rate fix, the exposed part shrinks in proportion; a side stream can hide it behind the request's
+    # other kernels, at most as much compute as the request itself has. Only copies between the request's first
+    # and last kernel can overlap its compute: its input upload before the first kernel and its result download
+    # after the last are on its critical path (pipelining them raises throughput, not this request's latency)
+    mid = _between_kernels(ctx, c, req, inreq)
     exposed_after = np.where(mid, exposed * np.where(dur > 0, np.minimum(ideal, dur) / np.maximum(dur, 1), 0), 0)
-    m = inreq
-    per_req_exposed = np.bincount(req[m], weights=exposed_after[m], minlength=n)
+    per_req_exposed = np.bincount(req[inreq], weights=exposed_after[inreq], minlength=rq.count)
     hide = np.minimum(per_req_exposed, rq.table["compute_ns"].astype(np.float64))
-    reqs = np.arange(n)
-    meas = reqs >= rq.warmup
+    meas = np.arange(rq.count) >= rq.warmup
     overlap_ns = float(hide[meas].mean()) if meas.any() else 0.0
-    slow_mean = per_request_mean(slow_ns, np.where(m, req, -1), ctx)
+    slow_mean = per_request_mean(slow_ns, np.where(inreq, req, -1), ctx)
     impact = slow_mean + overlap_ns
     if 100.0 * impact / ctx.mean_latency_ns < MIN_SHARE_PCT:
-        return []
+        return None
+    return Measurement(impact_ns=impact, slow_ns=slow_mean, overlap_ns=overlap_ns, direction=direction,
+                       pageable=pageable, inreq=inreq, big=big, rate=rate, ref=ref, ref_rate=ref_rate,
+                       exposed=exposed, cost=slow_ns + exposed_after)
 
-    copy_ms = per_request_mean(dur, np.where(m, req, -1), ctx) / 1e6
-    pag_ms = per_request_mean(np.where(pageable, dur, 0), np.where(m, req, -1), ctx) / 1e6
+
+def change(m: Measurement) -> list:
+    """The host copies inside requests move at the reference (pinned) rate of their direction, on a side stream."""
+    rows = np.flatnonzero(m.inreq)
+    return [CopiesAtRate(rows=rows, gbps=m.ref_rate[rows], overlap=True)]
+
+
+def _numbers(ctx, m: Measurement, c) -> dict:
+    req = ctx.requests.gpu_request.get("copies", np.zeros(0, np.int64))
+    dur = (c["end_ns"] - c["start_ns"]).astype(np.float64)
+    nbytes = c["bytes"].astype(np.float64)
+    inreq, rq_of = m.inreq, np.where(m.inreq, req, -1)
+    copy_ms = per_request_mean(dur, rq_of, ctx) / 1e6
+    pag_ms = per_request_mean(np.where(m.pageable, dur, 0), rq_of, ctx) / 1e6
     numbers = {
-        "copies_per_request": round(per_request_mean(np.ones(len(dur)), np.where(m, req, -1), ctx), 2),
+        "copies_per_request": round(per_request_mean(np.ones(len(dur)), rq_of, ctx), 2),
         "copy_ms_per_request": round(copy_ms, 3),
-        "bytes_per_request_MiB": round(per_request_mean(nbytes, np.where(m, req, -1), ctx) / 2**20, 2),
+        "bytes_per_request_MiB": round(per_request_mean(nbytes, rq_of, ctx) / 2**20, 2),
         "pageable_copy_ms_per_request": round(pag_ms, 3),
-        "slow_excess_ms_per_request": round(slow_mean / 1e6, 3),
-        "gpu_waits_on_copy_ms_per_request": round(per_request_mean(exposed, np.where(m, req, -1), ctx) / 1e6, 3),
-        "hideable_by_overlap_ms_per_request": round(overlap_ns / 1e6, 3),
+        "slow_excess_ms_per_request": round(m.slow_ns / 1e6, 3),
+        "gpu_waits_on_copy_ms_per_request": round(per_request_mean(m.exposed, rq_of, ctx) / 1e6, 3),
+        "hideable_by_overlap_ms_per_request": round(m.overlap_ns / 1e6, 3),
     }
     for d in ("HtoD", "DtoH"):
-        dm = m & (direction == d) & big
+        dm = inreq & (m.direction == d) & m.big
         if dm.any():
             numbers[f"{d}_GBps_in_requests"] = round(float(nbytes[dm].sum() / dur[dm].sum()), 2)
-            numbers[f"{d}_reference_GBps"] = round(ref[d], 2)
+            numbers[f"{d}_reference_GBps"] = round(m.ref[d], 2)
     blocked, n_sync = _host_blocking(ctx)
     numbers["memcpy_api_blocked_ms_per_request"] = round(blocked / 1e6, 3)
     numbers["synchronous_memcpy_calls_per_request"] = round(n_sync, 2)
+    return numbers, copy_ms, pag_ms
 
-    cost = slow_ns + exposed_after
-    idx = np.flatnonzero(m)
-    idx = idx[np.argsort(-cost[idx], kind="stable")][:WORST]
+
+def finding(ctx, m: Measurement) -> list:
+    trace, rq = ctx.trace, ctx.requests
+    c = trace.table("copies")
+    req = rq.gpu_request.get("copies", np.zeros(0, np.int64))
+    dur = (c["end_ns"] - c["start_ns"]).astype(np.float64)
+    nbytes = c["bytes"].astype(np.float64)
+    numbers, copy_ms, pag_ms = _numbers(ctx, m, c)
+    direction, pageable = m.direction, m.pageable
+    idx = np.flatnonzero(m.inreq)
+    idx = idx[np.argsort(-m.cost[idx], kind="stable")][:WORST]
     worst = []
     for i in idx:
         what = (f"{direction[i]} {'pageable' if pageable[i] else 'pinned/device'} {nbytes[i] / 2**20:.1f} MiB "
-                f"in {dur[i] / 1e6:.2f} ms ({rate[i]:.1f} GB/s; reference {ref_rate[i]:.1f} GB/s)")
+                f"in {dur[i] / 1e6:.2f} ms ({m.rate[i]:.1f} GB/s; reference {m.ref_rate[i]:.1f} GB/s)")
         worst.append(instance(ctx, int(req[i]), int(c["start_ns"][i]), int(c["end_ns"][i]), what,
                               tid=int(rq.table["tid"][req[i]]), name=f"memcpy {direction[i]}"))
     notes = [f"reference rate: the best host<->device rate of copies >= 1 MiB in this profile per direction, at least "
              f"{PINNED_FLOOR_GBPS:g} GB/s (pinned PCIe Gen3 x16); pinned PCIe Gen4/Gen5 reach ~25/~50 GB/s"]
     pag_share = pag_ms / copy_ms if copy_ms > 0 else 0.0
-    if pag_share >= 0.5:
+    if pag_share >= PAGEABLE_TITLE_SHARE:
         title = f"Pageable host copies take {copy_ms:.1f} ms per request"
         fix = ("Copy from/to pinned (page-locked) host buffers allocated once: torch `tensor.pin_memory()` / "
                "`torch.empty(..., pin_memory=True)` reused across requests, `cudaHostAlloc`/`cudaHostRegister`, then "
@@ -149,11 +206,16 @@ def diagnose(ctx):
                "double-buffer inputs so request N+1's upload overlaps request N's compute; copy fewer bytes.")
         why = ("A copy on the compute stream serialises with the kernels: the SMs sit idle while bytes cross PCIe. "
                "Copy engines run independently of the SMs, so on another stream the same copy costs nothing.")
-    estimate = (f"per request: copy time above bytes / reference rate ({slow_mean / 1e6:.2f} ms; what pinned buffers "
+    estimate = (f"per request: copy time above bytes / reference rate ({m.slow_ns / 1e6:.2f} ms; what pinned buffers "
                 f"would save) + copy time with no kernel running between the request's first and last kernel, which a side stream "
-                f"could overlap with its compute, at most the request's compute time ({overlap_ns / 1e6:.2f} ms)")
-    return [make_finding(ctx, "memory_transfer", title, impact, estimate,
+                f"could overlap with its compute, at most the request's compute time ({m.overlap_ns / 1e6:.2f} ms)")
+    return [make_finding(ctx, "memory_transfer", title, m.impact_ns, estimate,
                          Evidence(numbers=numbers, worst=worst, notes=notes), fix, why)]
+
+
+def diagnose(ctx) -> list:
+    m = measure(ctx)
+    return [] if m is None else finding(ctx, m)
 
 
 def _host_blocking(ctx) -> tuple[float, float]:

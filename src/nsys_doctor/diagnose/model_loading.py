@@ -8,13 +8,16 @@ spread over all measured requests. Uploads in most requests are per-request inpu
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
+from ..model.arrays import median
+from ..model.changes import MoveOutOfRequests
 from ..model.projection import api_corr_key, corr_key
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, instance, make_finding
-from ..model.arrays import median
 
 LOAD_MIN_BYTES = 64 << 20       # weights: one upload of 64 MiB or more (model_server: 384 MiB fp16 blobs; a request's
                                 # own inputs in the zoo are < 64 MiB except memcpy_pageable, ruled out by the share)
@@ -24,6 +27,7 @@ FILE_READS = ("read", "pread", "pread64", "readv", "preadv", "preadv2", "fread",
               "__fread_chk", "__pread_chk", "__pread64_chk")   # OS runtime calls that read a file (or a socket)
 HTOD = 1                        # ENUM_CUDA_MEMCPY_OPER host-to-device when the profile has no enum table
 
+CATEGORIES = ("model_loading",)
 NEEDS = ("copies", "api_calls", "os_calls")
 
 
@@ -37,7 +41,7 @@ def _uploads(trace):
     if len(big) and table_len(api):
         key = api_corr_key(trace)
         o = np.argsort(key, kind="stable")
-        ck = corr_key(c["pid"][big], c["correlation"][big])
+        ck = corr_key(trace, c["pid"][big], c["correlation"][big])
         pos = np.clip(np.searchsorted(key[o], ck), 0, len(o) - 1)
         hit = key[o][pos] == ck
         tid = np.where(hit, api["tid"][o[pos]], -1)
@@ -48,96 +52,160 @@ def _uploads(trace):
             tid[order], cpu[order])
 
 
-def _read_time(trace, tid: int, lo: int, hi: int) -> tuple[float, int]:
+def _file_read_ids(ctx) -> np.ndarray:
+    """The name ids of the file-read OS calls (cached for the analysis)."""
+    def compute():
+        names = np.unique(ctx.trace.table("os_calls")["name_id"])
+        return np.array([i for i in names if ctx.trace.name(i) in FILE_READS], np.int64)
+    return ctx.once("file_read_ids", compute)
+
+
+def _read_time(ctx, tid: int, lo: int, hi: int) -> tuple[float, int]:
     """Time (ns) and count of file-read calls on thread `tid` inside [lo, hi)."""
-    o = trace.table("os_calls")
+    o = ctx.trace.table("os_calls")
     if table_len(o) == 0:
         return 0.0, 0
-    ids = trace._cache.get("_file_read_ids")
-    if ids is None:
-        names = np.unique(o["name_id"])
-        ids = np.array([i for i in names if trace.name(i) in FILE_READS], np.int64)
-        trace._cache["_file_read_ids"] = ids
-    m = np.isin(o["name_id"], ids) & (o["tid"] == tid) & (o["start_ns"] >= lo) & (o["end_ns"] <= hi)
+    m = np.isin(o["name_id"], _file_read_ids(ctx)) & (o["tid"] == tid) & (o["start_ns"] >= lo) & (o["end_ns"] <= hi)
     return float((o["end_ns"][m] - o["start_ns"][m]).sum()), int(m.sum())
 
 
-def diagnose(ctx):
-    trace, rq = ctx.trace, ctx.requests
-    if "copies" in trace.absent or ctx.mean_latency_ns <= 0 or len(ctx.measured) == 0:
-        return []
-    rows, gs, ge, nbytes, tid, cpu = _uploads(trace)
-    if len(gs) == 0:
-        return []
-    t = rq.table
-    n, w = rq.count, rq.warmup
-    first = int(t["start_ns"].min())
-    # the request each upload belongs to: launched inside it (projection), else the next request on its thread
-    proj = rq.gpu_request.get("copies", np.zeros(0, np.int64))
+@dataclass
+class Measurement:
+    rows: np.ndarray          # copies rows of the large uploads, by GPU start
+    gs: np.ndarray            # per upload: GPU start, end, bytes, issuing thread, CPU start of its call
+    ge: np.ndarray
+    nbytes: np.ndarray
+    tid: np.ndarray
+    cpu: np.ndarray
+    cold: np.ndarray          # per upload: before the first request
+    req: np.ndarray           # per upload: the request that waited on it (-1 none)
+    inside: np.ndarray        # per upload: launched inside its request
+    cold_read_ns: float       # file reads before the last cold upload
+    loading: np.ndarray       # measured requests that waited on a load (none: only a cold start)
+    share: float              # their share of the measured requests
+    impact_ns: float = 0.0
+    extra: np.ndarray = field(default_factory=lambda: np.zeros(0))   # per request: latency over the typical
+    typical_ns: float = 0.0
+    read_ns: float = 0.0      # file reads before the loads of loading requests
+    reads: int = 0
+
+    @property
+    def cold_only(self) -> bool:
+        return len(self.loading) == 0 or self.share > MAX_LOADING_SHARE
+
+
+def _owner(ctx, rows, ge, tid, cold):
+    """The request each upload belongs to: launched inside it (projection), else the next request on its thread;
+    and whether it was inside."""
+    t = ctx.requests.table
+    proj = ctx.requests.gpu_request.get("copies", np.zeros(0, np.int64))
     own = proj[rows] if len(proj) else np.full(len(rows), -1, np.int64)
-    cold = cpu < first
-    nxt = np.full(len(gs), -1, np.int64)
+    nxt = np.full(len(ge), -1, np.int64)
     for i in np.flatnonzero((own < 0) & ~cold):
         later = np.flatnonzero((t["tid"] == tid[i]) & (t["start_ns"] >= ge[i]))
         if len(later):
             nxt[i] = later[np.argmin(t["start_ns"][later])]
-    req = np.where(own >= 0, own, nxt)
-    inside = own >= 0
+    return np.where(own >= 0, own, nxt), own >= 0
 
-    numbers, notes, worst = {}, [], []
-    cold_read, _ = (_read_time(trace, int(tid[cold][0]), 0, int(ge[cold].max())) if cold.any() else (0.0, 0))
-    if cold.any():
-        numbers.update(cold_start_uploads=int(cold.sum()), cold_start_mib=round(float(nbytes[cold].sum()) / 2**20, 1),
-                       cold_start_upload_ms=round(float((ge - gs)[cold].sum()) / 1e6, 1),
-                       cold_start_file_read_ms=round(cold_read / 1e6, 1),
-                       cold_start_before_first_request_ms=round((first - int(cpu[cold].min())) / 1e6, 1))
 
-    loading = np.unique(req[(req >= w)])
-    share = len(loading) / max(len(ctx.measured), 1)
-    if len(loading) == 0 or share > MAX_LOADING_SHARE:
-        if not cold.any() or nbytes[cold].sum() < COLD_MIN_BYTES:
-            return []
-        title = (f"Cold start: {numbers['cold_start_mib']:g} MiB of weights read and uploaded before the first request "
-                 f"({numbers['cold_start_file_read_ms']:g} ms in file reads, {numbers['cold_start_upload_ms']:g} ms "
-                 "uploading); set-up, not a request problem")
-        if share > MAX_LOADING_SHARE:
-            notes.append(f"large uploads in {share:.0%} of requests: per-request inputs (see memory_transfer)")
-        return [make_finding(ctx, "model_loading", title, 0.0, "cold start happens once, before any request: no "
-                             "per-request impact", Evidence(numbers=numbers, notes=notes),
-                             "Load and upload the weights before the server takes traffic (readiness probe after "
-                             "the load), from pinned memory or a safetensors mmap to shorten it.",
-                             "A first request that arrives during the cold start waits for all of it; later ones "
-                             "do not.")]
-
-    # extra latency of the requests that waited on a load, against the typical request without one
-    lat = t["latency_ns"]
+def _extra_latency(ctx, u: Measurement) -> None:
+    """Extra latency of the requests that waited on a load, against the typical request without one; the file
+    reads before their loads."""
+    t, n, w = ctx.requests.table, ctx.requests.count, ctx.requests.warmup
+    lat, loading, req = t["latency_ns"], u.loading, u.req
     meas = np.arange(w, n)
     normal = np.setdiff1d(meas, loading)
     typical = float(median(lat[normal])) if len(normal) else 0.0
     extra = np.zeros(n)
     extra[loading] = np.maximum(lat[loading] - typical, 0.0)
     # a load between requests delays the next one by its own duration (the request queues; its range starts later)
-    between = (~inside) & (req >= w)
+    between = (~u.inside) & (req >= w)
     for i in np.flatnonzero(between):
-        extra[req[i]] += float(ge[i] - cpu[i])
-    impact_ns = float(extra[w:].sum()) / len(meas)
-
+        extra[req[i]] += float(u.ge[i] - u.cpu[i])
     read_ns, reads = 0.0, 0
     for r in loading:
         ups = np.flatnonzero(req == r)
-        lo = int(t["start_ns"][r]) if inside[ups].all() else int(t["end_ns"][max(r - 1, 0)])
-        rt, rc = _read_time(trace, int(tid[ups[0]]), lo, int(ge[ups].max()))
+        lo = int(t["start_ns"][r]) if u.inside[ups].all() else int(t["end_ns"][max(r - 1, 0)])
+        rt, rc = _read_time(ctx, int(u.tid[ups[0]]), lo, int(u.ge[ups].max()))
         read_ns += rt
         reads += rc
-    m = (req >= w)
-    numbers.update(loading_requests=int(len(loading)), loading_request_share_pct=round(100 * share, 1),
-                   loads_inside_requests=int((inside & m).sum()), loads_between_requests=int(between.sum()),
-                   upload_mib_per_load=round(float(nbytes[m].sum()) / 2**20 / max(len(loading), 1), 1),
-                   upload_ms_per_load=round(float((ge - gs)[m].sum()) / 1e6 / len(loading), 1),
-                   file_read_ms_per_load=round(read_ns / 1e6 / len(loading), 1), file_reads=reads,
+    u.impact_ns, u.extra, u.typical_ns = float(extra[w:].sum()) / len(meas), extra, typical
+    u.read_ns, u.reads = read_ns, reads
+
+
+def measure(ctx) -> Measurement | None:
+    trace, rq = ctx.trace, ctx.requests
+    if "copies" in trace.absent or ctx.mean_latency_ns <= 0 or len(ctx.measured) == 0:
+        return None
+    rows, gs, ge, nbytes, tid, cpu = _uploads(trace)
+    if len(gs) == 0:
+        return None
+    cold = cpu < int(rq.table["start_ns"].min())
+    req, inside = _owner(ctx, rows, ge, tid, cold)
+    cold_read, _ = (_read_time(ctx, int(tid[cold][0]), 0, int(ge[cold].max())) if cold.any() else (0.0, 0))
+    loading = np.unique(req[(req >= rq.warmup)])
+    u = Measurement(rows=rows, gs=gs, ge=ge, nbytes=nbytes, tid=tid, cpu=cpu, cold=cold, req=req, inside=inside,
+                    cold_read_ns=cold_read, loading=loading, share=len(loading) / max(len(ctx.measured), 1))
+    if u.cold_only:
+        return u if cold.any() and nbytes[cold].sum() >= COLD_MIN_BYTES else None
+    _extra_latency(ctx, u)
+    return u
+
+
+def change(m: Measurement) -> list:
+    """The weights stay resident (or load ahead): the uploads that requests waited on, and the CPU time from each
+    upload's call to its end, leave the requests. A cold start is no request's: nothing to change."""
+    if m.cold_only:
+        return []
+    sel = m.req >= 0
+    sel &= ~m.cold
+    return [MoveOutOfRequests("copies", m.rows[sel], m.tid[sel], m.cpu[sel], m.ge[sel])]
+
+
+def _cold_numbers(ctx, m: Measurement) -> dict:
+    cold = m.cold
+    if not cold.any():
+        return {}
+    first = int(ctx.requests.table["start_ns"].min())
+    return dict(cold_start_uploads=int(cold.sum()), cold_start_mib=round(float(m.nbytes[cold].sum()) / 2**20, 1),
+                cold_start_upload_ms=round(float((m.ge - m.gs)[cold].sum()) / 1e6, 1),
+                cold_start_file_read_ms=round(m.cold_read_ns / 1e6, 1),
+                cold_start_before_first_request_ms=round((first - int(m.cpu[cold].min())) / 1e6, 1))
+
+
+def _cold_finding(ctx, m: Measurement, numbers: dict):
+    notes = []
+    title = (f"Cold start: {numbers['cold_start_mib']:g} MiB of weights read and uploaded before the first request "
+             f"({numbers['cold_start_file_read_ms']:g} ms in file reads, {numbers['cold_start_upload_ms']:g} ms "
+             "uploading); set-up, not a request problem")
+    if m.share > MAX_LOADING_SHARE:
+        notes.append(f"large uploads in {m.share:.0%} of requests: per-request inputs (see memory_transfer)")
+    return make_finding(ctx, "model_loading", title, 0.0, "cold start happens once, before any request: no "
+                        "per-request impact", Evidence(numbers=numbers, notes=notes),
+                        "Load and upload the weights before the server takes traffic (readiness probe after "
+                        "the load), from pinned memory or a safetensors mmap to shorten it.",
+                        "A first request that arrives during the cold start waits for all of it; later ones "
+                        "do not.")
+
+
+def finding(ctx, m: Measurement) -> list:
+    trace, rq = ctx.trace, ctx.requests
+    t, w = rq.table, rq.warmup
+    numbers = _cold_numbers(ctx, m)
+    if m.cold_only:
+        return [_cold_finding(ctx, m, numbers)]
+    loading, req, lat, extra, typical = m.loading, m.req, t["latency_ns"], m.extra, m.typical_ns
+    sel = (req >= w)
+    between = (~m.inside) & sel
+    numbers.update(loading_requests=int(len(loading)), loading_request_share_pct=round(100 * m.share, 1),
+                   loads_inside_requests=int((m.inside & sel).sum()), loads_between_requests=int(between.sum()),
+                   upload_mib_per_load=round(float(m.nbytes[sel].sum()) / 2**20 / max(len(loading), 1), 1),
+                   upload_ms_per_load=round(float((m.ge - m.gs)[sel].sum()) / 1e6 / len(loading), 1),
+                   file_read_ms_per_load=round(m.read_ns / 1e6 / len(loading), 1), file_reads=m.reads,
                    loading_request_latency_ms=round(float(lat[loading].mean()) / 1e6, 1),
                    typical_latency_ms=round(typical / 1e6, 3),
                    extra_latency_ms_per_loading_request=round(float(extra[loading].mean()) / 1e6, 1))
+    worst, notes = [], []
     for r in loading[np.argsort(-extra[loading])][:WORST]:
         worst.append(instance(ctx, int(r), t["start_ns"][r], t["start_ns"][r] + lat[r],
                               f"request waited on a model load: {lat[r] / 1e6:.1f} ms against "
@@ -156,5 +224,10 @@ def diagnose(ctx):
     why = ("Reading hundreds of MB from disk and copying them to the GPU takes hundreds of milliseconds, and the "
            "request that triggers the swap (and every request queued behind it) waits for all of it before its own "
            "few milliseconds of GPU work can start.")
-    return [make_finding(ctx, "model_loading", title, impact_ns, estimate,
+    return [make_finding(ctx, "model_loading", title, m.impact_ns, estimate,
                          Evidence(numbers=numbers, worst=worst, notes=notes), fix, why)]
+
+
+def diagnose(ctx) -> list:
+    m = measure(ctx)
+    return [] if m is None else finding(ctx, m)

@@ -3,14 +3,15 @@ cores, which would run the same math several times faster in TF32, FP16/BF16 or 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..report import Evidence
-from .common import WORST, instance, make_finding
-from .memory_bandwidth import latency_saving, metric_ids, samples_inside
-from ..model.intervals import union
 from ..model.arrays import distinct_ids, id_mask
+from ..model.changes import ScaleGpuWork
+from ..model.gpu_metrics import metric_during
+from ..report import Evidence
+from .common import WORST, instance, latency_saving, make_finding
 
 # CUDA-core fp32 GEMM/conv kernels of cuBLAS, cuDNN and CUTLASS (names seen in fp32_gemm / memcpy_pageable and the
 # standard library names): sgemm, *_ffma_*, xmma f32f32_f32f32 without tf32, scudnn, gemmSN, simt
@@ -27,48 +28,73 @@ TENSOR_ACTIVE_MAX_PCT = 10.0  # while those kernels ran; above it they do use te
                             # healthy's real tensor-core kernels read 11-21% blended)
 MIN_SHARE_PCT = 1.0         # under 1% of latency: not worth a line
 
+CATEGORIES = ("precision",)
 NEEDS = ("kernels",)
 
 
-def diagnose(ctx):
+@dataclass
+class Measurement:
+    impact_ns: float            # mean latency saving over measured requests
+    factor: float               # mean queueing factor (latency_saving)
+    cc_rows: np.ndarray         # kernel rows: fp32 GEMM/conv kernels on CUDA cores inside measured requests
+    cc_ns: np.ndarray           # per request: their time
+    tensor_active_pct: float | None   # 'Tensor Active' GPU metric while they ran (None: not recorded)
+    sm_issue_pct: float | None
+
+
+def measure(ctx) -> Measurement | None:
     trace, rq = ctx.trace, ctx.requests
     k = trace.table("kernels")
     kreq = rq.gpu_request.get("kernels", np.zeros(0, np.int64))
     inreq = kreq >= rq.warmup
     if not inreq.any() or ctx.mean_latency_ns <= 0:
-        return []
+        return None
     gpus = [str(g.get("name") or "") for g in trace.meta.get("gpus", [])]
     if gpus and all(NO_TENSOR_CORE_GPU.search(g) for g in gpus):
-        return []
+        return None
     ids = distinct_ids(k["name_id"][inreq])
     cc_ids = [int(i) for i in ids if _cuda_core(trace.name(i))]
     if not cc_ids:
-        return []
+        return None
     is_cc = inreq & id_mask(k["name_id"], cc_ids)
     dur = (k["end_ns"] - k["start_ns"]).astype(np.float64)
     cc_ns = np.bincount(kreq[is_cc], weights=dur[is_cc], minlength=rq.count)
-    numbers = {"cuda_core_gemm_ms_per_request": round(float(cc_ns[ctx.measured].mean()) / 1e6, 3),
+    tensor = metric_during(trace, "Tensor Active", k["start_ns"][is_cc], k["end_ns"][is_cc])
+    issue = metric_during(trace, "SM Issue", k["start_ns"][is_cc], k["end_ns"][is_cc])
+    if tensor is not None and tensor > TENSOR_ACTIVE_MAX_PCT:
+        return None       # names say fp32, but the tensor pipes are busy: not this problem
+    impact, factor = latency_saving(ctx, cc_ns * (1.0 - 1.0 / TC_SPEEDUP))
+    if 100.0 * impact / ctx.mean_latency_ns < MIN_SHARE_PCT:
+        return None
+    return Measurement(impact_ns=impact, factor=factor, cc_rows=np.flatnonzero(is_cc), cc_ns=cc_ns,
+                       tensor_active_pct=tensor, sm_issue_pct=issue)
+
+
+def change(m: Measurement) -> list:
+    """The CUDA-core matrix kernels run on tensor cores, TC_SPEEDUP x faster."""
+    return [ScaleGpuWork("kernels", m.cc_rows, 1.0 / TC_SPEEDUP)]
+
+
+def finding(ctx, m: Measurement) -> list:
+    trace, rq = ctx.trace, ctx.requests
+    k = trace.table("kernels")
+    kreq = rq.gpu_request.get("kernels", np.zeros(0, np.int64))
+    numbers = {"cuda_core_gemm_ms_per_request": round(float(m.cc_ns[ctx.measured].mean()) / 1e6, 3),
                "own_gpu_ms_per_request": round(float(rq.table["busy_ns"][ctx.measured].mean()) / 1e6, 3)}
     own = numbers["own_gpu_ms_per_request"]
     numbers["cuda_core_gemm_share_of_gpu_pct"] = round(100 * numbers["cuda_core_gemm_ms_per_request"] / own, 1) \
         if own else 0.0
     notes = []
-    tensor, issue = _metric_during(ctx, k, is_cc, "Tensor Active"), _metric_during(ctx, k, is_cc, "SM Issue")
-    if tensor is not None:
-        numbers["tensor_active_pct_during"] = round(tensor, 1)
-        if tensor > TENSOR_ACTIVE_MAX_PCT:
-            return []       # names say fp32, but the tensor pipes are busy: not this problem
+    if m.tensor_active_pct is not None:
+        numbers["tensor_active_pct_during"] = round(m.tensor_active_pct, 1)
     else:
         notes.append("no 'Tensor Active' GPU metric (record with --gpu-metrics-devices=all); judged by kernel names")
-    if issue is not None:
-        numbers["sm_issue_pct_during"] = round(issue, 1)
-    saved = cc_ns * (1.0 - 1.0 / TC_SPEEDUP)
-    impact, factor = latency_saving(ctx, saved)
-    if 100.0 * impact / ctx.mean_latency_ns < MIN_SHARE_PCT:
-        return []
+    if m.sm_issue_pct is not None:
+        numbers["sm_issue_pct_during"] = round(m.sm_issue_pct, 1)
+    factor = m.factor
     numbers["queue_factor"] = round(factor, 2)
-    idx = np.flatnonzero(is_cc)
-    idx = idx[np.argsort(-dur[idx], kind="stable")]
+    dur = (k["end_ns"] - k["start_ns"]).astype(np.float64)
+    idx = m.cc_rows[np.argsort(-dur[m.cc_rows], kind="stable")]
     seen, worst = set(), []
     for i in idx:                        # the longest instance of each distinct kernel
         if k["name_id"][i] in seen:
@@ -82,7 +108,7 @@ def diagnose(ctx):
     return [make_finding(
         ctx, "precision",
         f"fp32 matrix math on CUDA cores, no tensor cores: {numbers['cuda_core_gemm_ms_per_request']:.1f} ms of "
-        f"{own:.1f} ms GPU per request", impact,
+        f"{own:.1f} ms GPU per request", m.impact_ns,
         f"time of CUDA-core GEMM/conv kernels x (1 - 1/{TC_SPEEDUP:g}), assuming the tensor-core path is at least "
         f"{TC_SPEEDUP:g}x faster (TF32 peak is ~7x FP32 on A100/H100, BF16 ~14x); x{factor:.1f} where requests queue "
         "on a saturated GPU behind the same work",
@@ -95,23 +121,11 @@ def diagnose(ctx):
          "tensor cores do the same matrix math many times faster, and they sit idle here."))]
 
 
+def diagnose(ctx) -> list:
+    m = measure(ctx)
+    return [] if m is None else finding(ctx, m)
+
+
 def _cuda_core(name: str) -> bool:
     low = name.lower()
     return bool(CUDA_CORE.search(low)) and not TENSOR_CORE.search(low)
-
-
-def _metric_during(ctx, k, mask, prefix: str) -> float | None:
-    """Mean of a GPU metric over its samples taken while the masked kernels ran; None when not recorded."""
-    trace = ctx.trace
-    ids = metric_ids(trace, prefix)
-    if not ids or "gpu_metrics" in trace.absent:
-        return None
-    g = trace.table("gpu_metrics")
-    sel = g["metric"] == ids[0]
-    if not sel.any():
-        return None
-    ts, v = g["start_ns"][sel], g["value"][sel].astype(np.float64)
-    o = np.argsort(ts, kind="stable")
-    us, ue = union(k["start_ns"][mask], k["end_ns"][mask])
-    inside = samples_inside(ts[o], us, ue)
-    return float(v[o][inside].mean()) if inside.any() else None

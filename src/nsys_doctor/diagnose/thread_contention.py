@@ -4,22 +4,29 @@ runnable but not running because more threads want the CPU than there are cores.
 Only the threads that serve requests, only inside requests: background threads that block in poll/epoll or a
 condition variable all the time (CUDA event handler, CUPTI worker, BLAS pools) are idle by design. Lock waits that
 happen inside a CUDA call (the driver's own futex while a sync waits) belong to the sync, not to contention
-(cpu_samples charges a ns to the CUDA call first). Run-queue delay is off-CPU time (context-switch trace) that no
+(model/activity.py charges a ns to the CUDA call first). Run-queue delay is off-CPU time (context-switch trace) that no
 OS-runtime or CUDA call explains: the thread was switched out without blocking on anything.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from ..model import activity as cs
+from ..model.arrays import uniq
+from ..model.changes import RemoveCpuTime
 from ..model.trace import table_len
 from ..report import Evidence
-from ..model import activity as cs
-from .common import WORST, instance, make_finding
-from ..model.arrays import uniq
+from .common import WORST, events_in_requests, instance, make_finding
 
 MIN_SAVING_NS = 1_000_000   # 1 ms per request; every zoo profile without contention has lock wait 0 and run-queue
                             # median 0 (max 0.24 ms in cpu_postproc); thread_contention has 46 + 3 ms
 MIN_SAVING_PCT = 3.0        # of mean latency; below, not worth a line
+MIN_HANDOFF_NS = 100_000    # lock waits shorter than 0.1 ms are uncontended: they say nothing about hand-offs
+TOP_CALLS = 4               # lock calls named in the evidence
+MINOR_SHARE = 0.2           # the title names a wait (lock or CPU) when it is at least a fifth of the other
+CATEGORIES = ("thread_contention",)
 NEEDS = ("os_calls", "sched", "api_calls")
 
 
@@ -44,18 +51,48 @@ def _interleaving(ctx, tids: np.ndarray) -> int:
     th = osc["tid"][pick][lock]
     st = osc["start_ns"][pick][lock]
     dur = osc["end_ns"][pick][lock] - st
-    big = dur > 100_000           # short uncontended waits say nothing
+    big = dur > MIN_HANDOFF_NS
     th = th[big][np.argsort(st[big])]
     return int((th[1:] != th[:-1]).sum()) if len(th) > 1 else 0
 
 
-def diagnose(ctx) -> list:
+@dataclass
+class Measurement:
+    lock: np.ndarray          # per request: ns blocked on locks (outside CUDA calls)
+    runq: np.ndarray          # per request: ns runnable but switched out
+    lock_ns: float            # means over measured requests
+    runq_ns: float
+    tids: np.ndarray          # the request threads
+    calls: list               # the largest lock calls: (name id, ns per request, calls per request)
+    lock_waits: tuple         # (tid, start_ns, end_ns) of the lock calls inside measured requests
+
+
+def _lock_calls(ctx):
+    """The lock OS calls inside measured requests (tid, start, end), and the largest call names among them."""
+    trace, req = ctx.trace, ctx.requests
+    n_meas = len(req.measured)
+    osc = trace.table("os_calls")
+    calls, none = [], (np.zeros(0, np.int64),) * 3
+    if not table_len(osc):
+        return none, calls
+    r = events_in_requests(ctx, osc["tid"], osc["start_ns"])
+    sel = (r >= req.warmup) & (cs.os_call_class(trace, osc["name_id"]) == cs.CAUSES.index("lock"))
+    if not sel.any():
+        return none, calls
+    ids, inv = np.unique(osc["name_id"][sel], return_inverse=True)
+    tot = np.bincount(inv, weights=(osc["end_ns"][sel] - osc["start_ns"][sel]).astype(float))
+    for k in np.argsort(-tot)[:TOP_CALLS]:
+        calls.append((int(ids[k]), float(tot[k]) / n_meas, float((inv == k).sum()) / n_meas))
+    return (osc["tid"][sel], osc["start_ns"][sel], osc["end_ns"][sel]), calls
+
+
+def measure(ctx) -> Measurement | None:
     trace, req = ctx.trace, ctx.requests
     t, m = req.table, req.measured
     if len(m) == 0 or ctx.mean_latency_ns <= 0:
-        return []
+        return None
     if not trace.has("os_calls") and not trace.has("sched"):
-        return []
+        return None
     n = req.count
     lock = np.zeros(n, np.int64)
     runq = np.zeros(n, np.int64)
@@ -63,30 +100,34 @@ def diagnose(ctx) -> list:
         rows = np.flatnonzero(t["tid"] == tid)
         got = cs.request_causes(ctx, int(tid))
         lock[rows], runq[rows] = got["lock"], got["runqueue"]
-    lock_ms = float(lock[m].mean())
-    runq_ms = float(runq[m].mean())
-    saving = lock_ms + runq_ms
+    lock_ns = float(lock[m].mean())
+    runq_ns = float(runq[m].mean())
+    saving = lock_ns + runq_ns
     if saving < MIN_SAVING_NS or 100.0 * saving / ctx.mean_latency_ns < MIN_SAVING_PCT:
-        return []
-    tids = uniq(t["tid"][m])
-    # which lock calls: name and ms per request
-    osc = trace.table("os_calls")
-    calls = []
-    if table_len(osc):
-        from .common import events_in_requests
-        r = events_in_requests(ctx, osc["tid"], osc["start_ns"])
-        sel = (r >= req.warmup) & (cs.os_call_class(trace, osc["name_id"]) == cs.CAUSES.index("lock"))
-        if sel.any():
-            ids, inv = np.unique(osc["name_id"][sel], return_inverse=True)
-            tot = np.bincount(inv, weights=(osc["end_ns"][sel] - osc["start_ns"][sel]).astype(float))
-            for k in np.argsort(-tot)[:4]:
-                calls.append({"call": trace.name(ids[k]), "ms_per_request": round(float(tot[k]) / len(m) / 1e6, 3),
-                              "calls_per_request": round(float((inv == k).sum()) / len(m), 1)})
-    funcs, _ = cs.hot_functions(trace, t["tid"][m], t["start_ns"][m], t["end_ns"][m])
+        return None
+    waits, calls = _lock_calls(ctx)
+    return Measurement(lock=lock, runq=runq, lock_ns=lock_ns, runq_ns=runq_ns, tids=uniq(t["tid"][m]), calls=calls,
+                       lock_waits=waits)
+
+
+def change(m: Measurement) -> list:
+    """No shared lock and no oversubscribed CPU: the lock waits inside requests are removed (run-queue delay has no
+    intervals of its own here: it is the thread's off-CPU time no call explains, model/activity.py)."""
+    tid, start, end = m.lock_waits
+    return [RemoveCpuTime(tid=tid, start_ns=start, end_ns=end)]
+
+
+def finding(ctx, m: Measurement) -> list:
+    trace, req = ctx.trace, ctx.requests
+    t, meas = req.table, req.measured
+    lock, runq, lock_ms, runq_ms, tids = m.lock, m.runq, m.lock_ns, m.runq_ns, m.tids
+    calls = [{"call": trace.name(i), "ms_per_request": round(ns / 1e6, 3), "calls_per_request": round(c, 1)}
+             for i, ns, c in m.calls]
+    funcs, _ = cs.hot_functions(trace, t["tid"][meas], t["start_ns"][meas], t["end_ns"][meas])
     numbers = {"lock_wait_ms_per_request": round(lock_ms / 1e6, 3),
                "run_queue_ms_per_request": round(runq_ms / 1e6, 3),
                "request_threads": int(len(tids)),
-               "concurrent_requests_mean": round(_overlapping_requests(t, m), 2),
+               "concurrent_requests_mean": round(_overlapping_requests(t, meas), 2),
                "lock_handoffs_between_request_threads": _interleaving(ctx, tids),
                "lock_calls": calls}
     notes = []
@@ -101,11 +142,11 @@ def diagnose(ctx) -> list:
     worst = [instance(ctx, int(r), t["start_ns"][r], t["end_ns"][r],
                       f"blocked on locks {lock[r] / 1e6:.1f} ms, runnable but not running {runq[r] / 1e6:.1f} ms",
                       int(t["tid"][r]), name=calls[0]["call"] if calls else None)
-             for r in m[np.argsort(-per[m])[:WORST]]]
+             for r in meas[np.argsort(-per[meas])[:WORST]]]
     what = []
-    if lock_ms >= runq_ms * 0.2:
+    if lock_ms >= runq_ms * MINOR_SHARE:
         what.append(f"wait {lock_ms / 1e6:.1f} ms on locks")
-    if runq_ms >= lock_ms * 0.2 or runq_ms >= MIN_SAVING_NS:
+    if runq_ms >= lock_ms * MINOR_SHARE or runq_ms >= MIN_SAVING_NS:
         what.append(f"wait {runq_ms / 1e6:.1f} ms for a CPU")
     title = (f"Request threads ({len(tids)}) " + " and ".join(what) + " per request")
     fix = ("Stop serialising requests on one lock: give each worker thread its own model instance / CUDA stream, or "
@@ -114,8 +155,13 @@ def diagnose(ctx) -> list:
            "for Python, release the GIL in heavy work or use processes.")
     why = (f"Inside each request the serving thread is blocked {lock_ms / 1e6:.1f} ms on a lock another thread holds "
            f"and {runq_ms / 1e6:.1f} ms ready to run but switched out; neither does any work, and the GPU waits too.")
-    return [make_finding(ctx, "thread_contention", title, saving,
+    return [make_finding(ctx, "thread_contention", title, lock_ms + runq_ms,
                          "lock-wait OS-runtime time (outside CUDA calls) plus off-CPU time no call explains, on the "
                          "request thread inside requests: what removing the shared lock and the CPU oversubscription "
                          "would give back",
                          Evidence(numbers=numbers, worst=worst, code=funcs, notes=notes), fix, why)]
+
+
+def diagnose(ctx) -> list:
+    m = measure(ctx)
+    return [] if m is None else finding(ctx, m)

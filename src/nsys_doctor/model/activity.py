@@ -1,6 +1,6 @@
 """What a serving thread did in given time windows: hot functions from CPU samples, and a cause for every ns.
 
-Shared by cpu_work, thread_contention and gpu_idle. Two questions are answered here, both per (thread, window):
+Shared by cpu_processing, thread_contention and gpu_underutilization. Two questions are answered here, both per (thread, window):
 - which functions ran (CPU samples joined to their call chains; depth 0 is the leaf), with the first frame that lies
   in a user-level library or a python file, so a report can say "numpy FLOAT_clip" rather than "libc memcpy";
 - what the thread was doing, split into causes: inside a CUDA API call (sync / copy / launch), blocked in an OS
@@ -13,10 +13,10 @@ import os
 
 import numpy as np
 
-from ..model.intervals import covered, union
-from ..model.projection import assign_calls
-from ..model.trace import Trace, table_len
-from ..model.arrays import median, uniq
+from .arrays import lut_fits, median, uniq
+from .intervals import covered, union
+from .projection import assign_calls
+from .trace import Trace, table_len
 
 DEFAULT_SAMPLE_PERIOD_NS = 1_000_000   # nsys default CPU sampling rate is 1 kHz; measured per profile when possible
 TOP_FUNCTIONS = 6
@@ -69,7 +69,7 @@ def _classify(trace: Trace, name_ids: np.ndarray, judge) -> np.ndarray:
         return np.zeros(0, np.int8)
     if ids.dtype.kind in "iu":
         lo, hi = int(ids.min()), int(ids.max())
-        if lo >= 0 and hi < max(4 * len(ids), 1 << 20):
+        if lo >= 0 and lut_fits(hi, len(ids)):
             present = np.zeros(hi + 1, bool)
             present[ids] = True
             u = np.flatnonzero(present)
@@ -99,36 +99,14 @@ def table_class(ctx, table: str) -> np.ndarray:
     return ctx.once(("call_class", table), lambda: fn(ctx.trace, ctx.trace.table(table)["name_id"]))
 
 
-# ------------------------------------------------------------------------------------------ interval sets
-def _sweep(a_s, a_e, b_s, b_e, keep_b: bool):
-    """Disjoint sorted sets A, B -> A & B (keep_b) or A - B."""
-    if len(a_s) == 0 or (keep_b and len(b_s) == 0):
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    if len(b_s) == 0:
-        return a_s, a_e
-    t = np.concatenate([a_s, a_e, b_s, b_e])
-    da = np.concatenate([np.ones(len(a_s)), -np.ones(len(a_e)), np.zeros(len(b_s) * 2)]).astype(np.int64)
-    db = np.concatenate([np.zeros(len(a_s) * 2), np.ones(len(b_s)), -np.ones(len(b_e))]).astype(np.int64)
-    order = np.lexsort((da + db, t))       # ends before starts at the same time
-    t, ca, cb = t[order], np.cumsum(da[order]), np.cumsum(db[order])
-    want = (ca > 0) & ((cb > 0) if keep_b else (cb == 0))
-    s, e = t[:-1][want[:-1]], t[1:][want[:-1]]
-    ok = e > s
-    return union(s[ok], e[ok]) if ok.any() else (np.zeros(0, np.int64), np.zeros(0, np.int64))
-
-
-def intersect(a_s, a_e, b_s, b_e):
-    return _sweep(a_s, a_e, b_s, b_e, True)
-
-
-def subtract(a_s, a_e, b_s, b_e):
-    return _sweep(a_s, a_e, b_s, b_e, False)
-
-
 # ------------------------------------------------------------------------------------------ thread activity
 # Bit c of a segment's state says cause c (index into CAUSES) is active; a segment goes to its lowest set bit, the
 # cause first in priority order, or to "cpu" when no bit is set.
 _NONE = len(CAUSES) - 1
+# The sweep packs each event as (time << CAUSE_BITS | cause) in int64 and each segment's state as one uint8 bit per
+# cause: a ninth cause besides "cpu" would silently alias another, so fail at import instead
+CAUSE_BITS = 3
+assert _NONE <= 1 << CAUSE_BITS and _NONE <= 8, "thread sweep packs at most 8 causes (besides cpu) in 3 bits"
 _FIRST_BIT = np.array([(x & -x).bit_length() - 1 if x else _NONE for x in range(1 << _NONE)], np.int8)
 _EMPTY = (np.zeros(0, np.int64), np.zeros(0, np.int64))
 
@@ -189,12 +167,12 @@ def _thread_segments(ctx, tid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         i = 0
         for c, (s, e) in enumerate(sets):
             key[i:i + 2 * len(s):2], key[i + 1:i + 2 * len(s):2] = s, e
-            key[i:i + 2 * len(s)] <<= 3
+            key[i:i + 2 * len(s)] <<= CAUSE_BITS
             key[i:i + 2 * len(s)] |= c
             i += 2 * len(s)
         key.sort(kind="stable")     # timsort: merges the sorted runs (one per cause) in near-linear time
-        code = np.left_shift(1, (key & 7).astype(np.uint8), dtype=np.uint8)
-        key >>= 3
+        code = np.left_shift(1, (key & ((1 << CAUSE_BITS) - 1)).astype(np.uint8), dtype=np.uint8)
+        key >>= CAUSE_BITS
         t = key
         state = np.bitwise_xor.accumulate(code)
     else:                                                    # ill-formed intervals (end < start): count them

@@ -1,7 +1,8 @@
 """Array helpers that numpy does slowly for our shapes.
 
 `np.unique(x)` without return_* options takes a hash-based path in numpy 2.3+ that is ~15x slower than sorting on
-millions of distinct int64 ids (2.3 s vs 0.14 s for 2.4M correlation keys, measured on launch_bound x10).
+millions of distinct int64 ids (2.3 s vs 0.14 s for 2.4M correlation keys, measured on launch_bound x10, made by
+benchmarks/make_large.py).
 """
 from __future__ import annotations
 
@@ -9,7 +10,68 @@ import math
 
 import numpy as np
 
-from .intervals import union
+# A lookup table indexed by id replaces a sort when the ids span at most this many slots per row plus a fixed 1M
+# (8 MB of int64 at most beyond the rows themselves): string ids and enums always do, hostile ids fall back to a sort
+LUT_SLOTS_PER_ROW = 4
+LUT_EXTRA_SLOTS = 1 << 20
+
+
+def lut_fits(span: int, n: int, per_row: int = LUT_SLOTS_PER_ROW) -> bool:
+    """Whether ids spanning `span` values (max - min) over `n` rows are indexed by a lookup table, not sorted
+    (`per_row`: slots allowed per row, for ids known to be spread wider than string ids)."""
+    return span <= per_row * n + LUT_EXTRA_SLOTS
+
+
+def is_sorted(a: np.ndarray) -> bool:
+    """Whether a 1-d array is in ascending order (ties allowed): tables usually are, so a sort can be skipped."""
+    return len(a) < 2 or bool((a[1:] >= a[:-1]).all())
+
+
+def is_lex_sorted(major: np.ndarray, minor: np.ndarray) -> bool:
+    """Whether rows are in (major, minor) order, as np.lexsort((minor, major)) would put them (ties keep their
+    order anyway)."""
+    if len(major) < 2:
+        return True
+    if not is_sorted(major):
+        return False
+    if is_sorted(minor):
+        return True
+    return bool(((major[1:] > major[:-1]) | (minor[1:] >= minor[:-1])).all())
+
+
+def sort_order(key: np.ndarray) -> np.ndarray | None:
+    """np.argsort(key, kind="stable"), or None when the keys are already in order (the usual case: no sort, no
+    reordering copies)."""
+    if is_sorted(key):
+        return None
+    return np.argsort(key, kind="stable")
+
+
+def lexsort2(minor: np.ndarray, major: np.ndarray) -> np.ndarray | None:
+    """np.lexsort((minor, major)) for integer columns (None when already in that order), as one stable sort of a
+    combined int64 key when it fits."""
+    if is_lex_sorted(major, minor):
+        return None
+    mlo, mhi = int(minor.min()), int(minor.max())
+    jlo, jhi = int(major.min()), int(major.max())
+    span = mhi - mlo + 1
+    if (jhi - jlo + 1) * span >= 2 ** 62:
+        return np.lexsort((minor, major))
+    key = (major.astype(np.int64) - jlo) * span + (minor.astype(np.int64) - mlo)
+    return np.argsort(key, kind="stable")
+
+
+def group_sums(group: np.ndarray, v: np.ndarray, n: int) -> np.ndarray:
+    """np.bincount(group, weights=v, minlength=n) for ascending group indices and integer values: exact int64
+    sums per group from one cumulative sum (bincount casts the weights to float64 and sums them one by one, which
+    is exact for integers as long as the sums stay below 2**53 ns, i.e. always)."""
+    if len(group) == 0 or v.dtype.kind not in "iu" or int(group[-1]) >= n or int(group[0]) < 0:
+        return np.bincount(group, weights=v, minlength=n)
+    cs = np.empty(len(v) + 1, np.int64)
+    cs[0] = 0
+    np.cumsum(v, out=cs[1:])
+    b = np.searchsorted(group, np.arange(n + 1), "left")
+    return (cs[b[1:]] - cs[b[:-1]]).astype(np.float64)
 
 
 def uniq(a) -> np.ndarray:
@@ -66,7 +128,7 @@ def dense_groups(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if ids.dtype.kind not in "iu" or ids.ndim != 1 or len(ids) == 0:
         return np.unique(ids, return_inverse=True)
     lo, hi = int(ids.min()), int(ids.max())
-    if hi - lo > 4 * len(ids) + (1 << 20):
+    if not lut_fits(hi - lo, len(ids)):
         return np.unique(ids, return_inverse=True)
     off = ids - lo if lo else ids        # -1 (a missing column's default) and other small negatives
     present = np.bincount(off, minlength=hi - lo + 1) > 0
@@ -80,7 +142,7 @@ def distinct_ids(ids: np.ndarray) -> np.ndarray:
     if ids.dtype.kind not in "iu" or ids.ndim != 1 or len(ids) == 0:
         return uniq(ids)
     lo, hi = int(ids.min()), int(ids.max())
-    if lo < 0 or hi > 4 * len(ids) + (1 << 20):
+    if lo < 0 or not lut_fits(hi, len(ids)):
         return uniq(ids)
     return np.flatnonzero(np.bincount(ids, minlength=hi + 1)).astype(ids.dtype)
 
@@ -94,21 +156,8 @@ def id_mask(values: np.ndarray, ids) -> np.ndarray:
     if values.dtype.kind not in "iu":
         return np.isin(values, ids)
     lo, hi = int(values.min()), int(values.max())
-    if lo < 0 or hi > 4 * len(values) + (1 << 20):
+    if lo < 0 or not lut_fits(hi, len(values)):
         return np.isin(values, ids)
     lut = np.zeros(hi + 1, bool)
     lut[ids[(ids >= 0) & (ids <= hi)]] = True
     return lut[values]
-
-
-def sorted_union(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """intervals.union, skipping its sort when the starts are already in order (nsys writes tables so)."""
-    if len(start) < 2 or not bool((start[1:] >= start[:-1]).all()):
-        return union(start, end)
-    e = np.maximum.accumulate(end)
-    new = np.empty(len(start), bool)
-    new[0] = True
-    new[1:] = start[1:] > e[:-1]
-    first = np.flatnonzero(new)
-    last = np.r_[first[1:] - 1, len(start) - 1]
-    return start[first], e[last]

@@ -1,7 +1,9 @@
 """Every table of the trace model and every column, with its unit and meaning. Written once; readers fill these.
 
 Times are int64 ns on the profile's clock (`start_ns`, `end_ns`). `tid` is a globally unique thread id and `pid` a
-globally unique process id (nsys globalTid / globalPid). Columns ending in `_id` index `Trace.strings` unless noted.
+globally unique process id, numbered as the reader chooses (nsys: globalTid / globalPid); `Trace.ids` (model.trace.Ids,
+filled by the reader: read/ids.py) gives a thread's process, a process's compact key and the OS ids shown to users, so
+nothing outside read/ depends on how the ids are packed. Columns ending in `_id` index `Trace.strings` unless noted.
 `absent_flag` says which `nsys profile` option records the table when a profile lacks it.
 """
 from __future__ import annotations

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from .arrays import is_lex_sorted, is_sorted
+
 
 def union(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Merge overlapping [start, end) intervals -> sorted, disjoint (starts, ends)."""
     if len(start) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    if len(start) < 2 or bool((start[1:] >= start[:-1]).all()):   # already in order (tables usually are): no sort
+    if is_sorted(start):            # already in order (tables usually are): no sort
         s, e = start, np.maximum.accumulate(end)
     else:
         order = np.argsort(start, kind="stable")
@@ -52,29 +54,11 @@ def group_union_length(group: np.ndarray, start: np.ndarray, end: np.ndarray, n_
     out = np.zeros(n_groups, np.int64)
     if len(g) == 0:
         return out
-    if not _lex_sorted(g, s):        # GPU activity is in time order and requests follow each other: usually sorted
+    if not is_lex_sorted(g, s):      # GPU activity is in time order and requests follow each other: usually sorted
         order = np.lexsort((s, g))
         g, s, e = g[order], s[order], e[order]
     s = s.astype(np.int64, copy=False)
-    e = e.astype(np.int64, copy=False)
-    # running max of end, restarted at each group: shift groups far apart so they cannot touch. Done on the ranks
-    # of the times (max commutes with a monotone map), so the shift cannot overflow int64 whatever the times are.
-    lo, hi = min(int(s.min()), int(e.min())), max(int(s.max()), int(e.max()))
-    span = hi - lo + 1
-    if span * 2 * (int(g.max()) + 1) < 2 ** 62:      # real profiles: shift the times themselves (no sort)
-        off = g.astype(np.int64)                     # a copy: scaled in place
-        off *= 2 * span
-        run = e - lo
-        run += off
-        np.maximum.accumulate(run, out=run)
-        run -= off
-        run += lo
-        del off
-    else:                                            # hostile times: shift their ranks, which cannot overflow
-        times, rank = np.unique(np.r_[s, e], return_inverse=True)
-        rank_e = rank.reshape(-1)[len(s):].astype(np.int64)
-        off = g.astype(np.int64) * (len(times) + 1)
-        run = times[np.maximum.accumulate(rank_e + off) - off]
+    run = group_running_max(g, e)
     # each interval adds what sticks out beyond everything before it in its group
     heads = np.flatnonzero(g[1:] != g[:-1])
     heads += 1
@@ -92,18 +76,70 @@ def group_union_length(group: np.ndarray, start: np.ndarray, end: np.ndarray, n_
     return out
 
 
-def _lex_sorted(g: np.ndarray, s: np.ndarray) -> bool:
-    """Whether rows are in (g, s) order, as np.lexsort((s, g)) would put them (ties keep their order anyway)."""
-    if len(g) < 2:
-        return True
-    if not bool((g[1:] >= g[:-1]).all()):
-        return False
-    if bool((s[1:] >= s[:-1]).all()):
-        return True
-    return bool(((g[1:] > g[:-1]) | (s[1:] >= s[:-1])).all())
+def group_running_max(group: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Running maximum of `v` (int64, a new array) restarted at each group, for rows sorted by group: one
+    np.maximum.accumulate over values shifted so far apart per group that groups cannot reach each other. On the
+    ranks of the values when the shift would overflow int64 (hostile times; max commutes with a monotone map)."""
+    v = v.astype(np.int64, copy=False)
+    if len(v) == 0:
+        return np.zeros(0, np.int64)
+    lo, span = int(v.min()), int(v.max()) - int(v.min()) + 1
+    g0, groups = int(group.min()), int(group.max()) - int(group.min()) + 1
+    if span * groups < 2 ** 62:                      # real profiles: shift the values themselves (no sort)
+        off = group.astype(np.int64)                 # a copy: scaled in place
+        if g0:
+            off -= g0
+        off *= span
+        run = v - lo
+        run += off
+        np.maximum.accumulate(run, out=run)
+        run -= off
+        run += lo
+        return run
+    values, rank = np.unique(v, return_inverse=True)
+    off = (group.astype(np.int64) - g0) * (len(values) + 1)
+    return values[np.maximum.accumulate(rank.reshape(-1).astype(np.int64) + off) - off]
 
 
-def gaps(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Idle gaps between the blocks of a union (sorted)."""
-    us, ue = union(start, end)
-    return ue[:-1], us[1:]
+def subtract(a_s, a_e, b_s, b_e) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint sorted sets A - B, as a disjoint sorted set."""
+    if len(a_s) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if len(b_s) == 0:
+        return a_s, a_e
+    t = np.concatenate([a_s, a_e, b_s, b_e])
+    da = np.concatenate([np.ones(len(a_s)), -np.ones(len(a_e)), np.zeros(len(b_s) * 2)]).astype(np.int64)
+    db = np.concatenate([np.zeros(len(a_s) * 2), np.ones(len(b_s)), -np.ones(len(b_e))]).astype(np.int64)
+    order = np.lexsort((da + db, t))       # ends before starts at the same time
+    t, ca, cb = t[order], np.cumsum(da[order]), np.cumsum(db[order])
+    want = (ca > 0) & (cb == 0)
+    s, e = t[:-1][want[:-1]], t[1:][want[:-1]]
+    ok = e > s
+    return union(s[ok], e[ok]) if ok.any() else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
+def free_within(busy_s: np.ndarray, busy_e: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """The times in [lo, hi) outside the disjoint sorted busy set, as a disjoint sorted set (the gaps between
+    busy blocks, clipped; blocks of no length leave two gaps that touch: merged)."""
+    if len(busy_s) == 0 or not (busy_e >= busy_s).all():
+        return subtract(np.array([lo], np.int64), np.array([hi], np.int64), busy_s, busy_e)
+    i, j = np.searchsorted(busy_e, lo, side="right"), np.searchsorted(busy_s, hi, side="left")
+    gs = np.r_[lo, busy_e[i:j]]
+    ge = np.r_[busy_s[i:j], hi]
+    gs = np.maximum(gs, lo)
+    ge = np.minimum(ge, hi)
+    ok = ge > gs
+    gs, ge = gs[ok], ge[ok]
+    if len(gs) > 1:
+        new = np.r_[True, gs[1:] != ge[:-1]]
+        first = np.flatnonzero(new)
+        gs, ge = gs[first], ge[np.r_[first[1:] - 1, len(new) - 1]]
+    return gs.astype(np.int64), ge.astype(np.int64)
+
+
+def points_inside(ts: np.ndarray, us: np.ndarray, ue: np.ndarray) -> np.ndarray:
+    """Mask of the (sorted or not) times inside the disjoint sorted intervals (us, ue)."""
+    if len(us) == 0:
+        return np.zeros(len(ts), bool)
+    i = np.searchsorted(us, ts, "right") - 1
+    return (i >= 0) & (ts < ue[np.clip(i, 0, None)])

@@ -59,8 +59,8 @@ def rank_ranges(trace: Trace, by_process: bool = False) -> list[dict]:
     launch = launch_calls(trace)
     l_start, l_tid = api["start_ns"][launch], api["tid"][launch]
     if by_process:
-        ranges = {**ranges, "tid": pid_of(ranges["tid"])}
-        l_tid = pid_of(l_tid)
+        ranges = {**ranges, "tid": pid_of(trace, ranges["tid"])}
+        l_tid = pid_of(trace, l_tid)
     # distinct (domain, name), sorted as np.unique would; through a dict, not fixed-width numpy strings, which are as
     # wide as the longest name for every row (100k ranges and one 5000-char name: 2 GB, and minutes to sort)
     keys = [f"{d}\x1f{n}" for d, n in zip(ranges["domain"].tolist(), ranges["name"].tolist())]

@@ -21,7 +21,11 @@ from .trace import Table, Trace, table_len, take
 WARMUP_FACTOR = 1.5          # a leading request slower than 1.5x the steady median is warm-up (cuDNN autotune,
                              # lazy init: 10-50x slower in the zoo profiles; steady requests vary by < 1.3x)
 WARMUP_MAX_SHARE = 0.2       # never call more than a fifth of the requests warm-up
-WARMUP_MAX = 10
+WARMUP_MAX = 10              # and never more than 10: the zoo profiles' warm-up is 1-3 requests (cuDNN autotune, lazy
+                             # module loading), so a longer slow start is the run itself, not set-up
+MIN_REQUESTS_FOR_WARMUP = 4  # fewer requests (of the run, or of the thread before a drain) have no steady median to
+                             # compare the first ones with
+BARRIER_REPEAT_SHARE = 0.5   # a drain before at least half the later requests is the loop's own sync, not a barrier
 # Tables find_requests reads, in the order it needs them (GPU_TABLES: every kind of GPU work is projected)
 NEEDS = ("ranges", "api_calls") + GPU_TABLES
 
@@ -106,7 +110,8 @@ def _measure(trace: Trace, inst: Table, name: str, domain: str, reason: str, inf
         raise NoData(trace.path, "no requests found: no repeated NVTX range and no repeating GPU work")
     api = trace.table("api_calls")
     if by_process:   # the range's thread hands the work to others: a launch belongs to the request open in its process
-        api_req = assign_calls({**inst, "tid": pid_of(inst["tid"])}, pid_of(api["tid"]), api["start_ns"])
+        api_req = assign_calls({**inst, "tid": pid_of(trace, inst["tid"])}, pid_of(trace, api["tid"]),
+                               api["start_ns"])
     else:
         api_req = assign_calls(inst, api["tid"], api["start_ns"])
     launch = launch_calls(trace)
@@ -221,7 +226,7 @@ def _drain_barrier(trace: Trace, tab: Table, api_req: np.ndarray) -> int:
     drain &= api["tid"] == tid0
     t = np.sort(api["start_ns"][drain])
     idx = np.flatnonzero(tab["tid"] == tid0)
-    if len(idx) < 4 or len(t) == 0:
+    if len(idx) < MIN_REQUESTS_FOR_WARMUP or len(t) == 0:
         return 0
     # a drain in the gap before each request of this thread
     gap_lo, gap_hi = tab["end_ns"][idx[:-1]], tab["start_ns"][idx[1:]]
@@ -229,7 +234,7 @@ def _drain_barrier(trace: Trace, tab: Table, api_req: np.ndarray) -> int:
     early = has[:limit]
     # only a barrier that the steady loop does not repeat marks the end of warm-up
     later = has[limit:]
-    if not early.any() or (len(later) and later.mean() >= 0.5):
+    if not early.any() or (len(later) and later.mean() >= BARRIER_REPEAT_SHARE):
         return 0
     last = int(np.flatnonzero(early)[-1])
     return int(idx[last + 1])
@@ -243,7 +248,7 @@ def _warmup(latency: np.ndarray, skip: int | None, barrier: int = 0, path=None) 
             raise BadInput(path, f"--skip {skip} leaves no request to measure: the profile has {n} "
                                  f"request{'s' * (n != 1)} (use --skip {n - 1} or less)")
         return max(0, int(skip)), f"--skip {skip}"
-    if n < 4:
+    if n < MIN_REQUESTS_FOR_WARMUP:
         return 0, "too few requests to tell warm-up apart"
     limit = min(WARMUP_MAX, int(n * WARMUP_MAX_SHARE))
     if barrier:

@@ -18,6 +18,17 @@ from .columns import TABLES
 Table = dict[str, np.ndarray]
 
 
+@dataclass(frozen=True)
+class Ids:
+    """How the reader numbers threads and processes (the `tid` and `pid` columns, model/columns.py): the model
+    asks these instead of knowing a layout."""
+    process_of: Callable[[np.ndarray], np.ndarray]   # thread ids -> the ids of their processes (the `pid` values)
+    process_key: Callable[[np.ndarray], np.ndarray]  # process ids -> int64 in [0, 2**31): a compact number, for
+                                                     # (process, correlation id) keys and process ranks
+    os_tid: Callable[[int], int]                     # a thread id -> the OS thread id (shown to users)
+    os_pid: Callable[[int], int]                     # a process id -> the OS process id (shown to users)
+
+
 class LazyTable(dict):
     """A table whose rarely used columns are read on first access (kernel launch geometry, API backtrace ids):
     `analyze` then reads only the columns its diagnoses touch."""
@@ -67,6 +78,7 @@ class Trace:
     loaders: dict[str, Callable[[], Table]] = field(default_factory=dict)
     absent: dict[str, str] = field(default_factory=dict)   # table -> why it is missing / which flag records it
     strings: Callable[[int], str] = lambda i: f"<{i}>"     # id -> text for name columns
+    ids: Ids | None = None                                  # the reader's thread/process numbering (read/ids.py)
     enums: dict[str, dict[int, str]] = field(default_factory=dict)  # enum name -> value -> label, from the profile
     _cache: dict[str, Table] = field(default_factory=dict)
     # rows per table as recorded, asked for by the summary only; a reader that knows counts cheaply sets it
@@ -130,7 +142,7 @@ class Trace:
         threads = self.table("threads")
         hit = np.flatnonzero(threads["tid"] == tid)
         name = self.name(threads["name_id"][hit[0]]) if len(hit) else "thread"
-        return f"{name} ({int(tid) & 0xFFFFFF})"
+        return f"{name} ({self.ids.os_tid(int(tid))})"
 
     def close(self) -> None:
         pending = [f for f in self._pending.values() if not f.cancel()]

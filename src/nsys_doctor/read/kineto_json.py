@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import BadInput, NoData
 from ..model.columns import TABLES
 from ..model.trace import Trace
+from .ids import NSYS_IDS
 from .nsys_sqlite import DEFAULT_ENUMS
 
 STEP_RANGE = "ProfilerStep#*"
@@ -438,7 +439,7 @@ class _Builder:
     # ------------------------------------------------------------------------------------------------ the trace
     def _trace(self, tables: dict, origin: int, window: list, skipped: int, gpu_annotations: int) -> Trace:
         strings = _Strings({i: _clean(s) for s, i in self.ids.items()})
-        t = Trace(path=self.shown, source="kineto-json", strings=strings.__getitem__)
+        t = Trace(path=self.shown, source="kineto-json", strings=strings.__getitem__, ids=NSYS_IDS)
         t.enums = {k: dict(v) for k, v in DEFAULT_ENUMS.items()}
         counts = {name: len(tab["start_ns"] if "start_ns" in tab else tab["tid"] if "tid" in tab else tab["pid"])
                   for name, tab in tables.items()}

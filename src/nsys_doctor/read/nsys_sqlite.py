@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import BadInput
 from ..model.columns import GPU_METRICS_USED, TABLES
 from ..model.trace import LazyTable, Trace, table_len
+from .ids import NSYS_IDS
 from .sqlfetch import Fetcher, _num, _text
 
 SUFFIXES = (".sqlite",)
@@ -218,7 +219,7 @@ class _Reader:
     # ---------------------------------------------------------------- the trace
     def trace(self) -> Trace:
         strings = self._strings()
-        t = Trace(path=self.shown, source="nsys-sqlite", strings=strings.__getitem__, background=True)
+        t = Trace(path=self.shown, source="nsys-sqlite", strings=strings.__getitem__, background=True, ids=NSYS_IDS)
         t.enums = self._enums()
         t.meta = self._meta()
         self._metric_names = t.meta.get("gpu_metric_names")
@@ -489,7 +490,7 @@ class _Reader:
         t = "ThreadNames"
         c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
         rows = self.fetch(f'SELECT {c("globalTid")}, {c("nameId")} FROM "{t}"', ["tid", "name_id"])
-        rows["pid"] = (rows["tid"] >> 24) << 24
+        rows["pid"] = NSYS_IDS.process_of(rows["tid"])
         return rows
 
     def _processes(self):

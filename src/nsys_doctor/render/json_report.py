@@ -8,11 +8,13 @@ from ..report import Report
 
 
 def _clean(x):
-    # JSON has no NaN or infinity: say "unknown" with null
+    # JSON has no NaN or infinity: say "unknown" with null. Every key is kept, as on the fast path: keys come from
+    # the profile too (TensorRT's "__myl_*" kernel family), so a leading "_" does not mark a private one (the
+    # Report holds none: the timeline drops its "_sort" where it makes it)
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items() if not str(k).startswith("_")}
+        return {str(k): _clean(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_clean(v) for v in x]
     if hasattr(x, "item") and not isinstance(x, (str, bytes)):   # numpy scalars
@@ -36,7 +38,7 @@ def render(report: Report | dict, indent: int | None = 2) -> str:
     d = report.to_dict() if isinstance(report, Report) else report
     try:   # the common case: nothing to clean, in C but for the small sections
         return _dumps(d, indent, allow_nan=False, default=_plain)
-    except (ValueError, TypeError):   # NaN/inf or a private key to drop: the careful walk
+    except (ValueError, TypeError):   # NaN/inf or a numpy array: the careful walk
         return _dumps(_clean(d), indent)
 
 

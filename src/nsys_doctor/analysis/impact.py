@@ -17,7 +17,7 @@ What a fix saves on the interval depends on which side it saves on and which sid
 from __future__ import annotations
 
 from ..report import Finding, severity_for
-from .common import HIGH_PCT, MEDIUM_PCT
+from ..diagnose.common import HIGH_PCT, MEDIUM_PCT
 
 # The categories whose fix removes GPU time (kernel, copy or collective time on the device); the others remove CPU
 # time or host waits, which the GPU sees only as idle.

@@ -1,4 +1,4 @@
-"""diagnose/impact.py: what a fix is worth in the request interval of a throughput-bound run.
+"""analysis/impact.py: what a fix is worth in the request interval of a throughput-bound run.
 
 The load numbers are healthy's, measured (tests/model/test_queueing.py checks them against SQL); the findings are
 hypothetical (synthetic, stated as such): healthy has none, and the rule under test is which side bounds the run.
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from nsys_doctor.diagnose.impact import rebase
+from nsys_doctor.analysis.impact import rebase
 from nsys_doctor.report import Evidence, Finding
 from tests.conftest import zoo_report
 

@@ -1,0 +1,156 @@
+"""Host waits: the calls inside requests that block the CPU until earlier GPU work is done (explicit synchronize
+calls and copies that are synchronous for the host), with what each cost: the time blocked, and the GPU idle after
+it returned until the device ran anything again. cuda_sync reports them; launch_overhead leaves the gaps after them
+to it; the replay (issue 16) removes them.
+
+Explicit waits are the *Synchronize calls (runtime and driver, version suffixes ignored); implicit ones are copies
+that block the host: cudaMemcpy (not Async) and device-to-host copies into pageable memory (Async or not).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .api_names import SYNC_CALLS, base_name
+from .arrays import distinct_ids, uniq
+from .intervals import union
+from .projection import GPU_TABLES, corr_key, gpu_corr_key
+from .requests import Requests
+from .trace import Trace, table_len
+
+# Copies that are synchronous for the host whatever the memory (CUDA runtime docs, "API synchronization behavior").
+SYNC_COPY_CALLS = ("cudaMemcpy", "cudaMemcpy2D", "cudaMemcpy3D", "cudaMemcpyToSymbol", "cudaMemcpyFromSymbol",
+                   "cuMemcpy", "cuMemcpyDtoH", "cuMemcpyHtoD", "cuMemcpy2D", "cuMemcpy3D")
+ASYNC_COPY_PREFIXES = ("cudaMemcpy", "cuMemcpy")   # ...Async forms: synchronous only into pageable host memory
+DTOH = 2                       # ENUM_CUDA_MEMCPY_OPER device-to-host (fallback when the profile has no enum)
+DTOD = 8                       # device-to-device copies never block the host
+PAGEABLE = 0                   # ENUM_CUDA_MEM_KIND pageable
+REFILL_MAX_NS = 1_000_000      # GPU idle after a sync counted up to 1 ms: the refill after a drain is the framework
+                               # dispatching the next op (sync_heavy: median 0.21, p99 0.63 ms per sync); a longer gap
+                               # is a CPU stage of its own (cpu_processing's), which removing the sync would not shorten
+                               # (darknet-yolo external profile: a tail of 5-24 ms gaps after its cudaMemcpy calls)
+
+
+def _classify(trace, name_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per distinct API name id: 1 explicit sync, 2 always-synchronous copy, 3 async copy (blocks when pageable)."""
+    ids = distinct_ids(name_ids)
+    kind = np.zeros(len(ids), np.int8)
+    for j, i in enumerate(ids):
+        base = base_name(trace.name(i))
+        if base.startswith(SYNC_CALLS):
+            kind[j] = 1
+        elif base in SYNC_COPY_CALLS:
+            kind[j] = 2
+        elif base.startswith(ASYNC_COPY_PREFIXES) and base.endswith("Async") and "Peer" not in base:
+            kind[j] = 3
+    return ids, kind
+
+
+def _copy_of_call(trace, api_rows: np.ndarray):
+    """For API rows: (found, copy start, copy kind, dst mem kind) of the copy they launched (by correlation id)."""
+    api, c = trace.table("api_calls"), trace.table("copies")
+    n = len(api_rows)
+    found = np.zeros(n, bool)
+    start = np.zeros(n, np.int64)
+    kind = np.full(n, -1, np.int64)
+    dst = np.full(n, -1, np.int64)
+    if table_len(c) == 0 or n == 0:
+        return found, start, kind, dst
+    ck = gpu_corr_key(trace, "copies")
+    o = np.argsort(ck, kind="stable")
+    ck = ck[o]
+    key = corr_key(trace, trace.ids.process_of(api["tid"][api_rows]), api["correlation"][api_rows])
+    pos = np.clip(np.searchsorted(ck, key), 0, len(ck) - 1)
+    found = ck[pos] == key
+    row = o[pos]
+    start = np.where(found, c["start_ns"][row], 0)
+    kind = np.where(found, c["kind"][row], -1)
+    dst = np.where(found, c["dst_kind"][row], -1)
+    return found, start, kind, dst
+
+
+def _enum_values(trace, enum: str, label_start: str, fallback: int) -> list[int]:
+    vals = [v for v, lab in trace.enums.get(enum, {}).items() if lab.lower().startswith(label_start)]
+    return vals or [fallback]
+
+
+def host_waits(trace: Trace, rq: Requests) -> dict:
+    """The host waits inside measured requests, as parallel arrays:
+    row (api_calls index), request, start_ns, end_ns, blocked_ns (waiting for earlier GPU work), idle_ns (GPU idle
+    after the return until the device ran anything again, within the request), refill_ns (idle_ns capped at
+    REFILL_MAX_NS), last (a final wait: nothing more launched after it), kind (1 sync call, 2/3 blocking copy).
+    Diagnoses share one computation through diagnose.common.host_waits(ctx)."""
+    api = trace.table("api_calls")
+    out = {k: np.zeros(0, np.int64) for k in ("row", "request", "start_ns", "end_ns", "blocked_ns", "refill_ns",
+                                               "idle_ns")}
+    out["last"] = np.zeros(0, bool)
+    out["kind"] = np.zeros(0, np.int8)
+    if table_len(api) == 0 or len(rq.api_request) != table_len(api):
+        return out
+    inreq = rq.api_request >= rq.warmup
+    ids, kinds = _classify(trace, api["name_id"][inreq])
+    if not (kinds > 0).any():
+        return out
+    rows = np.flatnonzero(inreq)
+    k = kinds[np.searchsorted(ids, api["name_id"][rows])]
+    rows, k = rows[k > 0], k[k > 0]
+    # copies: which ones block the host, and how long the call waited before its copy started on the GPU
+    found, c_start, c_kind, c_dst = _copy_of_call(trace, rows)
+    dtoh = np.isin(c_kind, _enum_values(trace, "CUDA_MEMCPY_OPER", "device-to-host", DTOH))
+    dtod = np.isin(c_kind, _enum_values(trace, "CUDA_MEMCPY_OPER", "device-to-device", DTOD))
+    pageable = np.isin(c_dst, _enum_values(trace, "CUDA_MEM_KIND", "pageable", PAGEABLE))
+    blocking = (k == 1) | ((k == 2) & ~dtod) | ((k == 3) & found & dtoh & pageable)
+    rows, k, found, c_start = rows[blocking], k[blocking], found[blocking], c_start[blocking]
+    s, e = api["start_ns"][rows], api["end_ns"][rows]
+    req = rq.api_request[rows]
+    blocked = np.where(k == 1, e - s, np.clip(np.where(found, c_start, s) - s, 0, e - s))
+
+    idle = _idle_after(trace, rq, req, e)
+    refill = np.minimum(idle, REFILL_MAX_NS)
+    last = _final(trace, rq, req, s, e)
+    out.update(row=rows, request=req, start_ns=s, end_ns=e, blocked_ns=blocked, refill_ns=refill, idle_ns=idle,
+               last=last, kind=k)
+    return out
+
+
+def _idle_after(trace: Trace, rq: Requests, req: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Per wait: the GPU idle after its return (at e) until the request's device runs anything again, 0 when the
+    device was still busy or the request had no more GPU work."""
+    t = rq.table
+    req_end = t["start_ns"][req] + t["latency_ns"][req]
+    dev = t["device"][req]
+    idle = np.zeros(len(req), np.int64)
+    for d in uniq(dev):
+        # union of each table's union (tables are usually time-sorted: no sort of all GPU rows)
+        parts = []
+        for n in GPU_TABLES:
+            g = trace.table(n)
+            on = np.flatnonzero(g["device"] == d)
+            if len(on):
+                parts.append(union(g["start_ns"][on], g["end_ns"][on]))
+        us, ue = union(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])) if parts \
+            else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        m = np.flatnonzero(dev == d)
+        if len(us) == 0:
+            continue
+        j = np.searchsorted(us, e[m], side="right")          # first block starting after the return
+        busy_now = (j > 0) & (ue[np.clip(j - 1, 0, None)] > e[m])
+        nxt = np.where(j < len(us), us[np.clip(j, 0, len(us) - 1)], np.iinfo(np.int64).max)
+        later = nxt < req_end[m]                               # the request still had GPU work to come
+        idle[m] = np.where(busy_now | ~later, 0, nxt - e[m])
+    return idle
+
+
+def _final(trace: Trace, rq: Requests, req: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Per wait: a final one, which no fix removes."""
+    # the request's final wait (the result is needed on the host) is not avoidable, nor is any wait after which
+    # the request starts no more GPU work (`.cpu()` = a blocking copy then a stream sync: both wait for the result)
+    order = np.lexsort((s, req))
+    last = np.zeros(len(req), bool)
+    last[order] = np.r_[req[order][1:] != req[order][:-1], True] if len(order) else np.zeros(0, bool)
+    last_gpu = np.full(rq.count, -1, np.int64)
+    for name in GPU_TABLES:
+        r = rq.gpu_request.get(name, np.zeros(0, np.int64))
+        if len(r) and (r >= 0).any():
+            np.maximum.at(last_gpu, r[r >= 0], trace.table(name)["start_ns"][r >= 0])
+    last |= last_gpu[req] <= e
+    return last
