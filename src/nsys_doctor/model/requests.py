@@ -15,11 +15,12 @@ from .arrays import id_mask, median, uniq
 from .intervals import covered, group_union_length, union
 from .projection import (GPU_TABLES, api_corr_key, assign_calls, gpu_busy_union, gpu_corr_key, is_sorted,
                          launch_calls, pid_of, sync_name_ids)
-from .ranges import outermost, rank_ranges, top_names
+from .ranges import outermost, rank_ranges, sibling_steps, top_names
 from .trace import Table, Trace, table_len, take
 
-WARMUP_FACTOR = 1.5          # a leading request slower than 1.5x the steady median is warm-up (cuDNN autotune,
-                             # lazy init: 10-50x slower in the zoo profiles; steady requests vary by < 1.3x)
+WARMUP_FACTOR = 1.5          # a leading request slower than 1.5x the steady median may be warm-up (cuDNN autotune,
+                             # lazy init: 10-50x slower in the zoo profiles; steady requests vary by < 1.3x), but only
+                             # with evidence of set-up inside it (SETUP_CALLS): slowness alone can be contention
 WARMUP_MAX_SHARE = 0.2       # never call more than a fifth of the requests warm-up
 WARMUP_MAX = 10
 # Tables find_requests reads, in the order it needs them (GPU_TABLES: every kind of GPU work is projected)
@@ -80,6 +81,10 @@ def find_requests(trace: Trace, range_name: str | None = None, skip: int | None 
             by_process = bool(good)
             if not good:
                 cands = by_thread
+        steps = sibling_steps(trace, good) if good and not by_process else None
+        if steps:
+            inst, range_name, reason = steps
+            return _measure(trace, inst, range_name, good[0]["domain"], reason, False, skip, cands)
         if good:
             best = good[0]
             pick = (ranges["name"] == best["name"]) & (ranges["domain"] == best["domain"])
@@ -199,7 +204,8 @@ def _measure(trace: Trace, inst: Table, name: str, domain: str, reason: str, inf
     if not has_gpu.any():
         raise NoData(trace.path, f"the {n} instances of range {name!r} launch no GPU work "
                                  "(no CUDA activity recorded inside them: was it profiled with --trace=cuda?)")
-    warm, why = _warmup(tab["latency_ns"], skip, _drain_barrier(trace, tab, api_req))
+    warm, why = _warmup(tab["latency_ns"], skip, _drain_barrier(trace, tab, api_req),
+                        lambda k: _setup_evidence(trace, tab, api_req, k))
     return Requests(range_name=name, domain=domain, reason=reason, inferred=inferred, table=tab, warmup=warm,
                     warmup_reason=why, candidates=cands, api_request=api_req, gpu_request=gpu_req)
 
@@ -235,7 +241,60 @@ def _drain_barrier(trace: Trace, tab: Table, api_req: np.ndarray) -> int:
     return int(idx[last + 1])
 
 
-def _warmup(latency: np.ndarray, skip: int | None, barrier: int = 0) -> tuple[int, str]:
+# One-time set-up a warm-up request does inside itself and a steady request does not, by what it is (CUDA API names)
+SETUP_CALLS = {"module loading": ("cuModuleLoad", "cuLibraryLoad", "cudaModuleLoad"),
+               "first allocations": ("cudaMalloc", "cuMemAlloc", "cudaHostAlloc", "cudaMallocHost", "cuMemHostAlloc",
+                                     "cuMemCreate", "cuMemAddressReserve"),
+               "stream/event creation": ("cudaStreamCreate", "cuStreamCreate", "cudaEventCreate", "cuEventCreate")}
+STEADY_SHARE = 0.5      # a kind of call that half the steady requests also make is serving, not set-up (an allocator
+                        # switched off mallocs in every request)
+SETUP_SHARE = 0.05      # the set-up calls take >= 5% of the request's time over the steady median. Measured: dist/
+                        # model_server 46% (75 of 165 ms, library loads), llama3 real_inference_simulation 10% (14 of
+                        # 143 ms); thread_contention's first requests 0.2-0.9% (1-2 ms of per-thread cuBLAS set-up in
+                        # 139-513 ms spent behind a lock or the run queue: real requests, they count)
+AUTOTUNE_FACTOR = 2.0   # a leading request that launches 2x the steady median's kernels tries candidates (cuDNN
+                        # autotuning, compilation benchmarks): in the zoo profiles steady requests launch the same count
+
+
+def _setup_evidence(trace: Trace, tab: Table, api_req: np.ndarray, k: int) -> str:
+    """What set-up request k does inside itself that the steady requests (the last half) do not, in words; '' when
+    nothing, or when that set-up is too small a part of why it is slow (SETUP_SHARE)."""
+    n = len(tab["start_ns"])
+    steady = np.arange(n // 2, n)
+    if len(steady) == 0 or k >= n // 2:
+        return ""
+    api = trace.table("api_calls")
+    mine = np.flatnonzero(api_req == k)
+    found, setup_ns = [], 0
+    for what, prefixes in SETUP_CALLS.items():
+        ids = sync_name_ids(trace, prefixes)
+        if not len(ids):
+            continue
+        rows = mine[id_mask(api["name_id"][mine], ids)]
+        if not len(rows):
+            continue
+        per_steady = np.bincount(api_req[id_mask(api["name_id"], ids) & (api_req >= n // 2)], minlength=n)[steady]
+        if (per_steady > 0).mean() >= STEADY_SHARE:
+            continue
+        setup_ns += int((api["end_ns"][rows] - api["start_ns"][rows]).sum())
+        names = sorted({trace.name(i).split("_v")[0] for i in api["name_id"][rows]})
+        found.append(f"{what} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}: {len(rows)} calls)")
+    launches = tab["launches"]
+    steady_launches = median(launches[steady])
+    if steady_launches > 0 and launches[k] >= AUTOTUNE_FACTOR * steady_launches:
+        found.append(f"autotuning or compilation ({int(launches[k])} launches against {steady_launches:.0f} in a "
+                     f"steady request)")
+        setup_ns = max(setup_ns, int(tab["latency_ns"][k] * SETUP_SHARE))   # the launches themselves are the set-up
+    excess = tab["latency_ns"][k] - median(tab["latency_ns"][steady])
+    if not found or excess <= 0 or setup_ns < SETUP_SHARE * excess:
+        return ""
+    return "; ".join(found) + f", {setup_ns / 1e6:.1f} ms"
+
+
+def _warmup(latency: np.ndarray, skip: int | None, barrier: int = 0, evidence=lambda k: "") -> tuple[int, str]:
+    """Leading requests left out as warm-up: those before a drain barrier, else the leading ones that are slow AND
+    show set-up inside them (evidence(k): what, in words). A slow start without set-up (threads queueing behind a lock
+    at start-up) is real and counts."""
     n = len(latency)
     if skip is not None:
         k = max(0, min(int(skip), n - 1))
@@ -245,14 +304,31 @@ def _warmup(latency: np.ndarray, skip: int | None, barrier: int = 0) -> tuple[in
     limit = min(WARMUP_MAX, int(n * WARMUP_MAX_SHARE))
     if barrier:
         return barrier, f"the first {barrier} end in a full GPU drain (device synchronize) before the rest began"
-    k = 0
+    k, why = 0, []
     while k < limit:
         steady = median(latency[k + 1:])
-        if latency[k] > WARMUP_FACTOR * steady:
-            k += 1
-            continue
-        break
+        if latency[k] <= WARMUP_FACTOR * steady:
+            break
+        e = evidence(k)
+        if not e:
+            break
+        why.append(e)
+        k += 1
+    slow = 0
+    while slow < limit and latency[slow] > WARMUP_FACTOR * median(latency[slow + 1:]):
+        slow += 1
     if k == 0:
+        if slow:
+            one = slow == 1
+            return 0, (f"none: {_first(latency, slow)} slow (over {WARMUP_FACTOR}x the steady median) but "
+                       f"show{'s' if one else ''} no set-up inside (module loading, first allocations, autotuning), "
+                       f"so {'it counts' if one else 'they count'}")
         return 0, "no slow leading requests"
-    return k, f"the first {k} took {latency[:k].min() / 1e6:.1f}-{latency[:k].max() / 1e6:.1f} ms, " \
-              f"over {WARMUP_FACTOR}x the steady median ({median(latency[k:]) / 1e6:.1f} ms)"
+    return k, (f"{_first(latency, k)} over {WARMUP_FACTOR}x the steady median ({median(latency[k:]) / 1e6:.1f} ms), "
+               f"with set-up inside: {why[0]}" + (" (in the first of them)" if k > 1 else ""))
+
+
+def _first(latency: np.ndarray, k: int) -> str:
+    if k == 1:
+        return f"the first request ({latency[0] / 1e6:.1f} ms) is"
+    return f"the first {k} ({latency[:k].min() / 1e6:.1f}-{latency[:k].max() / 1e6:.1f} ms) are"
