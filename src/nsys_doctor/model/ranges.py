@@ -173,7 +173,7 @@ def sibling_steps(trace: Trace, good: list[dict]) -> tuple[Table, str, str] | No
         if full == 0:
             return None
         cycles = names[:full].reshape(-1, period)
-        order = tuple(cycles[0])
+        order = tuple(str(x) for x in cycles[0])
         if len(set(order)) != period or (order_seen is not None and order != order_seen):
             return None
         order_seen = order

@@ -7,9 +7,12 @@ repeating unit of work is inferred from the synchronisation that ends each itera
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from . import activity
 
 from .arrays import id_mask, median, uniq
 from .intervals import covered, group_union_length, union
@@ -204,8 +207,9 @@ def _measure(trace: Trace, inst: Table, name: str, domain: str, reason: str, inf
     if not has_gpu.any():
         raise NoData(trace.path, f"the {n} instances of range {name!r} launch no GPU work "
                                  "(no CUDA activity recorded inside them: was it profiled with --trace=cuda?)")
+    seen: dict = {}
     warm, why = _warmup(tab["latency_ns"], skip, _drain_barrier(trace, tab, api_req),
-                        lambda k: _setup_evidence(trace, tab, api_req, k))
+                        lambda k: _setup_evidence(trace, tab, api_req, k, seen))
     return Requests(range_name=name, domain=domain, reason=reason, inferred=inferred, table=tab, warmup=warm,
                     warmup_reason=why, candidates=cands, api_request=api_req, gpu_request=gpu_req)
 
@@ -256,9 +260,15 @@ AUTOTUNE_FACTOR = 2.0   # a leading request that launches 2x the steady median's
                         # autotuning, compilation benchmarks): in the zoo profiles steady requests launch the same count
 
 
-def _setup_evidence(trace: Trace, tab: Table, api_req: np.ndarray, k: int) -> str:
+DRIVER_MODULES = ("libcuda.so",)   # the CUDA driver: lazy context creation and module loading run in it, before (or
+                                   # outside) the API call that nsys traces; seen: llama3-inference demo's first range,
+                                   # 96 ms of samples in libcuda/libcudart with no traced call until its last 0.3 ms
+
+
+def _setup_evidence(trace: Trace, tab: Table, api_req: np.ndarray, k: int, seen: dict) -> str:
     """What set-up request k does inside itself that the steady requests (the last half) do not, in words; '' when
-    nothing, or when that set-up is too small a part of why it is slow (SETUP_SHARE)."""
+    nothing, or when that set-up is too small a part of why it is slow (SETUP_SHARE). `seen` caches per-request
+    arrays across the calls for one set of requests."""
     n = len(tab["start_ns"])
     steady = np.arange(n // 2, n)
     if len(steady) == 0 or k >= n // 2:
@@ -273,22 +283,59 @@ def _setup_evidence(trace: Trace, tab: Table, api_req: np.ndarray, k: int) -> st
         rows = mine[id_mask(api["name_id"][mine], ids)]
         if not len(rows):
             continue
-        per_steady = np.bincount(api_req[id_mask(api["name_id"], ids) & (api_req >= n // 2)], minlength=n)[steady]
-        if (per_steady > 0).mean() >= STEADY_SHARE:
+        if what not in seen:
+            seen[what] = np.bincount(api_req[id_mask(api["name_id"], ids) & (api_req >= 0)], minlength=n)
+        if (seen[what][steady] > 0).mean() >= STEADY_SHARE:
             continue
         setup_ns += int((api["end_ns"][rows] - api["start_ns"][rows]).sum())
         names = sorted({trace.name(i).split("_v")[0] for i in api["name_id"][rows]})
-        found.append(f"{what} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}: {len(rows)} calls)")
+        found.append(f"{what} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}: {len(rows)} "
+                     f"call{'s' if len(rows) != 1 else ''})")
+    excess = tab["latency_ns"][k] - median(tab["latency_ns"][steady])
+    if excess > 0 and setup_ns < SETUP_SHARE * excess:
+        if "driver" not in seen:
+            seen["driver"] = _driver_time(trace, tab)
+        drv = int(seen["driver"][k] - median(seen["driver"][steady]))
+        if drv >= SETUP_SHARE * excess:
+            found.append(f"CUDA driver initialisation ({drv / 1e6:.1f} ms of CPU samples in the driver outside any "
+                         "traced CUDA call)")
+            setup_ns += drv
     launches = tab["launches"]
     steady_launches = median(launches[steady])
     if steady_launches > 0 and launches[k] >= AUTOTUNE_FACTOR * steady_launches:
         found.append(f"autotuning or compilation ({int(launches[k])} launches against {steady_launches:.0f} in a "
                      f"steady request)")
-        setup_ns = max(setup_ns, int(tab["latency_ns"][k] * SETUP_SHARE))   # the launches themselves are the set-up
-    excess = tab["latency_ns"][k] - median(tab["latency_ns"][steady])
+        setup_ns = max(setup_ns, int(excess * SETUP_SHARE))   # the extra launches themselves are the set-up
     if not found or excess <= 0 or setup_ns < SETUP_SHARE * excess:
         return ""
     return "; ".join(found) + f", {setup_ns / 1e6:.1f} ms"
+
+
+def _driver_time(trace: Trace, tab: Table) -> np.ndarray:
+    """Per request: CPU-sample time on its thread in the CUDA driver (DRIVER_MODULES anywhere on the stack) outside
+    every traced CUDA API call of that thread. Zeros without CPU samples or call chains."""
+    n = len(tab["start_ns"])
+    s, cc = trace.table("samples"), trace.table("callchains")
+    if table_len(s) == 0 or table_len(cc) == 0:
+        return np.zeros(n, np.int64)
+    win = activity.samples_in_windows(trace, tab["tid"], tab["start_ns"], tab["end_ns"])
+    pick = np.flatnonzero(win >= 0)
+    api = trace.table("api_calls")
+    t, th = s["start_ns"][pick], s["tid"][pick]
+    in_call = np.zeros(len(pick), bool)
+    for x in uniq(th):
+        m = th == x
+        a = api["tid"] == x
+        us, ue = union(api["start_ns"][a], api["end_ns"][a])
+        pos = np.searchsorted(us, t[m], "right") - 1
+        in_call[m] = (pos >= 0) & (t[m] < ue[np.maximum(pos, 0)]) if len(us) else False
+    pick = pick[~in_call]
+    mods = uniq(cc["module_id"])
+    drv = np.array([os.path.basename(trace.name(x)).startswith(DRIVER_MODULES) if x >= 0 else False for x in mods],
+                   bool)
+    drv_chains = uniq(cc["id"][drv[np.searchsorted(mods, cc["module_id"])]]) if len(mods) else np.zeros(0, np.int64)
+    hit = pick[np.isin(s["callchain"][pick], drv_chains)]
+    return np.bincount(win[hit], minlength=n).astype(np.int64) * activity.sample_period_ns(trace)
 
 
 def _warmup(latency: np.ndarray, skip: int | None, barrier: int = 0, evidence=lambda k: "") -> tuple[int, str]:
