@@ -7,7 +7,7 @@ The model is a 24-block MLP (LayerNorm -> Linear 1024->4096 -> GELU -> Linear ->
 about ten tensors are created and dropped per block, so a few hundred per request.
 
 WHAT IS WRONG (default variant)
-    `PYTORCH_NO_CUDA_CACHING_ALLOCATOR=1` (set by this program before it imports torch, as a debugging setting that
+    `PYTORCH_NO_CUDA_MEMORY_CACHING=1` (set by this program before it imports torch, as a debugging setting that
     was left on, or as an allocator-less C++ runtime, CuPy without a memory pool, a TensorRT context that allocates
     per enqueue) makes every tensor allocation a `cudaMalloc` and every release a `cudaFree`. cudaMalloc is a driver
     call of tens of microseconds; cudaFree waits until the device is idle before it returns, so it acts as a
@@ -30,7 +30,7 @@ _T_START = time.perf_counter()
 FIXED = "--fixed" in sys.argv
 if not FIXED:
     # BAD: must be set before torch is imported; every allocation now goes to cudaMalloc/cudaFree
-    os.environ["PYTORCH_NO_CUDA_CACHING_ALLOCATOR"] = "1"
+    os.environ["PYTORCH_NO_CUDA_MEMORY_CACHING"] = "1"
 
 import argparse
 import contextlib
@@ -113,7 +113,7 @@ def main():
         if DEV == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
-    cached = os.environ.get("PYTORCH_NO_CUDA_CACHING_ALLOCATOR") != "1"
+    cached = os.environ.get("PYTORCH_NO_CUDA_MEMORY_CACHING") != "1"
     variant = "fixed" if args.fixed else "slow"
     print(f"alloc_per_request [{variant}]: {args.requests} requests in {dt:.3f}s "
           f"({dt / args.requests * 1e3:.2f} ms/request); caching allocator {'on' if cached else 'off'}; "

@@ -4,7 +4,7 @@
     python3 examples/polling_wait.py --fixed    # fast: no per-block wait, one synchronization per request
 
 The model is a 16-block stack of residual MLP blocks (LayerNorm -> Linear 1024->4096 -> GELU -> Linear) in fp16 over
-2048 tokens; each block is ~0.1 ms of GPU work and about as long for Python to launch.
+4096 tokens; each block is ~0.2 ms of GPU work, about twice as long as Python needs to launch it.
 
 WHAT IS WRONG (default variant)
     The code wants to "yield while the GPU works" or to check progress without blocking, so after each block it records
@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 SMOKE = os.environ.get("EXAMPLES_SMOKE") == "1"   # tiny sizes, to check on a CPU that the code runs: no measurement
-TOKENS, D, DEPTH = (2048, 1024, 16) if not SMOKE else (16, 32, 2)
+TOKENS, D, DEPTH = (4096, 1024, 16) if not SMOKE else (16, 32, 2)
 
 
 @contextlib.contextmanager
