@@ -250,6 +250,9 @@ SETUP_CALLS = {"module loading": ("cuModuleLoad", "cuLibraryLoad", "cudaModuleLo
                "first allocations": ("cudaMalloc", "cuMemAlloc", "cudaHostAlloc", "cudaMallocHost", "cuMemHostAlloc",
                                      "cuMemCreate", "cuMemAddressReserve"),
                "stream/event creation": ("cudaStreamCreate", "cuStreamCreate", "cudaEventCreate", "cuEventCreate")}
+# Compilation at first use (torch.compile / Triton, nvrtc, XLA) runs compilers as child processes: the request thread
+# spawns and waits for them (OS runtime trace). Seen: ex_fusion_after's first request, 8 waitpid calls, 635 ms of 3.6 s
+COMPILE_OS_CALLS = ("posix_spawn", "fork", "vfork", "clone", "execve", "waitpid", "wait4", "waitid")
 STEADY_SHARE = 0.5      # a kind of call that half the steady requests also make is serving, not set-up (an allocator
                         # switched off mallocs in every request)
 SETUP_SHARE = 0.05      # the set-up calls take >= 5% of the request's time over the steady median. Measured: dist/
@@ -293,6 +296,14 @@ def _setup_evidence(trace: Trace, tab: Table, api_req: np.ndarray, k: int, seen:
                      f"call{'s' if len(rows) != 1 else ''})")
     excess = tab["latency_ns"][k] - median(tab["latency_ns"][steady])
     if excess > 0 and setup_ns < SETUP_SHARE * excess:
+        if "compile" not in seen:
+            seen["compile"] = _os_call_time(trace, tab, COMPILE_OS_CALLS)
+        t_k, n_k = seen["compile"][0][k], seen["compile"][1][k]
+        if n_k and (seen["compile"][1][steady] > 0).mean() < STEADY_SHARE:
+            found.append(f"compilation ({n_k} child-process call{'s' if n_k != 1 else ''}: spawn/wait for a "
+                         "compiler)")
+            setup_ns += int(t_k)
+    if excess > 0 and setup_ns < SETUP_SHARE * excess:
         if "driver" not in seen:
             seen["driver"] = _driver_time(trace, tab)
         drv = int(seen["driver"][k] - median(seen["driver"][steady]))
@@ -309,6 +320,22 @@ def _setup_evidence(trace: Trace, tab: Table, api_req: np.ndarray, k: int, seen:
     if not found or excess <= 0 or setup_ns < SETUP_SHARE * excess:
         return ""
     return "; ".join(found) + f", {setup_ns / 1e6:.1f} ms"
+
+
+def _os_call_time(trace: Trace, tab: Table, prefixes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Per request: time in and number of OS runtime calls named with one of `prefixes`, on its thread inside it."""
+    n = len(tab["start_ns"])
+    osc = trace.table("os_calls")
+    if table_len(osc) == 0:
+        return np.zeros(n, np.int64), np.zeros(n, np.int64)
+    ids = uniq(osc["name_id"])
+    want = ids[np.array([trace.name(i).startswith(prefixes) for i in ids], bool)] if len(ids) else ids
+    rows = np.flatnonzero(id_mask(osc["name_id"], want))
+    r = assign_calls(tab, osc["tid"][rows], osc["start_ns"][rows])
+    m = r >= 0
+    dur = (osc["end_ns"][rows] - osc["start_ns"][rows])[m]
+    return (np.bincount(r[m], weights=dur, minlength=n).astype(np.int64),
+            np.bincount(r[m], minlength=n).astype(np.int64))
 
 
 def _driver_time(trace: Trace, tab: Table) -> np.ndarray:
