@@ -110,3 +110,43 @@ def test_driver_initialisation_inside_the_first_range_is_setup():
     req = find_requests(open_trace(path))
     assert req.range_name == "kv_h2d_transfer" and req.warmup == 1
     assert "driver" in req.warmup_reason
+
+
+def test_warmup_on_the_main_thread_before_worker_threads():
+    """examples/thread_contention.py: 3 warm-up requests on the main thread, torch.cuda.synchronize(), then 80
+    requests on 8 worker threads. The drain is on another thread than the requests after it, and still a barrier."""
+    path = expand(DATA / "ex_contention_before.sqlite.xz")
+    rows = named_ranges(path, "Inference")
+    main_tid = rows[0][2]
+    assert {t for _, _, t in rows[:3]} == {main_tid} and main_tid not in {t for _, _, t in rows[3:]}
+    (drains,), = sql(path, f"SELECT count(*) FROM CUPTI_ACTIVITY_KIND_RUNTIME r JOIN StringIds s ON r.nameId = s.id "
+                           f"WHERE s.value LIKE 'cudaDeviceSynchronize%' AND r.start > {rows[2][1]} "
+                           f"AND r.start < {min(s for s, _, _ in rows[3:])}")
+    assert drains >= 1
+    req = find_requests(open_trace(path))
+    assert req.warmup == 3 and len(req.measured) == 80
+
+
+def test_compilation_in_the_first_request_is_setup():
+    """examples/elementwise_fusion.py --fixed: torch.compile runs in the first warm-up request (no drain after the
+    warm-up: the server waits on events). The request thread spawns and waits for compiler processes there only."""
+    path = expand(DATA / "ex_fusion_after.sqlite.xz")
+    rows = named_ranges(path, "Inference")
+    waits = [sql(path, f"SELECT count(*) FROM OSRT_API o JOIN StringIds s ON o.nameId = s.id WHERE s.value IN "
+                       f"('waitpid', 'posix_spawn') AND o.globalTid = {t} AND o.start BETWEEN {a} AND {b}")[0][0]
+             for a, b, t in rows[:10]]
+    assert waits[0] > 0 and sum(waits[1:]) == 0
+    req = find_requests(open_trace(path))
+    assert req.warmup == 1 and "compilation" in req.warmup_reason
+
+
+def test_llm_layer_ranges_are_grouped_into_steps():
+    """examples/llm_layer_ranges.py: 15 requests x 25 forward passes, each pass the siblings embed, layer.0 ..
+    layer.7, lm_head, sample, and no range around them: one step per pass, from embed's start to sample's end."""
+    path = expand(DATA / "ex_llm_layers.sqlite.xz")
+    embed, sample = named_ranges(path, "embed"), named_ranges(path, "sample")
+    assert len(embed) == len(sample) == 15 * 25
+    req = find_requests(open_trace(path))
+    assert req.range_name == "step (embed .. sample)"
+    assert list(req.table["start_ns"]) == [s for s, _, _ in embed]
+    assert list(req.table["end_ns"]) == [e for _, e, _ in sample]

@@ -218,31 +218,32 @@ DRAIN_CALLS = ("cudaDeviceSynchronize", "cuCtxSynchronize")   # wait for all GPU
 
 
 def _drain_barrier(trace: Trace, tab: Table, api_req: np.ndarray) -> int:
-    """k when the request thread drained the GPU between request k-1 and k, outside both: the benchmark idiom
-    `warm up; torch.cuda.synchronize(); measure`. 0 when there is no such barrier among the first requests."""
+    """k when the GPU was drained between request k-1 and request k with no request open, outside both: the benchmark
+    idiom `warm up; torch.cuda.synchronize(); measure` (the drain may come from another thread of the process than
+    the requests after it, as when warm-up runs on the main thread and worker threads serve). 0 when there is no such
+    barrier among the first requests."""
     n = len(tab["start_ns"])
     limit = min(WARMUP_MAX, int(n * WARMUP_MAX_SHARE))
     api = trace.table("api_calls")
-    if limit < 1 or len(api_req) == 0:
+    if limit < 1 or len(api_req) == 0 or n < 4:
         return 0
     drain = id_mask(api["name_id"], sync_name_ids(trace, DRAIN_CALLS))
     drain &= api_req < 0
-    tid0 = tab["tid"][0]
-    drain &= api["tid"] == tid0
+    pids = uniq(pid_of(tab["tid"]))
+    drain &= np.isin(pid_of(api["tid"]), pids)
     t = np.sort(api["start_ns"][drain])
-    idx = np.flatnonzero(tab["tid"] == tid0)
-    if len(idx) < 4 or len(t) == 0:
+    if len(t) == 0:
         return 0
-    # a drain in the gap before each request of this thread
-    gap_lo, gap_hi = tab["end_ns"][idx[:-1]], tab["start_ns"][idx[1:]]
-    has = np.searchsorted(t, gap_hi) > np.searchsorted(t, gap_lo, side="right")
+    # gaps with no request open (requests are sorted by start): after the latest end so far, before the next start
+    open_until = np.maximum.accumulate(tab["end_ns"])
+    gap_lo, gap_hi = open_until[:-1], tab["start_ns"][1:]
+    has = (gap_hi > gap_lo) & (np.searchsorted(t, gap_hi) > np.searchsorted(t, gap_lo, side="right"))
     early = has[:limit]
     # only a barrier that the steady loop does not repeat marks the end of warm-up
     later = has[limit:]
     if not early.any() or (len(later) and later.mean() >= 0.5):
         return 0
-    last = int(np.flatnonzero(early)[-1])
-    return int(idx[last + 1])
+    return int(np.flatnonzero(early)[-1]) + 1
 
 
 # One-time set-up a warm-up request does inside itself and a steady request does not, by what it is (CUDA API names)
