@@ -3,8 +3,11 @@
 #
 #   NSYS=/path/to/nsys OUTDIR=out bash examples/record_examples.sh [JOB...]      (default: every job)
 #
-# JOB is one of: sync_before sync_after sync_after_run2 sync_after_run3 graph_before graph_after
+# JOB is one of (or "new" for the second set): sync_before sync_after sync_after_run2 sync_after_run3 graph_before graph_after
 #   pinned_before pinned_after gpupre_before gpupre_after mixed_before mixed_after demo
+#   dataload_before dataload_after postproc_before postproc_after contention_before contention_after
+#   alloc_before alloc_after reload_before reload_after polling_before polling_after rowwise_before rowwise_after
+#   llm_layers fusion_before fusion_after                                          (the second set, H200)
 # Each job profiles one example (`--fixed` for *_after*), exports `ex_NAME.sqlite` (or `demo.sqlite`), xz's it and
 # appends it to OUTDIR/GROUP.tar (tar -xf to unpack). DEADLINE (epoch seconds) stops starting new jobs after it.
 # The export of one job runs in the background while the next job is profiled.
@@ -16,7 +19,9 @@ OUTDIR=${OUTDIR:-$PWD/recordings}; mkdir -p "$OUTDIR"
 DEADLINE=${DEADLINE:-0}
 FULL="--trace=cuda,nvtx,osrt,cudnn,cublas --sample=process-tree --cpuctxsw=process-tree --gpu-metrics-devices=0 --gpu-metrics-frequency=2000"
 BASIC="--trace=cuda,nvtx,osrt --sample=none --cpuctxsw=none"
-ALL="sync_before sync_after sync_after_run2 sync_after_run3 graph_before graph_after pinned_before pinned_after gpupre_before gpupre_after mixed_before mixed_after demo"
+FIRST="sync_before sync_after sync_after_run2 sync_after_run3 graph_before graph_after pinned_before pinned_after gpupre_before gpupre_after mixed_before mixed_after demo"
+NEW="dataload_before dataload_after postproc_before postproc_after contention_before contention_after alloc_before alloc_after reload_before reload_after polling_before polling_after rowwise_before rowwise_after llm_layers fusion_before fusion_after"
+ALL="$FIRST $NEW"
 
 spec() {  # job -> "output-name group flags-kind script args..."
   case $1 in
@@ -33,20 +38,43 @@ spec() {  # job -> "output-name group flags-kind script args..."
     mixed_before)    echo "ex_mixed_before ex_mixed FULL mixed_precision.py";;
     mixed_after)     echo "ex_mixed_after ex_mixed FULL mixed_precision.py --fixed";;
     demo)            echo "demo demo BASIC sync_per_layer.py --requests 12";;
+    dataload_before)   echo "ex_dataload_before new_a FULL data_loading.py";;
+    dataload_after)    echo "ex_dataload_after new_a FULL data_loading.py --fixed";;
+    postproc_before)   echo "ex_postproc_before new_a FULL cpu_postprocess.py";;
+    postproc_after)    echo "ex_postproc_after new_a FULL cpu_postprocess.py --fixed";;
+    contention_before) echo "ex_contention_before new_a FULL thread_contention.py";;
+    contention_after)  echo "ex_contention_after new_a FULL thread_contention.py --fixed";;
+    alloc_before)      echo "ex_alloc_before new_b FULL alloc_per_request.py";;
+    alloc_after)       echo "ex_alloc_after new_b FULL alloc_per_request.py --fixed";;
+    reload_before)     echo "ex_reload_before new_b FULL model_reload.py";;
+    reload_after)      echo "ex_reload_after new_b FULL model_reload.py --fixed";;
+    polling_before)    echo "ex_polling_before new_b FULL polling_wait.py";;
+    polling_after)     echo "ex_polling_after new_b FULL polling_wait.py --fixed";;
+    rowwise_before)    echo "ex_rowwise_before new_c FULL rowwise_loop.py";;
+    rowwise_after)     echo "ex_rowwise_after new_c FULL rowwise_loop.py --fixed";;
+    llm_layers)        echo "ex_llm_layers new_c FULL llm_layer_ranges.py";;
+    fusion_before)     echo "ex_fusion_before new_c FULL elementwise_fusion.py";;
+    fusion_after)      echo "ex_fusion_after new_c FULL elementwise_fusion.py --fixed";;
     *) return 1;;
   esac
 }
 
-facts() {  # quick check of an export: NVTX ranges named Inference, kernels
+facts() {  # quick check of an export: NVTX ranges named Inference, kernels, allocation and polling calls
   python3 - "$1" <<'EOF'
 import sqlite3, sys
 c = sqlite3.connect(sys.argv[1])
 tabs = {r[0] for r in c.execute("select name from sqlite_master where type='table'")}
 inf = c.execute("select count(*) from NVTX_EVENTS e left join StringIds s on e.textId = s.id "
                 "where coalesce(e.text, s.value) = 'Inference'").fetchone()[0] if "NVTX_EVENTS" in tabs else -1
+nvtx = c.execute("select count(*) from NVTX_EVENTS").fetchone()[0] if "NVTX_EVENTS" in tabs else -1
 k = c.execute("select count(*) from CUPTI_ACTIVITY_KIND_KERNEL").fetchone()[0] \
     if "CUPTI_ACTIVITY_KIND_KERNEL" in tabs else 0
-print(f"Inference={inf} kernels={k} gpu_metrics={'GPU_METRICS' in tabs}")
+calls = dict(c.execute("select case when s.value like 'cudaMalloc%' then 'malloc' when s.value like 'cudaFree%' "
+                       "then 'free' when s.value like 'cudaEventQuery%' then 'query' else 'other' end, count(*) "
+                       "from CUPTI_ACTIVITY_KIND_RUNTIME r join StringIds s on r.nameId = s.id group by 1").fetchall()) \
+    if "CUPTI_ACTIVITY_KIND_RUNTIME" in tabs else {}
+print(f"Inference={inf} nvtx={nvtx} kernels={k} cudaMalloc={calls.get('malloc', 0)} cudaFree={calls.get('free', 0)} "
+      f"cudaEventQuery={calls.get('query', 0)} gpu_metrics={'GPU_METRICS' in tabs}")
 EOF
 }
 
@@ -62,7 +90,8 @@ export_job() {  # name group
 }
 
 EXPORT_PID=
-for job in ${@:-$ALL}; do
+JOBS=${*:-$ALL}; [ "$JOBS" = new ] && JOBS=$NEW      # "new": the second set only
+for job in $JOBS; do
   read -r name grp kind script args <<< "$(spec "$job")"
   [ -n "$name" ] || { echo "unknown job $job"; continue; }
   if [ "$DEADLINE" -gt 0 ] && [ "$(date +%s)" -gt "$DEADLINE" ]; then echo "$job: SKIPPED (deadline)"; continue; fi

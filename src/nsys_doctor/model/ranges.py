@@ -140,3 +140,58 @@ def _nesting_depth(ranges: Table) -> np.ndarray:
         enc = (s[None, :] <= s[:, None]) & (e[None, :] >= e[:, None])
         depth[m] = enc.sum(axis=1) - 1
     return depth
+
+
+MIN_SIBLINGS = 2             # a step split into ranges has at least two of them
+STEP_SHARE = 0.9             # of the instances that must follow the one repeating order (a last step cut short by the
+                             # end of the capture, or an odd extra range, leaves the rest intact)
+
+
+def sibling_steps(trace: Trace, good: list[dict]) -> tuple[Table, str, str] | None:
+    """When the best candidates are siblings (same nesting depth, same count) that follow each other in one fixed
+    order on their thread with nothing repeating around them (per-layer ranges of an LLM decode, one set per token),
+    any one of them is a slice of a step: group each run of consecutive siblings into one step. None otherwise.
+    A parent that repeats around them is itself eligible and outermost, so it is chosen before this is asked."""
+    if len(good) < MIN_SIBLINGS:
+        return None
+    top = good[0]
+    sib = [c for c in good if c["depth"] == top["depth"] and c["count"] == top["count"]]
+    if len(sib) < MIN_SIBLINGS:
+        return None
+    ranges = trace.table("ranges")
+    keys = {f"{c['domain']}\x1f{c['name']}" for c in sib}
+    pick = np.fromiter((f"{d}\x1f{n}" in keys for d, n in zip(ranges["domain"].tolist(), ranges["name"].tolist())),
+                       bool, table_len(ranges))
+    r = take(ranges, pick)
+    period = len(sib)
+    starts, ends, tids = [], [], []
+    order_seen = None
+    for th in uniq(r["tid"]):
+        m = np.flatnonzero(r["tid"] == th)
+        m = m[np.argsort(r["start_ns"][m], kind="stable")]
+        names = r["name"][m].astype(str)
+        full = len(m) // period * period
+        if full == 0:
+            return None
+        cycles = names[:full].reshape(-1, period)
+        order = tuple(str(x) for x in cycles[0])
+        if len(set(order)) != period or (order_seen is not None and order != order_seen):
+            return None
+        order_seen = order
+        same = (cycles == cycles[0]).all(axis=1)
+        if same.mean() < STEP_SHARE:
+            return None
+        rows = m[:full].reshape(-1, period)[same]
+        starts.append(r["start_ns"][rows].min(axis=1))
+        ends.append(r["end_ns"][rows].max(axis=1))
+        tids.append(np.full(len(rows), th))
+    s, e, t = np.concatenate(starts), np.concatenate(ends), np.concatenate(tids)
+    o = np.argsort(s, kind="stable")
+    first, last = order_seen[0], order_seen[-1]
+    name = f"step ({first} .. {last})"
+    inst = {"start_ns": s[o], "end_ns": e[o], "tid": t[o], "name": np.full(len(o), name, object),
+            "domain": np.full(len(o), top["domain"], object)}
+    reason = (f"{period} sibling ranges ({', '.join(repr(x) for x in order_seen[:4])}"
+              f"{', ...' if period > 4 else ''}) repeat {top['count']} times in one order with no range around them: "
+              f"each alone is a slice of a step, so each run from {first!r} to {last!r} is taken as one step")
+    return inst, name, reason

@@ -7,19 +7,23 @@ repeating unit of work is inferred from the synchronisation that ends each itera
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from . import activity
 
 from .arrays import id_mask, median, uniq
 from .intervals import covered, group_union_length, union
 from .projection import (GPU_TABLES, api_corr_key, assign_calls, gpu_busy_union, gpu_corr_key, is_sorted,
                          launch_calls, pid_of, sync_name_ids)
-from .ranges import outermost, rank_ranges, top_names
+from .ranges import outermost, rank_ranges, sibling_steps, top_names
 from .trace import Table, Trace, table_len, take
 
-WARMUP_FACTOR = 1.5          # a leading request slower than 1.5x the steady median is warm-up (cuDNN autotune,
-                             # lazy init: 10-50x slower in the zoo profiles; steady requests vary by < 1.3x)
+WARMUP_FACTOR = 1.5          # a leading request slower than 1.5x the steady median may be warm-up (cuDNN autotune,
+                             # lazy init: 10-50x slower in the zoo profiles; steady requests vary by < 1.3x), but only
+                             # with evidence of set-up inside it (SETUP_CALLS): slowness alone can be contention
 WARMUP_MAX_SHARE = 0.2       # never call more than a fifth of the requests warm-up
 WARMUP_MAX = 10              # and never more than 10: the zoo profiles' warm-up is 1-3 requests (cuDNN autotune, lazy
                              # module loading), so a longer slow start is the run itself, not set-up
@@ -84,6 +88,10 @@ def find_requests(trace: Trace, range_name: str | None = None, skip: int | None 
             by_process = bool(good)
             if not good:
                 cands = by_thread
+        steps = sibling_steps(trace, good) if good and not by_process else None
+        if steps:
+            inst, range_name, reason = steps
+            return _measure(trace, inst, range_name, good[0]["domain"], reason, False, skip, cands)
         if good:
             best = good[0]
             pick = (ranges["name"] == best["name"]) & (ranges["domain"] == best["domain"])
@@ -204,7 +212,9 @@ def _measure(trace: Trace, inst: Table, name: str, domain: str, reason: str, inf
     if not has_gpu.any():
         raise NoData(trace.path, f"the {n} instances of range {name!r} launch no GPU work "
                                  "(no CUDA activity recorded inside them: was it profiled with --trace=cuda?)")
-    warm, why = _warmup(tab["latency_ns"], skip, _drain_barrier(trace, tab, api_req), trace.path)
+    seen: dict = {}
+    warm, why = _warmup(tab["latency_ns"], skip, _drain_barrier(trace, tab, api_req),
+                        lambda k: _setup_evidence(trace, tab, api_req, k, seen), trace.path)
     return Requests(range_name=name, domain=domain, reason=reason, inferred=inferred, table=tab, warmup=warm,
                     warmup_reason=why, candidates=cands, api_request=api_req, gpu_request=gpu_req)
 
@@ -213,34 +223,159 @@ DRAIN_CALLS = ("cudaDeviceSynchronize", "cuCtxSynchronize")   # wait for all GPU
 
 
 def _drain_barrier(trace: Trace, tab: Table, api_req: np.ndarray) -> int:
-    """k when the request thread drained the GPU between request k-1 and k, outside both: the benchmark idiom
-    `warm up; torch.cuda.synchronize(); measure`. 0 when there is no such barrier among the first requests."""
+    """k when the GPU was drained between request k-1 and request k with no request open, outside both: the benchmark
+    idiom `warm up; torch.cuda.synchronize(); measure` (the drain may come from another thread of the process than
+    the requests after it, as when warm-up runs on the main thread and worker threads serve). 0 when there is no such
+    barrier among the first requests."""
     n = len(tab["start_ns"])
     limit = min(WARMUP_MAX, int(n * WARMUP_MAX_SHARE))
     api = trace.table("api_calls")
-    if limit < 1 or len(api_req) == 0:
+    if limit < 1 or len(api_req) == 0 or n < MIN_REQUESTS_FOR_WARMUP:
         return 0
     drain = id_mask(api["name_id"], sync_name_ids(trace, DRAIN_CALLS))
     drain &= api_req < 0
-    tid0 = tab["tid"][0]
-    drain &= api["tid"] == tid0
+    pids = uniq(pid_of(trace, tab["tid"]))
+    drain &= np.isin(pid_of(trace, api["tid"]), pids)
     t = np.sort(api["start_ns"][drain])
-    idx = np.flatnonzero(tab["tid"] == tid0)
-    if len(idx) < MIN_REQUESTS_FOR_WARMUP or len(t) == 0:
+    if len(t) == 0:
         return 0
-    # a drain in the gap before each request of this thread
-    gap_lo, gap_hi = tab["end_ns"][idx[:-1]], tab["start_ns"][idx[1:]]
-    has = np.searchsorted(t, gap_hi) > np.searchsorted(t, gap_lo, side="right")
+    # gaps with no request open (requests are sorted by start): after the latest end so far, before the next start
+    open_until = np.maximum.accumulate(tab["end_ns"])
+    gap_lo, gap_hi = open_until[:-1], tab["start_ns"][1:]
+    has = (gap_hi > gap_lo) & (np.searchsorted(t, gap_hi) > np.searchsorted(t, gap_lo, side="right"))
     early = has[:limit]
     # only a barrier that the steady loop does not repeat marks the end of warm-up
     later = has[limit:]
     if not early.any() or (len(later) and later.mean() >= BARRIER_REPEAT_SHARE):
         return 0
-    last = int(np.flatnonzero(early)[-1])
-    return int(idx[last + 1])
+    return int(np.flatnonzero(early)[-1]) + 1
 
 
-def _warmup(latency: np.ndarray, skip: int | None, barrier: int = 0, path=None) -> tuple[int, str]:
+# One-time set-up a warm-up request does inside itself and a steady request does not, by what it is (CUDA API names)
+SETUP_CALLS = {"module loading": ("cuModuleLoad", "cuLibraryLoad", "cudaModuleLoad"),
+               "first allocations": ("cudaMalloc", "cuMemAlloc", "cudaHostAlloc", "cudaMallocHost", "cuMemHostAlloc",
+                                     "cuMemCreate", "cuMemAddressReserve"),
+               "stream/event creation": ("cudaStreamCreate", "cuStreamCreate", "cudaEventCreate", "cuEventCreate")}
+# Compilation at first use (torch.compile / Triton, nvrtc, XLA) runs compilers as child processes: the request thread
+# spawns and waits for them (OS runtime trace). Seen: ex_fusion_after's first request, 8 waitpid calls, 635 ms of 3.6 s
+COMPILE_OS_CALLS = ("posix_spawn", "fork", "vfork", "clone", "execve", "waitpid", "wait4", "waitid")
+STEADY_SHARE = 0.5      # a kind of call that half the steady requests also make is serving, not set-up (an allocator
+                        # switched off mallocs in every request)
+SETUP_SHARE = 0.05      # the set-up calls take >= 5% of the request's time over the steady median. Measured: dist/
+                        # model_server 46% (75 of 165 ms, library loads), llama3 real_inference_simulation 10% (14 of
+                        # 143 ms); thread_contention's first requests 0.2-0.9% (1-2 ms of per-thread cuBLAS set-up in
+                        # 139-513 ms spent behind a lock or the run queue: real requests, they count)
+AUTOTUNE_FACTOR = 2.0   # a leading request that launches 2x the steady median's kernels tries candidates (cuDNN
+                        # autotuning, compilation benchmarks): in the zoo profiles steady requests launch the same count
+
+
+DRIVER_MODULES = ("libcuda.so",)   # the CUDA driver: lazy context creation and module loading run in it, before (or
+                                   # outside) the API call that nsys traces; seen: llama3-inference demo's first range,
+                                   # 96 ms of samples in libcuda/libcudart with no traced call until its last 0.3 ms
+
+
+def _setup_evidence(trace: Trace, tab: Table, api_req: np.ndarray, k: int, seen: dict) -> str:
+    """What set-up request k does inside itself that the steady requests (the last half) do not, in words; '' when
+    nothing, or when that set-up is too small a part of why it is slow (SETUP_SHARE). `seen` caches per-request
+    arrays across the calls for one set of requests."""
+    n = len(tab["start_ns"])
+    steady = np.arange(n // 2, n)
+    if len(steady) == 0 or k >= n // 2:
+        return ""
+    api = trace.table("api_calls")
+    mine = np.flatnonzero(api_req == k)
+    found, setup_ns = [], 0
+    for what, prefixes in SETUP_CALLS.items():
+        ids = sync_name_ids(trace, prefixes)
+        if not len(ids):
+            continue
+        rows = mine[id_mask(api["name_id"][mine], ids)]
+        if not len(rows):
+            continue
+        if what not in seen:
+            seen[what] = np.bincount(api_req[id_mask(api["name_id"], ids) & (api_req >= 0)], minlength=n)
+        if (seen[what][steady] > 0).mean() >= STEADY_SHARE:
+            continue
+        setup_ns += int((api["end_ns"][rows] - api["start_ns"][rows]).sum())
+        names = sorted({trace.name(i).split("_v")[0] for i in api["name_id"][rows]})
+        found.append(f"{what} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}: {len(rows)} "
+                     f"call{'s' if len(rows) != 1 else ''})")
+    excess = tab["latency_ns"][k] - median(tab["latency_ns"][steady])
+    if excess > 0 and setup_ns < SETUP_SHARE * excess:
+        if "compile" not in seen:
+            seen["compile"] = _os_call_time(trace, tab, COMPILE_OS_CALLS)
+        t_k, n_k = seen["compile"][0][k], seen["compile"][1][k]
+        if n_k and (seen["compile"][1][steady] > 0).mean() < STEADY_SHARE:
+            found.append(f"compilation ({n_k} child-process call{'s' if n_k != 1 else ''}: spawn/wait for a "
+                         "compiler)")
+            setup_ns += int(t_k)
+    if excess > 0 and setup_ns < SETUP_SHARE * excess:
+        if "driver" not in seen:
+            seen["driver"] = _driver_time(trace, tab)
+        drv = int(seen["driver"][k] - median(seen["driver"][steady]))
+        if drv >= SETUP_SHARE * excess:
+            found.append(f"CUDA driver initialisation ({drv / 1e6:.1f} ms of CPU samples in the driver outside any "
+                         "traced CUDA call)")
+            setup_ns += drv
+    launches = tab["launches"]
+    steady_launches = median(launches[steady])
+    if steady_launches > 0 and launches[k] >= AUTOTUNE_FACTOR * steady_launches:
+        found.append(f"autotuning or compilation ({int(launches[k])} launches against {steady_launches:.0f} in a "
+                     f"steady request)")
+        setup_ns = max(setup_ns, int(excess * SETUP_SHARE))   # the extra launches themselves are the set-up
+    if not found or excess <= 0 or setup_ns < SETUP_SHARE * excess:
+        return ""
+    return "; ".join(found) + f", {setup_ns / 1e6:.1f} ms"
+
+
+def _os_call_time(trace: Trace, tab: Table, prefixes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Per request: time in and number of OS runtime calls named with one of `prefixes`, on its thread inside it."""
+    n = len(tab["start_ns"])
+    osc = trace.table("os_calls")
+    if table_len(osc) == 0:
+        return np.zeros(n, np.int64), np.zeros(n, np.int64)
+    ids = uniq(osc["name_id"])
+    want = ids[np.array([trace.name(i).startswith(prefixes) for i in ids], bool)] if len(ids) else ids
+    rows = np.flatnonzero(id_mask(osc["name_id"], want))
+    r = assign_calls(tab, osc["tid"][rows], osc["start_ns"][rows])
+    m = r >= 0
+    dur = (osc["end_ns"][rows] - osc["start_ns"][rows])[m]
+    return (np.bincount(r[m], weights=dur, minlength=n).astype(np.int64),
+            np.bincount(r[m], minlength=n).astype(np.int64))
+
+
+def _driver_time(trace: Trace, tab: Table) -> np.ndarray:
+    """Per request: CPU-sample time on its thread in the CUDA driver (DRIVER_MODULES anywhere on the stack) outside
+    every traced CUDA API call of that thread. Zeros without CPU samples or call chains."""
+    n = len(tab["start_ns"])
+    s, cc = trace.table("samples"), trace.table("callchains")
+    if table_len(s) == 0 or table_len(cc) == 0:
+        return np.zeros(n, np.int64)
+    win = activity.samples_in_windows(trace, tab["tid"], tab["start_ns"], tab["end_ns"])
+    pick = np.flatnonzero(win >= 0)
+    api = trace.table("api_calls")
+    t, th = s["start_ns"][pick], s["tid"][pick]
+    in_call = np.zeros(len(pick), bool)
+    for x in uniq(th):
+        m = th == x
+        a = api["tid"] == x
+        us, ue = union(api["start_ns"][a], api["end_ns"][a])
+        pos = np.searchsorted(us, t[m], "right") - 1
+        in_call[m] = (pos >= 0) & (t[m] < ue[np.maximum(pos, 0)]) if len(us) else False
+    pick = pick[~in_call]
+    mods = uniq(cc["module_id"])
+    drv = np.array([os.path.basename(trace.name(x)).startswith(DRIVER_MODULES) if x >= 0 else False for x in mods],
+                   bool)
+    drv_chains = uniq(cc["id"][drv[np.searchsorted(mods, cc["module_id"])]]) if len(mods) else np.zeros(0, np.int64)
+    hit = pick[np.isin(s["callchain"][pick], drv_chains)]
+    return np.bincount(win[hit], minlength=n).astype(np.int64) * activity.sample_period_ns(trace)
+
+
+def _warmup(latency: np.ndarray, skip: int | None, barrier: int = 0, evidence=lambda k: "",
+            path=None) -> tuple[int, str]:
+    """Leading requests left out as warm-up: those before a drain barrier, else the leading ones that are slow AND
+    show set-up inside them (evidence(k): what, in words). A slow start without set-up (threads queueing behind a lock
+    at start-up) is real and counts."""
     n = len(latency)
     if skip is not None:
         if skip >= n:      # nothing would be left to measure: say so rather than quietly measure one request
@@ -253,15 +388,31 @@ def _warmup(latency: np.ndarray, skip: int | None, barrier: int = 0, path=None) 
     limit = min(WARMUP_MAX, int(n * WARMUP_MAX_SHARE))
     if barrier:
         return barrier, f"the first {barrier} end in a full GPU drain (device synchronize) before the rest began"
-    k = 0
+    k, why = 0, []
     while k < limit:
         steady = median(latency[k + 1:])
-        if latency[k] > WARMUP_FACTOR * steady:
-            k += 1
-            continue
-        break
+        if latency[k] <= WARMUP_FACTOR * steady:
+            break
+        e = evidence(k)
+        if not e:
+            break
+        why.append(e)
+        k += 1
+    slow = 0
+    while slow < limit and latency[slow] > WARMUP_FACTOR * median(latency[slow + 1:]):
+        slow += 1
     if k == 0:
+        if slow:
+            one = slow == 1
+            return 0, (f"none: {_first(latency, slow)} slow (over {WARMUP_FACTOR}x the steady median) but "
+                       f"show{'s' if one else ''} no set-up inside (module loading, first allocations, autotuning), "
+                       f"so {'it counts' if one else 'they count'}")
         return 0, "no slow leading requests"
-    took = (f"the first took {latency[0] / 1e6:.1f} ms" if k == 1 else
-            f"the first {k} took {latency[:k].min() / 1e6:.1f}-{latency[:k].max() / 1e6:.1f} ms")
-    return k, f"{took}, over {WARMUP_FACTOR}x the steady median ({median(latency[k:]) / 1e6:.1f} ms)"
+    return k, (f"{_first(latency, k)} over {WARMUP_FACTOR}x the steady median ({median(latency[k:]) / 1e6:.1f} ms), "
+               f"with set-up inside: {why[0]}" + (" (in the first of them)" if k > 1 else ""))
+
+
+def _first(latency: np.ndarray, k: int) -> str:
+    if k == 1:
+        return f"the first request ({latency[0] / 1e6:.1f} ms) is"
+    return f"the first {k} ({latency[:k].min() / 1e6:.1f}-{latency[:k].max() / 1e6:.1f} ms) are"

@@ -1,0 +1,122 @@
+"""Predicted savings against real fixes: for every before/after pair in tests/data/pairs.json, how far the `before`
+report's impact_ms of the fixed category is from the saving the fix actually made. Prints a table; asserts nothing.
+
+usage: python benchmarks/calibrate.py [--pairs tests/data/pairs.json] [--json OUT]
+
+Per pair (the same program recorded without and with one fix, see examples/ and tests/data/README.md):
+  measured (program)  drop in time per request by the programs' own clocks (ms/request = 1 / throughput, printed by
+                      each program over its measured requests, recorded in pairs.json)
+  measured (trace)    drop in the request interval in the trace: (end of the last measured request - start of the
+                      first) / measured requests, from each report's per_request columns
+  predicted           the `before` report's impact_ms of the pair's category (the largest, when several findings
+                      share it); 'none' when the report has no finding of that category
+  ratio               predicted / measured (program)
+  after               the `after` report's finding of that category, if it still has one (severity, impact_ms)
+Then the share of pairs whose ratio lies within [0.75, 1.33] and within [0.5, 2] (a pair without a prediction
+counts as outside both): issue 16's calibration target is at least 90% and 100%.
+Pairs whose files are not in tests/data are listed as missing and left out of the shares.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "src"))
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")     # as the command line does
+
+from nsys_doctor.analysis import analyze_trace        # noqa: E402
+from nsys_doctor.read import open_trace               # noqa: E402
+
+TIGHT = (0.75, 1.33)    # issue 16: "within 25%" (and its reciprocal)
+LOOSE = (0.5, 2.0)      # issue 16: every pair within a factor of 2
+
+
+def analyze(path: pathlib.Path) -> dict:
+    return analyze_trace(open_trace(path), timeline=False).to_dict()
+
+
+def trace_interval_ms(report: dict) -> float | None:
+    """Mean request interval of the measured requests in the trace: their span / their count."""
+    pr = report.get("per_request") or {}
+    starts, lat, warm = pr.get("start_ns") or [], pr.get("latency_ms") or [], pr.get("warmup") or []
+    m = [i for i in range(len(starts)) if not (warm[i] if i < len(warm) else False)]
+    if not m:
+        return None
+    first = min(starts[i] for i in m)
+    last_end = max(starts[i] + lat[i] * 1e6 for i in m)
+    return (last_end - first) / 1e6 / len(m)
+
+
+def finding_of(report: dict, category: str) -> dict | None:
+    fs = [f for f in report.get("findings", []) if f.get("category") == category]
+    return max(fs, key=lambda f: f.get("impact_ms") or 0.0) if fs else None
+
+
+def within(r: float | None, lo_hi: tuple[float, float]) -> bool:
+    return r is not None and lo_hi[0] <= r <= lo_hi[1]
+
+
+def calibrate(pairs_path: pathlib.Path) -> dict:
+    spec = json.loads(pairs_path.read_text())
+    data = pairs_path.parent
+    rows, missing = [], []
+    for p in spec["pairs"]:
+        fb, fa = data / p["before"]["file"], data / p["after"]["file"]
+        if not fb.exists() or not fa.exists():
+            missing.append(p["name"])
+            continue
+        t = time.perf_counter()
+        rb, ra = analyze(fb), analyze(fa)
+        measured = p["before"]["ms_per_request"] - p["after"]["ms_per_request"]
+        ib, ia = trace_interval_ms(rb), trace_interval_ms(ra)
+        fnd = finding_of(rb, p["category"])
+        pred = fnd["impact_ms"] if fnd else None
+        left = finding_of(ra, p["category"])
+        rows.append({"pair": p["name"], "category": p["category"], "measured_ms": round(measured, 3),
+                     "measured_trace_ms": round(ib - ia, 3) if ib is not None and ia is not None else None,
+                     "predicted_ms": pred, "predicted_severity": fnd["severity"] if fnd else None,
+                     "ratio": round(pred / measured, 3) if pred is not None and measured > 0 else None,
+                     "after_finding": (f"{left['severity']} {left['impact_ms']:.2f} ms" if left else None),
+                     "seconds": round(time.perf_counter() - t, 1)})
+    n = len(rows)
+    tight = sum(within(r["ratio"], TIGHT) for r in rows)
+    loose = sum(within(r["ratio"], LOOSE) for r in rows)
+    return {"rows": rows, "missing": missing, "pairs": n, "within_tight": tight, "within_loose": loose}
+
+
+def fmt(v, spec=".2f") -> str:
+    return "none" if v is None else format(v, spec)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", default=str(ROOT / "tests" / "data" / "pairs.json"))
+    ap.add_argument("--json", help="also write the table as JSON to this file")
+    args = ap.parse_args(argv)
+    res = calibrate(pathlib.Path(args.pairs))
+    head = ("pair", "category", "measured (program)", "measured (trace)", "predicted", "ratio", "after")
+    print("| " + " | ".join(head) + " |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    for r in res["rows"]:
+        pred = "none" if r["predicted_ms"] is None else f"{r['predicted_ms']:.2f} ms ({r['predicted_severity']})"
+        print(f"| {r['pair']} | {r['category']} | {r['measured_ms']:.2f} ms | {fmt(r['measured_trace_ms'])} ms | "
+              f"{pred} | {fmt(r['ratio'])} | {r['after_finding'] or 'no finding'} |")
+    n = res["pairs"]
+    if n:
+        print(f"\nwithin [{TIGHT[0]}, {TIGHT[1]}]: {res['within_tight']}/{n} ({100 * res['within_tight'] / n:.0f}%); "
+              f"within [{LOOSE[0]}, {LOOSE[1]}]: {res['within_loose']}/{n} ({100 * res['within_loose'] / n:.0f}%)")
+    if res["missing"]:
+        print(f"missing (files not in {pathlib.Path(args.pairs).parent}): {', '.join(res['missing'])}")
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
