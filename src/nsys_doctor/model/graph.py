@@ -1,0 +1,347 @@
+"""The dependency graph of the measured window: what each CPU interval and each GPU operation waited for.
+
+Nodes, as flat numpy arrays (no per-event objects: launch_bound x40 of benchmarks/make_large.py has 4.9M kernels):
+- CPU: per thread that calls CUDA (or opens a request), its outermost intervals (CUDA API calls and OS runtime calls,
+  nested ones folded into the call around them), in order; the CPU time between two intervals is the `gap`.
+- GPU: every kernel, copy, memset and graph launch, per stream (device, process, stream) in FIFO order.
+Edges, each with a delay fitted so that replaying the graph unchanged gives back the recording exactly:
+- launch -> GPU operation by (process, correlation id) (model/projection.py's keys), delay = launch-to-start latency;
+- stream FIFO: an operation starts after the one before it on its stream ends;
+- cross-stream and engine order, inferred from timing: an operation that started right when an operation of another
+  stream of the same device ended, later than its launch and its stream allowed, waited for it (event record ->
+  stream wait event, the legacy default stream's implicit ordering, a copy engine busy with another copy);
+- host waits: a blocking call (synchronize, blocking or pageable copy, query, free) that ended within
+  WAIT_TAIL_MAX_NS after a GPU operation ended while it ran waited for that operation.
+An edge's delay is the recorded slack when that edge bound the start (the latest of the constraints), else the
+nominal latency measured in this trace (`nominal_*`), so a change that frees a constraint lets the node move up to,
+but not past, the next one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .api_names import base_name
+from .arrays import uniq
+from .projection import GPU_TABLES, api_corr_key, gpu_corr_key, is_sorted
+from .trace import Trace, table_len
+
+NEVER = -(1 << 62)            # "no constraint" in max-plus sums (int64 ns; far from overflow when a delay is added)
+
+# A host call ending this long after the GPU operation it waited for ended still counts as waiting for it: the
+# wake-up of a blocking sync measured 3-40 us in tests/data (ex_sync_before: median 9 us); 200 us leaves room for a
+# descheduled thread without taking a call that ended for another reason.
+WAIT_TAIL_MAX_NS = 200_000
+# CUDA calls that can block until GPU work finishes (base-name substrings): explicit syncs, blocking and pageable
+# copies and memsets, polling queries, and cudaFree (it synchronises the device).
+BLOCKING_CALLS = ("Synchronize", "Memcpy", "Memset", "Query", "Free")
+# An operation that began at most this long after another stream's operation ended, when its own launch and stream
+# would have let it start earlier, is taken to have waited for it (event waits took 1-6 us on the H100 zoo profiles).
+CROSS_STREAM_WINDOW_NS = 10_000
+# Fallbacks when a trace has too few clean samples to measure a nominal latency (H100, tests/data ex_graph_before:
+# 3-6 us launch-to-start on an idle stream, ~1 us between back-to-back kernels).
+LAUNCH_LATENCY_FALLBACK_NS = 4_000
+STREAM_GAP_FALLBACK_NS = 1_000
+MIN_SAMPLES = 20              # fewer clean samples than this: use the fallback
+
+
+@dataclass
+class Graph:
+    """Flat arrays; CPU nodes sorted by (chain, start), GPU operations by (stream chain, start)."""
+    # CPU nodes
+    c_chain: np.ndarray          # thread chain index
+    c_tid: np.ndarray
+    c_start: np.ndarray
+    c_end: np.ndarray
+    c_kind: np.ndarray           # 0 CUDA API call, 1 OS runtime call
+    c_row: np.ndarray            # row in api_calls / os_calls
+    c_name: np.ndarray           # name_id
+    c_gap: np.ndarray            # CPU time since the previous node of its thread ended (0 for a thread's first)
+    c_wait_op: np.ndarray        # GPU operation this call waited for, -1 when it did not wait
+    c_tail: np.ndarray           # call end - that operation's end (wake-up latency)
+    c_dmin: np.ndarray           # the call's duration had it not waited (nominal cost of the call)
+    chain_lo: np.ndarray         # CPU nodes of chain c: [chain_lo[c], chain_lo[c+1])
+    chain_tid: np.ndarray
+    # GPU operations
+    g_chain: np.ndarray          # stream chain index
+    g_start: np.ndarray
+    g_end: np.ndarray
+    g_table: np.ndarray          # index into GPU_TABLES
+    g_row: np.ndarray            # row in that table
+    g_launch: np.ndarray         # CPU node whose call launched it, -1 when none recorded
+    g_launch_off: np.ndarray     # launch call start - that node's start (a launch nested in an outer call)
+    g_launch_row: np.ndarray     # row in api_calls of the launch call, -1 when none
+    g_dl: np.ndarray             # delay launch call start -> operation start
+    g_ds: np.ndarray             # delay previous operation on the stream ends -> start
+    g_fixed: np.ndarray          # absolute earliest start for operations without a launch (NEVER when none)
+    g_xop: np.ndarray            # operation of another stream it waited for, -1 when none
+    g_dx: np.ndarray
+    g_ready: np.ndarray          # recorded time by which its start is known (non-decreasing per stream)
+    stream_lo: np.ndarray        # operations of stream chain s: [stream_lo[s], stream_lo[s+1])
+    stream_key: np.ndarray       # (device, process, stream) of each stream chain, as rows
+    nominal_launch_ns: int
+    nominal_gap_ns: int
+    span: tuple[int, int]        # time base used for chain keys
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def n_cpu(self) -> int:
+        return len(self.c_start)
+
+    @property
+    def n_gpu(self) -> int:
+        return len(self.g_start)
+
+    def node_at(self, tid: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """For each (thread, time): the last CPU node of that thread starting at or before t, -1 when none (or the
+        thread has no chain)."""
+        ch = _chain_of(self.chain_tid, tid)
+        key = _chain_time_key(ch, t, self.span)
+        nkey = _chain_time_key(self.c_chain, self.c_start, self.span)
+        pos = np.searchsorted(nkey, key, side="right") - 1
+        ok = (ch >= 0) & (pos >= 0)
+        ok &= self.c_chain[np.clip(pos, 0, None)] == ch
+        return np.where(ok, pos, -1)
+
+
+def _chain_of(chain_tid: np.ndarray, tid: np.ndarray) -> np.ndarray:
+    """Chain index of each thread id, -1 when the thread has none (chain_tid is sorted)."""
+    tid = np.asarray(tid, np.int64)
+    if len(chain_tid) == 0:
+        return np.full(len(tid), -1, np.int64)
+    pos = np.clip(np.searchsorted(chain_tid, tid), 0, len(chain_tid) - 1)
+    return np.where(chain_tid[pos] == tid, pos, -1)
+
+
+def _chain_time_key(chain: np.ndarray, t: np.ndarray, span: tuple[int, int]) -> np.ndarray:
+    """chain * width + (t - t0): one sortable int64 for (chain, time). build() checks it cannot overflow."""
+    t0, width = span
+    return np.asarray(chain, np.int64) * width + (np.asarray(t, np.int64) - t0)
+
+
+def _sort_by_chain(chain: np.ndarray, t: np.ndarray, tie: np.ndarray | None = None) -> np.ndarray:
+    """Order by (chain, t, -tie): nsys tables come in time order, so a stable sort by chain keeps time order; only
+    rows out of time order need the full lexsort."""
+    if tie is None and is_sorted(t):
+        return np.argsort(chain, kind="stable")
+    keys = (t, chain) if tie is None else (-tie, t, chain)
+    return np.lexsort(keys)
+
+
+def _nominal(samples: np.ndarray, fallback: int, q: float) -> int:
+    samples = samples[samples >= 0]
+    if len(samples) < MIN_SAMPLES:
+        return fallback
+    return int(np.percentile(samples, q))
+
+
+def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
+    """The graph of the whole trace. `threads`: thread ids to model besides those that call CUDA (request threads)."""
+    api = trace.table("api_calls")
+    osc = trace.table("os_calls")
+    n_api = table_len(api)
+    # --- GPU operations, per stream chain in FIFO (start) order
+    parts = []
+    for ti, t in enumerate(GPU_TABLES):
+        g = trace.table(t)
+        n = table_len(g)
+        if n == 0:
+            continue
+        parts.append((ti, n, g, gpu_corr_key(trace, t)))
+    cat = lambda f: (np.concatenate([f(p) for p in parts]) if parts else np.zeros(0, np.int64))  # noqa: E731
+    gs = cat(lambda p: p[2]["start_ns"].astype(np.int64, copy=False))
+    ge = cat(lambda p: p[2]["end_ns"].astype(np.int64, copy=False))
+    ge = np.maximum(ge, gs)                                   # a damaged row with end < start: zero length
+    gtab = cat(lambda p: np.full(p[1], p[0], np.int8))
+    grow = cat(lambda p: np.arange(p[1], dtype=np.int64))
+    gkey = cat(lambda p: p[3])
+    gdev = cat(lambda p: p[2]["device"].astype(np.int64, copy=False))
+    gpid = cat(lambda p: np.asarray(p[2]["pid"], np.int64) >> 24)
+    gstr = cat(lambda p: p[2]["stream"].astype(np.int64, copy=False))
+
+    # time base for (chain, time) keys
+    times = [a for a in (gs, ge, api["start_ns"], api["end_ns"], osc["start_ns"], osc["end_ns"]) if len(a)]
+    r = trace.table("ranges")
+    if table_len(r):
+        times += [r["start_ns"], r["end_ns"]]
+    t0 = min(int(a.min()) for a in times) - 1 if times else 0
+    t1 = max(int(a.max()) for a in times) + 1 if times else 1
+    width = t1 - t0 + 1
+
+    # stream chains: (device, process, stream)
+    skey = np.stack([gdev, gpid, gstr], 1) if len(gs) else np.zeros((0, 3), np.int64)
+    if len(gs):
+        ukeys, g_chain = np.unique(skey, axis=0, return_inverse=True)
+        g_chain = g_chain.ravel().astype(np.int64)
+    else:
+        ukeys, g_chain = skey, np.zeros(0, np.int64)
+    n_streams = len(ukeys)
+    if n_streams * width >= (1 << 62):
+        raise ValueError("trace spans too long a time to key its streams")
+    order = np.lexsort((gs, g_chain)) if len(gs) else np.zeros(0, np.int64)
+    gs, ge, gtab, grow, gkey, gdev, g_chain = (a[order] for a in (gs, ge, gtab, grow, gkey, gdev, g_chain))
+    stream_lo = np.searchsorted(g_chain, np.arange(n_streams + 1))
+
+    # --- CPU chains: threads calling CUDA, and the requested ones
+    tids = uniq(np.concatenate([api["tid"].astype(np.int64, copy=False),
+                                np.asarray(threads if threads is not None else [], np.int64)]))
+    n_chains = len(tids)
+    if n_chains * width >= (1 << 62):
+        raise ValueError("trace spans too long a time to key its threads")
+    os_keep = np.flatnonzero(_chain_of(tids, osc["tid"]) >= 0) if table_len(osc) else np.zeros(0, np.int64)
+    cs = np.concatenate([api["start_ns"].astype(np.int64, copy=False), osc["start_ns"][os_keep].astype(np.int64)])
+    ce = np.concatenate([api["end_ns"].astype(np.int64, copy=False), osc["end_ns"][os_keep].astype(np.int64)])
+    ce = np.maximum(ce, cs)
+    ctid = np.concatenate([api["tid"].astype(np.int64, copy=False), osc["tid"][os_keep].astype(np.int64)])
+    ckind = np.concatenate([np.zeros(n_api, np.int8), np.ones(len(os_keep), np.int8)])
+    crow = np.concatenate([np.arange(n_api, dtype=np.int64), os_keep])
+    cname = np.concatenate([api["name_id"].astype(np.int64, copy=False),
+                            osc["name_id"][os_keep].astype(np.int64)])
+    cchain = _chain_of(tids, ctid)
+    o = np.lexsort((-ce, cs, cchain)) if len(os_keep) or not is_sorted(cs) else np.argsort(cchain, kind="stable")
+    cs, ce, ctid, ckind, crow, cname, cchain = (a[o] for a in (cs, ce, ctid, ckind, crow, cname, cchain))
+    # outermost only: a call starting before an earlier call of its thread ended is folded into that call
+    ekey = _chain_time_key(cchain, ce, (t0, width))
+    run = np.maximum.accumulate(ekey) if len(ekey) else ekey
+    nested = np.zeros(len(cs), bool)
+    if len(cs) > 1:
+        nested[1:] = _chain_time_key(cchain[1:], cs[1:], (t0, width)) < run[:-1]
+    # the call a nested one sits in: the last outer one before it (needed to place nested launch calls)
+    outer = np.flatnonzero(~nested)
+    # api row -> CPU node (outer) holding it
+    api_node = np.full(n_api, -1, np.int64)
+    pos_in_outer = np.cumsum(~nested) - 1                       # index among outer nodes of each sorted row
+    is_api = ckind == 0
+    api_node[crow[is_api]] = pos_in_outer[is_api]
+    cs, ce, ctid, ckind, crow, cname, cchain = (a[outer] for a in (cs, ce, ctid, ckind, crow, cname, cchain))
+    chain_lo = np.searchsorted(cchain, np.arange(n_chains + 1))
+    gap = np.zeros(len(cs), np.int64)
+    if len(cs) > 1:
+        gap[1:] = cs[1:] - ce[:-1]
+        gap[chain_lo[:-1][chain_lo[:-1] < len(cs)]] = 0
+
+    # --- launch edges: GPU operation -> api row with the same (process, correlation id)
+    g_launch_row = np.full(len(gs), -1, np.int64)
+    if n_api and len(gs):
+        akey = api_corr_key(trace)
+        if is_sorted(akey):
+            ak_sorted, ak_idx = akey, None
+        else:
+            ak_idx = np.argsort(akey, kind="stable")
+            ak_sorted = akey[ak_idx]
+        pos = np.clip(np.searchsorted(ak_sorted, gkey), 0, len(ak_sorted) - 1)
+        hit = ak_sorted[pos] == gkey
+        rows = pos if ak_idx is None else ak_idx[pos]
+        g_launch_row = np.where(hit, rows, -1)
+    has_l = g_launch_row >= 0
+    L = np.where(has_l, api["start_ns"][np.clip(g_launch_row, 0, None)] if n_api else 0, 0).astype(np.int64)
+    g_launch = np.where(has_l, api_node[np.clip(g_launch_row, 0, None)] if n_api else -1, -1)
+    g_launch_off = np.where(has_l, L - cs[np.clip(g_launch, 0, None)] if len(cs) else 0, 0)
+
+    # --- fit the delays
+    first = np.zeros(len(gs), bool)
+    first[stream_lo[:-1][stream_lo[:-1] < len(gs)]] = True
+    prev_end = np.empty(len(gs), np.int64)
+    if len(gs):
+        prev_end[1:] = ge[:-1]
+        prev_end[0] = NEVER
+    prev_end[first] = NEVER
+    slack_l = np.where(has_l, gs - L, NEVER)
+    slack_s = np.where(first, NEVER, gs - prev_end)
+    idle_stream = has_l & (first | (prev_end < L))
+    nom_l = _nominal(slack_l[idle_stream], LAUNCH_LATENCY_FALLBACK_NS, 10)
+    busy_stream = has_l & ~first & (slack_l > slack_s + 20_000)
+    nom_s = _nominal(slack_s[busy_stream & (slack_s < 20_000)], STREAM_GAP_FALLBACK_NS, 50)
+
+    big = 1 << 61
+    ex_l = np.where(has_l, slack_l - nom_l, big)
+    ex_s = np.where(first, big, slack_s - nom_s)
+    # cross-stream: the latest end, on another stream of the same device, at or before the start
+    g_xop = np.full(len(gs), -1, np.int64)
+    ex_x = np.full(len(gs), big, np.int64)
+    if n_streams > 1 and len(gs):
+        by_end = np.lexsort((ge, gdev))
+        ekey2 = _chain_time_key(gdev[by_end], ge[by_end], (t0, width))
+        skey2 = _chain_time_key(gdev, gs, (t0, width))
+        m = np.searchsorted(ekey2, skey2, side="right") - 1
+        for back in (0, 1, 2):                   # the nearest end may be this stream's own previous operation
+            mm = m - back
+            ok = mm >= 0
+            cand = by_end[np.clip(mm, 0, None)]
+            ok &= (gdev[cand] == gdev) & (g_chain[cand] != g_chain)
+            sl = gs - ge[cand]
+            ok &= (sl >= 0) & (sl <= CROSS_STREAM_WINDOW_NS) & (g_xop < 0)
+            g_xop[ok] = cand[ok]
+            ex_x[ok] = sl[ok] - nom_s
+    bind_x = (g_xop >= 0) & (ex_x < ex_l) & (ex_x < ex_s)
+    bind_l = ~bind_x & has_l & (ex_l <= ex_s)
+    bind_s = ~bind_x & ~bind_l & ~first
+    g_dl = np.where(bind_l, slack_l, np.minimum(nom_l, slack_l))
+    g_ds = np.where(bind_s, slack_s, np.minimum(nom_s, slack_s))
+    g_ds[first] = 0
+    g_xop[~bind_x] = -1
+    g_dx = np.where(bind_x, gs - ge[np.clip(g_xop, 0, None)], 0)
+    # no launch recorded and not held by its stream or another: it started when it did, for reasons not traced
+    g_fixed = np.where(~has_l & ~bind_s & ~bind_x, gs, NEVER)
+    g_dl[~has_l] = 0
+
+    # an operation's ready time: when the replay can place it (the later of its start and its launch call's start,
+    # and of the operation it waited for), made non-decreasing along each stream for the replay's time slabs
+    ready = np.maximum(gs, np.where(has_l, L, gs))
+    xo = g_xop >= 0
+    ready[xo] = np.maximum(ready[xo], np.maximum(gs[g_xop[xo]], ge[g_xop[xo]]))
+    if len(gs):
+        ready = np.maximum.accumulate(_chain_time_key(g_chain, ready, (t0, width))) - g_chain * width + t0
+
+    # --- host waits: a blocking call that ended just after a GPU operation of its process ended while it ran
+    n_cpu = len(cs)
+    c_wait_op = np.full(n_cpu, -1, np.int64)
+    c_tail = np.zeros(n_cpu, np.int64)
+    c_dmin = ce - cs
+    if n_cpu and len(gs):
+        blocking_ids = _blocking_name_ids(trace, cname[ckind == 0])
+        cand = (ckind == 0) & np.isin(cname, blocking_ids)
+        ci = np.flatnonzero(cand)
+        if len(ci):
+            order_end = np.argsort(ge, kind="stable")
+            ends = ge[order_end]
+            j = np.searchsorted(ends, ce[ci], side="right") - 1
+            ok = j >= 0
+            op = order_end[np.clip(j, 0, None)]
+            W = ge[op]
+            ok &= (W >= cs[ci]) & (ce[ci] - W <= WAIT_TAIL_MAX_NS) & (ready[op] <= ce[ci])
+            # it must not be launched by a later call of the same thread (it cannot wait for its own future)
+            lnode = g_launch[op]
+            ok &= (lnode < 0) | (lnode <= ci)
+            ci, op = ci[ok], op[ok]
+            c_wait_op[ci] = op
+            c_tail[ci] = ce[ci] - ge[op]
+            # a call that did not have to wait costs what the quickest call of its name cost in this trace
+            dmin = _min_by_name(cname[cand], (ce - cs)[cand])
+            c_dmin[ci] = np.minimum(dmin(cname[ci]), ce[ci] - cs[ci])
+    stats = {"streams": int(n_streams), "threads": int(n_chains), "cpu_nodes": int(n_cpu), "gpu_ops": int(len(gs)),
+             "waits": int((c_wait_op >= 0).sum()), "cross_stream": int(bind_x.sum()),
+             "launch_bound": int(bind_l.sum()), "stream_bound": int(bind_s.sum())}
+    return Graph(c_chain=cchain, c_tid=ctid, c_start=cs, c_end=ce, c_kind=ckind, c_row=crow, c_name=cname,
+                 c_gap=gap, c_wait_op=c_wait_op, c_tail=c_tail, c_dmin=c_dmin, chain_lo=chain_lo, chain_tid=tids,
+                 g_chain=g_chain, g_start=gs, g_end=ge, g_table=gtab, g_row=grow, g_launch=g_launch,
+                 g_launch_off=g_launch_off, g_launch_row=g_launch_row, g_dl=g_dl, g_ds=g_ds, g_fixed=g_fixed,
+                 g_xop=g_xop, g_dx=g_dx, g_ready=ready, stream_lo=stream_lo, stream_key=ukeys, nominal_launch_ns=nom_l,
+                 nominal_gap_ns=nom_s, span=(t0, width), stats=stats)
+
+
+def _blocking_name_ids(trace: Trace, name_ids: np.ndarray) -> np.ndarray:
+    ids = uniq(name_ids[name_ids >= 0]) if len(name_ids) else np.zeros(0, np.int64)
+    return np.array([i for i in ids if any(b in base_name(trace.name(i)) for b in BLOCKING_CALLS)], np.int64)
+
+
+def _min_by_name(names: np.ndarray, dur: np.ndarray):
+    """A lookup name_id -> the shortest duration among calls of that name."""
+    u, inv = np.unique(names, return_inverse=True)
+    best = np.full(len(u), np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(best, inv.ravel(), dur)
+
+    def get(q):
+        return best[np.clip(np.searchsorted(u, q), 0, len(u) - 1)]
+    return get
