@@ -60,7 +60,7 @@ class Graph:
     c_gap: np.ndarray            # CPU time since the previous node of its thread ended (0 for a thread's first)
     c_wait_op: np.ndarray        # GPU operation this call waited for, -1 when it did not wait
     c_tail: np.ndarray           # call end - that operation's end (wake-up latency)
-    c_dmin: np.ndarray           # the call's duration had it not waited (nominal cost of the call)
+    c_dmin: np.ndarray           # a blocking call's duration had it not waited (the quickest of its name), else its own
     chain_lo: np.ndarray         # CPU nodes of chain c: [chain_lo[c], chain_lo[c+1])
     chain_tid: np.ndarray
     # GPU operations
@@ -314,12 +314,12 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
             # it must not be launched by a later call of the same thread (it cannot wait for its own future)
             lnode = g_launch[op]
             ok &= (lnode < 0) | (lnode <= ci)
+            # a blocking call that did not have to wait costs what the quickest call of its name cost in this trace
+            allc = np.flatnonzero(cand)
+            c_dmin[allc] = np.minimum(_min_by_name(cname[allc], (ce - cs)[allc])(cname[allc]), (ce - cs)[allc])
             ci, op = ci[ok], op[ok]
             c_wait_op[ci] = op
             c_tail[ci] = ce[ci] - ge[op]
-            # a call that did not have to wait costs what the quickest call of its name cost in this trace
-            dmin = _min_by_name(cname[cand], (ce - cs)[cand])
-            c_dmin[ci] = np.minimum(dmin(cname[ci]), ce[ci] - cs[ci])
     stats = {"streams": int(n_streams), "threads": int(n_chains), "cpu_nodes": int(n_cpu), "gpu_ops": int(len(gs)),
              "waits": int((c_wait_op >= 0).sum()), "cross_stream": int(bind_x.sum()),
              "launch_bound": int(bind_l.sum()), "stream_bound": int(bind_s.sum())}

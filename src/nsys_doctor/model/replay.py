@@ -29,9 +29,9 @@ LOCK_CALLS = ("pthread_mutex_lock", "pthread_mutex_timedlock", "pthread_rwlock_r
               "pthread_rwlock_timedrdlock", "pthread_rwlock_timedwrlock", "pthread_spin_lock")
 # Launch calls a CUDA graph replaces (base-name substrings).
 LAUNCH_CALLS = ("LaunchKernel", "cuLaunch", "MemsetAsync", "MemcpyAsync")
-# GPU gap between consecutive kernels of one graph replay: H100, tests/data ex_graph_after (graph of ~320 kernels,
-# 1.20 ms per replay) minus the same kernels' GPU time in ex_graph_before, per kernel: ~1 us.
-GRAPH_NODE_GAP_NS = 1_000
+# GPU gap between consecutive kernels of one graph replay: H100, tests/data ex_graph_after (graph of 321 kernels,
+# 1.205 ms per replay) minus the same kernels' GPU time in ex_graph_before (1.146 ms), per kernel: 0.18 us.
+GRAPH_NODE_GAP_NS = 200
 
 
 class ReplayError(RuntimeError):
@@ -45,7 +45,7 @@ class Change:
 
     remove_wait_rows: api_calls rows of host waits to drop (the call then costs its nominal, non-waiting time).
     remove_syncs: drop every explicit synchronize call's wait (cudaStreamSynchronize, cudaDeviceSynchronize...).
-    kernel_factor: [(regex over kernel names, or an array of kernels rows, factor)]: those kernels' GPU time x factor.
+    kernel_factor: [(regex over kernel names (case-insensitive when a str), or an array of kernels rows, factor)]: those kernels' GPU time x factor.
     graph_launch_ns: per request, its run of launch calls becomes one graph launch costing this much CPU time; the
         CPU time between those launches goes too, and the kernels run back to back (GRAPH_NODE_GAP_NS apart).
     drop_phase: {NVTX range name: share of its CPU time removed (1.0 = all, 0.5 = half moved to other workers)}.
@@ -70,7 +70,8 @@ class Change:
         if self.remove_wait_rows is not None:
             out.append(f"{len(self.remove_wait_rows)} host waits removed")
         for pat, f in self.kernel_factor:
-            what = f"kernels matching {pat!r}" if isinstance(pat, str) else f"{len(pat)} kernels"
+            what = (f"kernels matching {getattr(pat, 'pattern', pat)!r}" if isinstance(pat, (str, re.Pattern))
+                    else f"{len(pat)} kernels")
             out.append(f"{what} take {f:g}x their GPU time")
         if self.graph_launch_ns is not None:
             out.append(f"each request's launches replayed as one CUDA graph ({self.graph_launch_ns / 1e3:.0f} us "
@@ -123,12 +124,13 @@ class _Params:
     g_ds: np.ndarray
     g_launch: np.ndarray
     g_launch_off: np.ndarray
+    g_free: np.ndarray           # operations no longer behind the earlier work of their stream (prefetched copies)
 
 
 def _params(g: Graph) -> _Params:
     return _Params(c_gap=g.c_gap.copy(), c_dur=g.c_end - g.c_start, c_wait_op=g.c_wait_op.copy(),
                    g_dur=g.g_end - g.g_start, g_dl=g.g_dl.copy(), g_ds=g.g_ds.copy(), g_launch=g.g_launch.copy(),
-                   g_launch_off=g.g_launch_off.copy())
+                   g_launch_off=g.g_launch_off.copy(), g_free=np.zeros(g.n_gpu, bool))
 
 
 def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -182,6 +184,13 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         a0 = int(done[s])
         if q <= a0:
             return
+        free = np.flatnonzero(p.g_free[a0 + 1:q]) + a0 + 1
+        for b in free.tolist():                   # a free operation starts a new recurrence
+            place_segment(s, a0, b)
+            a0 = b
+        place_segment(s, a0, q)
+
+    def place_segment(s: int, a0: int, q: int):
         j = np.arange(a0, q)
         a = np.maximum(launch_time(j), g.g_fixed[j])
         xs = has_x[j]
@@ -195,7 +204,7 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         if len(j) > 1:
             np.cumsum(dur[:-1] + p.g_ds[j[1:]], out=C[1:])
         v = a - C
-        if a0 > g.stream_lo[s]:
+        if a0 > g.stream_lo[s] and not p.g_free[a0]:
             v[0] = max(int(v[0]), int(ge2[a0 - 1]) + int(p.g_ds[a0]))
         st = C + np.maximum.accumulate(v)
         gs2[a0:q] = st
@@ -216,7 +225,7 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
             if ge2[x] == NEVER:
                 raise ReplayError("a cross-stream dependency was not yet placed")
             t = max(t, int(ge2[x]) + int(g.g_dx[j]))
-        if j > g.stream_lo[s]:
+        if j > g.stream_lo[s] and not p.g_free[j]:
             t = max(t, int(ge2[j - 1]) + int(p.g_ds[j]))
         gs2[j] = t
         ge2[j] = t + int(p.g_dur[j])
@@ -242,7 +251,8 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         advance(int(g.c_end[w]))
         if ge2[op] == NEVER:
             raise ReplayError("a host wait's GPU operation was not yet placed")
-        e = max(int(cs2[w]) + int(p.c_dur[w]), int(ge2[op]) + int(g.c_tail[w]))
+        # a wait ends when its GPU work does (plus the recorded wake-up), or after the call's own cost
+        e = max(int(cs2[w]) + int(g.c_dmin[w]), int(ge2[op]) + int(g.c_tail[w]))
         ce2[w] = e
         c = int(g.c_chain[w])
         hi = int(g.chain_lo[c + 1])
@@ -290,9 +300,9 @@ def _apply(g: Graph, trace: Trace, reqs: Requests | None, ch: Change) -> _Params
         p.c_dur[sel] = 0
     for pat, factor in ch.kernel_factor:
         k = g.g_table == KERNELS
-        if isinstance(pat, str):
+        if isinstance(pat, (str, re.Pattern)):
             kt = trace.table("kernels")
-            rx = re.compile(pat)
+            rx = re.compile(pat, re.I) if isinstance(pat, str) else pat
             ids = np.unique(kt["name_id"])
             good = np.array([i for i in ids if rx.search(trace.name(i))], np.int64)
             hit = np.isin(kt["name_id"], good)
@@ -307,7 +317,9 @@ def _apply(g: Graph, trace: Trace, reqs: Requests | None, ch: Change) -> _Params
             sel = (g.g_table == COPIES) & pageable[np.clip(g.g_row, 0, len(pageable) - 1)]
             nbytes = cp["bytes"][g.g_row[sel]].astype(np.float64)
             p.g_dur[sel] = np.rint(nbytes / float(ch.pageable_rate) * 1e9).astype(np.int64)
-            p.g_ds[sel] = NEVER // 2          # no longer behind earlier work on its stream
+            # input copies no longer wait for earlier work on their stream (prefetched on a side stream); result
+            # copies still follow the work that produced them
+            p.g_free[sel] = cp["kind"][g.g_row[sel]] == 1
             callers = p.g_launch[sel]
             callers = callers[callers >= 0]
             # the copy call itself no longer blocks (a wait on its own copy, or a staged pageable copy)
