@@ -36,6 +36,12 @@ WAIT_TAIL_MAX_NS = 200_000
 # CUDA calls that can block until GPU work finishes (base-name substrings): explicit syncs, blocking and pageable
 # copies and memsets, polling queries, and cudaFree (it synchronises the device).
 BLOCKING_CALLS = ("Synchronize", "Memcpy", "Memset", "Query", "Free")
+# A CUDA call of another name that lasted >= 100 us and >= 20x its name's median and ended just after a GPU operation
+# ended was held by back-pressure (a launch into a full launch queue): healthy's launches wait 0.35-0.85 ms for a
+# slot while its typical launch takes ~5 us; 100 us keeps out the 20-40 us launches of a busy CPU (launch_bound).
+BACKPRESSURE_MIN_NS = 100_000
+BACKPRESSURE_FACTOR = 20
+TYPICAL_SAMPLE = 20_000
 # An operation that began at most this long after another stream's operation ended, when its own launch and stream
 # would have let it start earlier, is taken to have waited for it (event waits took 1-6 us on the H100 zoo profiles).
 CROSS_STREAM_WINDOW_NS = 10_000
@@ -301,7 +307,17 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
     c_dmin = ce - cs
     if n_cpu and len(gs):
         blocking_ids = _blocking_name_ids(trace, cname[ckind == 0])
-        cand = (ckind == 0) & np.isin(cname, blocking_ids)
+        dur = ce - cs
+        named = (ckind == 0) & np.isin(cname, blocking_ids)
+        # back-pressure: any other CUDA call (a launch into a full queue) far longer than its name's typical cost
+        long = (ckind == 0) & ~named & (dur >= BACKPRESSURE_MIN_NS)
+        typical = np.zeros(0, np.int64)
+        if long.any():
+            li = np.flatnonzero(long)
+            typical = _typical_by_name(cname, dur, ckind == 0, cname[li])
+            long[li[dur[li] < BACKPRESSURE_FACTOR * typical]] = False
+            typical = typical[dur[li] >= BACKPRESSURE_FACTOR * typical]
+        cand = named | long
         ci = np.flatnonzero(cand)
         if len(ci):
             order_end = np.argsort(ge, kind="stable")
@@ -315,8 +331,9 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
             lnode = g_launch[op]
             ok &= (lnode < 0) | (lnode <= ci)
             # a blocking call that did not have to wait costs what the quickest call of its name cost in this trace
-            allc = np.flatnonzero(cand)
-            c_dmin[allc] = np.minimum(_min_by_name(cname[allc], (ce - cs)[allc])(cname[allc]), (ce - cs)[allc])
+            allc = np.flatnonzero(named)
+            c_dmin[allc] = np.minimum(_min_by_name(cname[allc], dur[allc])(cname[allc]), dur[allc])
+            c_dmin[long] = np.minimum(typical, dur[long])      # a launch that found room costs its typical time
             ci, op = ci[ok], op[ok]
             c_wait_op[ci] = op
             c_tail[ci] = ce[ci] - ge[op]
@@ -334,6 +351,17 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
 def _blocking_name_ids(trace: Trace, name_ids: np.ndarray) -> np.ndarray:
     ids = uniq(name_ids[name_ids >= 0]) if len(name_ids) else np.zeros(0, np.int64)
     return np.array([i for i in ids if any(b in base_name(trace.name(i)) for b in BLOCKING_CALLS)], np.int64)
+
+
+def _typical_by_name(names: np.ndarray, dur: np.ndarray, pool: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Median duration of the calls named like each of q, from at most TYPICAL_SAMPLE calls per name (every k-th:
+    a sort of 10M launch durations would cost seconds on launch_bound x40)."""
+    out = np.empty(len(q), np.int64)
+    for nid in np.unique(q):
+        rows = np.flatnonzero(pool & (names == nid))
+        step = max(1, len(rows) // TYPICAL_SAMPLE)
+        out[q == nid] = int(np.median(dur[rows[::step]]))
+    return out
 
 
 def _min_by_name(names: np.ndarray, dur: np.ndarray):

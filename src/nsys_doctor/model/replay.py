@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .activity import LOCK_CALLS
 from .api_names import SYNC_CALLS, base_name
 from .graph import NEVER, Graph, build
 from .intervals import covered, union
@@ -23,10 +24,6 @@ from .trace import Trace, table_len
 
 KERNELS = GPU_TABLES.index("kernels")
 COPIES = GPU_TABLES.index("copies")
-# Locks whose waits `remove_lock_waits` takes away (OS runtime names): mutual exclusion only; condition variables
-# and semaphores are how work is handed over (a queue), not contention.
-LOCK_CALLS = ("pthread_mutex_lock", "pthread_mutex_timedlock", "pthread_rwlock_rdlock", "pthread_rwlock_wrlock",
-              "pthread_rwlock_timedrdlock", "pthread_rwlock_timedwrlock", "pthread_spin_lock")
 # Launch calls a CUDA graph replaces (base-name substrings).
 LAUNCH_CALLS = ("LaunchKernel", "cuLaunch", "MemsetAsync", "MemcpyAsync")
 # GPU gap between consecutive kernels of one graph replay: H100, tests/data ex_graph_after (graph of 321 kernels,
@@ -44,14 +41,15 @@ class Change:
     """A fix, stated as what it does to the graph (all optional; several may be combined).
 
     remove_wait_rows: api_calls rows of host waits to drop (the call then costs its nominal, non-waiting time).
-    remove_syncs: drop every explicit synchronize call's wait (cudaStreamSynchronize, cudaDeviceSynchronize...).
+    remove_syncs: drop every host wait inside a request but its last (synchronize calls, blocking copies such as
+        .item(), polling): the last one fetches the result, which the host needs.
     kernel_factor: [(regex over kernel names (case-insensitive when a str), or an array of kernels rows, factor)]: those kernels' GPU time x factor.
     graph_launch_ns: per request, its run of launch calls becomes one graph launch costing this much CPU time; the
         CPU time between those launches goes too, and the kernels run back to back (GRAPH_NODE_GAP_NS apart).
     drop_phase: {NVTX range name: share of its CPU time removed (1.0 = all, 0.5 = half moved to other workers)}.
     pageable_rate: bytes/s for pageable copies (src or dst pageable), which also stop blocking the CPU and stop
         waiting for earlier work on their stream (pinned memory on a side stream, prefetched).
-    remove_lock_waits: OS lock calls (LOCK_CALLS) take no time.
+    remove_lock_waits: OS lock and condition waits (model/activity.py LOCK_CALLS) take no time.
     remove_cpu_rows: {"api_calls"|"os_calls": rows}: those calls take no time (e.g. allocation calls removed).
     """
     remove_wait_rows: np.ndarray | None = None
@@ -66,7 +64,7 @@ class Change:
     def describe(self) -> list[str]:
         out = []
         if self.remove_syncs:
-            out.append("explicit synchronize calls no longer wait for the GPU")
+            out.append("host waits inside requests removed, but each request's last")
         if self.remove_wait_rows is not None:
             out.append(f"{len(self.remove_wait_rows)} host waits removed")
         for pat, f in self.kernel_factor:
@@ -286,7 +284,14 @@ def _apply(g: Graph, trace: Trace, reqs: Requests | None, ch: Change) -> _Params
         p.c_dur[nodes] = g.c_dmin[nodes]
 
     if ch.remove_syncs:
-        drop_wait(np.flatnonzero(name_mask(api_nodes, lambda n: n.startswith(SYNC_CALLS))))
+        if reqs is None:
+            raise ValueError("remove_syncs needs the requests")
+        sync_named = name_mask(api_nodes, lambda n: n.startswith(SYNC_CALLS))
+        nodes = _avoidable_waits(g, reqs, p, sync_named)
+        drop_wait(nodes)
+        gone = nodes[sync_named[nodes]]            # a synchronize call removed from the program costs nothing
+        p.c_wait_op[gone] = -1
+        p.c_dur[gone] = 0
     if ch.remove_wait_rows is not None:
         rows = np.asarray(ch.remove_wait_rows, np.int64)
         drop_wait(np.flatnonzero(api_nodes & np.isin(g.c_row, rows)))
@@ -296,7 +301,8 @@ def _apply(g: Graph, trace: Trace, reqs: Requests | None, ch: Change) -> _Params
         p.c_wait_op[sel] = -1
         p.c_dur[sel] = 0
     if ch.remove_lock_waits:
-        sel = name_mask(g.c_kind == 1, lambda n: n in LOCK_CALLS)
+        # model/activity.py's lock family (CPython's threading.Lock waits in sem_wait/sem_clockwait)
+        sel = name_mask(g.c_kind == 1, lambda n: n.lstrip("_").startswith(LOCK_CALLS))
         p.c_dur[sel] = 0
     for pat, factor in ch.kernel_factor:
         k = g.g_table == KERNELS
@@ -332,6 +338,29 @@ def _apply(g: Graph, trace: Trace, reqs: Requests | None, ch: Change) -> _Params
             raise ValueError("graph_launch_ns needs the requests")
         _graph(g, trace, reqs, p, int(ch.graph_launch_ns), name_mask)
     return p
+
+
+def _avoidable_waits(g: Graph, reqs: Requests, p: _Params, sync_named: np.ndarray) -> np.ndarray:
+    """Wait nodes and synchronize calls inside a request (on its thread, between its start and end), but the last
+    wait of each request."""
+    rt = reqs.table
+    k0 = g.node_at(rt["tid"], rt["start_ns"])
+    k1 = g.node_at(rt["tid"], rt["end_ns"])
+    is_wait = p.c_wait_op >= 0
+    waits = np.flatnonzero(is_wait | sync_named)
+    out = []
+    for r in range(reqs.count):
+        a, b = int(k0[r]) + 1, int(k1[r])
+        if b < 0:
+            continue
+        lo, hi = np.searchsorted(waits, a), np.searchsorted(waits, b, side="right")
+        mine = waits[lo:hi]
+        mine = mine[g.c_start[mine] >= rt["start_ns"][r]]
+        real = np.flatnonzero(is_wait[mine])
+        if len(real):
+            mine = np.delete(mine, real[-1])
+        out.append(mine)
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
 def _drop_phase(g: Graph, trace: Trace, p: _Params, phases: dict):
