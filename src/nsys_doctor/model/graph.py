@@ -126,13 +126,48 @@ def _chain_time_key(chain: np.ndarray, t: np.ndarray, span: tuple[int, int]) -> 
     return np.asarray(chain, np.int64) * width + (np.asarray(t, np.int64) - t0)
 
 
-def _sort_by_chain(chain: np.ndarray, t: np.ndarray, tie: np.ndarray | None = None) -> np.ndarray:
-    """Order by (chain, t, -tie): nsys tables come in time order, so a stable sort by chain keeps time order; only
-    rows out of time order need the full lexsort."""
-    if tie is None and is_sorted(t):
-        return np.argsort(chain, kind="stable")
-    keys = (t, chain) if tie is None else (-tie, t, chain)
-    return np.lexsort(keys)
+def _order_by_chain(chain: np.ndarray, t: np.ndarray, tie: np.ndarray | None) -> np.ndarray | None:
+    """The order by (chain, t, then -tie: an outer call before the calls nested in it at the same start), None when
+    already in order. Rows come as a few runs in time order (one per table): a stable sort by time merges the runs
+    (timsort), then a stable sort by chain; a lexsort of 11M CPU calls (launch_bound x40) costs 5 s."""
+    n = len(t)
+    if n == 0:
+        return None
+    o = None if is_sorted(t) else np.argsort(t, kind="stable")
+    ts = t if o is None else t[o]
+    if tie is not None:
+        same = np.flatnonzero(ts[1:] == ts[:-1])
+        if len(same):                            # rows sharing a start: the longer first
+            pos = np.unique(np.concatenate([same, same + 1]))
+            rows = pos if o is None else o[pos]
+            sub = np.lexsort((-tie[rows], t[rows]))
+            if o is None:
+                o = np.arange(n)
+            o[pos] = rows[sub]
+    if int(chain.min()) != int(chain.max()):
+        c = chain if o is None else chain[o]
+        o2 = np.argsort(c, kind="stable")
+        o = o2 if o is None else o[o2]
+    return o
+
+
+def _groups3(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Group index of each (a, b, c) row, groups in sorted order, and the distinct rows: np.unique(axis=0) costs 6 s
+    on 4.9M kernels; a constant column (one device, one process) is skipped and the rest ranked by a sort each."""
+    n = len(a)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros((0, 3), np.int64)
+    key = np.zeros(n, np.int64)
+    for col in (a, b, c):
+        if int(col.min()) == int(col.max()):
+            continue
+        u, inv = np.unique(col, return_inverse=True)
+        key = key * len(u) + inv.ravel()
+    u, g = np.unique(key, return_inverse=True) if int(key.max()) > 0 else (np.zeros(1, np.int64), key)
+    g = g.ravel().astype(np.int64)
+    first = np.zeros(len(u), np.int64)
+    first[g[::-1]] = np.arange(n - 1, -1, -1)      # any row of each group
+    return g, np.stack([a[first], b[first], c[first]], 1).astype(np.int64)
 
 
 def _nominal(samples: np.ndarray, fallback: int, q: float) -> int:
@@ -176,17 +211,13 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
     width = t1 - t0 + 1
 
     # stream chains: (device, process, stream)
-    skey = np.stack([gdev, gpid, gstr], 1) if len(gs) else np.zeros((0, 3), np.int64)
-    if len(gs):
-        ukeys, g_chain = np.unique(skey, axis=0, return_inverse=True)
-        g_chain = g_chain.ravel().astype(np.int64)
-    else:
-        ukeys, g_chain = skey, np.zeros(0, np.int64)
+    g_chain, ukeys = _groups3(gdev, gpid, gstr)
     n_streams = len(ukeys)
     if n_streams * width >= (1 << 62):
         raise ValueError("trace spans too long a time to key its streams")
-    order = np.lexsort((gs, g_chain)) if len(gs) else np.zeros(0, np.int64)
-    gs, ge, gtab, grow, gkey, gdev, g_chain = (a[order] for a in (gs, ge, gtab, grow, gkey, gdev, g_chain))
+    order = _order_by_chain(g_chain, gs, None)
+    if order is not None:
+        gs, ge, gtab, grow, gkey, gdev, g_chain = (a[order] for a in (gs, ge, gtab, grow, gkey, gdev, g_chain))
     stream_lo = np.searchsorted(g_chain, np.arange(n_streams + 1))
 
     # --- CPU chains: threads calling CUDA, and the requested ones
@@ -205,22 +236,31 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
     cname = np.concatenate([api["name_id"].astype(np.int64, copy=False),
                             osc["name_id"][os_keep].astype(np.int64)])
     cchain = _chain_of(tids, ctid)
-    o = np.lexsort((-ce, cs, cchain)) if len(os_keep) or not is_sorted(cs) else np.argsort(cchain, kind="stable")
-    cs, ce, ctid, ckind, crow, cname, cchain = (a[o] for a in (cs, ce, ctid, ckind, crow, cname, cchain))
+    del ctid
+    o = _order_by_chain(cchain, cs, ce)
+    if o is not None:
+        cs, ce, cchain = cs[o], ce[o], cchain[o]
     # outermost only: a call starting before an earlier call of its thread ended is folded into that call
     ekey = _chain_time_key(cchain, ce, (t0, width))
     run = np.maximum.accumulate(ekey) if len(ekey) else ekey
+    del ekey
     nested = np.zeros(len(cs), bool)
     if len(cs) > 1:
         nested[1:] = _chain_time_key(cchain[1:], cs[1:], (t0, width)) < run[:-1]
-    # the call a nested one sits in: the last outer one before it (needed to place nested launch calls)
+    del run
     outer = np.flatnonzero(~nested)
-    # api row -> CPU node (outer) holding it
+    # api row -> the outer CPU node holding it (a launch nested in an outer call is placed by that call)
     api_node = np.full(n_api, -1, np.int64)
-    pos_in_outer = np.cumsum(~nested) - 1                       # index among outer nodes of each sorted row
-    is_api = ckind == 0
-    api_node[crow[is_api]] = pos_in_outer[is_api]
-    cs, ce, ctid, ckind, crow, cname, cchain = (a[outer] for a in (cs, ce, ctid, ckind, crow, cname, cchain))
+    pos_in_outer = np.cumsum(~nested) - 1
+    rows_sorted = crow if o is None else crow[o]
+    is_api = (ckind if o is None else ckind[o]) == 0
+    api_node[rows_sorted[is_api]] = pos_in_outer[is_api]
+    del pos_in_outer, rows_sorted, is_api, nested
+    pick = outer if o is None else o[outer]          # one gather per column from the unsorted rows
+    ckind, crow, cname = ckind[pick], crow[pick], cname[pick]
+    if len(outer) < len(cs):
+        cs, ce, cchain = cs[outer], ce[outer], cchain[outer]
+    del pick, outer, o
     chain_lo = np.searchsorted(cchain, np.arange(n_chains + 1))
     gap = np.zeros(len(cs), np.int64)
     if len(cs) > 1:
@@ -340,7 +380,7 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
     stats = {"streams": int(n_streams), "threads": int(n_chains), "cpu_nodes": int(n_cpu), "gpu_ops": int(len(gs)),
              "waits": int((c_wait_op >= 0).sum()), "cross_stream": int(bind_x.sum()),
              "launch_bound": int(bind_l.sum()), "stream_bound": int(bind_s.sum())}
-    return Graph(c_chain=cchain, c_tid=ctid, c_start=cs, c_end=ce, c_kind=ckind, c_row=crow, c_name=cname,
+    return Graph(c_chain=cchain, c_tid=tids[cchain], c_start=cs, c_end=ce, c_kind=ckind, c_row=crow, c_name=cname,
                  c_gap=gap, c_wait_op=c_wait_op, c_tail=c_tail, c_dmin=c_dmin, chain_lo=chain_lo, chain_tid=tids,
                  g_chain=g_chain, g_start=gs, g_end=ge, g_table=gtab, g_row=grow, g_launch=g_launch,
                  g_launch_off=g_launch_off, g_launch_row=g_launch_row, g_dl=g_dl, g_ds=g_ds, g_fixed=g_fixed,
