@@ -17,7 +17,7 @@ from ..errors import NsysDoctorError
 from .memory import keep_freed_memory
 
 # A new command is one new file in this folder plus its name here.
-COMMANDS = ["analyze", "demo", "profile", "env", "export", "diff", "check"]
+COMMANDS = ["analyze", "demo", "profile", "env", "export", "diff", "check", "whatif"]
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

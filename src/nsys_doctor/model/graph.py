@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .api_names import base_name
+from .api_names import SYNC_CALLS, base_name
 from .arrays import uniq
-from .projection import GPU_TABLES, api_corr_key, gpu_corr_key, is_sorted
+from .projection import GPU_TABLES, api_corr_key, corr_key, gpu_corr_key, is_sorted
 from .trace import Trace, table_len
 
 NEVER = -(1 << 62)            # "no constraint" in max-plus sums (int64 ns; far from overflow when a delay is added)
@@ -52,6 +52,9 @@ STREAM_GAP_FALLBACK_NS = 1_000
 MIN_SAMPLES = 20              # fewer clean samples than this: use the fallback
 # A synchronize call that finds the GPU done costs ~4 us (zoo sync_heavy: median 3.6 us for the quickest of a name).
 WAIT_CALL_FALLBACK_NS = 4_000
+# Wake-up of a sync after its work ends, when a trace has too few real waits to measure it (tests/data ex_sync_before:
+# median 9 us)
+WAKE_UP_FALLBACK_NS = 9_000
 
 
 @dataclass
@@ -379,8 +382,36 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
             ci, op = ci[ok], op[ok]
             c_wait_op[ci] = op
             c_tail[ci] = ce[ci] - ge[op]
+    # latent waits: an explicit synchronize that found its work done still waits for it if that work comes later
+    # (after another wait is removed): its target is the last-ending operation launched before it, on its stream
+    # (a stream sync, whose stream CUPTI's synchronization record names) or in its process (device, context, event)
+    n_latent = 0
+    if n_cpu and len(gs) and has_l.any():
+        sync_ids = _name_ids(trace, cname[ckind == 0], lambda n: n.startswith(SYNC_CALLS))
+        lat = np.flatnonzero((ckind == 0) & np.isin(cname, sync_ids) & (c_wait_op < 0))
+        if len(lat):
+            real = c_wait_op >= 0
+            tail_nom = int(np.median(c_tail[real])) if real.sum() >= MIN_SAMPLES else WAKE_UP_FALLBACK_NS
+            stream_of = _sync_streams(trace, api_node, n_cpu, ukeys)          # -1: the whole process
+            pid_node = tids[cchain[lat]] >> 24
+            qs = stream_of[lat]
+            op = np.full(len(lat), -1, np.int64)
+            # per process
+            proc = np.asarray(ukeys[:, 1], np.int64)[g_chain]             # process of each operation
+            op_dev = _last_before(proc, L, ge, has_l, pid_node, cs[lat], (t0, width))
+            op[qs < 0] = op_dev[qs < 0]
+            if (qs >= 0).any():
+                op_s = _last_before(g_chain, L, ge, has_l, qs, cs[lat], (t0, width))
+                op[qs >= 0] = op_s[qs >= 0]
+            ok = op >= 0
+            ok &= (ge[np.clip(op, 0, None)] <= ce[lat]) & (ready[np.clip(op, 0, None)] <= ce[lat])
+            lat, op = lat[ok], op[ok]
+            c_wait_op[lat] = op
+            c_tail[lat] = np.minimum(tail_nom, ce[lat] - ge[op])
+            c_dmin[lat] = ce[lat] - cs[lat]                             # it did not wait: its own time
+            n_latent = len(lat)
     stats = {"streams": int(n_streams), "threads": int(n_chains), "cpu_nodes": int(n_cpu), "gpu_ops": int(len(gs)),
-             "waits": int((c_wait_op >= 0).sum()), "cross_stream": int(bind_x.sum()),
+             "waits": int((c_wait_op >= 0).sum()) - n_latent, "latent_waits": n_latent, "cross_stream": int(bind_x.sum()),
              "launch_bound": int(bind_l.sum()), "stream_bound": int(bind_s.sum())}
     return Graph(c_chain=cchain, c_tid=tids[cchain], c_start=cs, c_end=ce, c_kind=ckind, c_row=crow, c_name=cname,
                  c_gap=gap, c_wait_op=c_wait_op, c_tail=c_tail, c_dmin=c_dmin, chain_lo=chain_lo, chain_tid=tids,
@@ -388,6 +419,63 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
                  g_launch_off=g_launch_off, g_launch_row=g_launch_row, g_dl=g_dl, g_ds=g_ds, g_fixed=g_fixed,
                  g_xop=g_xop, g_dx=g_dx, g_ready=ready, stream_lo=stream_lo, stream_key=ukeys, nominal_launch_ns=nom_l,
                  nominal_gap_ns=nom_s, span=(t0, width), stats=stats)
+
+
+def _name_ids(trace: Trace, name_ids: np.ndarray, pred) -> np.ndarray:
+    ids = uniq(name_ids[name_ids >= 0]) if len(name_ids) else np.zeros(0, np.int64)
+    return np.array([i for i in ids if pred(base_name(trace.name(i)))], np.int64)
+
+
+def _sync_streams(trace: Trace, api_node: np.ndarray, n_cpu: int, ukeys: np.ndarray) -> np.ndarray:
+    """Per CPU node: the stream chain a stream synchronize waited on (CUPTI's synchronization record, type 3), -1
+    for any other node. Streams are matched on (process, stream id); ukeys: (device, process, stream) per chain."""
+    out = np.full(n_cpu, -1, np.int64)
+    sy = trace.table("syncs")
+    if table_len(sy) == 0 or not len(api_node) or not len(ukeys):
+        return out
+    ck = (ukeys[:, 1].astype(np.int64) << 32) | (ukeys[:, 2].astype(np.int64) & 0xFFFFFFFF)
+    korder = np.argsort(ck, kind="stable")
+    keys, chains = ck[korder], korder.astype(np.int64)
+    akey = api_corr_key(trace)
+    skey = corr_key(np.asarray(sy["pid"], np.int64), sy["correlation"])
+    stream3 = sy["sync_type"] == 3
+    order = np.argsort(akey, kind="stable")
+    pos = np.clip(np.searchsorted(akey[order], skey), 0, len(akey) - 1)
+    hit = (akey[order][pos] == skey) & stream3
+    rows = order[pos[hit]]
+    node = api_node[rows]
+    sk = ((np.asarray(sy["pid"], np.int64)[hit] >> 24) << 32) | (sy["stream"][hit].astype(np.int64) & 0xFFFFFFFF)
+    p = np.clip(np.searchsorted(keys, sk), 0, max(len(keys) - 1, 0))
+    good = (node >= 0) & (len(keys) > 0)
+    good &= keys[p] == sk if len(keys) else good
+    out[node[good]] = chains[p[good]]
+    return out
+
+
+def _last_before(group: np.ndarray, L: np.ndarray, ge: np.ndarray, has_l: np.ndarray, q_group: np.ndarray,
+                 q_t: np.ndarray, span: tuple[int, int]) -> np.ndarray:
+    """For each query (group, time): the operation of that group, launched before the time, that ends last; -1
+    when none. One sort of the launched operations by (group, launch time) and a running arg-max of their ends."""
+    idx = np.flatnonzero(has_l)
+    if len(idx) == 0:
+        return np.full(len(q_t), -1, np.int64)
+    g = np.asarray(group, np.int64)[idx]
+    if int(g.min()) < 0:
+        raise ValueError("negative group")
+    o = np.lexsort((L[idx], g))
+    idx, g = idx[o], g[o]
+    k = _chain_time_key(g, L[idx], span)
+    end = _chain_time_key(g, ge[idx], span)          # running max resets per group (the group dominates the key)
+    pm = np.maximum.accumulate(end)
+    arg = np.maximum.accumulate(np.where(end == pm, np.arange(len(idx)), 0))
+    qk = _chain_time_key(np.asarray(q_group, np.int64), q_t, span)
+    pos = np.searchsorted(k, qk, side="left") - 1
+    ok = pos >= 0
+    pp = np.clip(pos, 0, None)
+    ok &= g[pp] == q_group
+    best = arg[pp]
+    ok &= g[np.clip(best, 0, None)] == q_group
+    return np.where(ok, idx[best], -1)
 
 
 def _blocking_name_ids(trace: Trace, name_ids: np.ndarray) -> np.ndarray:

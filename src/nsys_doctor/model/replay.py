@@ -29,6 +29,8 @@ LAUNCH_CALLS = ("LaunchKernel", "cuLaunch", "MemsetAsync", "MemcpyAsync")
 # GPU gap between consecutive kernels of one graph replay: H100, tests/data ex_graph_after (graph of 321 kernels,
 # 1.205 ms per replay) minus the same kernels' GPU time in ex_graph_before (1.146 ms), per kernel: 0.18 us.
 GRAPH_NODE_GAP_NS = 200
+# CPU cost of one cudaGraphLaunch when the profile has none: median in the zoo's launch_bound_graphed (H100): 148 us.
+GRAPH_LAUNCH_FALLBACK_NS = 150_000
 
 
 class ReplayError(RuntimeError):
