@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .activity import LOCK_CALLS
 from .api_names import SYNC_CALLS, base_name
 from .arrays import uniq
 from .projection import GPU_TABLES, api_corr_key, corr_key, gpu_corr_key, is_sorted
@@ -36,6 +37,8 @@ WAIT_TAIL_MAX_NS = 200_000
 # CUDA calls that can block until GPU work finishes (base-name substrings): explicit syncs, blocking and pageable
 # copies and memsets, polling queries, and cudaFree (it synchronises the device).
 BLOCKING_CALLS = ("Synchronize", "Memcpy", "Memset", "Query", "Free")
+# CUDA calls kept as nodes although they neither launch nor block, because a change removes them (allocation)
+KEPT_CALLS = ("Malloc", "Alloc", "Graph")
 # A CUDA call of another name that lasted >= 100 us and >= 20x its name's median and ended just after a GPU operation
 # ended was held by back-pressure (a launch into a full launch queue): healthy's launches wait 0.35-0.85 ms for a
 # slot while its typical launch takes ~5 us; 100 us keeps out the 20-40 us launches of a busy CPU (launch_bound).
@@ -231,20 +234,24 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
     n_chains = len(tids)
     if n_chains * width >= (1 << 62):
         raise ValueError("trace spans too long a time to key its threads")
-    os_keep = np.flatnonzero(_chain_of(tids, osc["tid"]) >= 0) if table_len(osc) else np.zeros(0, np.int64)
+    # OS runtime calls: only the lock family is kept as nodes (remove_lock_waits acts on them); the others are CPU
+    # time between CUDA calls like any other (a phase's I/O goes with the phase's gaps)
+    os_keep = np.zeros(0, np.int64)
+    if table_len(osc):
+        lock_ids = _name_ids(trace, osc["name_id"], lambda n: n.lstrip("_").startswith(LOCK_CALLS))
+        if len(lock_ids):
+            os_keep = np.flatnonzero(np.isin(osc["name_id"], lock_ids) & (_chain_of(tids, osc["tid"]) >= 0))
     cs = np.concatenate([api["start_ns"].astype(np.int64, copy=False), osc["start_ns"][os_keep].astype(np.int64)])
     ce = np.concatenate([api["end_ns"].astype(np.int64, copy=False), osc["end_ns"][os_keep].astype(np.int64)])
-    ce = np.maximum(ce, cs)
-    ctid = np.concatenate([api["tid"].astype(np.int64, copy=False), osc["tid"][os_keep].astype(np.int64)])
+    np.maximum(ce, cs, out=ce)
     ckind = np.concatenate([np.zeros(n_api, np.int8), np.ones(len(os_keep), np.int8)])
     crow = np.concatenate([np.arange(n_api, dtype=np.int64), os_keep])
-    cname = np.concatenate([api["name_id"].astype(np.int64, copy=False),
-                            osc["name_id"][os_keep].astype(np.int64)])
-    cchain = _chain_of(tids, ctid)
-    del ctid
+    cchain = _chain_of(tids, np.concatenate([api["tid"].astype(np.int64, copy=False),
+                                             osc["tid"][os_keep].astype(np.int64)]))
     o = _order_by_chain(cchain, cs, ce)
     if o is not None:
-        cs, ce, cchain = cs[o], ce[o], cchain[o]
+        cs, ce, cchain, ckind, crow = cs[o], ce[o], cchain[o], ckind[o], crow[o]
+    del o
     # outermost only: a call starting before an earlier call of its thread ended is folded into that call
     ekey = _chain_time_key(cchain, ce, (t0, width))
     run = np.maximum.accumulate(ekey) if len(ekey) else ekey
@@ -253,24 +260,8 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
     if len(cs) > 1:
         nested[1:] = _chain_time_key(cchain[1:], cs[1:], (t0, width)) < run[:-1]
     del run
-    outer = np.flatnonzero(~nested)
-    # api row -> the outer CPU node holding it (a launch nested in an outer call is placed by that call)
-    api_node = np.full(n_api, -1, np.int64)
-    pos_in_outer = np.cumsum(~nested) - 1
-    rows_sorted = crow if o is None else crow[o]
-    is_api = (ckind if o is None else ckind[o]) == 0
-    api_node[rows_sorted[is_api]] = pos_in_outer[is_api]
-    del pos_in_outer, rows_sorted, is_api, nested
-    pick = outer if o is None else o[outer]          # one gather per column from the unsorted rows
-    ckind, crow, cname = ckind[pick], crow[pick], cname[pick]
-    if len(outer) < len(cs):
-        cs, ce, cchain = cs[outer], ce[outer], cchain[outer]
-    del pick, outer, o
-    chain_lo = np.searchsorted(cchain, np.arange(n_chains + 1))
-    gap = np.zeros(len(cs), np.int64)
-    if len(cs) > 1:
-        gap[1:] = cs[1:] - ce[:-1]
-        gap[chain_lo[:-1][chain_lo[:-1] < len(cs)]] = 0
+    # the outer row holding each row (a launch nested in an outer call is placed by that call)
+    holder = np.maximum.accumulate(np.where(nested, 0, np.arange(len(cs)))) if len(cs) else np.zeros(0, np.int64)
 
     # --- launch edges: GPU operation -> api row with the same (process, correlation id)
     g_launch_row = np.full(len(gs), -1, np.int64)
@@ -285,6 +276,41 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
         hit = ak_sorted[pos] == gkey
         rows = pos if ak_idx is None else ak_idx[pos]
         g_launch_row = np.where(hit, rows, -1)
+        del pos, hit, rows
+
+    # nodes kept: outer calls that launch GPU work or may block (or be removed by a change), and lock waits; any
+    # other call is CPU time between them (half of launch_bound's calls are cuKernelGetName beside each launch)
+    api_sorted_pos = np.empty(n_api, np.int64)         # api row -> its position in the sorted rows
+    is_api = ckind == 0
+    api_sorted_pos[crow[is_api]] = np.flatnonzero(is_api)
+    keep = ~nested & (ckind == 1)
+    launched = g_launch_row[g_launch_row >= 0]
+    keep[holder[api_sorted_pos[launched]]] = True
+    name_of = api["name_id"].astype(np.int64, copy=False)
+    special = _name_ids(trace, name_of, lambda n: any(b in n for b in BLOCKING_CALLS + KEPT_CALLS))
+    api_outer = np.flatnonzero(~nested & is_api)
+    rows_outer = crow[api_outer]
+    sel = np.isin(name_of[rows_outer], special) | ((ce - cs)[api_outer] >= BACKPRESSURE_MIN_NS)
+    keep[api_outer[sel]] = True
+    del api_outer, rows_outer, sel, launched
+    node_of_row = np.cumsum(keep) - 1                     # sorted row -> kept node index (valid where kept)
+    api_node = np.full(n_api, -1, np.int64)
+    h = holder[api_sorted_pos]
+    ok = keep[h]
+    api_node[ok] = node_of_row[h[ok]]
+    del h, ok, holder, api_sorted_pos, node_of_row, is_api, nested
+    kept = np.flatnonzero(keep)
+    del keep
+    if len(kept) < len(cs):
+        cs, ce, cchain, ckind, crow = cs[kept], ce[kept], cchain[kept], ckind[kept], crow[kept]
+    del kept
+    cname = np.where(ckind == 0, name_of[np.where(ckind == 0, crow, 0)],
+                     osc["name_id"][np.where(ckind == 1, crow, 0)].astype(np.int64) if len(os_keep) else -1)
+    chain_lo = np.searchsorted(cchain, np.arange(n_chains + 1))
+    gap = np.zeros(len(cs), np.int64)
+    if len(cs) > 1:
+        gap[1:] = cs[1:] - ce[:-1]
+        gap[chain_lo[:-1][chain_lo[:-1] < len(cs)]] = 0
     has_l = g_launch_row >= 0
     L = np.where(has_l, api["start_ns"][np.clip(g_launch_row, 0, None)] if n_api else 0, 0).astype(np.int64)
     g_launch = np.where(has_l, api_node[np.clip(g_launch_row, 0, None)] if n_api else -1, -1)
