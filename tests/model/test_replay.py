@@ -240,3 +240,20 @@ def test_cross_stream_wait_and_host_wait_follow_the_work():
     b = int(np.flatnonzero(g.g_start == 1_002_000)[0])
     # A now ends at 505 us: B follows it 2 us later, the sync 7 us after B ends
     assert gs[b] == 507_000 and ce[-1] == 508_000 + 7_000
+
+
+def test_removing_cpu_calls_saves_their_time_in_a_cpu_bound_run():
+    # launch_bound is bound by its CPU (launches): taking out every cuKernelGetName call (not a node of its own: its
+    # time sits in the gap before the next launch) saves what those calls took per measured request
+    path = expand(zoo_path("launch_bound"))
+    trace, reqs = load(zoo_path("launch_bound"))
+    api = trace.table("api_calls")
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    ids = [i for (i,) in db.execute("SELECT id FROM StringIds WHERE value = 'cuKernelGetName'")]
+    db.close()
+    rows = np.flatnonzero(np.isin(api["name_id"], ids))
+    first = reqs.table["start_ns"][reqs.warmup]
+    per_req = (api["end_ns"] - api["start_ns"])[rows][api["start_ns"][rows] >= first].sum() / len(reqs.measured)
+    base = R.replay(trace, reqs)
+    out = R.replay(trace, reqs, R.Change(remove_cpu_rows={"api_calls": rows}))
+    assert base.interval_ns - out.interval_ns == pytest.approx(per_req, rel=0.05)

@@ -52,7 +52,9 @@ class Change:
     pageable_rate: bytes/s for pageable copies (src or dst pageable), which also stop blocking the CPU and stop
         waiting for earlier work on their stream (pinned memory on a side stream, prefetched).
     remove_lock_waits: OS lock and condition waits (model/activity.py LOCK_CALLS) take no time.
-    remove_cpu_rows: {"api_calls"|"os_calls": rows}: those calls take no time (e.g. allocation calls removed).
+    remove_cpu_rows: {"api_calls"|"os_calls": rows}: those calls take no time (e.g. allocation calls removed); a
+        call that is not a node of its own (graph.py keeps launches, blocking and allocation calls, lock waits) is
+        taken out of the CPU time before the next node of its thread; a call nested in another stays in it.
     """
     remove_wait_rows: np.ndarray | None = None
     remove_syncs: bool = False
@@ -298,10 +300,25 @@ def _apply(g: Graph, trace: Trace, reqs: Requests | None, ch: Change) -> _Params
         rows = np.asarray(ch.remove_wait_rows, np.int64)
         drop_wait(np.flatnonzero(api_nodes & np.isin(g.c_row, rows)))
     for t, rows in ch.remove_cpu_rows.items():
+        if t not in ("api_calls", "os_calls"):
+            raise ValueError(f"remove_cpu_rows: {t!r} is not api_calls or os_calls")
+        rows = np.asarray(rows, np.int64)
         kind = 0 if t == "api_calls" else 1
-        sel = (g.c_kind == kind) & np.isin(g.c_row, np.asarray(rows, np.int64))
+        sel = (g.c_kind == kind) & np.isin(g.c_row, rows)
         p.c_wait_op[sel] = -1
         p.c_dur[sel] = 0
+        # a call that is not a node of its own is CPU time before the next node of its thread: take it from there
+        tab = trace.table(t)
+        rest = np.setdiff1d(rows, g.c_row[g.c_kind == kind])
+        if len(rest):
+            k = g.node_at(tab["tid"][rest], tab["start_ns"][rest])
+            nxt = k + 1
+            ok = (k >= 0) & (nxt < g.n_cpu)
+            ok &= g.c_chain[np.clip(nxt, 0, g.n_cpu - 1)] == g.c_chain[np.clip(k, 0, None)]
+            ok &= tab["start_ns"][rest] >= g.c_end[np.clip(k, 0, None)]       # not nested inside node k
+            dur = (tab["end_ns"][rest] - tab["start_ns"][rest]).astype(np.int64)
+            np.subtract.at(p.c_gap, nxt[ok], dur[ok])
+            np.maximum(p.c_gap, 0, out=p.c_gap)
     if ch.remove_lock_waits:
         # model/activity.py's lock family (CPython's threading.Lock waits in sem_wait/sem_clockwait)
         sel = name_mask(g.c_kind == 1, lambda n: n.lstrip("_").startswith(LOCK_CALLS))
