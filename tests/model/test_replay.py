@@ -257,3 +257,12 @@ def test_removing_cpu_calls_saves_their_time_in_a_cpu_bound_run():
     base = R.replay(trace, reqs)
     out = R.replay(trace, reqs, R.Change(remove_cpu_rows={"api_calls": rows}))
     assert base.interval_ns - out.interval_ns == pytest.approx(per_req, rel=0.05)
+
+
+def test_combined_changes_save_at_least_each_alone():
+    trace, reqs = load(data("ex_mixed_before"))
+    base = R.replay(trace, reqs).interval_ns
+    a = R.Change(kernel_factor=[(CUDA_CORE, 67 / 989)])
+    b = R.Change(remove_syncs=True)
+    both = R.replay(trace, reqs, a.combined(b)).interval_ns
+    assert both <= min(R.replay(trace, reqs, a).interval_ns, R.replay(trace, reqs, b).interval_ns) < base

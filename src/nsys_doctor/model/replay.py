@@ -65,6 +65,22 @@ class Change:
     remove_lock_waits: bool = False
     remove_cpu_rows: dict = field(default_factory=dict)
 
+    def combined(self, other: "Change") -> "Change":
+        """Both changes at once (the combined prediction of several findings' fixes)."""
+        rows = [r for r in (self.remove_wait_rows, other.remove_wait_rows) if r is not None]
+        cpu = {t: np.concatenate([np.asarray(d.get(t, []), np.int64) for d in (self.remove_cpu_rows,
+                                                                                 other.remove_cpu_rows)])
+               for t in set(self.remove_cpu_rows) | set(other.remove_cpu_rows)}
+        graph = [x for x in (self.graph_launch_ns, other.graph_launch_ns) if x is not None]
+        rate = [x for x in (self.pageable_rate, other.pageable_rate) if x]
+        return Change(remove_wait_rows=np.concatenate(rows) if rows else None,
+                      remove_syncs=self.remove_syncs or other.remove_syncs,
+                      kernel_factor=list(self.kernel_factor) + list(other.kernel_factor),
+                      graph_launch_ns=min(graph) if graph else None,
+                      drop_phase={**self.drop_phase, **other.drop_phase},
+                      pageable_rate=max(rate) if rate else None,
+                      remove_lock_waits=self.remove_lock_waits or other.remove_lock_waits, remove_cpu_rows=cpu)
+
     def describe(self) -> list[str]:
         out = []
         if self.remove_syncs:
