@@ -65,7 +65,6 @@ class Graph:
     """Flat arrays; CPU nodes sorted by (chain, start), GPU operations by (stream chain, start)."""
     # CPU nodes
     c_chain: np.ndarray          # thread chain index
-    c_tid: np.ndarray
     c_start: np.ndarray
     c_end: np.ndarray
     c_kind: np.ndarray           # 0 CUDA API call, 1 OS runtime call
@@ -124,6 +123,8 @@ def _chain_of(chain_tid: np.ndarray, tid: np.ndarray) -> np.ndarray:
     tid = np.asarray(tid, np.int64)
     if len(chain_tid) == 0:
         return np.full(len(tid), -1, np.int64)
+    if len(chain_tid) == 1:                          # one thread (most inference processes): no search
+        return np.where(tid == chain_tid[0], 0, -1)
     pos = np.clip(np.searchsorted(chain_tid, tid), 0, len(chain_tid) - 1)
     return np.where(chain_tid[pos] == tid, pos, -1)
 
@@ -141,7 +142,16 @@ def _order_by_chain(chain: np.ndarray, t: np.ndarray, tie: np.ndarray | None) ->
     n = len(t)
     if n == 0:
         return None
-    o = None if is_sorted(t) else np.argsort(t, kind="stable")
+    o = None
+    if not is_sorted(t):
+        # the common shape: one long sorted run (the API calls) and a short one after it (lock waits): insert
+        # the short run's rows at their places instead of sorting all
+        cut = int(np.flatnonzero(t[1:] < t[:-1])[0]) + 1
+        if is_sorted(t[cut:]):
+            pos = np.searchsorted(t[:cut], t[cut:], side="right")
+            o = np.insert(np.arange(cut), pos, np.arange(cut, n))
+        else:
+            o = np.argsort(t, kind="stable")
     ts = t if o is None else t[o]
     if tie is not None:
         same = np.flatnonzero(ts[1:] == ts[:-1])
@@ -439,7 +449,7 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
     stats = {"streams": int(n_streams), "threads": int(n_chains), "cpu_nodes": int(n_cpu), "gpu_ops": int(len(gs)),
              "waits": int((c_wait_op >= 0).sum()) - n_latent, "latent_waits": n_latent, "cross_stream": int(bind_x.sum()),
              "launch_bound": int(bind_l.sum()), "stream_bound": int(bind_s.sum())}
-    return Graph(c_chain=cchain, c_tid=tids[cchain], c_start=cs, c_end=ce, c_kind=ckind, c_row=crow, c_name=cname,
+    return Graph(c_chain=cchain, c_start=cs, c_end=ce, c_kind=ckind, c_row=crow, c_name=cname,
                  c_gap=gap, c_wait_op=c_wait_op, c_tail=c_tail, c_dmin=c_dmin, chain_lo=chain_lo, chain_tid=tids,
                  g_chain=g_chain, g_start=gs, g_end=ge, g_table=gtab, g_row=grow, g_launch=g_launch,
                  g_launch_off=g_launch_off, g_launch_row=g_launch_row, g_dl=g_dl, g_ds=g_ds, g_fixed=g_fixed,
@@ -488,8 +498,9 @@ def _last_before(group: np.ndarray, L: np.ndarray, ge: np.ndarray, has_l: np.nda
     g = np.asarray(group, np.int64)[idx]
     if int(g.min()) < 0:
         raise ValueError("negative group")
-    o = np.lexsort((L[idx], g))
-    idx, g = idx[o], g[o]
+    o = _order_by_chain(g, L[idx], None)
+    if o is not None:
+        idx, g = idx[o], g[o]
     k = _chain_time_key(g, L[idx], span)
     end = _chain_time_key(g, ge[idx], span)          # running max resets per group (the group dominates the key)
     pm = np.maximum.accumulate(end)
