@@ -437,7 +437,7 @@ def _graph(g: Graph, trace: Trace, reqs: Requests, p: _Params, cost: int, name_m
         a, b = int(k0[r]), int(k1[r])
         if a < 0 or b < 0:
             continue
-        mine = idx[(idx > a - 1) & (idx <= b)]
+        mine = idx[np.searchsorted(idx, a):np.searchsorted(idx, b, side="right")]     # idx is sorted
         mine = mine[g.c_start[mine] >= rt["start_ns"][r]]
         if len(mine) < 2:
             continue
