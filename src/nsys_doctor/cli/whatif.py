@@ -20,7 +20,7 @@ import re
 
 import numpy as np
 
-from ..errors import BadInput
+from ..errors import BadInput, NoData
 from ._output import output
 
 PINNED_FLOOR_GBPS = 12.0     # pinned PCIe Gen3 x16, the slowest link a current datacenter GPU sits on (the same
@@ -153,9 +153,12 @@ def run(args) -> int:
             rate = gbps * 1e9
         change = R.Change(kernel_factor=factors, remove_syncs=args.remove_syncs, graph_launch_ns=graph_ns,
                           drop_phase=phases, pageable_rate=rate, remove_lock_waits=args.remove_lock_waits)
-        graph = R.graph_of(trace, reqs)
-        before = R.replay(trace, reqs, None, graph)
-        after = R.replay(trace, reqs, change, graph)
+        try:
+            graph = R.graph_of(trace, reqs)
+            before = R.replay(trace, reqs, None, graph)
+            after = R.replay(trace, reqs, change, graph)
+        except (R.ReplayError, ValueError) as err:
+            raise NoData(args.profile, f"cannot replay this profile: {err}")
     finally:
         trace.close()
     result = {"profile": str(args.profile), "range": reqs.range_name, "requests": len(reqs.measured),
