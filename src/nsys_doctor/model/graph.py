@@ -24,8 +24,8 @@ import numpy as np
 
 from .activity import LOCK_CALLS
 from .api_names import SYNC_CALLS, base_name
-from .arrays import uniq
-from .projection import GPU_TABLES, api_corr_key, corr_key, gpu_corr_key, is_sorted
+from .arrays import id_mask, uniq
+from .projection import GPU_TABLES, api_corr_key, corr_key, gpu_corr_key, is_sorted, launch_calls
 from .trace import Trace, table_len
 
 NEVER = -(1 << 62)            # "no constraint" in max-plus sums (int64 ns; far from overflow when a delay is added)
@@ -251,12 +251,24 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
         lock_ids = _name_ids(trace, osc["name_id"], lambda n: n.lstrip("_").startswith(LOCK_CALLS))
         if len(lock_ids):
             os_keep = np.flatnonzero(np.isin(osc["name_id"], lock_ids) & (_chain_of(tids, osc["tid"]) >= 0))
-    cs = np.concatenate([api["start_ns"].astype(np.int64, copy=False), osc["start_ns"][os_keep].astype(np.int64)])
-    ce = np.concatenate([api["end_ns"].astype(np.int64, copy=False), osc["end_ns"][os_keep].astype(np.int64)])
+    # API calls that can matter: those that launched GPU work, may block, a change removes, or took long; any
+    # other call is CPU time between them from the start (half of launch_bound's calls are cuKernelGetName beside
+    # each launch). A launch nested in a dropped call becomes a node of its own, which changes no time.
+    name_of = api["name_id"].astype(np.int64, copy=False)
+    special = _name_ids(trace, name_of, lambda n: any(b in n for b in BLOCKING_CALLS + KEPT_CALLS))
+    api_keep = launch_calls(trace) | id_mask(name_of, special)
+    api_keep |= (api["end_ns"] - api["start_ns"]) >= BACKPRESSURE_MIN_NS
+    ar = None if bool(api_keep.all()) else np.flatnonzero(api_keep)
+    del api_keep
+    sub = (lambda a: a) if ar is None else (lambda a: a[ar])  # noqa: E731
+    n_ar = n_api if ar is None else len(ar)
+    cs = np.concatenate([sub(api["start_ns"]).astype(np.int64, copy=False),
+                         osc["start_ns"][os_keep].astype(np.int64)])
+    ce = np.concatenate([sub(api["end_ns"]).astype(np.int64, copy=False), osc["end_ns"][os_keep].astype(np.int64)])
     np.maximum(ce, cs, out=ce)
-    ckind = np.concatenate([np.zeros(n_api, np.int8), np.ones(len(os_keep), np.int8)])
-    crow = np.concatenate([np.arange(n_api, dtype=np.int64), os_keep])
-    cchain = _chain_of(tids, np.concatenate([api["tid"].astype(np.int64, copy=False),
+    ckind = np.concatenate([np.zeros(n_ar, np.int8), np.ones(len(os_keep), np.int8)])
+    crow = np.concatenate([np.arange(n_api, dtype=np.int64) if ar is None else ar, os_keep])
+    cchain = _chain_of(tids, np.concatenate([sub(api["tid"]).astype(np.int64, copy=False),
                                              osc["tid"][os_keep].astype(np.int64)]))
     o = _order_by_chain(cchain, cs, ce)
     if o is not None:
@@ -290,14 +302,12 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
 
     # nodes kept: outer calls that launch GPU work or may block (or be removed by a change), and lock waits; any
     # other call is CPU time between them (half of launch_bound's calls are cuKernelGetName beside each launch)
-    api_sorted_pos = np.empty(n_api, np.int64)         # api row -> its position in the sorted rows
+    api_sorted_pos = np.full(n_api, -1, np.int64)      # api row -> its position in the sorted rows (-1 dropped)
     is_api = ckind == 0
     api_sorted_pos[crow[is_api]] = np.flatnonzero(is_api)
     keep = ~nested & (ckind == 1)
     launched = g_launch_row[g_launch_row >= 0]
     keep[holder[api_sorted_pos[launched]]] = True
-    name_of = api["name_id"].astype(np.int64, copy=False)
-    special = _name_ids(trace, name_of, lambda n: any(b in n for b in BLOCKING_CALLS + KEPT_CALLS))
     api_outer = np.flatnonzero(~nested & is_api)
     rows_outer = crow[api_outer]
     sel = np.isin(name_of[rows_outer], special) | ((ce - cs)[api_outer] >= BACKPRESSURE_MIN_NS)
@@ -305,9 +315,11 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
     del api_outer, rows_outer, sel, launched
     node_of_row = np.cumsum(keep) - 1                     # sorted row -> kept node index (valid where kept)
     api_node = np.full(n_api, -1, np.int64)
-    h = holder[api_sorted_pos]
+    present = np.flatnonzero(api_sorted_pos >= 0)
+    h = holder[api_sorted_pos[present]]
     ok = keep[h]
-    api_node[ok] = node_of_row[h[ok]]
+    api_node[present[ok]] = node_of_row[h[ok]]
+    del present
     del h, ok, holder, api_sorted_pos, node_of_row, is_api, nested
     kept = np.flatnonzero(keep)
     del keep
