@@ -487,10 +487,11 @@ def _sync_streams(trace: Trace, api_node: np.ndarray, n_cpu: int, ukeys: np.ndar
     akey = api_corr_key(trace)
     skey = corr_key(np.asarray(sy["pid"], np.int64), sy["correlation"])
     stream3 = sy["sync_type"] == 3
-    order = np.argsort(akey, kind="stable")
-    pos = np.clip(np.searchsorted(akey[order], skey), 0, len(akey) - 1)
-    hit = (akey[order][pos] == skey) & stream3
-    rows = order[pos[hit]]
+    order = None if is_sorted(akey) else np.argsort(akey, kind="stable")   # in time order, ids rise: no sort
+    ak = akey if order is None else akey[order]
+    pos = np.clip(np.searchsorted(ak, skey), 0, len(akey) - 1)
+    hit = (ak[pos] == skey) & stream3
+    rows = pos[hit] if order is None else order[pos[hit]]
     node = api_node[rows]
     sk = ((np.asarray(sy["pid"], np.int64)[hit] >> 24) << 32) | (sy["stream"][hit].astype(np.int64) & 0xFFFFFFFF)
     p = np.clip(np.searchsorted(keys, sk), 0, max(len(keys) - 1, 0))
