@@ -28,11 +28,11 @@ WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EBADF}
 # it cannot allocate its buffer (measured at 70-90 MB), and the smallest export of ../shared needed 130 MB (a sweep of
 # 100-300 MB in steps of 5 MB). Commands that analyse say "not enough memory" at once instead.
 MIN_MAPPED_MB = 100
-ANALYSING = ("analyze", "demo", "profile", "export", "diff", "check")
+ANALYSING = ("analyze", "demo", "profile", "export", "diff", "check", "whatif")
 # A new command is one new file in this folder plus its name here. Each is imported only when it is the command
 # asked for (or for the full help): importing all of them costs 10 ms of a 0.4 s `analyze`. A name here without its
 # module is an error (tests/cli/test_commands.py imports every one), never skipped.
-COMMANDS = ["analyze", "demo", "profile", "env", "export", "diff", "check"]
+COMMANDS = ["analyze", "demo", "profile", "env", "export", "diff", "check", "whatif"]
 
 
 

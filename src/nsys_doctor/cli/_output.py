@@ -74,10 +74,18 @@ def _junit(head: str, path: str, size: int) -> bool:
     return re.search(r'<testsuite\b[^>]*\bname="nsys-doctor', head) is not None     # compare/gate.py junit_xml
 
 
+def _whatif(head: str, path: str, size: int) -> bool:
+    if head.startswith("what if: "):                # cli/whatif.py _text
+        return True
+    d = _json(path, size) if head.lstrip().startswith("{") else None
+    return isinstance(d, dict) and {"change", "before", "after", "method"} <= set(d)
+
+
 # kind -> (what it is called in messages, recogniser of a previous output of that kind)
 KINDS = {
     "report": ("report", _report), "diff": ("diff", _diff), "fleet": ("fleet summary", _fleet),
     "html": ("HTML report", _html), "perfetto": ("Perfetto trace", _perfetto), "junit": ("JUnit XML", _junit),
+    "whatif": ("what-if prediction", _whatif),
 }
 
 

@@ -1,0 +1,206 @@
+"""Predict what a change would save: replay the profile with it applied, print latency, interval and throughput.
+
+The profile's dependency graph (each thread's calls, each stream's GPU work, launches, host waits, waits between
+streams) is replayed with the change applied (model/replay.py); replayed unchanged it gives back the recording.
+Changes (combine any):
+  --faster-kernels PATTERN=FACTOR  kernels whose name matches the regular expression take FACTOR x their GPU time
+                                   (0.5 = twice as fast); repeatable
+  --remove-syncs                   every host wait inside a request but its last (syncs, .item(), blocking copies)
+  --graph [US]                     each request's launches replayed as one CUDA graph launch costing US
+                                   microseconds of CPU (default: cudaGraphLaunch as measured in the profile, else 150)
+  --pinned [GBPS]                  pageable copies at GBPS (default: the best pinned rate in the profile, else 12),
+                                   not blocking the CPU, input copies prefetched
+  --drop-phase NVTX_NAME[=SHARE]   remove SHARE (default 1) of the CPU time inside ranges of that name; repeatable
+  --remove-lock-waits              lock and condition waits of the OS runtime take no time
+Exit codes: 0 predicted, 2 bad input (one line on stderr says what is wrong)."""
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+
+from ..errors import BadInput, NoData
+from ._output import check_outputs, output
+
+PINNED_FLOOR_GBPS = 12.0     # pinned PCIe Gen3 x16, the slowest link a current datacenter GPU sits on (the same
+                             # floor as diagnose/memory_transfer.py)
+MIN_RATE_BYTES = 1 << 20     # copies under 1 MiB are mostly fixed latency: their rate says nothing
+
+
+def add_arguments(p) -> None:
+    p.add_argument("profile", metavar="PROFILE", help="the profile (.sqlite, .sqlite.xz/.gz, .nsys-rep, Kineto JSON)")
+    p.add_argument("--faster-kernels", action="append", default=[], metavar="PATTERN=FACTOR",
+                   help="kernels matching PATTERN (regex, case-insensitive) take FACTOR x their time")
+    p.add_argument("--remove-syncs", action="store_true", help="remove the host waits inside requests but the last")
+    p.add_argument("--graph", nargs="?", const=-1.0, type=float, metavar="US",
+                   help="replay each request's launches as one CUDA graph launch costing US microseconds")
+    p.add_argument("--pinned", nargs="?", const=-1.0, type=float, metavar="GBPS",
+                   help="pageable copies at GBPS GB/s, not blocking, input copies prefetched")
+    p.add_argument("--drop-phase", action="append", default=[], metavar="NVTX_NAME[=SHARE]",
+                   help="remove SHARE (default 1) of the CPU time inside the NVTX ranges of that name")
+    p.add_argument("--remove-lock-waits", action="store_true", help="OS lock and condition waits take no time")
+    p.add_argument("--range", dest="range_name", metavar="NAME", help="the NVTX range that marks one request")
+    p.add_argument("--skip", type=int, metavar="N", help="leave the first N requests out as warm-up")
+    p.add_argument("--per-request", action="store_true", help="also print every measured request")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the result to FILE instead of stdout")
+
+
+def _factor(spec: str) -> tuple[re.Pattern, float]:
+    pat, sep, f = spec.rpartition("=")
+    try:
+        factor = float(f)
+        if not sep or not pat or not factor >= 0:
+            raise ValueError
+        return re.compile(pat, re.I), factor
+    except (ValueError, re.error):
+        raise BadInput(None, f"--faster-kernels {spec!r}: expected PATTERN=FACTOR, a regular expression and a "
+                             "number >= 0 (0.5 = twice as fast)")
+
+
+def _phase(spec: str) -> tuple[str, float]:
+    name, sep, share = spec.rpartition("=")
+    if not sep:
+        return spec, 1.0
+    try:
+        s = float(share)
+    except ValueError:
+        return spec, 1.0                 # an NVTX name that contains '='
+    if not 0 <= s <= 1:
+        raise BadInput(None, f"--drop-phase {spec!r}: SHARE must be between 0 and 1")
+    return name, s
+
+
+def _graph_cost_ns(trace) -> tuple[int, str]:
+    from ..model.api_names import base_name
+    from ..model.replay import GRAPH_LAUNCH_FALLBACK_NS
+    api = trace.table("api_calls")
+    ids = np.unique(api["name_id"]) if len(api["name_id"]) else []
+    gl = [i for i in ids if base_name(trace.name(i)) in ("cudaGraphLaunch", "cuGraphLaunch")]
+    if gl:
+        sel = np.isin(api["name_id"], gl)
+        return int(np.median(api["end_ns"][sel] - api["start_ns"][sel])), "median cudaGraphLaunch in this profile"
+    return GRAPH_LAUNCH_FALLBACK_NS, "cudaGraphLaunch measured in the zoo's launch_bound_graphed (H100)"
+
+
+def _pinned_rate(trace) -> tuple[float, str]:
+    cp = trace.table("copies")
+    if len(cp["start_ns"]):
+        dur = (cp["end_ns"] - cp["start_ns"]).astype(np.float64)
+        ok = (cp["src_kind"] != 0) & (cp["dst_kind"] != 0) & np.isin(cp["kind"], (1, 2))
+        ok &= (cp["bytes"] >= MIN_RATE_BYTES) & (dur > 0)
+        if ok.any():
+            gbps = float((cp["bytes"][ok] / dur[ok]).max())
+            if gbps > PINNED_FLOOR_GBPS:
+                return gbps, "the best pinned copy rate in this profile"
+    return PINNED_FLOOR_GBPS, "pinned PCIe Gen3 x16 (no faster pinned copy in this profile)"
+
+
+def _printable(s: str, n: int = 80) -> str:
+    """Profile strings are untrusted: shown through render.safe.clean (escapes, never control characters), bounded
+    length."""
+    from ..render.safe import clean
+    s = clean(str(s))
+    return s if len(s) <= n else s[:n - 3] + "..."
+
+
+def _summary(out, lat_ns: np.ndarray) -> dict:
+    m = out.measured
+    lat = lat_ns[m] / 1e6
+    iv = out.interval_ns / 1e6
+    return {"latency_ms": {"mean": round(float(lat.mean()), 3), "p50": round(float(np.percentile(lat, 50)), 3),
+                           "p90": round(float(np.percentile(lat, 90)), 3), "max": round(float(lat.max()), 3)},
+            "interval_ms": round(iv, 3), "throughput_per_s": round(1e3 / iv, 1) if iv > 0 else None}
+
+
+def run(args) -> int:
+    from ..model import replay as R
+    from ..model.requests import find_requests
+    from ..read import open_trace
+    if args.skip is not None and args.skip < 0:
+        raise BadInput(None, "--skip must be 0 or more")
+    check_outputs([(args.output, "whatif")], [args.profile])     # before the work: refused outputs cost nothing
+    factors = [_factor(s) for s in args.faster_kernels]
+    phases = dict(_phase(s) for s in args.drop_phase)
+    if args.graph is not None and args.graph != -1.0 and args.graph < 0:
+        raise BadInput(None, "--graph US must be 0 or more")
+    if args.pinned is not None and args.pinned != -1.0 and args.pinned <= 0:
+        raise BadInput(None, "--pinned GBPS must be more than 0")
+    if not (factors or phases or args.remove_syncs or args.graph is not None or args.pinned is not None
+            or args.remove_lock_waits):
+        raise BadInput(None, "no change given: use --faster-kernels, --remove-syncs, --graph, --pinned, "
+                             "--drop-phase or --remove-lock-waits")
+    trace = open_trace(args.profile)
+    try:
+        reqs = find_requests(trace, range_name=args.range_name, skip=args.skip)
+        r = trace.table("ranges")
+        for name in phases:
+            if not len(r["name"]) or not (r["name"] == name).any():
+                raise BadInput(args.profile, f"--drop-phase: no NVTX range named {_printable(name)!r}")
+        notes = []
+        graph_ns = None
+        if args.graph is not None:
+            if args.graph == -1.0:
+                graph_ns, why = _graph_cost_ns(trace)
+                notes.append(f"graph launch cost {graph_ns / 1e3:.0f} us: {why}")
+            else:
+                graph_ns = int(args.graph * 1e3)
+        rate = None
+        if args.pinned is not None:
+            if args.pinned == -1.0:
+                gbps, why = _pinned_rate(trace)
+                notes.append(f"pinned rate {gbps:.1f} GB/s: {why}")
+            else:
+                gbps = args.pinned
+            rate = gbps * 1e9
+        change = R.Change(kernel_factor=factors, remove_syncs=args.remove_syncs, graph_launch_ns=graph_ns,
+                          drop_phase=phases, pageable_rate=rate, remove_lock_waits=args.remove_lock_waits)
+        try:
+            graph = R.graph_of(trace, reqs)
+            before = R.replay(trace, reqs, None, graph)
+            after = R.replay(trace, reqs, change, graph)
+        except (R.ReplayError, ValueError) as err:
+            raise NoData(args.profile, f"cannot replay this profile: {err}")
+    finally:
+        trace.close()
+    result = {"profile": str(args.profile), "range": reqs.range_name, "requests": len(reqs.measured),
+              "warmup": reqs.warmup, "change": change.describe(), "assumptions": notes,
+              "before": _summary(before, before.latency_ns), "after": _summary(after, after.latency_ns),
+              "method": "replay of the profile's dependency graph with the change applied (model/replay.py); "
+                        "replayed unchanged it reproduces the recorded latencies and interval"}
+    if args.per_request:
+        m = reqs.measured
+        result["per_request"] = [{"request": int(i), "before_ms": round(float(before.latency_ns[i]) / 1e6, 3),
+                                  "after_ms": round(float(after.latency_ns[i]) / 1e6, 3)} for i in m]
+    with output(args.output, "whatif", [args.profile]) as out:
+        if args.format == "json":
+            out.write(json.dumps(result, indent=1) + "\n")
+        else:
+            _text(result, out)
+    return 0
+
+
+def _text(res: dict, out) -> None:
+    b, a = res["before"], res["after"]
+    w = out.write
+    w(f"what if: {_printable(res['profile'], 120)}\n")
+    w(f"  {res['requests']} requests of range {_printable(res['range'])!r} ({res['warmup']} warm-up left out)\n")
+    for c in res["change"]:
+        w(f"  change: {_printable(c, 160)}\n")
+    for n in res["assumptions"]:
+        w(f"  assumed: {n}\n")
+
+    def row(label, x, y, unit=""):
+        d = f"{(y - x) / x * 100:+.0f}%" if x else ""
+        w(f"  {label:<22}{x:>12.3f}{y:>12.3f}{d:>9}{unit}\n")
+    w(f"  {'':<22}{'before':>12}{'after':>12}{'change':>9}\n")
+    row("latency mean (ms)", b["latency_ms"]["mean"], a["latency_ms"]["mean"])
+    row("latency p50 (ms)", b["latency_ms"]["p50"], a["latency_ms"]["p50"])
+    row("latency p90 (ms)", b["latency_ms"]["p90"], a["latency_ms"]["p90"])
+    row("interval (ms)", b["interval_ms"], a["interval_ms"])
+    if b["throughput_per_s"] and a["throughput_per_s"]:
+        row("throughput (req/s)", b["throughput_per_s"], a["throughput_per_s"])
+    for r in res.get("per_request", []):
+        w(f"  request {r['request']:>5}: {r['before_ms']:10.3f} -> {r['after_ms']:10.3f} ms\n")
+    w(f"  how: {res['method']}\n")

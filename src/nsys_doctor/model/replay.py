@@ -1,0 +1,517 @@
+"""Replay the dependency graph (model/graph.py), unchanged or with a fix applied, and measure the requests again.
+
+The replay is a discrete-event simulation done in time slabs: host waits are the only edges from the GPU back to
+the CPU, so between two waits (in recorded order) every thread's timeline is a running sum of its calls and gaps, and
+every stream's is the max-plus recurrence start[j] = max(launch[j] + delay, end[j-1] + gap), solved with one
+np.maximum.accumulate. One Python step per host wait, numpy passes over sorted arrays in between.
+Unchanged, it gives back the recorded times exactly (the delays were fitted so); changed, nodes move as far as the
+next constraint allows.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .activity import LOCK_CALLS
+from .api_names import SYNC_CALLS, base_name
+from .graph import NEVER, Graph, build
+from .intervals import covered, union
+from .projection import GPU_TABLES
+from .requests import Requests
+from .trace import Trace, table_len
+
+KERNELS = GPU_TABLES.index("kernels")
+COPIES = GPU_TABLES.index("copies")
+# Launch calls a CUDA graph replaces (base-name substrings).
+LAUNCH_CALLS = ("LaunchKernel", "cuLaunch", "MemsetAsync", "MemcpyAsync")
+# GPU gap between consecutive kernels of one graph replay: H100, tests/data ex_graph_after (graph of 321 kernels,
+# 1.205 ms per replay) minus the same kernels' GPU time in ex_graph_before (1.146 ms), per kernel: 0.18 us.
+GRAPH_NODE_GAP_NS = 200
+# CPU cost of one cudaGraphLaunch when the profile has none: median in the zoo's launch_bound_graphed (H100): 148 us.
+GRAPH_LAUNCH_FALLBACK_NS = 150_000
+
+
+class ReplayError(RuntimeError):
+    """The graph has an order the replay cannot follow (e.g. a wait on work launched after it): a bug or a damaged
+    trace, never silently replayed."""
+
+
+@dataclass
+class Change:
+    """A fix, stated as what it does to the graph (all optional; several may be combined).
+
+    remove_wait_rows: api_calls rows of host waits to drop (the call then costs its nominal, non-waiting time).
+    remove_syncs: drop every host wait inside a request but its last (synchronize calls, blocking copies such as
+        .item(), polling): the last one fetches the result, which the host needs.
+    kernel_factor: [(regex over kernel names (case-insensitive when a str), or an array of kernels rows, factor)]: those kernels' GPU time x factor.
+    graph_launch_ns: per request, its run of launch calls becomes one graph launch costing this much CPU time; the
+        CPU time between those launches goes too, and the kernels run back to back (GRAPH_NODE_GAP_NS apart).
+    drop_phase: {NVTX range name: share of its CPU time removed (1.0 = all, 0.5 = half moved to other workers)}.
+    pageable_rate: bytes/s for pageable copies (src or dst pageable), which also stop blocking the CPU and stop
+        waiting for earlier work on their stream (pinned memory on a side stream, prefetched).
+    remove_lock_waits: OS lock and condition waits (model/activity.py LOCK_CALLS) take no time.
+    remove_cpu_rows: {"api_calls"|"os_calls": rows}: those calls take no time (e.g. allocation calls removed); a
+        call that is not a node of its own (graph.py keeps launches, blocking and allocation calls, lock waits) is
+        taken out of the CPU time before the next node of its thread; a call nested in another stays in it.
+    """
+    remove_wait_rows: np.ndarray | None = None
+    remove_syncs: bool = False
+    kernel_factor: list = field(default_factory=list)
+    graph_launch_ns: int | None = None
+    drop_phase: dict = field(default_factory=dict)
+    pageable_rate: float | None = None
+    remove_lock_waits: bool = False
+    remove_cpu_rows: dict = field(default_factory=dict)
+
+    def combined(self, other: "Change") -> "Change":
+        """Both changes at once (the combined prediction of several findings' fixes)."""
+        rows = [r for r in (self.remove_wait_rows, other.remove_wait_rows) if r is not None]
+        cpu = {t: np.concatenate([np.asarray(d.get(t, []), np.int64) for d in (self.remove_cpu_rows,
+                                                                                 other.remove_cpu_rows)])
+               for t in set(self.remove_cpu_rows) | set(other.remove_cpu_rows)}
+        graph = [x for x in (self.graph_launch_ns, other.graph_launch_ns) if x is not None]
+        rate = [x for x in (self.pageable_rate, other.pageable_rate) if x]
+        return Change(remove_wait_rows=np.concatenate(rows) if rows else None,
+                      remove_syncs=self.remove_syncs or other.remove_syncs,
+                      kernel_factor=list(self.kernel_factor) + list(other.kernel_factor),
+                      graph_launch_ns=min(graph) if graph else None,
+                      drop_phase={**self.drop_phase, **other.drop_phase},
+                      pageable_rate=max(rate) if rate else None,
+                      remove_lock_waits=self.remove_lock_waits or other.remove_lock_waits, remove_cpu_rows=cpu)
+
+    def describe(self) -> list[str]:
+        out = []
+        if self.remove_syncs:
+            out.append("host waits inside requests removed, but each request's last")
+        if self.remove_wait_rows is not None:
+            out.append(f"{len(self.remove_wait_rows)} host waits removed")
+        for pat, f in self.kernel_factor:
+            what = (f"kernels matching {getattr(pat, 'pattern', pat)!r}" if isinstance(pat, (str, re.Pattern))
+                    else f"{len(pat)} kernels")
+            out.append(f"{what} take {f:g}x their GPU time")
+        if self.graph_launch_ns is not None:
+            out.append(f"each request's launches replayed as one CUDA graph ({self.graph_launch_ns / 1e3:.0f} us "
+                       "CPU per launch)")
+        for name, share in self.drop_phase.items():
+            out.append(f"{share:.0%} of the CPU time of phase {name!r} removed")
+        if self.pageable_rate:
+            out.append(f"pageable copies at {self.pageable_rate / 1e9:.1f} GB/s, not blocking the CPU, overlapping")
+        if self.remove_lock_waits:
+            out.append("lock waits removed")
+        for t, rows in self.remove_cpu_rows.items():
+            out.append(f"{len(rows)} {t} removed")
+        return out
+
+
+@dataclass
+class Outcome:
+    """Replayed times of every node, and per request (same order as Requests.table)."""
+    c_start: np.ndarray
+    c_end: np.ndarray
+    g_start: np.ndarray
+    g_end: np.ndarray
+    latency_ns: np.ndarray       # per request
+    start_ns: np.ndarray
+    finish_ns: np.ndarray        # the later of the range end and its last GPU work end
+    measured: np.ndarray         # indices of measured requests
+
+    @property
+    def interval_ns(self) -> float:
+        """Mean request interval: span of the measured requests / their number (1/throughput)."""
+        m = self.measured
+        if len(m) == 0:
+            return float("nan")
+        return float(self.finish_ns[m].max() - self.start_ns[m].min()) / len(m)
+
+    @property
+    def mean_latency_ns(self) -> float:
+        return float(self.latency_ns[self.measured].mean()) if len(self.measured) else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------- state
+@dataclass
+class _Params:
+    """The mutable copy of a graph's weights that a change edits."""
+    c_gap: np.ndarray
+    c_dur: np.ndarray
+    c_wait_op: np.ndarray
+    g_dur: np.ndarray
+    g_dl: np.ndarray
+    g_ds: np.ndarray
+    g_launch: np.ndarray
+    g_launch_off: np.ndarray
+    g_free: np.ndarray           # operations no longer behind the earlier work of their stream (prefetched copies)
+
+
+def _params(g: Graph) -> _Params:
+    return _Params(c_gap=g.c_gap.copy(), c_dur=g.c_end - g.c_start, c_wait_op=g.c_wait_op.copy(),
+                   g_dur=g.g_end - g.g_start, g_dl=g.g_dl.copy(), g_ds=g.g_ds.copy(), g_launch=g.g_launch.copy(),
+                   g_launch_off=g.g_launch_off.copy(), g_free=np.zeros(g.n_gpu, bool))
+
+
+def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    n_c, n_g = g.n_cpu, g.n_gpu
+    cs2 = np.full(n_c, NEVER, np.int64)
+    ce2 = np.full(n_c, NEVER, np.int64)
+    gs2 = np.full(n_g, NEVER, np.int64)
+    ge2 = np.full(n_g, NEVER, np.int64)
+    waits = np.flatnonzero(p.c_wait_op >= 0)          # chain-sorted node indices
+    inc = p.c_gap + p.c_dur
+
+    def materialise(lo: int, hi: int, e_prev: int):
+        """Nodes lo..hi-1 of one chain: no waits among them but perhaps the last (whose end is left unknown)."""
+        if hi <= lo:
+            return
+        ends = e_prev + np.cumsum(inc[lo:hi])
+        cs2[lo:hi] = ends - p.c_dur[lo:hi]
+        ce2[lo:hi] = ends
+
+    def next_wait(k: int, hi: int) -> int:
+        i = np.searchsorted(waits, k)
+        return int(waits[i]) if i < len(waits) and waits[i] < hi else -1
+
+    n_chains = len(g.chain_lo) - 1
+    for c in range(n_chains):
+        lo, hi = int(g.chain_lo[c]), int(g.chain_lo[c + 1])
+        if hi <= lo:
+            continue
+        w = next_wait(lo, hi)
+        stop = hi if w < 0 else w + 1
+        materialise(lo, stop, int(g.c_start[lo]) - int(p.c_gap[lo]) - 0)
+        if w >= 0:
+            ce2[w] = NEVER
+
+    # GPU side: per stream, a pointer to the next operation to place
+    n_streams = len(g.stream_lo) - 1
+    done = g.stream_lo[:-1].astype(np.int64).copy()
+    s_hi = g.stream_lo[1:].astype(np.int64)
+    has_x = g.g_xop >= 0
+
+    def launch_time(j: np.ndarray) -> np.ndarray:
+        k = p.g_launch[j]
+        ok = k >= 0
+        kk = np.clip(k, 0, None)
+        t = cs2[kk] + np.minimum(p.g_launch_off[j], np.maximum(p.c_dur[kk], 0))
+        if ok.any() and bool((cs2[kk][ok] == NEVER).any()):
+            raise ReplayError("a GPU operation's launch call was not yet placed")
+        return np.where(ok, t + p.g_dl[j], NEVER)
+
+    def place_stream(s: int, q: int):
+        a0 = int(done[s])
+        if q <= a0:
+            return
+        free = np.flatnonzero(p.g_free[a0 + 1:q]) + a0 + 1
+        for b in free.tolist():                   # a free operation starts a new recurrence
+            place_segment(s, a0, b)
+            a0 = b
+        place_segment(s, a0, q)
+
+    def place_segment(s: int, a0: int, q: int):
+        j = np.arange(a0, q)
+        a = np.maximum(launch_time(j), g.g_fixed[j])
+        xs = has_x[j]
+        if xs.any():
+            xo = g.g_xop[j[xs]]
+            if bool((ge2[xo] == NEVER).any()):
+                raise ReplayError("a cross-stream dependency was not yet placed")
+            a[xs] = np.maximum(a[xs], ge2[xo] + g.g_dx[j[xs]])
+        dur = p.g_dur[j]
+        C = np.zeros(len(j), np.int64)
+        if len(j) > 1:
+            np.cumsum(dur[:-1] + p.g_ds[j[1:]], out=C[1:])
+        v = a - C
+        if a0 > g.stream_lo[s] and not p.g_free[a0]:
+            v[0] = max(int(v[0]), int(ge2[a0 - 1]) + int(p.g_ds[a0]))
+        st = C + np.maximum.accumulate(v)
+        gs2[a0:q] = st
+        ge2[a0:q] = st + dur
+        done[s] = q
+
+    def place_one(j: int):
+        s = int(g.g_chain[j])
+        t = NEVER
+        k = int(p.g_launch[j])
+        if k >= 0:
+            if cs2[k] == NEVER:
+                raise ReplayError("a GPU operation's launch call was not yet placed")
+            t = int(cs2[k]) + min(int(p.g_launch_off[j]), max(int(p.c_dur[k]), 0)) + int(p.g_dl[j])
+        t = max(t, int(g.g_fixed[j]))
+        x = int(g.g_xop[j])
+        if x >= 0:
+            if ge2[x] == NEVER:
+                raise ReplayError("a cross-stream dependency was not yet placed")
+            t = max(t, int(ge2[x]) + int(g.g_dx[j]))
+        if j > g.stream_lo[s] and not p.g_free[j]:
+            t = max(t, int(ge2[j - 1]) + int(p.g_ds[j]))
+        gs2[j] = t
+        ge2[j] = t + int(p.g_dur[j])
+        done[s] = j + 1
+
+    def advance(T: int):
+        qs = [int(np.searchsorted(g.g_ready[done[s]:s_hi[s]], T, side="right")) + int(done[s])
+              if done[s] < s_hi[s] else int(done[s]) for s in range(n_streams)]
+        cross = n_streams > 1 and any(bool(has_x[done[s]:qs[s]].any()) for s in range(n_streams))
+        if not cross:
+            for s in range(n_streams):
+                place_stream(s, qs[s])
+            return
+        # operations waiting on other streams in this slab: place the slab's operations in recorded start order
+        idx = np.concatenate([np.arange(done[s], qs[s]) for s in range(n_streams)])
+        idx = idx[np.lexsort((g.g_end[idx], g.g_start[idx]))]
+        for j in idx.tolist():
+            place_one(j)
+
+    order = waits[np.argsort(g.c_end[waits], kind="stable")]
+    for w in order.tolist():
+        op = int(p.c_wait_op[w])
+        advance(int(g.c_end[w]))
+        if ge2[op] == NEVER:
+            raise ReplayError("a host wait's GPU operation was not yet placed")
+        # a wait ends when its GPU work does (plus the recorded wake-up), or after the call's own cost
+        e = max(int(cs2[w]) + int(g.c_dmin[w]), int(ge2[op]) + int(g.c_tail[w]))
+        ce2[w] = e
+        c = int(g.c_chain[w])
+        hi = int(g.chain_lo[c + 1])
+        w2 = next_wait(w + 1, hi)
+        materialise(w + 1, hi if w2 < 0 else w2 + 1, e)
+        if w2 >= 0:
+            ce2[w2] = NEVER
+    advance(np.iinfo(np.int64).max)
+    return cs2, ce2, gs2, ge2
+
+
+# ---------------------------------------------------------------------------------------------- changes
+def _apply(g: Graph, trace: Trace, reqs: Requests | None, ch: Change) -> _Params:
+    p = _params(g)
+    api_nodes = g.c_kind == 0
+    names = {}
+
+    def base(i):
+        if i not in names:
+            names[i] = base_name(trace.name(i))
+        return names[i]
+
+    def name_mask(mask: np.ndarray, pred) -> np.ndarray:
+        ids = np.unique(g.c_name[mask])
+        good = np.array([i for i in ids if pred(base(int(i)))], np.int64)
+        return mask & np.isin(g.c_name, good)
+
+    def drop_wait(nodes: np.ndarray):
+        nodes = nodes[p.c_wait_op[nodes] >= 0]
+        p.c_wait_op[nodes] = -1
+        p.c_dur[nodes] = g.c_dmin[nodes]
+
+    if ch.remove_syncs:
+        if reqs is None:
+            raise ValueError("remove_syncs needs the requests")
+        sync_named = name_mask(api_nodes, lambda n: n.startswith(SYNC_CALLS))
+        nodes = _avoidable_waits(g, reqs, p, sync_named)
+        drop_wait(nodes)
+        gone = nodes[sync_named[nodes]]            # a synchronize call removed from the program costs nothing
+        p.c_wait_op[gone] = -1
+        p.c_dur[gone] = 0
+    if ch.remove_wait_rows is not None:
+        rows = np.asarray(ch.remove_wait_rows, np.int64)
+        drop_wait(np.flatnonzero(api_nodes & np.isin(g.c_row, rows)))
+    for t, rows in ch.remove_cpu_rows.items():
+        if t not in ("api_calls", "os_calls"):
+            raise ValueError(f"remove_cpu_rows: {t!r} is not api_calls or os_calls")
+        rows = np.asarray(rows, np.int64)
+        kind = 0 if t == "api_calls" else 1
+        sel = (g.c_kind == kind) & np.isin(g.c_row, rows)
+        p.c_wait_op[sel] = -1
+        p.c_dur[sel] = 0
+        # a call that is not a node of its own is CPU time before the next node of its thread: take it from there
+        tab = trace.table(t)
+        rest = np.setdiff1d(rows, g.c_row[g.c_kind == kind])
+        if len(rest):
+            k = g.node_at(tab["tid"][rest], tab["start_ns"][rest])
+            nxt = k + 1
+            ok = (k >= 0) & (nxt < g.n_cpu)
+            ok &= g.c_chain[np.clip(nxt, 0, g.n_cpu - 1)] == g.c_chain[np.clip(k, 0, None)]
+            ok &= tab["start_ns"][rest] >= g.c_end[np.clip(k, 0, None)]       # not nested inside node k
+            dur = (tab["end_ns"][rest] - tab["start_ns"][rest]).astype(np.int64)
+            np.subtract.at(p.c_gap, nxt[ok], dur[ok])
+            np.maximum(p.c_gap, 0, out=p.c_gap)
+    if ch.remove_lock_waits:
+        # model/activity.py's lock family (CPython's threading.Lock waits in sem_wait/sem_clockwait)
+        sel = name_mask(g.c_kind == 1, lambda n: n.lstrip("_").startswith(LOCK_CALLS))
+        p.c_dur[sel] = 0
+    for pat, factor in ch.kernel_factor:
+        k = g.g_table == KERNELS
+        if isinstance(pat, (str, re.Pattern)):
+            kt = trace.table("kernels")
+            rx = re.compile(pat, re.I) if isinstance(pat, str) else pat
+            ids = np.unique(kt["name_id"])
+            good = np.array([i for i in ids if rx.search(trace.name(i))], np.int64)
+            hit = np.isin(kt["name_id"], good)
+            sel = k & hit[np.clip(g.g_row, 0, len(hit) - 1)] if len(hit) else k & False
+        else:
+            sel = k & np.isin(g.g_row, np.asarray(pat, np.int64))
+        p.g_dur[sel] = np.rint(p.g_dur[sel] * float(factor)).astype(np.int64)
+    if ch.pageable_rate:
+        cp = trace.table("copies")
+        if table_len(cp):
+            pageable = (cp["src_kind"] == 0) | (cp["dst_kind"] == 0)
+            sel = (g.g_table == COPIES) & pageable[np.clip(g.g_row, 0, len(pageable) - 1)]
+            nbytes = cp["bytes"][g.g_row[sel]].astype(np.float64)
+            p.g_dur[sel] = np.rint(nbytes / float(ch.pageable_rate) * 1e9).astype(np.int64)
+            # input copies no longer wait for earlier work on their stream (prefetched on a side stream); result
+            # copies still follow the work that produced them
+            p.g_free[sel] = cp["kind"][g.g_row[sel]] == 1
+            callers = p.g_launch[sel]
+            callers = callers[callers >= 0]
+            # the copy call itself no longer blocks (a wait on its own copy, or a staged pageable copy)
+            p.c_wait_op[callers] = -1
+            p.c_dur[callers] = g.c_dmin[callers]
+    if ch.drop_phase:
+        _drop_phase(g, trace, p, ch.drop_phase)
+    if ch.graph_launch_ns is not None:
+        if reqs is None:
+            raise ValueError("graph_launch_ns needs the requests")
+        _graph(g, trace, reqs, p, int(ch.graph_launch_ns), name_mask)
+    return p
+
+
+def _avoidable_waits(g: Graph, reqs: Requests, p: _Params, sync_named: np.ndarray) -> np.ndarray:
+    """Wait nodes and synchronize calls inside a request (on its thread, between its start and end), but the last
+    wait of each request."""
+    rt = reqs.table
+    k0 = g.node_at(rt["tid"], rt["start_ns"])
+    k1 = g.node_at(rt["tid"], rt["end_ns"])
+    is_wait = p.c_wait_op >= 0
+    waits = np.flatnonzero(is_wait | sync_named)
+    out = []
+    for r in range(reqs.count):
+        a, b = int(k0[r]) + 1, int(k1[r])
+        if b < 0:
+            continue
+        lo, hi = np.searchsorted(waits, a), np.searchsorted(waits, b, side="right")
+        mine = waits[lo:hi]
+        mine = mine[g.c_start[mine] >= rt["start_ns"][r]]
+        real = np.flatnonzero(is_wait[mine])
+        if len(real):
+            mine = np.delete(mine, real[-1])
+        out.append(mine)
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def _drop_phase(g: Graph, trace: Trace, p: _Params, phases: dict):
+    r = trace.table("ranges")
+    t0, width = g.span
+    from .graph import _chain_of, _chain_time_key
+    for name, share in phases.items():
+        sel = r["name"] == name
+        if not sel.any():
+            raise ValueError(f"no NVTX range named {name!r}")
+        ch = _chain_of(g.chain_tid, r["tid"][sel])
+        ok = ch >= 0
+        us, ue = union(_chain_time_key(ch[ok], r["start_ns"][sel][ok], g.span),
+                       _chain_time_key(ch[ok], r["end_ns"][sel][ok], g.span))
+        # gaps: [end of previous node, start of this node] on the same chain
+        lo = np.empty(g.n_cpu, np.int64)
+        lo[1:] = g.c_end[:-1]
+        lo[0] = g.c_start[0] if g.n_cpu else 0
+        first = g.chain_lo[:-1][g.chain_lo[:-1] < g.n_cpu]
+        lo[first] = g.c_start[first]
+        kl = _chain_time_key(g.c_chain, lo, g.span)
+        kh = _chain_time_key(g.c_chain, g.c_start, g.span)
+        cut = covered(us, ue, kl, np.maximum(kh, kl))
+        p.c_gap = p.c_gap - np.rint(cut * float(share)).astype(np.int64)
+        # OS runtime calls inside the phase (file reads, sleeps) go with it; CUDA calls stay (they launch its work)
+        osn = g.c_kind == 1
+        inside = covered(us, ue, _chain_time_key(g.c_chain, g.c_start, g.span),
+                         _chain_time_key(g.c_chain, g.c_end, g.span))
+        p.c_dur[osn] = p.c_dur[osn] - np.rint(inside[osn] * float(share)).astype(np.int64)
+
+
+def _graph(g: Graph, trace: Trace, reqs: Requests, p: _Params, cost: int, name_mask):
+    launch = name_mask(g.c_kind == 0, lambda n: any(s in n for s in LAUNCH_CALLS)) & (p.c_wait_op < 0)
+    rt = reqs.table
+    k0 = g.node_at(rt["tid"], rt["start_ns"])
+    k1 = g.node_at(rt["tid"], rt["end_ns"])
+    idx = np.flatnonzero(launch)
+    for r in range(reqs.count):
+        a, b = int(k0[r]), int(k1[r])
+        if a < 0 or b < 0:
+            continue
+        mine = idx[np.searchsorted(idx, a):np.searchsorted(idx, b, side="right")]     # idx is sorted
+        mine = mine[g.c_start[mine] >= rt["start_ns"][r]]
+        if len(mine) < 2:
+            continue
+        f, l = int(mine[0]), int(mine[-1])
+        run = np.arange(f, l + 1)
+        keep = p.c_wait_op[run] >= 0               # waits inside the run stay (a graph cannot hold a sync)
+        z = run[~keep]
+        p.c_dur[z] = 0
+        p.c_gap[f + 1:l + 1] = np.where(keep[1:] | keep[:-1], p.c_gap[f + 1:l + 1], 0)
+        p.c_dur[f] = cost
+    # operations launched by a zeroed launch call run back to back, as a graph's nodes do
+    ops = np.flatnonzero(np.isin(p.g_launch, idx) & (p.c_dur[np.clip(p.g_launch, 0, None)] == 0))
+    p.g_dl[ops] = np.minimum(p.g_dl[ops], g.nominal_launch_ns)
+    p.g_ds[ops] = np.minimum(p.g_ds[ops], GRAPH_NODE_GAP_NS)
+    p.g_launch_off[ops] = 0
+
+
+# ---------------------------------------------------------------------------------------------- requests
+def _map_times(g: Graph, cs2, ce2, tid: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """A recorded time on a thread, moved with the node it falls in or follows (inside a call: the same offset from
+    its start, clipped to its new length; in a gap: the same offset from the previous end, clipped to the next start)."""
+    k = g.node_at(tid, t)
+    out = t.astype(np.int64).copy()
+    ok = k >= 0
+    kk = k[ok]
+    tt = t[ok].astype(np.int64)
+    inside = tt <= g.c_end[kk]
+    moved = np.where(inside, cs2[kk] + np.minimum(tt - g.c_start[kk], ce2[kk] - cs2[kk]),
+                     ce2[kk] + (tt - g.c_end[kk]))
+    nxt = np.minimum(kk + 1, g.n_cpu - 1)
+    same = (kk + 1 < g.n_cpu) & (g.c_chain[nxt] == g.c_chain[kk]) & ~inside
+    moved = np.where(same, np.minimum(moved, cs2[nxt]), moved)
+    out[ok] = moved
+    return out
+
+
+def _outcome(g: Graph, reqs: Requests, cs2, ce2, gs2, ge2) -> Outcome:
+    rt = reqs.table
+    n = reqs.count
+    start = _map_times(g, cs2, ce2, rt["tid"], rt["start_ns"])
+    end = _map_times(g, cs2, ce2, rt["tid"], rt["end_ns"])
+    gend = np.full(n, NEVER, np.int64)
+    for ti, t in enumerate(GPU_TABLES):
+        rq = reqs.gpu_request.get(t)
+        if rq is None or len(rq) == 0:
+            continue
+        sel = g.g_table == ti
+        r = rq[g.g_row[sel]]
+        m = r >= 0
+        np.maximum.at(gend, r[m], ge2[sel][m])
+    finish = np.maximum(end, gend)
+    return Outcome(c_start=cs2, c_end=ce2, g_start=gs2, g_end=ge2, latency_ns=finish - start, start_ns=start,
+                   finish_ns=finish, measured=reqs.measured)
+
+
+def replay(trace: Trace, reqs: Requests, change: Change | None = None, graph: Graph | None = None) -> Outcome:
+    """Replay the trace's graph (built once per trace and cached) with `change` applied (None: unchanged)."""
+    g = graph if graph is not None else graph_of(trace, reqs)
+    p = _apply(g, trace, reqs, change) if change is not None else _params(g)
+    return _outcome(g, reqs, *_run(g, p))
+
+
+def graph_of(trace: Trace, reqs: Requests) -> Graph:
+    g = trace._cache.get("_replay_graph")
+    if g is None:
+        g = build(trace, threads=reqs.table["tid"])
+        trace._cache["_replay_graph"] = g
+    return g
+
+
+def recorded(reqs: Requests) -> tuple[np.ndarray, float]:
+    """Per-request latency and the mean request interval as recorded (the same definitions as Outcome)."""
+    rt = reqs.table
+    m = reqs.measured
+    finish = rt["start_ns"] + rt["latency_ns"]
+    iv = float(finish[m].max() - rt["start_ns"][m].min()) / len(m) if len(m) else float("nan")
+    return rt["latency_ns"], iv

@@ -1,0 +1,65 @@
+"""`nsys-doctor whatif` end to end on the examples' recordings (tests/data/README.md has the programs' own timings)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import DATA
+
+CLI = "import sys; from nsys_doctor.cli import main; sys.exit(main())"
+
+
+def nsd(*args):
+    return subprocess.run([sys.executable, "-c", CLI, *map(str, args)], capture_output=True, text=True)
+
+
+def test_graph_prediction_json_matches_the_fixed_program():
+    path = DATA / "ex_graph_before.sqlite.xz"
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    r = nsd("whatif", path, "--graph", "--format", "json", "--per-request")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    # before: the program printed 8.10 ms/request; after --fixed: 1.61 ms/request
+    assert res["before"]["interval_ms"] == pytest.approx(8.10, rel=0.02)
+    assert 0.75 <= (8.10 - res["after"]["interval_ms"]) / (8.10 - 1.61) <= 1.33
+    assert res["requests"] == 60 and len(res["per_request"]) == 60
+    assert res["assumptions"] and res["change"]
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest        # the input is never changed
+
+
+def test_text_output_names_before_and_after():
+    r = nsd("whatif", DATA / "ex_gpupre_before.sqlite.xz", "--drop-phase", "preprocess")
+    assert r.returncode == 0, r.stderr
+    assert "interval (ms)" in r.stdout and "throughput (req/s)" in r.stdout
+    line = next(x for x in r.stdout.splitlines() if x.strip().startswith("interval"))
+    before, after = (float(v) for v in line.split()[2:4])
+    assert before == pytest.approx(114.63, rel=0.02) and after < 5       # the program's own 114.63 -> 1.52 ms
+
+
+@pytest.mark.parametrize("args, says", [
+    ((), "no change given"),
+    (("--faster-kernels", "gemm"), "PATTERN=FACTOR"),
+    (("--faster-kernels", "gemm=-1"), "PATTERN=FACTOR"),
+    (("--drop-phase", "no such phase"), "no NVTX range named"),
+    (("--pinned", "0"), "GBPS"),
+])
+def test_bad_options_exit_2_with_one_line(args, says):
+    r = nsd("whatif", DATA / "ex_sync_before.sqlite.xz", *args)
+    assert r.returncode == 2 and says in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_not_a_profile_exits_2(tmp_path):
+    p = tmp_path / "notes.txt"
+    p.write_text("hello")
+    r = nsd("whatif", p, "--remove-syncs")
+    assert r.returncode == 2 and str(p) in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_profile_strings_are_not_sent_to_the_terminal_raw():
+    from nsys_doctor.cli.whatif import _printable
+    assert "\x1b" not in _printable("Inference\x1b[2J\x07") and len(_printable("x" * 500)) <= 80
