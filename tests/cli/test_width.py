@@ -52,7 +52,8 @@ def test_columns_sets_the_width_of_piped_output():
 
 
 def test_help_is_wrapped_to_the_terminal():
-    for args in (["--help"], ["analyze", "--help"], ["profile", "--help"], ["env", "--help"], ["check", "--help"]):
+    for args in (["--help"], ["analyze", "--help"], ["profile", "--help"], ["env", "--help"], ["check", "--help"],
+                 ["whatif", "--help"]):
         out = _run(*args, columns=70).stdout
         assert out and max(len(x) for x in out.splitlines()) <= 70, args
     top = _run("--help", columns=200).stdout

@@ -3,15 +3,27 @@
 The profile's dependency graph (each thread's calls, each stream's GPU work, launches, host waits, waits between
 streams) is replayed with the change applied (model/replay.py); replayed unchanged it gives back the recording.
 Changes (combine any):
-  --faster-kernels PATTERN=FACTOR  kernels whose name matches the regular expression take FACTOR x their GPU time
-                                   (0.5 = twice as fast); repeatable
-  --remove-syncs                   every host wait inside a request but its last (syncs, .item(), blocking copies)
-  --graph [US]                     each request's launches replayed as one CUDA graph launch costing US
-                                   microseconds of CPU (default: cudaGraphLaunch as measured in the profile, else 150)
-  --pinned [GBPS]                  pageable copies at GBPS (default: the best pinned rate in the profile, else 12),
-                                   not blocking the CPU, input copies prefetched
-  --drop-phase NVTX_NAME[=SHARE]   remove SHARE (default 1) of the CPU time inside ranges of that name; repeatable
-  --remove-lock-waits              lock and condition waits of the OS runtime take no time
+
+    --faster-kernels PATTERN=FACTOR
+        kernels whose name matches the regular expression take
+        FACTOR x their GPU time (0.5 = twice as fast); repeatable
+    --remove-syncs
+        every host wait inside a request but its last (syncs,
+        .item(), blocking copies)
+    --graph [US]
+        each request's launches replayed as one CUDA graph launch
+        costing US microseconds of CPU (default: cudaGraphLaunch
+        as measured in the profile, else 150)
+    --pinned [GBPS]
+        pageable copies at GBPS (default: the best pinned rate in
+        the profile, else 12), not blocking the CPU, input copies
+        prefetched
+    --drop-phase NVTX_NAME[=SHARE]
+        remove SHARE (default 1) of the CPU time inside ranges of
+        that name; repeatable
+    --remove-lock-waits
+        lock and condition waits of the OS runtime take no time
+
 Exit codes: 0 predicted, 2 bad input (one line on stderr says what is wrong)."""
 from __future__ import annotations
 
@@ -39,10 +51,12 @@ MEASURED = ("measured",)
 def add_arguments(p) -> None:
     p.add_argument("profile", metavar="PROFILE", help="the profile (.sqlite, .sqlite.xz/.gz, .nsys-rep, Kineto JSON)")
     p.add_argument("--faster-kernels", action="append", default=[], metavar="PATTERN=FACTOR",
-                   help="kernels matching PATTERN (regex, case-insensitive) take FACTOR x their time")
+                   help="kernels matching PATTERN (regex, case-insensitive) take FACTOR x their time "
+                        f"(0 to {MAX_FACTOR:g})")
     p.add_argument("--remove-syncs", action="store_true", help="remove the host waits inside requests but the last")
     p.add_argument("--graph", nargs="?", const=MEASURED, type=float, metavar="US",
-                   help="replay each request's launches as one CUDA graph launch costing US microseconds")
+                   help="replay each request's launches as one CUDA graph launch costing US microseconds "
+                        f"(0 to {MAX_GRAPH_US:g})")
     p.add_argument("--pinned", nargs="?", const=MEASURED, type=float, metavar="GBPS",
                    help="pageable copies at GBPS GB/s, not blocking, input copies prefetched")
     p.add_argument("--drop-phase", action="append", default=[], metavar="NVTX_NAME[=SHARE]",
