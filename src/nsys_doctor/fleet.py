@@ -120,6 +120,12 @@ def is_collection(arg: str | os.PathLike) -> bool:
     return os.path.isdir(arg) or (bool(re.search(r"[*?[]", arg)) and not os.path.exists(arg))
 
 
+def _not_a_file(p: pathlib.Path) -> str:
+    if p.is_symlink() and not p.exists():
+        return "a symbolic link to nothing (broken, or a loop): not read"
+    return "not a regular file (a pipe, socket or device): not read"
+
+
 def expand_paths(args) -> tuple[list[str], list[Failure], list[dict]]:
     """Files, folders (searched recursively) and globs -> (profile paths in order, failures, skipped files)."""
     found: list[str] = []
@@ -140,6 +146,9 @@ def expand_paths(args) -> tuple[list[str], list[Failure], list[dict]]:
         for root in roots:
             candidates = sorted(str(p) for p in pathlib.Path(root).rglob("*") if p.is_file()) \
                 if os.path.isdir(root) else [root]
+            if os.path.isdir(root):          # named like a profile but no file to read: said, never dropped unsaid
+                skipped.extend({"path": str(p), "why": _not_a_file(p)} for p in sorted(pathlib.Path(root).rglob("*"))
+                               if p.name.lower().endswith(suffixes()) and not p.is_file() and not p.is_dir())
             for c in candidates:
                 try:
                     reader, why = identify(c)   # by content: the readers in read.READERS say what they accept

@@ -46,6 +46,19 @@ def test_text_output_names_before_and_after():
     (("--faster-kernels", "gemm=-1"), "PATTERN=FACTOR"),
     (("--drop-phase", "no such phase"), "no NVTX range named"),
     (("--pinned", "0"), "GBPS"),
+    # non-finite or overflowing values: tracebacks (--graph nan/inf/1e30), or accepted with a meaningless result
+    # (--pinned nan, --faster-kernels .=1e308 predicted a lower latency for kernels 1e308x slower)
+    (("--graph", "nan"), "--graph US"),
+    (("--graph", "inf"), "--graph US"),
+    (("--graph", "1e30"), "--graph US"),
+    (("--graph", "-1"), "--graph US"),          # -1 once meant "the measured cost"
+    (("--pinned", "nan"), "GBPS"),
+    (("--pinned", "inf"), "GBPS"),
+    (("--pinned", "-1"), "GBPS"),
+    (("--faster-kernels", "gemm=inf"), "PATTERN=FACTOR"),
+    (("--faster-kernels", ".=1e308"), "PATTERN=FACTOR"),
+    (("--faster-kernels", ".=nan"), "PATTERN=FACTOR"),
+    (("--faster-kernels", "(unclosed=0.5"), "PATTERN=FACTOR"),
 ])
 def test_bad_options_exit_2_with_one_line(args, says):
     r = nsd("whatif", DATA / "ex_sync_before.sqlite.xz", *args)

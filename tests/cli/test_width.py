@@ -52,7 +52,8 @@ def test_columns_sets_the_width_of_piped_output():
 
 
 def test_help_is_wrapped_to_the_terminal():
-    for args in (["--help"], ["analyze", "--help"], ["profile", "--help"], ["env", "--help"], ["check", "--help"]):
+    for args in (["--help"], ["analyze", "--help"], ["profile", "--help"], ["env", "--help"], ["check", "--help"],
+                 ["whatif", "--help"]):
         out = _run(*args, columns=70).stdout
         assert out and max(len(x) for x in out.splitlines()) <= 70, args
     top = _run("--help", columns=200).stdout
@@ -74,3 +75,25 @@ def test_tensorrt_layer_table_at_80_columns_keeps_every_number():
         line = next(x for x in table if f"{row['gpu_ms_per_enqueue']:.3f}" in x.split())
         assert line.split()[-2:] == [f"{row['gpu_ms_per_enqueue']:.3f}", f"{row['share_pct']:.1f}%"] or \
             line.split()[-3:-1] == [f"{row['gpu_ms_per_enqueue']:.3f}", f"{row['share_pct']:.1f}%"]
+
+
+def test_diff_and_whatif_fit_80_columns_with_every_number_whole():
+    from tests.conftest import DATA
+    before, after = str(DATA / "ex_fusion_before.sqlite.xz"), str(DATA / "ex_fusion_after.sqlite.xz")
+    text = _run("diff", before, after).stdout
+    d = json.loads(_run("diff", before, after, "--format", "json").stdout)
+    lines = text.splitlines()
+    assert lines and max(len(x) for x in lines) <= 80, [x for x in lines if len(x) > 80]
+    for q, row in d["latency"]["percentiles"].items():
+        assert f"{row['before_ms']:.3f}" in text and f"{row['after_ms']:.3f}" in text, q
+    for r in d["kernels"]["changed"][:10] + d["kernels"]["new"][:5] + d["kernels"]["vanished"][:5]:
+        assert f"{r['per_request_ms']['change']:+.3f}" in text
+    # whatif: before/after rows from its own JSON, the wrapped explanation indented under its text
+    text = _run("whatif", before, "--graph").stdout
+    w = json.loads(_run("whatif", before, "--graph", "--format", "json").stdout)
+    lines = text.splitlines()
+    assert max(len(x) for x in lines) <= 80, [x for x in lines if len(x) > 80]
+    row = next(x for x in lines if x.strip().startswith("interval (ms)"))
+    assert row.split()[2:4] == [f"{w['before']['interval_ms']:.3f}", f"{w['after']['interval_ms']:.3f}"]
+    how = next(i for i, x in enumerate(lines) if x.startswith("  how: "))
+    assert len(lines) > how + 1 and lines[how + 1].startswith(" " * len("  how: "))

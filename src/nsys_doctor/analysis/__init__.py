@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..diagnose import Context, diagnose_all
+from ..diagnose import Context, diagnose_all, not_evaluated
 from ..errors import OutOfMemory, is_out_of_memory
 from ..diagnose import needs as diagnosis_needs
 from .kernel_summary import kernel_summary, syncs_per_request
@@ -62,6 +62,7 @@ def analyze_trace(trace: Trace, range_name: str | None = None, skip: int | None 
     report.notes.extend(trace.meta.get("notes", ()))    # the reader's: what it skipped or found absent
     report.requests["kernels"] = kernel_summary(trace, req)
     report.requests["syncs_per_request"] = syncs_per_request(trace, req)
+    report.profile["not_evaluated"] = not_evaluated(ctx)   # categories whose data the profile lacks, and why
     report.profile["tensorrt"] = tensorrt.detect(trace) or False
     if report.profile["tensorrt"]:
         report.requests["tensorrt_layers"] = tensorrt.layer_table(trace, req)[:tensorrt.TOP_LAYERS]

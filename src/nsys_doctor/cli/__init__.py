@@ -36,6 +36,16 @@ COMMANDS = ["analyze", "demo", "profile", "env", "export", "diff", "check", "wha
 
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors are one line on stderr, exit 2, the user's arguments quoted in them
+    through render.safe.clean (argparse prints them raw: an escape sequence in an argument reached the terminal)."""
+
+    def error(self, message: str):
+        from ..render.safe import clean
+        sys.stderr.write(f"{clean(self.prog)}: {clean(message)} (see {clean(self.prog)} --help)\n")
+        sys.exit(2)
+
+
 class ParagraphFormatter(argparse.HelpFormatter):
     """Rewraps each paragraph of a command's docstring to the terminal (argparse reads COLUMNS), keeps the blank
     lines between paragraphs and indented lines (command examples) as written."""
@@ -69,7 +79,7 @@ def command_module(name: str):
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or of `only` that one (a command's module imports what it needs: building
     all of them costs 10 ms of a 0.4 s `analyze`)."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="nsys-doctor",
         description="Tells you why your GPU inference is slow, from an Nsight Systems profile.")
     parser.add_argument("--version", action="version", version=f"nsys-doctor {__version__}")

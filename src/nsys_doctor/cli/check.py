@@ -31,7 +31,9 @@ def add_arguments(p) -> None:
     p.add_argument("--min-gpu-busy-pct", type=float, metavar="X",
                    help="fail when the GPU is busy less than X%% of request latency")
     p.add_argument("--fail-on", action="append", metavar="CATEGORY[:SEVERITY]",
-                   help="fail on a finding of CATEGORY ('any' for all) of SEVERITY or worse (default low); "
+                   help="fail on a finding of CATEGORY ('any' for all) of SEVERITY or worse (default low), and "
+                        "when CATEGORY was not evaluated (the profile lacks its data, e.g. GPU metrics); 'any' "
+                        "names what was not evaluated and fails only if nothing was; "
                         "repeatable, e.g. --fail-on any:high --fail-on cuda_sync. Categories: "
                         f"{', '.join(CATEGORIES)}; severities: {', '.join(SEVERITIES)}")
     p.add_argument("--baseline", metavar="FILE", help="a baseline profile or saved JSON report")

@@ -3,19 +3,32 @@
 The profile's dependency graph (each thread's calls, each stream's GPU work, launches, host waits, waits between
 streams) is replayed with the change applied (model/replay.py); replayed unchanged it gives back the recording.
 Changes (combine any):
-  --faster-kernels PATTERN=FACTOR  kernels whose name matches the regular expression take FACTOR x their GPU time
-                                   (0.5 = twice as fast); repeatable
-  --remove-syncs                   every host wait inside a request but its last (syncs, .item(), blocking copies)
-  --graph [US]                     each request's launches replayed as one CUDA graph launch costing US
-                                   microseconds of CPU (default: cudaGraphLaunch as measured in the profile, else 150)
-  --pinned [GBPS]                  pageable copies at GBPS (default: the best pinned rate in the profile, else 12),
-                                   not blocking the CPU, input copies prefetched
-  --drop-phase NVTX_NAME[=SHARE]   remove SHARE (default 1) of the CPU time inside ranges of that name; repeatable
-  --remove-lock-waits              lock and condition waits of the OS runtime take no time
+
+    --faster-kernels PATTERN=FACTOR
+        kernels whose name matches the regular expression take
+        FACTOR x their GPU time (0.5 = twice as fast); repeatable
+    --remove-syncs
+        every host wait inside a request but its last (syncs,
+        .item(), blocking copies)
+    --graph [US]
+        each request's launches replayed as one CUDA graph launch
+        costing US microseconds of CPU (default: cudaGraphLaunch
+        as measured in the profile, else 150)
+    --pinned [GBPS]
+        pageable copies at GBPS (default: the best pinned rate in
+        the profile, else 12), not blocking the CPU, input copies
+        prefetched
+    --drop-phase NVTX_NAME[=SHARE]
+        remove SHARE (default 1) of the CPU time inside ranges of
+        that name; repeatable
+    --remove-lock-waits
+        lock and condition waits of the OS runtime take no time
+
 Exit codes: 0 predicted, 2 bad input (one line on stderr says what is wrong)."""
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import numpy as np
@@ -26,16 +39,25 @@ from ._output import check_outputs, output
 PINNED_FLOOR_GBPS = 12.0     # pinned PCIe Gen3 x16, the slowest link a current datacenter GPU sits on (the same
                              # floor as diagnose/memory_transfer.py)
 MIN_RATE_BYTES = 1 << 20     # copies under 1 MiB are mostly fixed latency: their rate says nothing
+# Largest values the options take: beyond them no fix is being described, and times x factor leave the int64 ns the
+# replay computes in (--graph 1e30 and --faster-kernels .=1e308 overflowed: a traceback, or a latency that fell)
+MAX_FACTOR = 1e3             # kernels 1000x slower: a 1 s kernel becomes 17 minutes, far inside int64 ns
+MAX_GRAPH_US = 1e6           # a graph launch of 1 s of CPU, 10^5 x the 5-10 us cudaGraphLaunch takes
+# --graph / --pinned without a value: the cost or rate measured in the profile (not a str, which argparse would
+# convert with type=float, nor a number a user could type: -1 used to mean this)
+MEASURED = ("measured",)
 
 
 def add_arguments(p) -> None:
     p.add_argument("profile", metavar="PROFILE", help="the profile (.sqlite, .sqlite.xz/.gz, .nsys-rep, Kineto JSON)")
     p.add_argument("--faster-kernels", action="append", default=[], metavar="PATTERN=FACTOR",
-                   help="kernels matching PATTERN (regex, case-insensitive) take FACTOR x their time")
+                   help="kernels matching PATTERN (regex, case-insensitive) take FACTOR x their time "
+                        f"(0 to {MAX_FACTOR:g})")
     p.add_argument("--remove-syncs", action="store_true", help="remove the host waits inside requests but the last")
-    p.add_argument("--graph", nargs="?", const=-1.0, type=float, metavar="US",
-                   help="replay each request's launches as one CUDA graph launch costing US microseconds")
-    p.add_argument("--pinned", nargs="?", const=-1.0, type=float, metavar="GBPS",
+    p.add_argument("--graph", nargs="?", const=MEASURED, type=float, metavar="US",
+                   help="replay each request's launches as one CUDA graph launch costing US microseconds "
+                        f"(0 to {MAX_GRAPH_US:g})")
+    p.add_argument("--pinned", nargs="?", const=MEASURED, type=float, metavar="GBPS",
                    help="pageable copies at GBPS GB/s, not blocking, input copies prefetched")
     p.add_argument("--drop-phase", action="append", default=[], metavar="NVTX_NAME[=SHARE]",
                    help="remove SHARE (default 1) of the CPU time inside the NVTX ranges of that name")
@@ -51,12 +73,12 @@ def _factor(spec: str) -> tuple[re.Pattern, float]:
     pat, sep, f = spec.rpartition("=")
     try:
         factor = float(f)
-        if not sep or not pat or not factor >= 0:
+        if not sep or not pat or not 0 <= factor <= MAX_FACTOR:
             raise ValueError
         return re.compile(pat, re.I), factor
     except (ValueError, re.error):
         raise BadInput(None, f"--faster-kernels {spec!r}: expected PATTERN=FACTOR, a regular expression and a "
-                             "number >= 0 (0.5 = twice as fast)")
+                             f"number from 0 to {MAX_FACTOR:g} (0.5 = twice as fast)")
 
 
 def _phase(spec: str) -> tuple[str, float]:
@@ -123,10 +145,10 @@ def run(args) -> int:
     check_outputs([(args.output, "whatif")], [args.profile])     # before the work: refused outputs cost nothing
     factors = [_factor(s) for s in args.faster_kernels]
     phases = dict(_phase(s) for s in args.drop_phase)
-    if args.graph is not None and args.graph != -1.0 and args.graph < 0:
-        raise BadInput(None, "--graph US must be 0 or more")
-    if args.pinned is not None and args.pinned != -1.0 and args.pinned <= 0:
-        raise BadInput(None, "--pinned GBPS must be more than 0")
+    if args.graph not in (None, MEASURED) and not 0 <= args.graph <= MAX_GRAPH_US:
+        raise BadInput(None, f"--graph US must be from 0 to {MAX_GRAPH_US:g} microseconds, not {args.graph:g}")
+    if args.pinned not in (None, MEASURED) and not (args.pinned > 0 and math.isfinite(args.pinned)):
+        raise BadInput(None, f"--pinned GBPS must be a finite number more than 0, not {args.pinned:g}")
     if not (factors or phases or args.remove_syncs or args.graph is not None or args.pinned is not None
             or args.remove_lock_waits):
         raise BadInput(None, "no change given: use --faster-kernels, --remove-syncs, --graph, --pinned, "
@@ -141,14 +163,14 @@ def run(args) -> int:
         notes = []
         graph_ns = None
         if args.graph is not None:
-            if args.graph == -1.0:
+            if args.graph == MEASURED:
                 graph_ns, why = _graph_cost_ns(trace)
                 notes.append(f"graph launch cost {graph_ns / 1e3:.0f} us: {why}")
             else:
                 graph_ns = int(args.graph * 1e3)
         rate = None
         if args.pinned is not None:
-            if args.pinned == -1.0:
+            if args.pinned == MEASURED:
                 gbps, why = _pinned_rate(trace)
                 notes.append(f"pinned rate {gbps:.1f} GB/s: {why}")
             else:
@@ -182,14 +204,23 @@ def run(args) -> int:
 
 
 def _text(res: dict, out) -> None:
+    import textwrap
+
+    from ..render.console import console
+    from ..render.safe import clean
     b, a = res["before"], res["after"]
     w = out.write
+    width = console(out).width      # the renderers' width rule: the terminal, COLUMNS, else 110
+
+    def para(prefix: str, text: str) -> None:    # wrapped, continuation lines under the text
+        w(textwrap.fill(clean(text), max(width, len(prefix) + 20), initial_indent=prefix,
+                        subsequent_indent=" " * len(prefix), break_on_hyphens=False) + "\n")
     w(f"what if: {_printable(res['profile'], 120)}\n")
     w(f"  {res['requests']} requests of range {_printable(res['range'])!r} ({res['warmup']} warm-up left out)\n")
     for c in res["change"]:
-        w(f"  change: {_printable(c, 160)}\n")
+        para("  change: ", _printable(c, 160))
     for n in res["assumptions"]:
-        w(f"  assumed: {n}\n")
+        para("  assumed: ", n)
 
     def row(label, x, y, unit=""):
         d = f"{(y - x) / x * 100:+.0f}%" if x else ""
@@ -203,4 +234,4 @@ def _text(res: dict, out) -> None:
         row("throughput (req/s)", b["throughput_per_s"], a["throughput_per_s"])
     for r in res.get("per_request", []):
         w(f"  request {r['request']:>5}: {r['before_ms']:10.3f} -> {r['after_ms']:10.3f} ms\n")
-    w(f"  how: {res['method']}\n")
+    para("  how: ", res["method"])

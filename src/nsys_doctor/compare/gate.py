@@ -149,13 +149,7 @@ def evaluate(report: Report, rules: dict, baseline: Report | None = None) -> lis
             out.append(RuleResult("min-gpu-busy-pct", ok, f"GPU busy {float(v):.1f}% of request latency "
                                                            f"{'>=' if ok else '<'} minimum {limit:g}%"))
     for spec in rules.get("fail_on") or []:
-        cat, sev = parse_fail_on(spec)
-        worst = SEVERITIES.index(sev)
-        hits = [f for f in report.findings if (cat == "any" or f.category == cat)
-                and SEVERITIES.index(f.severity) <= worst]
-        msg = "; ".join(f"{f.category} ({f.severity}, {f.impact_ms:.2f} ms/request): {f.title}" for f in hits)
-        what = "finding" if cat == "any" else f"{cat} finding"
-        out.append(RuleResult(f"fail-on {spec}", not hits, msg or f"no {what} of severity {sev} or worse"))
+        out.append(fail_on_rule(report, spec))
     if rules.get("max_regression") is not None:
         if baseline is None:
             raise BadInput(None, "--max-regression needs --baseline FILE (a profile or saved JSON report)")
@@ -163,6 +157,34 @@ def evaluate(report: Report, rules: dict, baseline: Report | None = None) -> lis
     elif baseline is not None:
         out.append(regression_rule(baseline, report, 0.0))
     return out
+
+
+def fail_on_rule(report: Report, spec: str) -> RuleResult:
+    """--fail-on CATEGORY[:SEV] fails on a finding of that category and severity or worse, and when the category was
+    not evaluated (the profile lacks its data: profile.not_evaluated says why), or the report does not say (saved
+    before that was recorded). `any:SEV` fails on any such finding, and when no category was evaluated; the
+    categories it could not evaluate are named in its message (name one to require it)."""
+    cat, sev = parse_fail_on(spec)
+    worst = SEVERITIES.index(sev)
+    name = f"fail-on {spec}"
+    skipped = (report.profile or {}).get("not_evaluated")
+    if not isinstance(skipped, dict):
+        if cat != "any":
+            return RuleResult(name, False, f"cannot be evaluated: the report does not say whether {cat} was "
+                                           "evaluated (saved by an older nsys-doctor): re-run analyze on the profile")
+        skipped = {}
+    if cat in skipped:
+        return RuleResult(name, False, f"{cat} was not evaluated: {skipped[cat]}")
+    if cat == "any" and set(CATEGORIES) <= set(skipped):
+        return RuleResult(name, False, "no category was evaluated: " + "; ".join(sorted(set(skipped.values()))))
+    hits = [f for f in report.findings if (cat == "any" or f.category == cat)
+            and SEVERITIES.index(f.severity) <= worst]
+    msg = "; ".join(f"{f.category} ({f.severity}, {f.impact_ms:.2f} ms/request): {f.title}" for f in hits)
+    what = "finding" if cat == "any" else f"{cat} finding"
+    msg = msg or f"no {what} of severity {sev} or worse"
+    if cat == "any" and skipped:
+        msg += "; not evaluated: " + "; ".join(f"{c} ({why})" for c, why in skipped.items())
+    return RuleResult(name, not hits, msg)
 
 
 def load_rules(report: Report, rules: dict) -> list[RuleResult]:

@@ -38,6 +38,7 @@ class Context:
     trace: Trace
     requests: Requests
     cache: dict = field(default_factory=dict)   # shared intermediate results between diagnoses
+    not_evaluated: dict = field(default_factory=dict)   # category -> why its diagnosis could not run (common.py)
     _locks: dict = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
@@ -77,8 +78,20 @@ def needs() -> list[str]:
     return out
 
 
+def categories() -> list[str]:
+    """Every category the diagnoses emit, in DIAGNOSES order."""
+    return [c for mod in DIAGNOSES for c in mod.CATEGORIES]
+
+
+def not_evaluated(ctx: Context) -> dict[str, str]:
+    """category -> why it was not evaluated, in DIAGNOSES order (what the Report's profile.not_evaluated holds)."""
+    return {c: ctx.not_evaluated[c] for c in categories() if c in ctx.not_evaluated}
+
+
 def diagnose_all(ctx: Context, threads: int | None = None) -> list[Finding]:
     findings: list[Finding] = []
+    if len(ctx.measured) == 0:      # nothing to measure any problem against
+        ctx.not_evaluated.update(dict.fromkeys(categories(), "no measured requests"))
     ctx.cache["findings"] = findings
     first = [m for m in DIAGNOSES if m is not LAST]
     threads = DIAGNOSE_THREADS if threads is None else threads

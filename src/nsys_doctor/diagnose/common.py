@@ -6,7 +6,8 @@ The contract of a diagnosis module (diagnose/__init__.py runs them; tests/diagno
 - `CATEGORIES`: the finding categories it can emit (their union over DIAGNOSES is report.CATEGORIES);
 - `NEEDS`: the tables it reads (read ahead by the analysis);
 - `measure(ctx) -> Measurement | None`: a dataclass of numbers, arrays and row indices, no words; None when the
-  diagnosis does not apply (the data is missing, or what it measured is under its reporting threshold);
+  diagnosis does not apply (what it measured is under its reporting threshold), or `not_evaluated(...)` (also None)
+  when the profile lacks the data it reads, so that the Report says so and `check --fail-on` cannot pass on it;
 - `change(measurement) -> list[Change]`: what its fix does to the trace, in model/changes.py's vocabulary;
 - `finding(ctx, measurement) -> list[Finding]`: the wording (title, evidence, fix, why);
 - `diagnose(ctx) -> list[Finding]`: measure, then finding (none when measure gives None): what callers use.
@@ -39,6 +40,19 @@ def make_finding(ctx, category: str, title: str, impact_ns: float, estimate: str
     return Finding(category=category, severity=severity_for(pct, HIGH_PCT, MEDIUM_PCT), title=title,
                    impact_ms=round(impact_ms, 3), impact_pct=round(pct, 1), estimate=estimate, evidence=evidence,
                    fix=fix, why=why)
+
+
+def not_evaluated(ctx, categories, reason: str) -> None:
+    """measure's answer when the profile lacks what it reads: None, like "nothing found", with `reason` recorded
+    for each of `categories` (Report.profile["not_evaluated"]; `check --fail-on CATEGORY` fails on it)."""
+    for cat in categories:
+        ctx.not_evaluated.setdefault(cat, reason)
+    return None
+
+
+def no_data(trace, table: str, what: str) -> str:
+    """The reason a table is missing, in words: "no GPU metrics: not recorded (nsys profile ...)"."""
+    return f"no {what}: {trace.absent.get(table, 'none in the profile')}"
 
 
 def events_in_requests(ctx, tid: np.ndarray, start_ns: np.ndarray) -> np.ndarray:

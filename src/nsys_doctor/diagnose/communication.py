@@ -20,6 +20,7 @@ from ..model.intervals import covered, union
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, instance, make_finding
+from .common import no_data, not_evaluated
 
 # Collective kernels, by name: NCCL's own (ncclDevKernel_AllReduce_..., ncclKernel_...) and custom all-reduce kernels
 # (vLLM's cross_device_reduce_*, TensorRT-LLM's *allreduce*). Lower-case substrings.
@@ -113,7 +114,9 @@ def _likely_waits(k, coll, m, dur):
 def measure(ctx) -> Measurement | None:
     trace, rq = ctx.trace, ctx.requests
     k = trace.table("kernels")
-    if table_len(k) == 0 or ctx.mean_latency_ns <= 0 or len(ctx.measured) == 0:
+    if table_len(k) == 0:
+        return not_evaluated(ctx, CATEGORIES, no_data(trace, "kernels", "CUDA kernels"))
+    if ctx.mean_latency_ns <= 0 or len(ctx.measured) == 0:
         return None
     ids = _collective_ids(trace, k["name_id"])
     if len(ids) == 0:

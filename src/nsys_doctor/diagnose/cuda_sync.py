@@ -19,6 +19,7 @@ from ..model.projection import corr_key
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, host_waits, instance, make_finding, per_request_mean
+from .common import no_data, not_evaluated
 
 MIN_REPORT_PCT = 1.0           # under 1% of request latency a sync is not worth a line (memcpy_pageable 0.2%,
                                # cpu_postproc, thread_contention: only the final wait for the result)
@@ -37,7 +38,9 @@ class Measurement:
 
 def measure(ctx) -> Measurement | None:
     trace, rq = ctx.trace, ctx.requests
-    if "api_calls" in trace.absent or ctx.mean_latency_ns <= 0:
+    if "api_calls" in trace.absent:
+        return not_evaluated(ctx, CATEGORIES, no_data(trace, "api_calls", "CUDA API calls"))
+    if ctx.mean_latency_ns <= 0:
         return None
     sc = host_waits(ctx)
     if len(sc["row"]) == 0:

@@ -20,6 +20,7 @@ from ..model.projection import GPU_TABLES, api_corr_key, gpu_corr_key
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, host_waits, instance, make_finding
+from .common import no_data, not_evaluated
 
 # Kernel launch calls (prefixes of API names; nsys appends _vNNNN and _ptsz).
 LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchCooperativeKernel", "cuLaunchKernel", "cuLaunchCooperativeKernel",
@@ -154,7 +155,9 @@ def _starved(ctx, cls, R, S, E, C, K, G):
 
 def measure(ctx) -> Measurement | None:
     trace, rq = ctx.trace, ctx.requests
-    if "api_calls" in trace.absent or ctx.mean_latency_ns <= 0 or table_len(trace.table("api_calls")) == 0:
+    if "api_calls" in trace.absent:
+        return not_evaluated(ctx, CATEGORIES, no_data(trace, "api_calls", "CUDA API calls"))
+    if ctx.mean_latency_ns <= 0 or table_len(trace.table("api_calls")) == 0:
         return None
     api = trace.table("api_calls")
     W, n_req = rq.warmup, len(ctx.measured)

@@ -12,6 +12,7 @@ from ..model.gpu_metrics import metric_ids
 from ..model.intervals import points_inside, union
 from ..report import Evidence
 from .common import WORST, instance, latency_saving, make_finding
+from .common import no_data, not_evaluated
 
 DRAM_BOUND_PCT = 65.0       # read+write % of peak while the kernel ran; membw_bound's kernels 73-89, compute kernels
                             # <= 40 (fp32_gemm 6, healthy's convs 60 but blended, see MIN_SAMPLES_PER_KERNEL)
@@ -79,15 +80,16 @@ def measure(ctx) -> Measurement | None:
         return None
     rd, wr = metric_ids(trace, "DRAM Read Bandwidth"), metric_ids(trace, "DRAM Write Bandwidth")
     if not rd or not wr or "gpu_metrics" in trace.absent:
-        return Measurement(metrics=False)
+        return _unmeasured(ctx, no_data(trace, "gpu_metrics", "GPU metrics") if "gpu_metrics" in trace.absent else
+                           "no DRAM read and write bandwidth among the GPU metrics recorded")
     g = trace.table("gpu_metrics")
     if len(g["start_ns"]) == 0:
-        return Measurement(metrics=False)
+        return _unmeasured(ctx, no_data(trace, "gpu_metrics", "GPU metrics samples"))
     gpu = _busiest_gpu(g, trace)
     ts_rd, v_rd = _series(g, rd[:1], gpu)
     ts_wr, v_wr = _series(g, wr[:1], gpu)
     if len(ts_rd) < 2 or len(ts_rd) != len(ts_wr):
-        return Measurement(metrics=False)
+        return _unmeasured(ctx, "too few DRAM bandwidth samples (fewer than 2, or reads and writes unpaired)")
     period = float(median(np.diff(ts_rd)))
     dram = v_rd + v_wr
     issue = _series(g, metric_ids(trace, "SM Issue")[:1], gpu)
@@ -120,6 +122,12 @@ def measure(ctx) -> Measurement | None:
         return None
     return Measurement(metrics=True, impact_ns=impact, factor=factor, period_ns=period, saved=saved,
                        own_ns=float(rq.table["busy_ns"][ctx.measured].mean()), flagged=flagged)
+
+
+def _unmeasured(ctx, reason: str) -> Measurement:
+    """Not evaluated (recorded for the Report and the gate); the finding then says how to record the metrics."""
+    not_evaluated(ctx, CATEGORIES, reason)
+    return Measurement(metrics=False)
 
 
 def change(m: Measurement) -> list:

@@ -12,6 +12,7 @@ from ..model.intervals import covered, union
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, instance, make_finding, per_request_mean
+from .common import no_data, not_evaluated
 
 MIN_MEASURE_BYTES = 1 << 20        # below 1 MiB a copy's time is mostly fixed latency, its GB/s means nothing
 PINNED_FLOOR_GBPS = 12.0           # pinned PCIe Gen3 x16 moves ~12 GB/s, the slowest link a current datacenter GPU sits
@@ -99,6 +100,8 @@ def _between_kernels(ctx, c, req, inreq):
 
 def measure(ctx) -> Measurement | None:
     trace, rq = ctx.trace, ctx.requests
+    if "copies" in trace.absent and "kernels" in trace.absent:     # no CUDA activity traced (else: no copies made)
+        return not_evaluated(ctx, CATEGORIES, no_data(trace, "copies", "CUDA memory copies"))
     if not trace.has("copies") or ctx.mean_latency_ns <= 0:
         return None
     c = trace.table("copies")

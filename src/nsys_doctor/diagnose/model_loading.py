@@ -18,6 +18,7 @@ from ..model.projection import api_corr_key, corr_key
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, instance, make_finding
+from .common import no_data, not_evaluated
 
 LOAD_MIN_BYTES = 64 << 20       # weights: one upload of 64 MiB or more (model_server: 384 MiB fp16 blobs; a request's
                                 # own inputs in the zoo are < 64 MiB except memcpy_pageable, ruled out by the share)
@@ -135,6 +136,8 @@ def _extra_latency(ctx, u: Measurement) -> None:
 
 def measure(ctx) -> Measurement | None:
     trace, rq = ctx.trace, ctx.requests
+    if "copies" in trace.absent and "kernels" in trace.absent:     # no CUDA activity traced (else: no copies made)
+        return not_evaluated(ctx, CATEGORIES, no_data(trace, "copies", "CUDA memory copies"))
     if "copies" in trace.absent or ctx.mean_latency_ns <= 0 or len(ctx.measured) == 0:
         return None
     rows, gs, ge, nbytes, tid, cpu = _uploads(trace)

@@ -12,6 +12,7 @@ from ..model.changes import ScaleGpuWork
 from ..model.gpu_metrics import metric_during
 from ..report import Evidence
 from .common import WORST, instance, latency_saving, make_finding
+from .common import no_data, not_evaluated
 
 # CUDA-core fp32 GEMM/conv kernels of cuBLAS, cuDNN and CUTLASS (names seen in fp32_gemm / memcpy_pageable and the
 # standard library names): sgemm, *_ffma_*, xmma f32f32_f32f32 without tf32, scudnn, gemmSN, simt
@@ -45,6 +46,8 @@ class Measurement:
 def measure(ctx) -> Measurement | None:
     trace, rq = ctx.trace, ctx.requests
     k = trace.table("kernels")
+    if "kernels" in trace.absent:
+        return not_evaluated(ctx, CATEGORIES, no_data(trace, "kernels", "CUDA kernels"))
     kreq = rq.gpu_request.get("kernels", np.zeros(0, np.int64))
     inreq = kreq >= rq.warmup
     if not inreq.any() or ctx.mean_latency_ns <= 0:

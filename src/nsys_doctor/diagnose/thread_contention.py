@@ -19,6 +19,7 @@ from ..model.changes import RemoveCpuTime
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, events_in_requests, instance, make_finding
+from .common import no_data, not_evaluated
 
 MIN_SAVING_NS = 1_000_000   # 1 ms per request; every zoo profile without contention has lock wait 0 and run-queue
                             # median 0 (max 0.24 ms in cpu_postproc); thread_contention has 46 + 3 ms
@@ -92,7 +93,8 @@ def measure(ctx) -> Measurement | None:
     if len(m) == 0 or ctx.mean_latency_ns <= 0:
         return None
     if not trace.has("os_calls") and not trace.has("sched"):
-        return None
+        return not_evaluated(ctx, CATEGORIES, no_data(trace, "os_calls", "OS runtime calls") + "; "
+                             + no_data(trace, "sched", "CPU scheduling"))
     n = req.count
     lock = np.zeros(n, np.int64)
     runq = np.zeros(n, np.int64)

@@ -1,14 +1,18 @@
 """A Diff (the dict of `compare.compare`) -> terminal text. Paths, range, kernel names and finding titles come from
-profiles: each goes through render.safe.escape, and the lines that carry them are not wrapped here, so no line of
-the output starts with text from a profile (a CI log runs a line that starts `::error`)."""
+profiles: each goes through render.safe.escape (which also disarms `::error` and `##[` workflow commands wherever
+wrapping puts them); lines are wrapped to the console's width (render.console: the terminal, COLUMNS, else 110)
+with continuation lines indented under their text."""
 from __future__ import annotations
 
 import sys
 
-from rich.console import Console
 from rich.table import Table
 
+from .console import console, hang
 from .safe import escape
+
+
+WIDE_KERNELS = 100    # columns the kernel table needs for a 30-character name beside both launch counts
 
 
 def _num(v, fmt="{:.3f}") -> str:
@@ -24,15 +28,14 @@ def _headline_reasons(con, diff: dict) -> None:
     the other metric and why it moved."""
     iv, lat = diff.get("interval") or {}, diff["latency"]
     if diff.get("load"):
-        con.print(f"  [dim]before {escape(diff['load']['before'])}, after {escape(diff['load']['after'])}[/dim]",
-                  soft_wrap=True)
+        hang(con, "  ", f"[dim]before {escape(diff['load']['before'])}, after {escape(diff['load']['after'])}[/dim]")
     first = iv if diff.get("headline") == "throughput" else lat
     for r in first.get("reasons", []):
-        con.print(f"  [dim]{escape(r)}[/dim]", soft_wrap=True)
+        hang(con, "  ", f"[dim]{escape(r)}[/dim]")
     if diff.get("latency_reason"):
-        con.print(f"  {escape(diff['latency_reason'])}", soft_wrap=True)
+        hang(con, "  ", escape(diff["latency_reason"]))
     elif diff.get("headline") == "throughput" and lat.get("reasons"):
-        con.print(f"  [dim]latency: {escape(lat['reasons'][0])}[/dim]", soft_wrap=True)
+        hang(con, "  [dim]latency:[/dim] ", f"[dim]{escape(lat['reasons'][0])}[/dim]")
 
 
 def _interval_row(t, diff: dict) -> None:
@@ -45,11 +48,11 @@ def _interval_row(t, diff: dict) -> None:
 
 def render(diff: dict, file=None, width: int | None = None) -> None:
     file = file or sys.stdout
-    con = Console(file=file, width=width or (None if file.isatty() else 110), highlight=False, soft_wrap=False)
+    con = console(file, width)
     b, a, lat = diff["before"], diff["after"], diff["latency"]
-    con.print(f"[bold]nsys-doctor diff[/bold]  {escape(b['path'])} -> {escape(a['path'])}", soft_wrap=True)
-    con.print(f"[dim]requests: {b['requests']} before, {a['requests']} after (measured, warm-up excluded); "
-              f"range {escape(b['range'])} / {escape(a['range'])}[/dim]", soft_wrap=True)
+    hang(con, "[bold]nsys-doctor diff[/bold]  ", f"{escape(b['path'])} -> {escape(a['path'])}")
+    hang(con, "", f"[dim]requests: {b['requests']} before, {a['requests']} after (measured, warm-up excluded); "
+                  f"range {escape(b['range'])} / {escape(a['range'])}[/dim]")
     style = {"faster": "bold green", "slower": "bold red"}.get(diff["verdict"], "bold")
     con.print(f"\n[{style}]{escape(diff['summary'][:1].upper() + diff['summary'][1:])}[/{style}]")
     _headline_reasons(con, diff)
@@ -84,13 +87,18 @@ def render(diff: dict, file=None, width: int | None = None) -> None:
     if rows:
         t = Table(title=f"Kernels ({k['matched']} matched by name, {k['new_count']} new, {k['vanished_count']} "
                         "vanished)", title_justify="left", show_edge=False)
-        for col in ("kernel", "", "ms/request before", "after", "change", "launches/request before", "after"):
+        # the numbers keep their width: under WIDE_KERNELS columns the launch counts (also in the table above) are
+        # left out, and only a kernel name gives way (cut with an ellipsis)
+        launches = con.width >= WIDE_KERNELS
+        cols = ("kernel", "", "ms/req before", "after", "change") + (("launches before", "after") if launches else ())
+        for col in cols:
             t.add_column(col, justify="left" if col in ("kernel", "") else "right", overflow="ellipsis",
-                         max_width=48 if col == "kernel" else None, no_wrap=True)
+                         max_width=48 if col == "kernel" else None, min_width=None if col == "kernel" else len(col),
+                         no_wrap=col != "kernel")
         for tag, r in rows:
             pr, n = r["per_request_ms"], r["per_request"]
             t.add_row(escape(r["name"]), tag, f"{pr['before']:.3f}", f"{pr['after']:.3f}", f"{pr['change']:+.3f}",
-                      f"{n['before']:g}", f"{n['after']:g}")
+                      *((f"{n['before']:g}", f"{n['after']:g}") if launches else ()))
         con.print(t)
 
     f = diff["findings"]
@@ -101,8 +109,7 @@ def render(diff: dict, file=None, width: int | None = None) -> None:
         for r in f[key]:
             imp = r["impact_ms"]
             sev = r["severity"]["after"] or r["severity"]["before"]
-            con.print(f"  {label:13} {escape(r['category'])} ({escape(sev)}): {escape(r['title'])} "
-                      f"[dim]impact {_num(imp['before'], '{:.2f}')} -> {_num(imp['after'], '{:.2f}')} ms[/dim]",
-                      soft_wrap=True)
+            hang(con, f"  {label:13} ", f"{escape(r['category'])} ({escape(sev)}): {escape(r['title'])} "
+                 f"[dim]impact {_num(imp['before'], '{:.2f}')} -> {_num(imp['after'], '{:.2f}')} ms[/dim]")
     for n in diff.get("notes", []):
-        con.print(f"[yellow]note:[/yellow] {escape(n)}", soft_wrap=True)
+        hang(con, "[yellow]note:[/yellow] ", escape(n))
