@@ -58,3 +58,38 @@ def test_fusion_after_fused_kernel_not_flagged():
     assert n >= 20 and dram < 30              # the fused kernel reads each byte once: far from the DRAM limit
     f = _finding(analysed(expand(DATA / "ex_fusion_after.sqlite.xz")), "memory_bandwidth")
     assert f is None or f.severity != "high"
+
+
+def test_fp32_gemm_breakdown_cuda_core_matmul_far_from_dram():
+    # fp32_gemm (H100): SGEMM on CUDA cores is nearly all its GPU time (SQL), compute-bound: DRAM low, issue high
+    from tests.conftest import zoo, zoo_report
+    db = sqlite3.connect(zoo("fp32_gemm"))
+    tot, sg = db.execute("SELECT sum(k.end - k.start), sum(CASE WHEN s.value LIKE '%f32f32_f32f32%' THEN k.end - "
+                         "k.start ELSE 0 END) FROM CUPTI_ACTIVITY_KIND_KERNEL k JOIN StringIds s "
+                         "ON s.id = k.shortName").fetchone()
+    assert sg / tot > 0.9
+    g = zoo_report("fp32_gemm").requests["gpu_bound_by"]
+    top = g["classes"][0]
+    assert top["class"] == "cuda_core_matmul" and top["share_pct"] >= 90
+    assert top["dram_pct"] < 20 and top["sm_issue_pct"] > 60
+    assert g["best"]["category"] == "precision"
+
+
+def test_pageable_copies_class_rate_against_host_link():
+    # memcpy_pageable: the copies' own bytes / time (SQL) against the H100's PCIe Gen5 x16 (64 GB/s per direction)
+    from tests.conftest import zoo, zoo_report
+    db = sqlite3.connect(zoo("memcpy_pageable"))
+    b, t = db.execute("SELECT sum(bytes), sum(end - start) FROM CUPTI_ACTIVITY_KIND_MEMCPY "
+                      "WHERE copyKind IN (1, 2)").fetchone()
+    g = zoo_report("memcpy_pageable").requests["gpu_bound_by"]
+    cp = next(c for c in g["classes"] if c["class"] == "copies")
+    assert g["classes"][0]["class"] == "copies"
+    assert abs(cp["host_link_pct"] - 100 * b / t / 64.0) < 2     # measured requests vs whole file: close
+
+
+def test_device_peaks_from_profile_then_table():
+    from nsys_doctor.model.devices import peaks
+    assert peaks({"name": "NVIDIA H200", "memory_bandwidth_Bps": 4814304000000})["dram_GBps"] == 4814.304
+    assert peaks({"name": "NVIDIA L4"})["dram_GBps"] == 300.0          # datasheet (synthetic entry: no profile)
+    assert peaks({"name": "NVIDIA A100-SXM4-80GB"})["link_GBps"] == 32.0
+    assert peaks({"name": "Some GPU"})["dram_GBps"] is None
