@@ -14,7 +14,7 @@ from ..report import Evidence
 from .common import WORST, instance, latency_saving, make_finding
 
 DRAM_BOUND_PCT = 65.0       # read+write % of peak while the kernel ran; membw_bound's kernels 73-89, compute kernels
-                            # <= 40 (fp32_gemm 6, healthy's convs 60 but blended, see MIN_SAMPLES_PER_KERNEL)
+                            # <= 40 (fp32_gemm 6, healthy's convs 60 but blended, see MIN_NAME_SAMPLES)
 SM_ISSUE_MAX_PCT = 60.0     # issue slots busier than this: compute-heavy too, fewer bytes won't halve its time
                             # (fp32_gemm SGEMM 85; membw_bound's kernels 17-52)
 MIN_NAME_SAMPLES = 20       # samples landing on a kernel name's instances before it is judged: a sample reads the
@@ -96,19 +96,15 @@ def measure(ctx) -> Measurement | None:
 
     dur = (k["end_ns"] - k["start_ns"]).astype(np.float64)
     ids, tot, order, name_rows = _top_kernel_rows(ctx, k, dur, inreq)
-    on_gpu = _on_gpu(k, trace, gpu)
     group = np.full(len(dur), -1, np.int64)
     for jj, mk in enumerate(name_rows):
-        group[mk[on_gpu[mk]]] = jj
-    # samples attributed to the kernel running at their timestamp, aggregated per judged name (model/gpu_metrics.py)
-    at = running_at(k["start_ns"][on_gpu], k["end_ns"][on_gpu], ts_rd)
-    rows_gpu = np.flatnonzero(on_gpu)
-    at = np.where(at >= 0, rows_gpu[np.maximum(at, 0)], -1)
+        group[mk] = jj
+    # samples attributed to the kernel running at their timestamp, aggregated per judged name (model/gpu_metrics.py).
+    # The metrics' GPU id (typeId) does not name a CUDA device, so all kernels are candidates, as before
+    at = running_at(k["start_ns"], k["end_ns"], ts_rd)
     dram_n, samples = per_name(at, dram, group, len(order))
     if len(issue[0]):
-        at_i = running_at(k["start_ns"][on_gpu], k["end_ns"][on_gpu], issue[0])
-        at_i = np.where(at_i >= 0, rows_gpu[np.maximum(at_i, 0)], -1)
-        issue_n = per_name(at_i, issue[1], group, len(order))[0]
+        issue_n = per_name(running_at(k["start_ns"], k["end_ns"], issue[0]), issue[1], group, len(order))[0]
     else:
         issue_n = np.full(len(order), np.nan)
     n_meas = len(ctx.measured)
@@ -191,15 +187,6 @@ def finding(ctx, m: Measurement) -> list:
 def diagnose(ctx) -> list:
     m = measure(ctx)
     return [] if m is None else finding(ctx, m)
-
-
-def _on_gpu(k, trace, gpu: int) -> np.ndarray:
-    """Kernel rows on the metrics' GPU (all rows when the ids cannot be matched: one GPU)."""
-    dev = k.get("device")
-    gpus = {int(x.get("id", -1)) for x in trace.meta.get("gpus", [])}
-    if dev is None or gpu not in gpus or not (dev == gpu).any():
-        return np.ones(len(k["start_ns"]), bool)
-    return dev == gpu
 
 
 def _busiest_gpu(g, trace) -> int:
