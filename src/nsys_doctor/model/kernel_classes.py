@@ -32,7 +32,7 @@ def classify(name: str, grid: int, sm_count: int | None) -> str:
     low = name.lower()
     if COLLECTIVE.search(low):
         return "communication"
-    if sm_count and grid < SMALL_BLOCKS_PER_SM * sm_count:
+    if sm_count and 0 < grid < SMALL_BLOCKS_PER_SM * sm_count:     # grid <= 0: not recorded (some Kineto traces)
         return "small"
     if MATMUL.search(low) or CUDA_CORE.search(low):
         if CUDA_CORE.search(low) and not TENSOR_CORE.search(low):
@@ -46,9 +46,9 @@ def classify(name: str, grid: int, sm_count: int | None) -> str:
 def classify_rows(name_text, name_id: np.ndarray, grid: np.ndarray, sm_count: int | None) -> np.ndarray:
     """classify() per kernel row, as indices into CLASSES (each distinct name and size class classified once);
     name_text(id) -> the kernel's name."""
-    small = (grid < SMALL_BLOCKS_PER_SM * sm_count) if sm_count else np.zeros(len(grid), bool)
+    small = ((grid > 0) & (grid < SMALL_BLOCKS_PER_SM * sm_count)) if sm_count else np.zeros(len(grid), bool)
     key = name_id.astype(np.int64) * 2 + small
     keys, inv = np.unique(key, return_inverse=True)
-    cls = np.array([CLASSES.index(classify(name_text(int(x // 2)), 0 if x % 2 else 1 << 30, sm_count))
+    cls = np.array([CLASSES.index(classify(name_text(int(x // 2)), 1 if x % 2 else 1 << 30, sm_count))
                     for x in keys], np.int64)
     return cls[inv] if len(keys) else np.zeros(0, np.int64)
