@@ -93,3 +93,17 @@ def test_device_peaks_from_profile_then_table():
     assert peaks({"name": "NVIDIA L4"})["dram_GBps"] == 300.0          # datasheet (synthetic entry: no profile)
     assert peaks({"name": "NVIDIA A100-SXM4-80GB"})["link_GBps"] == 32.0
     assert peaks({"name": "Some GPU"})["dram_GBps"] is None
+
+
+def test_overlapping_ranges_count_cpu_time_once():
+    # ex_fusion_before's 16 requests in flight overlap on one thread (SQL: ranges that start before the previous
+    # one ended); one thread cannot be on the CPU longer than the wall clock, so its CPU need per request is at
+    # most the request interval (it was 5.2 ms against a 0.98 ms interval when each overlap counted again)
+    db = _db("ex_fusion_before")
+    overlapping = db.execute(
+        "SELECT count(*) FROM (SELECT start, lag(end) OVER (ORDER BY start) AS prev_end FROM NVTX_EVENTS "
+        "WHERE text = 'Inference') WHERE start < prev_end").fetchone()[0]
+    assert overlapping > 300
+    r = analysed(expand(DATA / "ex_fusion_before.sqlite.xz")).requests
+    assert len(r["threads"]) == 1
+    assert r["load_evidence"]["cpu_ms_per_request"] <= r["interval_ms"]
