@@ -29,6 +29,12 @@ def test_membw_bound_ranks_bandwidth_first():
 
 
 def test_absent_where_compute_bound_or_healthy():
-    for name in ("healthy", "fp32_gemm"):
-        f = _finding(zoo_report(name), "memory_bandwidth")
-        assert f is None or f.severity == "low", name
+    f = _finding(zoo_report("fp32_gemm"), "memory_bandwidth")
+    assert f is None or f.severity == "low"
+    # healthy (ResNet-50 fp16, eager): its elementwise and batch-norm kernels do stream at 65-70% of DRAM peak once
+    # the samples landing on them are counted per name; fusion cuts a quarter of 16-bit traffic: never high, and
+    # never its convolutions / GEMMs (tensor-core matrix kernels are precision's, not fewer bytes)
+    f = _finding(zoo_report("healthy"), "memory_bandwidth")
+    assert f is None or f.severity != "high"
+    if f is not None:
+        assert all(("elementwise" in (w.name or "")) or ("batch_norm" in (w.name or "")) for w in f.evidence.worst)

@@ -12,6 +12,7 @@ from ..model.requests import NEEDS as REQUEST_NEEDS
 from ..model.queueing import measure_queue, queue_sentence, run_load
 from ..model.requests import Requests, find_requests
 from .impact import rebase
+from . import gpu_bound
 from ..model.trace import Trace
 from ..read import open_trace
 from ..report import Report
@@ -63,6 +64,9 @@ def analyze_trace(trace: Trace, range_name: str | None = None, skip: int | None 
     report.requests["kernels"] = kernel_summary(trace, req)
     report.requests["syncs_per_request"] = syncs_per_request(trace, req)
     report.profile["not_evaluated"] = not_evaluated(ctx)   # categories whose data the profile lacks, and why
+    bound = gpu_bound.gpu_bound_by(trace, req, report.requests, findings)
+    if bound is not None:
+        report.requests["gpu_bound_by"] = bound
     report.profile["tensorrt"] = tensorrt.detect(trace) or False
     if report.profile["tensorrt"]:
         report.requests["tensorrt_layers"] = tensorrt.layer_table(trace, req)[:tensorrt.TOP_LAYERS]
@@ -169,14 +173,19 @@ def verdict(report: Report, queueing: str | None = None) -> str:
         tail = (f" Requests queue: {r.get('throughput_per_s', 0):g} requests/s, one every "
                 f"{r.get('interval_ms', 0):.3g} ms; {qpct:.0f}% of latency is waiting behind earlier requests")
         tail += f": {queueing.replace('this request', 'the typical request', 1)}." if queueing else "."
+    bound = r.get("gpu_bound_by")
+    what = gpu_bound.sentence(bound) if bound and bound.get("classes") else None
     if top:
         f = top[0]
         unit = "of the request interval" if f.impact_basis == "interval" else "of latency"
         # the title may quote a measured time per request: say which number is the predicted saving
+        gpu_line = f" The GPU is the bottleneck: {what}." if what else ""
         return (f"{f.title} (fixing it would save about {f.impact_ms:.1f} ms per request, {f.impact_pct:.0f}% "
-                f"{unit})" + (f".{tail}" if tail else ""))
+                f"{unit})" + (f".{gpu_line}{tail}" if gpu_line or tail else ""))
     busy = r.get("gpu_busy_pct", 0)
     if busy >= 90:
         return (f"The GPU is the bottleneck: it is busy {busy:.0f}% of each request's latency, and nothing "
-                "else costs much. Faster kernels (precision, fusion, a smaller model) are what would help." + tail)
+                "else costs much." + (f" {what[0].upper()}{what[1:]}; no class is far enough from its limit for one "
+                                      "fix to name." if what else " Faster kernels (precision, fusion, a smaller "
+                                      "model) are what would help.") + tail)
     return f"No dominant bottleneck found; the GPU is busy {busy:.0f}% of each request's latency." + tail

@@ -10,17 +10,11 @@ import numpy as np
 from ..model.arrays import distinct_ids, id_mask
 from ..model.changes import ScaleGpuWork
 from ..model.gpu_metrics import metric_during
+from ..model.kernel_classes import CUDA_CORE, TENSOR_CORE
 from ..report import Evidence
 from .common import WORST, instance, latency_saving, make_finding
 from .common import no_data, not_evaluated
 
-# CUDA-core fp32 GEMM/conv kernels of cuBLAS, cuDNN and CUTLASS (names seen in fp32_gemm / memcpy_pageable and the
-# standard library names): sgemm, *_ffma_*, xmma f32f32_f32f32 without tf32, scudnn, gemmSN, simt
-CUDA_CORE = re.compile(r"sgemm|_ffma|ffma_|f32f32_f32f32|scudnn|gemmsn|cutlass.*simt|implicit_convolve_sgemm")
-# tensor-core paths: any of these in the name means the kernel already uses tensor cores (healthy: xmma f16f16,
-# nvjet_sm90_hsh, hmma tensor1688; standard: h884/h1688/s1688 tf32, tensorop, wgmma, imma, bf16, i8)
-TENSOR_CORE = re.compile(r"tf32|h884|h1688|s1688|s16816|h16816|i8816|hmma|imma|tensorop|wgmma|gmma|tensor\d|"
-                         r"f16|bf16|e4m3|e5m2|nvjet|i8i8|int8|fp8")
 # GPUs without tensor cores (Maxwell, Pascal and older): the fix does not exist there
 NO_TENSOR_CORE_GPU = re.compile(r"\b(K\d+|M\d+|P\d+|GTX|Tesla [KMP])", re.I)
 TC_SPEEDUP = 2.0            # assumed speed-up of the tensor-core path: TF32 dense peak is ~7x FP32 FFMA on H100/A100

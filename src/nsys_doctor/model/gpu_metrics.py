@@ -1,4 +1,8 @@
-"""GPU metric samples (nsys --gpu-metrics-devices): which metric is which, and their values while given work ran."""
+"""GPU metric samples (nsys --gpu-metrics-devices): which metric is which, their values while given work ran, and
+per kernel name from the samples that land on its instances.
+
+Measured on ex_fusion_before / healthy (2 kHz): a sample at time t reads the period [t, t + period] (its correlation
+with the kernels' coverage of that window is 0.999 / 0.988, against 0.94 / 0.73 for [t - period, t])."""
 from __future__ import annotations
 
 import numpy as np
@@ -28,3 +32,47 @@ def metric_during(trace: Trace, prefix: str, start: np.ndarray, end: np.ndarray)
     us, ue = union(start, end)
     inside = points_inside(ts[o], us, ue)
     return float(v[o][inside].mean()) if inside.any() else None
+
+
+def series(trace: Trace, prefix: str, gpu: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(times, values) of the first metric named `prefix...` (on `gpu` when given), in time order; empty when not
+    recorded."""
+    ids = metric_ids(trace, prefix)
+    if not ids or "gpu_metrics" in trace.absent:
+        return np.zeros(0, np.int64), np.zeros(0)
+    g = trace.table("gpu_metrics")
+    sel = g["metric"] == ids[0]
+    if gpu is not None:
+        sel &= g["gpu"] == gpu
+    ts, v = g["start_ns"][sel], g["value"][sel].astype(np.float64)
+    o = np.argsort(ts, kind="stable")
+    return ts[o], v[o]
+
+
+def running_at(start: np.ndarray, end: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """For each sample time: the row of the interval (start, end) running at it (the latest started), or -1.
+    Kernels of one device rarely overlap; where they do, the one started last is taken."""
+    if len(start) == 0 or len(ts) == 0:
+        return np.full(len(ts), -1, np.int64)
+    o = np.argsort(start, kind="stable")
+    j = np.searchsorted(start[o], ts, side="right") - 1
+    row = o[np.maximum(j, 0)]
+    return np.where((j >= 0) & (end[row] > ts), row, -1)
+
+
+def per_name(sample_row: np.ndarray, values: np.ndarray, group: np.ndarray, n_groups: int) -> tuple[np.ndarray,
+                                                                                                     np.ndarray]:
+    """Samples attributed to the kernel running at their timestamp, aggregated per group (kernel name) across all
+    its instances: (mean value per group (nan without samples), samples per group). `sample_row`: running_at's
+    rows; `group`: each kernel row's group, or -1 for rows not judged. Most inference kernels are shorter than one
+    sample period (2 kHz: 500 us), so no single instance has a sample of its own; across hundreds of instances the
+    samples that land on a name measure it (each sample averages the period after its timestamp: the kernel at the
+    timestamp and the ones that follow it)."""
+    ok = sample_row >= 0
+    grp = np.full(len(sample_row), -1, np.int64)
+    grp[ok] = group[sample_row[ok]]
+    ok = grp >= 0
+    n = np.bincount(grp[ok], minlength=n_groups)
+    s = np.bincount(grp[ok], weights=values[ok], minlength=n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, s / np.maximum(n, 1), np.nan), n

@@ -124,10 +124,16 @@ def run_load(ctx) -> dict:
         rows = np.flatnonzero(t["tid"] == tid)
         keep = rows >= req.warmup                       # the thread's requests, measured ones only
         causes = {c: v[keep] for c, v in request_causes(ctx, int(tid)).items()}
-        on_cpu += float(sum(causes[c].sum() for c in ON_CPU_CAUSES))
-        total += float(sum(v.sum() for v in causes.values()))
-        sync += float(causes["sync"].sum())
-        launch_time += float(causes["launch"].sum())
+        # overlapping ranges on one thread (ex_fusion_before: 16 requests in flight) count the same thread time once
+        # per open request: count it once (their union over their sum, assuming the time is spread evenly)
+        mine = rows[keep]
+        us, ue = union(t["start_ns"][mine], t["end_ns"][mine])
+        width = float((t["end_ns"][mine] - t["start_ns"][mine]).sum())
+        once = float((ue - us).sum()) / width if width > 0 else 1.0
+        on_cpu += once * float(sum(causes[c].sum() for c in ON_CPU_CAUSES))
+        total += once * float(sum(v.sum() for v in causes.values()))
+        sync += once * float(causes["sync"].sum())
+        launch_time += once * float(causes["launch"].sum())
     cpu_share = on_cpu / total if total > 0 else 0.0
     sync_share = sync / total if total > 0 else 0.0
     if 100 * gpu_busy >= GPU_BOUND_PCT:

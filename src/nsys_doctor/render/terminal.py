@@ -56,6 +56,7 @@ def render(report: Report, file=None, width: int | None = None, color: bool | No
          f"kernels {r.get('kernels_per_request', 0):g}, copies {r.get('copies_per_request', 0):g}")
     bar = ", ".join(f"{k.replace('_', ' ')} {b[k]:.2f} ms ({bp.get(k, 0):.0f}%)" for k in b)
     hang(con, "  ", f"mean request ({lat.get('mean', 0):.2f} ms): {bar}")
+    _gpu_bound_line(con, r.get("gpu_bound_by"))
     _tensorrt_layers(con, r.get("tensorrt_layers") or [])
     con.print()
     if not report.findings:
@@ -104,6 +105,26 @@ def _load_line(con: Console, r: dict) -> None:
     hang(con, "  ", f"[bold]{escape(str(r['load']))}[/bold], bound by {escape(str(r.get('bound_by')))}: one "
          f"request every {r.get('interval_ms', 0):.3f} ms ({r.get('throughput_per_s', 0):g} requests/s) "
          f"[dim]({why})[/dim]")
+
+
+CLASS_WORDS = {"tensor_core_matmul": "tensor-core matmul/conv", "cuda_core_matmul": "fp32 matmul on CUDA cores",
+               "memory_bound": "memory-bound", "communication": "communication", "small": "small kernels",
+               "other": "other", "copies": "copies/memsets"}
+
+
+def _gpu_bound_line(con: Console, g: dict | None) -> None:
+    """A GPU-bound run's GPU time by class, with each class's measured distance from its limit."""
+    if not g or not g.get("classes"):
+        return
+    parts = []
+    for c in g["classes"]:
+        acts = [f"{label} {c[key]:.0f}%" for key, label in (("dram_pct", "DRAM"), ("host_link_pct", "link"),
+                                                             ("sm_issue_pct", "issue"), ("tensor_active_pct",
+                                                                                         "tensor"))
+                if isinstance(c.get(key), (int, float))]
+        parts.append(f"{CLASS_WORDS.get(c.get('class'), str(c.get('class')))} {c.get('ms_per_request', 0):.2f} ms "
+                     f"({c.get('share_pct', 0):.0f}%" + (f"; {', '.join(acts)}" if acts else "") + ")")
+    hang(con, "  ", "GPU time by kind: " + escape("; ".join(parts)))
 
 
 def _tensorrt_layers(con: Console, layers: list[dict], top: int = 10) -> None:
