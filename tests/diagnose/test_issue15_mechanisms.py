@@ -1,5 +1,6 @@
-"""memory_allocation and polling waits on the H200 recordings in tests/data: facts counted with plain SQL on the
-export (calls inside the measured 'Inference' ranges on their thread), then the findings."""
+"""memory_allocation, polling waits (cuda_sync) and per-request model reloads (model_loading) on the H200 recordings
+in tests/data: facts counted with plain SQL on the export (calls inside the measured 'Inference' ranges on their
+thread), then the findings."""
 from __future__ import annotations
 
 import sqlite3
@@ -113,3 +114,44 @@ def test_polling_after_gets_no_sync_finding():
     queries, _, _ = _calls("ex_polling_after", "i.value LIKE 'cudaEventQuery%'")
     assert queries == 0
     assert _finding(_report("ex_polling_after"), "cuda_sync") is None
+
+
+def _reload_facts(name):
+    """Per measured request (SQL): host-to-device bytes copied, OS read calls on the request's thread."""
+    db = sqlite3.connect(f"file:{expand(DATA / f'{name}.sqlite.xz')}?mode=ro", uri=True)
+    try:
+        ranges = db.execute("SELECT e.start, e.end, e.globalTid FROM NVTX_EVENTS e LEFT JOIN StringIds t "
+                            "ON e.textId = t.id WHERE coalesce(e.text, t.value) = 'Inference' ORDER BY e.start"
+                            ).fetchall()[WARMUP:]
+        up, reads = 0, 0
+        for s, e, tid in ranges:
+            up += db.execute("SELECT coalesce(sum(m.bytes), 0) FROM CUPTI_ACTIVITY_KIND_MEMCPY m JOIN "
+                             "CUPTI_ACTIVITY_KIND_RUNTIME r ON r.correlationId = m.correlationId WHERE m.copyKind = 1 "
+                             "AND r.globalTid = ? AND r.start BETWEEN ? AND ?", (tid, s, e)).fetchone()[0]
+            reads += db.execute("SELECT count(*) FROM OSRT_API o JOIN StringIds i ON i.id = o.nameId WHERE "
+                                "i.value IN ('read', 'pread', 'pread64') AND o.globalTid = ? AND o.start BETWEEN ? AND ?",
+                                (tid, s, e)).fetchone()[0]
+        return up / len(ranges), reads / len(ranges)
+    finally:
+        db.close()
+
+
+def test_reload_before_every_request_loads_the_model():
+    up, reads = _reload_facts("ex_reload_before")
+    assert up > 250 * 2**20 and reads > 10           # each request reads its checkpoint and uploads ~288 MiB
+    rep = _report("ex_reload_before")
+    top = rep.findings[0]
+    assert top.category == "model_loading" and top.severity == "high"
+    assert "resident" in top.fix and "cache" in top.fix
+    num = top.evidence.numbers
+    assert num["loading_requests"] == 20 and num["loading_request_share_pct"] == 100.0
+    assert num["all_uploads_mib_per_load"] == pytest.approx(up / 2**20, rel=1e-3)
+    # the program's own clock: 239.43 -> 2.73 ms/request with the model resident (pairs.json)
+    assert 0.75 <= top.impact_ms / (239.43 - 2.73) <= 1.33
+    assert _finding(rep, "gpu_underutilization") is None   # not reported as data loading
+
+
+def test_reload_after_gets_no_model_loading():
+    up, reads = _reload_facts("ex_reload_after")
+    assert up == 512 * 16384 * 4 and reads == 0     # only its input batch (512 x 16384 fp32) is uploaded
+    assert _finding(_report("ex_reload_after"), "model_loading") is None
