@@ -18,7 +18,7 @@ import numpy as np
 from ..model.api_names import ALLOC_CALLS, base_name
 from ..model.arrays import dense_groups, distinct_ids
 from ..model.changes import RemoveCpuTime, RemoveHostWaits
-from ..model.host_waits import FREE_WAIT, REFILL_MAX_NS, select
+from ..model.host_waits import FREE_WAIT, REFILL_MAX_NS, SETUP_CALL_NS, select
 from ..model.intervals import union
 from ..model.trace import table_len
 from ..report import Evidence
@@ -43,6 +43,7 @@ class Measurement:
     tid: np.ndarray         # per row: the calling thread, the call's start and end
     start_ns: np.ndarray
     end_ns: np.ndarray
+    setup_calls: int = 0    # calls left out as context creation (SETUP_CALL_NS)
 
 
 def _alloc_rows(ctx) -> np.ndarray:
@@ -74,10 +75,12 @@ def measure(ctx) -> Measurement | None:
             or len(rq.api_request) != table_len(api):
         return None
     rows = _alloc_rows(ctx)
+    setup = (api["end_ns"][rows] - api["start_ns"][rows]) > SETUP_CALL_NS
+    setup_calls, rows = int(setup.sum()), rows[~setup]
     if len(rows) == 0:
         return None
     sc = host_waits(ctx)
-    waits = select(sc, sc["kind"] == FREE_WAIT)
+    waits = select(sc, (sc["kind"] == FREE_WAIT) & np.isin(sc["row"], rows))
     avoid = ~waits["last"]
     req = rq.api_request[rows]
     # the calls themselves, and the GPU idle from each waiting free's return until the device runs again
@@ -90,7 +93,8 @@ def measure(ctx) -> Measurement | None:
     if 100.0 * impact_ns / ctx.mean_latency_ns < MIN_REPORT_PCT:
         return None
     return Measurement(impact_ns=impact_ns, rows=rows, request=req, waits=waits, avoid=avoid, per_request=per_req,
-                       tid=api["tid"][rows], start_ns=api["start_ns"][rows], end_ns=api["end_ns"][rows])
+                       tid=api["tid"][rows], start_ns=api["start_ns"][rows], end_ns=api["end_ns"][rows],
+                       setup_calls=setup_calls)
 
 
 def change(m: Measurement) -> list:
@@ -124,6 +128,9 @@ def finding(ctx, m: Measurement) -> list:
     }
     notes = ["bytes per allocation are not read: the API rows do not carry them (nsys records sizes only with "
              "--cuda-memory-usage=true, in a table this tool does not read yet)"]
+    if m.setup_calls:
+        notes.append(f"{m.setup_calls} allocation call(s) over {SETUP_CALL_NS / 1e6:g} ms left out: CUDA context "
+                     "creation (the cudaFree(0) idiom or a first CUDA call), set-up rather than allocation")
     worst = []
     t = ctx.requests.table
     for r in np.argsort(-m.per_request[ctx.requests.warmup:])[:WORST] + ctx.requests.warmup:

@@ -31,6 +31,10 @@ DTOH = 2                       # ENUM_CUDA_MEMCPY_OPER device-to-host (fallback 
 DTOD = 8                       # device-to-device copies never block the host
 PAGEABLE = 0                   # ENUM_CUDA_MEM_KIND pageable
 SYNC, COPY, ASYNC_COPY, FREE_WAIT, POLL = 1, 2, 3, 4, 5   # kinds of host wait
+SETUP_CALL_NS = 50_000_000     # an allocation call over 50 ms is CUDA context creation (the cudaFree(0) idiom, or the
+                               # first CUDA call of a process), set-up rather than a free waiting for the device:
+                               # nvbitfi darknet1img_tiny's first cudaFree takes 655 ms, hta alexnet's first cudaMalloc
+                               # seconds; ex_alloc_before's longest allocation call is 1.9 ms (a cudaHostAlloc)
 POLL_MIN_QUERIES = 3           # a spin is 3+ queries in a row: ex_polling_before has 361 of its 688 runs at 10+
                                # (1-2 when the GPU was done already); ex_fusion_before's 369 pairs per 400 requests
                                # are a completion check on work already done, not a spin
@@ -120,7 +124,8 @@ def host_waits(trace: Trace, rq: Requests) -> dict:
     dtoh = np.isin(c_kind, _enum_values(trace, "CUDA_MEMCPY_OPER", "device-to-host", DTOH))
     dtod = np.isin(c_kind, _enum_values(trace, "CUDA_MEMCPY_OPER", "device-to-device", DTOD))
     pageable = np.isin(c_dst, _enum_values(trace, "CUDA_MEM_KIND", "pageable", PAGEABLE))
-    blocking = (k == SYNC) | (k == FREE_WAIT) | ((k == COPY) & ~dtod) | ((k == ASYNC_COPY) & found & dtoh & pageable)
+    free = (k == FREE_WAIT) & (api["end_ns"][rows] - api["start_ns"][rows] <= SETUP_CALL_NS)
+    blocking = (k == SYNC) | free | ((k == COPY) & ~dtod) | ((k == ASYNC_COPY) & found & dtoh & pageable)
     rows, k, found, c_start = rows[blocking], k[blocking], found[blocking], c_start[blocking]
     s, e = api["start_ns"][rows], api["end_ns"][rows]
     copy = (k == COPY) | (k == ASYNC_COPY)
