@@ -143,7 +143,7 @@ def host_waits(trace: Trace, rq: Requests) -> dict:
 
     idle = _idle_after(trace, rq, req, e)
     refill = np.minimum(idle, REFILL_MAX_NS)
-    last = _final(trace, rq, req, s, e)
+    last = _final(trace, rq, req, s, e, k != FREE_WAIT)
     out.update(row=rows, request=req, start_ns=s, end_ns=e, blocked_ns=blocked, refill_ns=refill, idle_ns=idle,
                last=last, kind=k)
     return out
@@ -204,11 +204,14 @@ def _idle_after(trace: Trace, rq: Requests, req: np.ndarray, e: np.ndarray) -> n
     return idle
 
 
-def _final(trace: Trace, rq: Requests, req: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
+def _final(trace: Trace, rq: Requests, req: np.ndarray, s: np.ndarray, e: np.ndarray,
+           for_result: np.ndarray) -> np.ndarray:
     """Per wait: a final one, which no fix removes."""
     # the request's final wait (the result is needed on the host) is not avoidable, nor is any wait after which
-    # the request starts no more GPU work (`.cpu()` = a blocking copy then a stream sync: both wait for the result)
-    order = np.lexsort((s, req))
+    # the request starts no more GPU work (`.cpu()` = a blocking copy then a stream sync: both wait for the result);
+    # the final wait for the result is among `for_result` (a free at the end does not fetch the result)
+    cand = np.flatnonzero(for_result)
+    order = cand[np.lexsort((s[cand], req[cand]))]
     last = np.zeros(len(req), bool)
     last[order] = np.r_[req[order][1:] != req[order][:-1], True] if len(order) else np.zeros(0, bool)
     last_gpu = np.full(rq.count, -1, np.int64)
