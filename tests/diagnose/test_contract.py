@@ -86,7 +86,8 @@ def test_json_schema_lists_exactly_the_categories():
 
 # One profile per category (labels.json's primary bottleneck, or a known finding of it in tests/data/dist)
 PROFILES = ["no_nvtx", "cpu_preproc", "cpu_postproc", "fp32_gemm", "membw_bound", "thread_contention",
-            "dist/model_server", "dist/tp_unbalanced_multi", "data/ex_alloc_before", "data/ex_polling_before"]
+            "dist/model_server", "dist/tp_unbalanced_multi", "data/ex_alloc_before", "data/ex_polling_before",
+            "data/ex_reload_before"]
 
 
 def _path(name):

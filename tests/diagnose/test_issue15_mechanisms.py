@@ -11,6 +11,7 @@ import pytest
 from nsys_doctor.analysis import analyze
 from nsys_doctor.diagnose import memory_allocation
 from nsys_doctor.model.changes import RemoveCpuTime, RemoveHostWaits
+from nsys_doctor.model.requests import find_requests
 
 from ..conftest import DATA, expand
 
@@ -129,8 +130,8 @@ def _reload_facts(name):
                              "CUPTI_ACTIVITY_KIND_RUNTIME r ON r.correlationId = m.correlationId WHERE m.copyKind = 1 "
                              "AND r.globalTid = ? AND r.start BETWEEN ? AND ?", (tid, s, e)).fetchone()[0]
             reads += db.execute("SELECT count(*) FROM OSRT_API o JOIN StringIds i ON i.id = o.nameId WHERE "
-                                "i.value IN ('read', 'pread', 'pread64') AND o.globalTid = ? AND o.start BETWEEN ? AND ?",
-                                (tid, s, e)).fetchone()[0]
+                                "i.value IN ('read', 'pread', 'pread64') AND o.globalTid = ? "
+                                "AND o.start BETWEEN ? AND ?", (tid, s, e)).fetchone()[0]
         return up / len(ranges), reads / len(ranges)
     finally:
         db.close()
@@ -155,3 +156,22 @@ def test_reload_after_gets_no_model_loading():
     up, reads = _reload_facts("ex_reload_after")
     assert up == 512 * 16384 * 4 and reads == 0     # only its input batch (512 x 16384 fp32) is uploaded
     assert _finding(_report("ex_reload_after"), "model_loading") is None
+
+
+def test_reload_change_moves_every_upload_of_the_loads():
+    from nsys_doctor.analysis import open_trace
+    from nsys_doctor.diagnose import Context, model_loading
+    from nsys_doctor.model.changes import MoveOutOfRequests
+    up, _ = _reload_facts("ex_reload_before")
+    trace = open_trace(expand(DATA / "ex_reload_before.sqlite.xz"))
+    try:
+        ctx = Context(trace, find_requests(trace))
+        (ch,) = model_loading.change(model_loading.measure(ctx))
+        assert isinstance(ch, MoveOutOfRequests) and ch.table == "copies"
+        assert trace.table("copies")["bytes"][ch.rows].sum() == pytest.approx(20 * up, rel=1e-9)
+        # one load window per loading request, inside its request
+        t = ctx.requests.table
+        assert len(ch.tid) == 20
+        assert np.all(ch.start_ns >= t["start_ns"][3:]) and np.all(ch.end_ns <= t["start_ns"][3:] + t["latency_ns"][3:])
+    finally:
+        trace.close()

@@ -46,19 +46,20 @@ def _htod(trace) -> np.ndarray:
     return np.isin(c["kind"], vals or [HTOD])
 
 
-def _window_uploads(ctx, u) -> tuple[float, float, np.ndarray]:
+def _window_uploads(ctx, u) -> tuple[float, float, np.ndarray, np.ndarray]:
     """All host-to-device copies launched inside the loading requests (a checkpoint is many tensors; only the
     largest pass LOAD_MIN_BYTES; the request's own inputs are among them, small beside the weights): bytes, GPU ns,
-    and per request the end of its last one (0 when none)."""
+    per request the end of its last one (0 when none), and their copies rows."""
     c = ctx.trace.table("copies")
     proj = ctx.requests.gpu_request.get("copies", np.zeros(0, np.int64))
     last = np.zeros(ctx.requests.count, np.int64)
     if len(proj) != table_len(c) or len(u.loading) == 0:
-        return 0.0, 0.0, last
+        return 0.0, 0.0, last, np.zeros(0, np.int64)
     own = (proj >= 0) & _htod(ctx.trace)
     own[own] = np.isin(proj[own], u.loading)
     np.maximum.at(last, proj[own], c["end_ns"][own])
-    return float(c["bytes"][own].sum()), float((c["end_ns"][own] - c["start_ns"][own]).sum()), last
+    return (float(c["bytes"][own].sum()), float((c["end_ns"][own] - c["start_ns"][own]).sum()), last,
+            np.flatnonzero(own))
 
 
 def _uploads(trace):
@@ -127,6 +128,10 @@ class Measurement:
     upload_ns: float = 0.0    # GPU time of the large uploads of loading requests
     window_bytes: float = 0.0  # every upload launched inside the loading requests: bytes, GPU ns
     window_ns: float = 0.0
+    window_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))   # their copies rows
+    load_start: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))    # per loading request: its load
+    load_end: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))      # window on the loading thread
+    load_tid: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))      # (first file read .. last upload)
 
     @property
     def file_backed(self) -> bool:
@@ -167,15 +172,20 @@ def _extra_latency(ctx, u: Measurement) -> None:
     between = (~u.inside) & (req >= w)
     for i in np.flatnonzero(between):
         extra[req[i]] += float(u.ge[i] - u.cpu[i])
-    u.window_bytes, u.window_ns, last_up = _window_uploads(ctx, u)
+    u.window_bytes, u.window_ns, last_up, u.window_rows = _window_uploads(ctx, u)
     read_ns, reads, window = 0.0, 0, np.zeros(n)
+    u.load_start, u.load_end, u.load_tid = (np.zeros(len(loading), np.int64) for _ in range(3))
     for r in loading:
         ups = np.flatnonzero(req == r)
         lo = int(t["start_ns"][r]) if u.inside[ups].all() else int(t["end_ns"][max(r - 1, 0)])
         rt, rc, first = _reads(ctx, int(u.tid[ups[0]]), lo, int(u.ge[ups].max()))
         read_ns += rt
         reads += rc
-        window[r] = max(int(u.ge[ups].max()), int(last_up[r])) - min(first, int(u.cpu[ups].min()))
+        j = int(np.searchsorted(loading, r))
+        u.load_start[j] = min(first, int(u.cpu[ups].min()))
+        u.load_end[j] = max(int(u.ge[ups].max()), int(last_up[r]))
+        u.load_tid[j] = int(u.tid[ups[0]])
+        window[r] = u.load_end[j] - u.load_start[j]
     u.read_ns, u.reads = read_ns, reads
     u.upload_ns = float((u.ge - u.gs)[req >= w].sum())
     if len(normal) == 0:
@@ -209,9 +219,13 @@ def measure(ctx) -> Measurement | None:
 
 def change(m: Measurement) -> list:
     """The weights stay resident (or load ahead): the uploads that requests waited on, and the CPU time from each
-    upload's call to its end, leave the requests. A cold start is no request's: nothing to change."""
+    upload's call to its end (a per-request reload: from its first file read), leave the requests. A cold start is no
+    request's: nothing to change."""
     if m.cold_only:
         return []
+    if m.share > MAX_LOADING_SHARE:
+        # every (or most) request loads from files: each one's whole load window and all its uploads leave it
+        return [MoveOutOfRequests("copies", m.window_rows, m.load_tid, m.load_start, m.load_end)]
     sel = m.req >= 0
     sel &= ~m.cold
     return [MoveOutOfRequests("copies", m.rows[sel], m.tid[sel], m.cpu[sel], m.ge[sel])]
