@@ -15,7 +15,7 @@ SEVERITIES = ("high", "medium", "low")
 # Each diagnosis module declares the ones it emits (its CATEGORIES); a test checks that the two agree.
 CATEGORIES = ("gpu_underutilization", "cuda_sync", "cpu_preprocessing", "cpu_postprocessing", "launch_overhead",
               "memory_transfer", "memory_bandwidth", "precision", "thread_contention", "communication",
-              "model_loading")
+              "model_loading", "memory_allocation")
 
 
 @dataclass

@@ -86,13 +86,16 @@ def test_json_schema_lists_exactly_the_categories():
 
 # One profile per category (labels.json's primary bottleneck, or a known finding of it in tests/data/dist)
 PROFILES = ["no_nvtx", "cpu_preproc", "cpu_postproc", "fp32_gemm", "membw_bound", "thread_contention",
-            "dist/model_server", "dist/tp_unbalanced_multi"]
+            "dist/model_server", "dist/tp_unbalanced_multi", "data/ex_alloc_before", "data/ex_polling_before",
+            "data/ex_reload_before"]
 
 
 def _path(name):
     if name.startswith("dist/"):
         src = DATA / "dist" / f"{name[5:]}.sqlite.xz"
         return expand(src)
+    if name.startswith("data/"):
+        return expand(DATA / f"{name[5:]}.sqlite.xz")
     return zoo(name)
 
 
@@ -103,7 +106,8 @@ def _check_change(trace, ch):
         api = trace.table("api_calls")
         assert len(ch.api_rows) and ch.api_rows.max() < table_len(api)
         names = {trace.name(i) for i in np.unique(api["name_id"][ch.api_rows])}
-        word = ("Synchronize", "Memcpy") if isinstance(ch, RemoveHostWaits) else ("Launch",)
+        # host waits: syncs, blocking copies, frees that synchronise, completion queries of a polling loop
+        word = ("Synchronize", "Memcpy", "Free", "Query") if isinstance(ch, RemoveHostWaits) else ("Launch",)
         assert all(any(w in n for w in word) for n in names), names
     elif isinstance(ch, (ScaleGpuWork, ShortenGpuWork, MoveOutOfRequests)):
         assert len(ch.rows) and ch.rows.max() < table_len(trace.table(ch.table))

@@ -20,12 +20,12 @@ import numpy as np
 from ..model.requests import Requests
 from ..model.trace import Trace
 from ..report import Finding
-from . import (communication, cpu_processing, cuda_sync, gpu_underutilization, launch_overhead, memory_bandwidth,
-               memory_transfer, model_loading, precision, thread_contention)
+from . import (communication, cpu_processing, cuda_sync, gpu_underutilization, launch_overhead, memory_allocation,
+               memory_bandwidth, memory_transfer, model_loading, precision, thread_contention)
 
 # The diagnoses, in order. Order matters only for LAST, which runs after the others and sees what they explained
 # (ctx.cache["findings"]); the others start in this order on DIAGNOSE_THREADS threads and report in this order.
-DIAGNOSES: list = [cuda_sync, launch_overhead, cpu_processing, memory_transfer, memory_bandwidth, precision,
+DIAGNOSES: list = [cuda_sync, memory_allocation, launch_overhead, cpu_processing, memory_transfer, memory_bandwidth, precision,
                    thread_contention, communication, model_loading, gpu_underutilization]
 LAST = gpu_underutilization
 # one per core, at most 4: measured on 2 cores only; the Python-level part of each diagnosis (which holds the GIL)

@@ -2,8 +2,11 @@
 layer, `.item()` / `.cpu()` in the loop, synchronous copies). Each wait empties the GPU queue, so after it returns
 the GPU sits idle until the CPU has launched the next work: the request pays for CPU and GPU one after the other.
 
-The waits themselves (explicit synchronize calls and copies that block the host) are found in model/host_waits.py.
-A copy's own transfer time belongs to the memory-transfer diagnosis; here only its wait for earlier GPU work counts.
+The waits themselves (explicit synchronize calls, copies that block the host, runs of completion queries spun until
+the GPU is done) are found in model/host_waits.py. A copy's own transfer time belongs to the memory-transfer
+diagnosis; here only its wait for earlier GPU work counts. Frees that synchronise the device (cudaFree) are host
+waits too, but memory_allocation claims them with the rest of the allocation calls: they are left out here, so no
+millisecond is counted by both.
 """
 from __future__ import annotations
 
@@ -11,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..model.api_names import base_name
+from ..model.api_names import QUERY_CALLS, base_name
 from ..model.arrays import dense_groups
 from ..model.changes import RemoveHostWaits
-from ..model.host_waits import REFILL_MAX_NS
+from ..model.host_waits import ASYNC_COPY, COPY, FREE_WAIT, POLL, REFILL_MAX_NS, select
 from ..model.projection import corr_key
 from ..model.trace import table_len
 from ..report import Evidence
@@ -43,6 +46,7 @@ def measure(ctx) -> Measurement | None:
     if ctx.mean_latency_ns <= 0:
         return None
     sc = host_waits(ctx)
+    sc = select(sc, sc["kind"] != FREE_WAIT)     # memory_allocation's (see the module's docstring)
     if len(sc["row"]) == 0:
         return None
     n_req = len(ctx.measured)
@@ -60,8 +64,11 @@ def measure(ctx) -> Measurement | None:
 
 
 def change(m: Measurement) -> list:
-    """The avoidable waits no longer block: the CPU queues the next GPU work ahead."""
-    return [RemoveHostWaits(api_rows=m.waits["row"][m.avoid])]
+    """The avoidable waits no longer block: the CPU queues the next GPU work ahead (a polling loop: all its
+    queries)."""
+    rows = m.waits["row"][m.avoid]
+    loops = m.waits["poll_rows"][np.isin(m.waits["poll_wait"], rows)]
+    return [RemoveHostWaits(api_rows=np.union1d(rows, loops))]
 
 
 def _by_call(trace, rows_name_id: np.ndarray, n_req: int):
@@ -92,9 +99,13 @@ def finding(ctx, m: Measurement) -> list:
         "gpu_idle_after_sync_ms_per_request": round(per(sc["refill_ns"] * avoid), 3),
         "avoidable_blocked_ms_per_request": round(per(sc["blocked_ns"] * avoid), 3),
         "syncs_by_call_per_request": by_api,
-        "implicit_copy_syncs_per_request": round(float((sc["kind"] > 1).sum()) / n_req, 2),
+        "implicit_copy_syncs_per_request": round(float(np.isin(sc["kind"], (COPY, ASYNC_COPY)).sum()) / n_req, 2),
         "mean_latency_ms": round(ctx.mean_latency_ns / 1e6, 3),
     }
+    polls = sc["kind"] == POLL
+    if polls.any():
+        numbers["polling_loops_per_request"] = round(float(polls.sum()) / n_req, 2)
+        numbers["queries_per_polling_loop"] = round(len(sc["poll_rows"]) / float(polls.sum()), 1)
     notes = []
     types = _sync_types(ctx, sc["row"])
     if types:
@@ -109,14 +120,16 @@ def finding(ctx, m: Measurement) -> list:
             break
         row = int(sc["row"][i])
         worst.append(instance(ctx, int(req[i]), sc["start_ns"][i], sc["end_ns"][i] + sc["idle_ns"][i],
-                              f"{names[i]} blocked {sc['blocked_ns'][i] / 1e6:.3f} ms, then GPU idle "
+                              f"{names[i]}{' loop' if sc['kind'][i] == POLL else ''} blocked "
+                              f"{sc['blocked_ns'][i] / 1e6:.3f} ms, then GPU idle "
                               f"{sc['idle_ns'][i] / 1e6:.3f} ms until the next launch",
                               tid=int(api["tid"][row]), name=str(names[i]),
                               code=_call_site(trace, int(api["callchain"][row]))))
     if not (api["callchain"][sc["row"]] >= 0).any():
         notes.append("call sites unknown: CUDA API backtraces were not recorded (nsys profile --cudabacktrace=all)")
     top = max(by_api, key=by_api.get)
-    title = (f"{numbers['syncs_per_request']:g} host waits per request ({by_api[top]:g}x {top}), "
+    loop = " polling loop" if top in QUERY_CALLS else ""
+    title = (f"{numbers['syncs_per_request']:g} host waits per request ({by_api[top]:g}x {top}{loop}), "
              f"{numbers['avoidable_syncs_per_request']:g} of them before more GPU work: the GPU idles "
              f"{numbers['gpu_idle_after_sync_ms_per_request']:.2f} ms after them")
     estimate = ("per request: sum over its host waits except the final one(s) after which it launches no more GPU "
@@ -154,7 +167,12 @@ def _call_site(trace, chain: int) -> str | None:
 
 def _fix(top: str, numbers: dict) -> str:
     parts = []
-    if top.startswith(("cudaDeviceSynchronize", "cuCtxSynchronize", "cudaThreadSynchronize")):
+    if top in QUERY_CALLS:
+        parts.append("Stop spinning on event.query()/cudaEventQuery until the GPU is done: the loop is a "
+                     "synchronize that also burns a core. Wait only where the host needs the result, once per "
+                     "request; order GPU work with stream.wait_event (GPU-side), or block once with "
+                     "event.synchronize().")
+    elif top.startswith(("cudaDeviceSynchronize", "cuCtxSynchronize", "cudaThreadSynchronize")):
         parts.append("Remove torch.cuda.synchronize()/cudaDeviceSynchronize between layers; wait once per request, "
                      "where the host reads the result (for timing use CUDA events, not device syncs).")
     elif top.startswith(("cudaStreamSynchronize", "cuStreamSynchronize")):

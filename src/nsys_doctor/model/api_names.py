@@ -11,6 +11,19 @@ import re
 SYNC_CALLS = ("cudaDeviceSynchronize", "cudaStreamSynchronize", "cudaEventSynchronize", "cudaThreadSynchronize",
               "cuCtxSynchronize", "cuStreamSynchronize", "cuEventSynchronize")
 
+# Device and pinned-host memory allocation and release (runtime, driver, stream-ordered and virtual memory management
+# forms): prefixes of base names. What a caching allocator or a memory pool keeps out of the request path.
+ALLOC_CALLS = ("cudaMalloc", "cudaFree", "cudaHostAlloc", "cudaHostRegister", "cudaHostUnregister",
+               "cuMemAlloc", "cuMemFree", "cuMemHostAlloc", "cuMemHostRegister", "cuMemHostUnregister",
+               "cuMemCreate", "cuMemRelease", "cuMemMap", "cuMemUnmap", "cuMemSetAccess", "cuMemAddressReserve",
+               "cuMemAddressFree")
+# Frees that wait for the device (CUDA runtime docs: cudaFree and cudaFreeHost synchronise implicitly; the driver's
+# cuMemFree likewise): exact base names, so the stream-ordered ...Async forms are not among them.
+FREE_WAIT_CALLS = ("cudaFree", "cudaFreeHost", "cudaFreeArray", "cudaFreeMipmappedArray", "cuMemFree",
+                   "cuMemFreeHost")
+# Non-blocking completion checks: a loop of them (torch.cuda.Event.query() spun until True) is a host wait.
+QUERY_CALLS = ("cudaEventQuery", "cudaStreamQuery", "cuEventQuery", "cuStreamQuery")
+
 _SUFFIX = re.compile(r"(_v\d+)?(_ptsz|_ptds)?(_v\d+)?$")
 
 

@@ -4,13 +4,19 @@ it returned until the device ran anything again. cuda_sync reports them; launch_
 to it; the replay (issue 16) removes them.
 
 Explicit waits are the *Synchronize calls (runtime and driver, version suffixes ignored); implicit ones are copies
-that block the host: cudaMemcpy (not Async) and device-to-host copies into pageable memory (Async or not).
+that block the host: cudaMemcpy (not Async) and device-to-host copies into pageable memory (Async or not), and the
+frees that synchronise the device (cudaFree, cudaFreeHost, cuMemFree). A run of completion queries on one thread
+(cudaEventQuery/cudaStreamQuery spun until the work is done) is one wait from its first to its last query.
+
+Who claims which wait (each millisecond has one owner): a free's wait (kind FREE_WAIT) is memory_allocation's, which
+counts the whole allocation call plus the GPU idle after it; cuda_sync counts every other kind and leaves the frees
+out. launch_overhead leaves the gap after any of them to its owner.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .api_names import SYNC_CALLS, base_name
+from .api_names import FREE_WAIT_CALLS, QUERY_CALLS, SYNC_CALLS, base_name
 from .arrays import distinct_ids, uniq
 from .intervals import union
 from .projection import GPU_TABLES, corr_key, gpu_corr_key
@@ -24,6 +30,16 @@ ASYNC_COPY_PREFIXES = ("cudaMemcpy", "cuMemcpy")   # ...Async forms: synchronous
 DTOH = 2                       # ENUM_CUDA_MEMCPY_OPER device-to-host (fallback when the profile has no enum)
 DTOD = 8                       # device-to-device copies never block the host
 PAGEABLE = 0                   # ENUM_CUDA_MEM_KIND pageable
+SYNC, COPY, ASYNC_COPY, FREE_WAIT, POLL = 1, 2, 3, 4, 5   # kinds of host wait
+SETUP_CALL_NS = 50_000_000     # an allocation call over 50 ms is CUDA context creation (the cudaFree(0) idiom, or the
+                               # first CUDA call of a process), set-up rather than a free waiting for the device:
+                               # nvbitfi darknet1img_tiny's first cudaFree takes 655 ms, hta alexnet's first cudaMalloc
+                               # seconds; ex_alloc_before's longest allocation call is 1.9 ms (a cudaHostAlloc)
+POLL_MIN_QUERIES = 3           # a spin is 3+ queries in a row: ex_polling_before has 361 of its 688 runs at 10+
+                               # (1-2 when the GPU was done already); ex_fusion_before's 369 pairs per 400 requests
+                               # are a completion check on work already done, not a spin
+POLL_GAP_MAX_NS = 100_000      # queries of one spin follow each other within 100 us: ex_polling_before's gaps are
+                               # < 1 us for 7820 of 8580, the largest 59 us (the Python loop preempted)
 REFILL_MAX_NS = 1_000_000      # GPU idle after a sync counted up to 1 ms: the refill after a drain is the framework
                                # dispatching the next op (sync_heavy: median 0.21, p99 0.63 ms per sync); a longer gap
                                # is a CPU stage of its own (cpu_processing's), which removing the sync would not shorten
@@ -31,17 +47,22 @@ REFILL_MAX_NS = 1_000_000      # GPU idle after a sync counted up to 1 ms: the r
 
 
 def _classify(trace, name_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per distinct API name id: 1 explicit sync, 2 always-synchronous copy, 3 async copy (blocks when pageable)."""
+    """Per distinct API name id: SYNC explicit sync, COPY always-synchronous copy, ASYNC_COPY async copy (blocks
+    when pageable), FREE_WAIT a free that synchronises the device, POLL a completion query (a wait only in a run)."""
     ids = distinct_ids(name_ids)
     kind = np.zeros(len(ids), np.int8)
     for j, i in enumerate(ids):
         base = base_name(trace.name(i))
         if base.startswith(SYNC_CALLS):
-            kind[j] = 1
+            kind[j] = SYNC
         elif base in SYNC_COPY_CALLS:
-            kind[j] = 2
+            kind[j] = COPY
         elif base.startswith(ASYNC_COPY_PREFIXES) and base.endswith("Async") and "Peer" not in base:
-            kind[j] = 3
+            kind[j] = ASYNC_COPY
+        elif base in FREE_WAIT_CALLS:
+            kind[j] = FREE_WAIT
+        elif base in QUERY_CALLS:
+            kind[j] = POLL
     return ids, kind
 
 
@@ -77,13 +98,16 @@ def host_waits(trace: Trace, rq: Requests) -> dict:
     """The host waits inside measured requests, as parallel arrays:
     row (api_calls index), request, start_ns, end_ns, blocked_ns (waiting for earlier GPU work), idle_ns (GPU idle
     after the return until the device ran anything again, within the request), refill_ns (idle_ns capped at
-    REFILL_MAX_NS), last (a final wait: nothing more launched after it), kind (1 sync call, 2/3 blocking copy).
+    REFILL_MAX_NS), last (a final wait: nothing more launched after it), kind (SYNC, COPY/ASYNC_COPY blocking copy,
+    FREE_WAIT, POLL: a run of queries, whose row is its last query); poll_rows and poll_wait: every query of the
+    runs and the row of the run's wait it belongs to (for a change that removes the whole loop).
     Diagnoses share one computation through diagnose.common.host_waits(ctx)."""
     api = trace.table("api_calls")
     out = {k: np.zeros(0, np.int64) for k in ("row", "request", "start_ns", "end_ns", "blocked_ns", "refill_ns",
                                                "idle_ns")}
     out["last"] = np.zeros(0, bool)
     out["kind"] = np.zeros(0, np.int8)
+    out["poll_rows"] = out["poll_wait"] = np.zeros(0, np.int64)
     if table_len(api) == 0 or len(rq.api_request) != table_len(api):
         return out
     inreq = rq.api_request >= rq.warmup
@@ -92,24 +116,64 @@ def host_waits(trace: Trace, rq: Requests) -> dict:
         return out
     rows = np.flatnonzero(inreq)
     k = kinds[np.searchsorted(ids, api["name_id"][rows])]
-    rows, k = rows[k > 0], k[k > 0]
+    polls = _poll_runs(api, rq, rows, k) if (k == POLL).any() else None
+    keep = (k > 0) & (k != POLL)
+    rows, k = rows[keep], k[keep]
     # copies: which ones block the host, and how long the call waited before its copy started on the GPU
     found, c_start, c_kind, c_dst = _copy_of_call(trace, rows)
     dtoh = np.isin(c_kind, _enum_values(trace, "CUDA_MEMCPY_OPER", "device-to-host", DTOH))
     dtod = np.isin(c_kind, _enum_values(trace, "CUDA_MEMCPY_OPER", "device-to-device", DTOD))
     pageable = np.isin(c_dst, _enum_values(trace, "CUDA_MEM_KIND", "pageable", PAGEABLE))
-    blocking = (k == 1) | ((k == 2) & ~dtod) | ((k == 3) & found & dtoh & pageable)
+    free = (k == FREE_WAIT) & (api["end_ns"][rows] - api["start_ns"][rows] <= SETUP_CALL_NS)
+    blocking = (k == SYNC) | free | ((k == COPY) & ~dtod) | ((k == ASYNC_COPY) & found & dtoh & pageable)
     rows, k, found, c_start = rows[blocking], k[blocking], found[blocking], c_start[blocking]
     s, e = api["start_ns"][rows], api["end_ns"][rows]
+    copy = (k == COPY) | (k == ASYNC_COPY)
+    blocked = np.where(copy, np.clip(np.where(found, c_start, s) - s, 0, e - s), e - s)
+    if polls is not None and len(polls[0]):
+        last_row, first_start, run_end, out["poll_rows"], out["poll_wait"] = polls
+        rows, s, e = np.r_[rows, last_row], np.r_[s, first_start], np.r_[e, run_end]
+        blocked = np.r_[blocked, run_end - first_start]
+        k = np.r_[k, np.full(len(last_row), POLL, np.int8)]
+        o = np.argsort(rows, kind="stable")
+        rows, s, e, blocked, k = rows[o], s[o], e[o], blocked[o], k[o]
+    if len(rows) == 0:
+        return out
     req = rq.api_request[rows]
-    blocked = np.where(k == 1, e - s, np.clip(np.where(found, c_start, s) - s, 0, e - s))
 
     idle = _idle_after(trace, rq, req, e)
     refill = np.minimum(idle, REFILL_MAX_NS)
-    last = _final(trace, rq, req, s, e)
+    last = _final(trace, rq, req, s, e, k != FREE_WAIT)
     out.update(row=rows, request=req, start_ns=s, end_ns=e, blocked_ns=blocked, refill_ns=refill, idle_ns=idle,
                last=last, kind=k)
     return out
+
+
+def select(waits: dict, keep: np.ndarray) -> dict:
+    """The waits where `keep` holds (the parallel arrays cut; the queries of the polling runs kept follow them)."""
+    out = {k: v[keep] for k, v in waits.items() if k not in ("poll_rows", "poll_wait")}
+    on = np.isin(waits["poll_wait"], out["row"])
+    out["poll_rows"], out["poll_wait"] = waits["poll_rows"][on], waits["poll_wait"][on]
+    return out
+
+
+def _poll_runs(api, rq: Requests, rows: np.ndarray, k: np.ndarray):
+    """Runs of completion queries: POLL_MIN_QUERIES or more in a row on one thread within one request, each within
+    POLL_GAP_MAX_NS of the previous one's return, no other CUDA call between. Returns (last query row, first
+    query's start, last query's end) per run, and every member row with its run's last row."""
+    tid, start, end = api["tid"][rows], api["start_ns"][rows], api["end_ns"][rows]
+    o = np.lexsort((start, tid))            # each thread's calls in time order
+    r, t, s, e, q = rows[o], tid[o], start[o], end[o], k[o] == POLL
+    req = rq.api_request[r]
+    joined = q[1:] & q[:-1] & (t[1:] == t[:-1]) & (req[1:] == req[:-1]) & (s[1:] - e[:-1] <= POLL_GAP_MAX_NS)
+    new = np.r_[True, ~joined]                # a run starts wherever a query does not continue the previous one
+    run = np.cumsum(new) - 1
+    size = np.bincount(run)
+    member = q & (size[run] >= POLL_MIN_QUERIES)
+    first = np.flatnonzero(new & member)     # positions of each kept run's first query
+    last_i = first + size[run[first]] - 1    # a run's members are consecutive in this order
+    idx = np.searchsorted(first, np.flatnonzero(member), side="right") - 1
+    return r[last_i], s[first], e[last_i], r[member], r[last_i][idx]
 
 
 def _idle_after(trace: Trace, rq: Requests, req: np.ndarray, e: np.ndarray) -> np.ndarray:
@@ -140,11 +204,14 @@ def _idle_after(trace: Trace, rq: Requests, req: np.ndarray, e: np.ndarray) -> n
     return idle
 
 
-def _final(trace: Trace, rq: Requests, req: np.ndarray, s: np.ndarray, e: np.ndarray) -> np.ndarray:
+def _final(trace: Trace, rq: Requests, req: np.ndarray, s: np.ndarray, e: np.ndarray,
+           for_result: np.ndarray) -> np.ndarray:
     """Per wait: a final one, which no fix removes."""
     # the request's final wait (the result is needed on the host) is not avoidable, nor is any wait after which
-    # the request starts no more GPU work (`.cpu()` = a blocking copy then a stream sync: both wait for the result)
-    order = np.lexsort((s, req))
+    # the request starts no more GPU work (`.cpu()` = a blocking copy then a stream sync: both wait for the result);
+    # the final wait for the result is among `for_result` (a free at the end does not fetch the result)
+    cand = np.flatnonzero(for_result)
+    order = cand[np.lexsort((s[cand], req[cand]))]
     last = np.zeros(len(req), bool)
     last[order] = np.r_[req[order][1:] != req[order][:-1], True] if len(order) else np.zeros(0, bool)
     last_gpu = np.full(rq.count, -1, np.int64)
