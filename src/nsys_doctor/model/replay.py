@@ -55,6 +55,14 @@ class Change:
     remove_cpu_rows: {"api_calls"|"os_calls": rows}: those calls take no time (e.g. allocation calls removed); a
         call that is not a node of its own (graph.py keeps launches, blocking and allocation calls, lock waits) is
         taken out of the CPU time before the next node of its thread; a call nested in another stays in it.
+    gpu_scale: [(table, rows, factor)]: those GPU operations (rows of a GPU_TABLES table) take factor x their time
+        (one factor, or one per row).
+    gpu_shorten: [(table, rows, by_ns)]: those GPU operations take by_ns less each (never below zero).
+    copy_rate: [(copies rows, bytes/s (one or per row), overlap)]: those copies move their bytes at that rate (never
+        slower than recorded); with overlap, their call no longer blocks and input copies no longer wait for earlier
+        work on their stream (pinned memory on a side stream, prefetched).
+    remove_cpu_windows: [(tid, start_ns, end_ns)] (parallel arrays): the CPU time of those threads inside those
+        windows is removed (the gaps between nodes and the OS runtime calls kept as nodes; CUDA calls stay).
     """
     remove_wait_rows: np.ndarray | None = None
     remove_syncs: bool = False
@@ -64,6 +72,10 @@ class Change:
     pageable_rate: float | None = None
     remove_lock_waits: bool = False
     remove_cpu_rows: dict = field(default_factory=dict)
+    gpu_scale: list = field(default_factory=list)
+    gpu_shorten: list = field(default_factory=list)
+    copy_rate: list = field(default_factory=list)
+    remove_cpu_windows: list = field(default_factory=list)
 
     def combined(self, other: "Change") -> "Change":
         """Both changes at once (the combined prediction of several findings' fixes)."""
@@ -79,7 +91,11 @@ class Change:
                       graph_launch_ns=min(graph) if graph else None,
                       drop_phase={**self.drop_phase, **other.drop_phase},
                       pageable_rate=max(rate) if rate else None,
-                      remove_lock_waits=self.remove_lock_waits or other.remove_lock_waits, remove_cpu_rows=cpu)
+                      remove_lock_waits=self.remove_lock_waits or other.remove_lock_waits, remove_cpu_rows=cpu,
+                      gpu_scale=list(self.gpu_scale) + list(other.gpu_scale),
+                      gpu_shorten=list(self.gpu_shorten) + list(other.gpu_shorten),
+                      copy_rate=list(self.copy_rate) + list(other.copy_rate),
+                      remove_cpu_windows=list(self.remove_cpu_windows) + list(other.remove_cpu_windows))
 
     def describe(self) -> list[str]:
         out = []
@@ -102,6 +118,20 @@ class Change:
             out.append("lock waits removed")
         for t, rows in self.remove_cpu_rows.items():
             out.append(f"{len(rows)} {t} removed")
+        for t, rows, f in self.gpu_scale:
+            f = np.asarray(f, np.float64)
+            out.append(f"{len(rows)} {t} take {float(f.mean()) if f.size else 1.0:.3g}x their GPU time"
+                       + (" (mean)" if f.size > 1 else ""))
+        for t, rows, by in self.gpu_shorten:
+            out.append(f"{len(rows)} {t} shorter by {float(np.sum(by)) / 1e6:.3g} ms in all")
+        for rows, rate, overlap in self.copy_rate:
+            r = np.asarray(rate, np.float64)
+            out.append(f"{len(rows)} copies at {float(r.min()) / 1e9:.1f}"
+                       + (f"-{float(r.max()) / 1e9:.1f}" if r.size > 1 and r.max() > r.min() else "") + " GB/s"
+                       + (", not blocking the CPU, overlapping" if overlap else ""))
+        for tid, start, end in self.remove_cpu_windows:
+            out.append(f"CPU time in {len(start)} windows ({float(np.sum(np.asarray(end) - np.asarray(start))) / 1e6:.3g} "
+                       "ms in all) removed")
         return out
 
 
@@ -366,6 +396,29 @@ def _apply(g: Graph, trace: Trace, reqs: Requests | None, ch: Change) -> _Params
             # the copy call itself no longer blocks (a wait on its own copy, or a staged pageable copy)
             p.c_wait_op[callers] = -1
             p.c_dur[callers] = g.c_dmin[callers]
+    for t, rows, factor in ch.gpu_scale:
+        nodes, keep = _gpu_nodes(g, t, rows)
+        f = np.broadcast_to(np.asarray(factor, np.float64), (len(keep),))[keep]
+        p.g_dur[nodes] = np.rint(p.g_dur[nodes] * f).astype(np.int64)
+    for t, rows, by in ch.gpu_shorten:
+        nodes, keep = _gpu_nodes(g, t, rows)
+        b = np.broadcast_to(np.asarray(by, np.int64), (len(keep),))[keep]
+        p.g_dur[nodes] = np.maximum(p.g_dur[nodes] - b, 0)
+    for rows, rate, overlap in ch.copy_rate:
+        nodes, keep = _gpu_nodes(g, "copies", rows)
+        cp = trace.table("copies")
+        r = np.broadcast_to(np.asarray(rate, np.float64), (len(keep),))[keep]
+        nbytes = cp["bytes"][g.g_row[nodes]].astype(np.float64)
+        want = np.rint(nbytes / np.maximum(r, 1.0) * 1e9).astype(np.int64)
+        p.g_dur[nodes] = np.minimum(p.g_dur[nodes], want)
+        if overlap:
+            p.g_free[nodes] = cp["kind"][g.g_row[nodes]] == 1
+            callers = p.g_launch[nodes]
+            callers = callers[callers >= 0]
+            p.c_wait_op[callers] = -1
+            p.c_dur[callers] = g.c_dmin[callers]
+    for tid, start, end in ch.remove_cpu_windows:
+        _cut_windows(g, p, np.asarray(tid, np.int64), np.asarray(start, np.int64), np.asarray(end, np.int64), 1.0)
     if ch.drop_phase:
         _drop_phase(g, trace, p, ch.drop_phase)
     if ch.graph_launch_ns is not None:
@@ -398,33 +451,55 @@ def _avoidable_waits(g: Graph, reqs: Requests, p: _Params, sync_named: np.ndarra
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
+def _gpu_nodes(g: Graph, table: str, rows) -> tuple[np.ndarray, np.ndarray]:
+    """Graph operation indices of these rows of a GPU table, and which of the given rows have one."""
+    if table not in GPU_TABLES:
+        raise ValueError(f"{table!r} is not a GPU table ({', '.join(GPU_TABLES)})")
+    rows = np.asarray(rows, np.int64)
+    sel = np.flatnonzero(g.g_table == GPU_TABLES.index(table))
+    if len(sel) == 0 or len(rows) == 0:
+        return np.zeros(0, np.int64), np.zeros(len(rows), bool)
+    inv = np.full(int(max(g.g_row[sel].max(), rows.max())) + 1, -1, np.int64)
+    inv[g.g_row[sel]] = sel
+    node = inv[np.clip(rows, 0, None)]
+    keep = (rows >= 0) & (node >= 0)
+    return node[keep], keep
+
+
 def _drop_phase(g: Graph, trace: Trace, p: _Params, phases: dict):
     r = trace.table("ranges")
-    t0, width = g.span
-    from .graph import _chain_of, _chain_time_key
     for name, share in phases.items():
         sel = r["name"] == name
         if not sel.any():
             raise ValueError(f"no NVTX range named {name!r}")
-        ch = _chain_of(g.chain_tid, r["tid"][sel])
-        ok = ch >= 0
-        us, ue = union(_chain_time_key(ch[ok], r["start_ns"][sel][ok], g.span),
-                       _chain_time_key(ch[ok], r["end_ns"][sel][ok], g.span))
-        # gaps: [end of previous node, start of this node] on the same chain
-        lo = np.empty(g.n_cpu, np.int64)
-        lo[1:] = g.c_end[:-1]
-        lo[0] = g.c_start[0] if g.n_cpu else 0
-        first = g.chain_lo[:-1][g.chain_lo[:-1] < g.n_cpu]
-        lo[first] = g.c_start[first]
-        kl = _chain_time_key(g.c_chain, lo, g.span)
-        kh = _chain_time_key(g.c_chain, g.c_start, g.span)
-        cut = covered(us, ue, kl, np.maximum(kh, kl))
-        p.c_gap = p.c_gap - np.rint(cut * float(share)).astype(np.int64)
-        # OS runtime calls inside the phase (file reads, sleeps) go with it; CUDA calls stay (they launch its work)
-        osn = g.c_kind == 1
-        inside = covered(us, ue, _chain_time_key(g.c_chain, g.c_start, g.span),
-                         _chain_time_key(g.c_chain, g.c_end, g.span))
-        p.c_dur[osn] = p.c_dur[osn] - np.rint(inside[osn] * float(share)).astype(np.int64)
+        _cut_windows(g, p, r["tid"][sel], r["start_ns"][sel], r["end_ns"][sel], float(share))
+
+
+def _cut_windows(g: Graph, p: _Params, tid: np.ndarray, start: np.ndarray, end: np.ndarray, share: float):
+    """Remove `share` of the CPU time inside these windows of these threads: the gaps between nodes and the OS
+    runtime calls kept as nodes (file reads and sleeps go with the windows; CUDA calls stay: they launch work)."""
+    from .graph import _chain_of, _chain_time_key
+    if len(start) == 0 or g.n_cpu == 0:
+        return
+    ch = _chain_of(g.chain_tid, tid)
+    ok = ch >= 0
+    if not ok.any():
+        return
+    us, ue = union(_chain_time_key(ch[ok], start[ok], g.span), _chain_time_key(ch[ok], end[ok], g.span))
+    # gaps: [end of previous node, start of this node] on the same chain
+    lo = np.empty(g.n_cpu, np.int64)
+    lo[1:] = g.c_end[:-1]
+    lo[0] = g.c_start[0]
+    first = g.chain_lo[:-1][g.chain_lo[:-1] < g.n_cpu]
+    lo[first] = g.c_start[first]
+    kl = _chain_time_key(g.c_chain, lo, g.span)
+    kh = _chain_time_key(g.c_chain, g.c_start, g.span)
+    cut = covered(us, ue, kl, np.maximum(kh, kl))
+    p.c_gap = np.maximum(p.c_gap - np.rint(cut * share).astype(np.int64), 0)
+    osn = g.c_kind == 1
+    inside = covered(us, ue, _chain_time_key(g.c_chain, g.c_start, g.span),
+                     _chain_time_key(g.c_chain, g.c_end, g.span))
+    p.c_dur[osn] = np.maximum(p.c_dur[osn] - np.rint(inside[osn] * share).astype(np.int64), 0)
 
 
 def _graph(g: Graph, trace: Trace, reqs: Requests, p: _Params, cost: int, name_mask):
