@@ -67,6 +67,8 @@ def to_replay(trace, changes: list) -> tuple[R.Change, list[str]]:
             ch.gpu_scale.append((c.table, np.asarray(c.rows, np.int64), 0.0))
             ch.remove_cpu_windows.append((np.asarray(c.tid, np.int64), np.asarray(c.start_ns, np.int64),
                                           np.asarray(c.end_ns, np.int64)))
+        elif isinstance(c, C.OwnStreams):
+            ch.stream_per_thread = ch.stream_per_thread or len(c.tid) > 1
         else:
             raise TypeError(f"no replay rule for {type(c).__name__}")
     return ch, how
@@ -77,7 +79,8 @@ def _empty(ch: R.Change) -> bool:
                 or ch.graph_launch_ns is not None or ch.drop_phase or ch.pageable_rate or ch.remove_lock_waits
                 or any(len(r) for r in ch.remove_cpu_rows.values())
                 or any(len(x[1]) for x in ch.gpu_scale) or any(len(x[1]) for x in ch.gpu_shorten)
-                or any(len(x[0]) for x in ch.copy_rate) or any(len(x[1]) for x in ch.remove_cpu_windows))
+                or any(len(x[0]) for x in ch.copy_rate) or any(len(x[1]) for x in ch.remove_cpu_windows)
+                or ch.stream_per_thread)
 
 
 class _Replayer:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..model import activity as cs
 from ..model.arrays import uniq
-from ..model.changes import RemoveCpuTime
+from ..model.changes import OwnStreams, RemoveCpuTime
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, events_in_requests, instance, make_finding
@@ -144,9 +144,11 @@ def _stalls(ctx) -> tuple:
 
 def change(m: Measurement) -> list:
     """No shared lock and no oversubscribed CPU: the lock waits and run-queue delay inside requests are removed
-    (model/activity.py's lock and runqueue time of each request thread; the traced lock calls when it has none)."""
+    (model/activity.py's lock and runqueue time of each request thread; the traced lock calls when it has none),
+    and each request thread issues its GPU work on a stream of its own (the fix's advice: with the lock gone,
+    threads sharing one stream would queue behind each other's work and waits)."""
     tid, start, end = m.stalls if m.stalls and len(m.stalls[0]) else m.lock_waits
-    return [RemoveCpuTime(tid=tid, start_ns=start, end_ns=end)]
+    return [RemoveCpuTime(tid=tid, start_ns=start, end_ns=end), OwnStreams(tid=m.tids)]
 
 
 def finding(ctx, m: Measurement) -> list:

@@ -63,6 +63,10 @@ class Change:
         work on their stream (pinned memory on a side stream, prefetched).
     remove_cpu_windows: [(tid, start_ns, end_ns)] (parallel arrays): the CPU time of those threads inside those
         windows is removed (the gaps between nodes and the OS runtime calls kept as nodes; CUDA calls stay).
+    stream_per_thread: each thread's GPU work on a stream shared with other threads goes on a stream of its own
+        (in recorded order); a host wait that waited for another thread's work waits for its own thread's latest
+        work on that stream instead. The GPU is not modelled as a shared engine here: work of several threads may
+        overlap, right for small kernels (tests/data ex_contention), optimistic for kernels that fill the GPU.
     """
     remove_wait_rows: np.ndarray | None = None
     remove_syncs: bool = False
@@ -76,6 +80,7 @@ class Change:
     gpu_shorten: list = field(default_factory=list)
     copy_rate: list = field(default_factory=list)
     remove_cpu_windows: list = field(default_factory=list)
+    stream_per_thread: bool = False
 
     def combined(self, other: "Change") -> "Change":
         """Both changes at once (the combined prediction of several findings' fixes)."""
@@ -95,7 +100,8 @@ class Change:
                       gpu_scale=list(self.gpu_scale) + list(other.gpu_scale),
                       gpu_shorten=list(self.gpu_shorten) + list(other.gpu_shorten),
                       copy_rate=list(self.copy_rate) + list(other.copy_rate),
-                      remove_cpu_windows=list(self.remove_cpu_windows) + list(other.remove_cpu_windows))
+                      remove_cpu_windows=list(self.remove_cpu_windows) + list(other.remove_cpu_windows),
+                      stream_per_thread=self.stream_per_thread or other.stream_per_thread)
 
     def describe(self) -> list[str]:
         out = []
@@ -129,6 +135,8 @@ class Change:
             out.append(f"{len(rows)} copies at {float(r.min()) / 1e9:.1f}"
                        + (f"-{float(r.max()) / 1e9:.1f}" if r.size > 1 and r.max() > r.min() else "") + " GB/s"
                        + (", not blocking the CPU, overlapping" if overlap else ""))
+        if self.stream_per_thread:
+            out.append("each thread's GPU work on a stream of its own")
         for tid, start, end in self.remove_cpu_windows:
             out.append(f"CPU time in {len(start)} windows ({float(np.sum(np.asarray(end) - np.asarray(start))) / 1e6:.3g} "
                        "ms in all) removed")
@@ -571,8 +579,72 @@ def _outcome(g: Graph, reqs: Requests, cs2, ce2, gs2, ge2) -> Outcome:
 def replay(trace: Trace, reqs: Requests, change: Change | None = None, graph: Graph | None = None) -> Outcome:
     """Replay the trace's graph (built once per trace and cached) with `change` applied (None: unchanged)."""
     g = graph if graph is not None else graph_of(trace, reqs)
+    if change is not None and change.stream_per_thread:
+        g = _per_thread_streams(g)
     p = _apply(g, trace, reqs, change) if change is not None else _params(g)
     return _outcome(g, reqs, *_run(g, p))
+
+
+def _per_thread_streams(g: Graph) -> Graph:
+    """The graph with every stream split by the thread that launched its operations (operations without a launch
+    keep a group of their own): FIFO order and stream gaps only between one thread's operations."""
+    import dataclasses
+    n = g.n_gpu
+    if n == 0:
+        return g
+    lc = np.where(g.g_launch >= 0, g.c_chain[np.clip(g.g_launch, 0, None)], -1).astype(np.int64)
+    key = g.g_chain.astype(np.int64) * (len(g.chain_tid) + 1) + (lc + 1)
+    uk, new_chain = np.unique(key, return_inverse=True)
+    new_chain = new_chain.ravel().astype(np.int64)
+    if len(uk) == len(g.stream_lo) - 1:
+        return g                                      # no stream is shared by threads
+    o = np.lexsort((g.g_start, new_chain))
+    inv = np.empty(n, np.int64)
+    inv[o] = np.arange(n)
+    nc = new_chain[o]
+    stream_lo = np.searchsorted(nc, np.arange(len(uk) + 1))
+    # the predecessor of each operation on its new stream, in old indices (-1: first)
+    first = np.zeros(n, bool)
+    first[stream_lo[:-1][stream_lo[:-1] < n]] = True
+    pred_new = np.where(first, -1, o[np.clip(np.arange(n) - 1, 0, None)])
+    old_pred = o - 1                                   # its predecessor on the old stream (same chain if >= lo)
+    same_old = (old_pred >= 0) & (g.g_chain[np.clip(old_pred, 0, None)] == g.g_chain[o])
+    kept = same_old & (pred_new == old_pred)
+    g_ds = g.g_ds[o].copy()
+    moved = ~kept & ~first
+    g_ds[moved] = np.minimum(g_ds[moved], g.nominal_gap_ns)
+    g_ds[first] = 0
+    g_fixed = g.g_fixed[o].copy()
+    nolaunch = g.g_launch[o] < 0
+    g_fixed[nolaunch & ~kept & (g_fixed == NEVER) & (g.g_xop[o] < 0)] = g.g_start[o][nolaunch & ~kept
+                                                                                       & (g_fixed == NEVER)
+                                                                                       & (g.g_xop[o] < 0)]
+    g_xop = np.where(g.g_xop[o] >= 0, inv[np.clip(g.g_xop[o], 0, None)], -1)
+    # host waits on another thread's operation: on this thread's latest operation of that stream launched before
+    # the wait (if any), else none
+    c_wait_op = g.c_wait_op.copy()
+    w = np.flatnonzero(c_wait_op >= 0)
+    if len(w):
+        op = c_wait_op[w]
+        other = lc[op] != g.c_chain[w]
+        if other.any():
+            ww, oo = w[other], op[other]
+            tgt = np.full(len(ww), -1, np.int64)
+            # candidate: same old stream, launched by the waiting chain, launch node before the wait node
+            for i, (node, opi) in enumerate(zip(ww.tolist(), oo.tolist())):
+                s = int(g.g_chain[opi])
+                lo, hi = int(g.stream_lo[s]), int(g.stream_lo[s + 1])
+                cand = np.flatnonzero((lc[lo:hi] == g.c_chain[node]) & (g.g_launch[lo:hi] <= node)
+                                      & (g.g_launch[lo:hi] >= 0)) + lo
+                if len(cand):
+                    tgt[i] = cand[np.argmax(g.g_end[cand])]
+            c_wait_op[ww] = tgt
+        c_wait_op = np.where(c_wait_op >= 0, inv[np.clip(c_wait_op, 0, None)], -1)
+    return dataclasses.replace(
+        g, g_chain=nc, g_start=g.g_start[o], g_end=g.g_end[o], g_table=g.g_table[o], g_row=g.g_row[o],
+        g_launch=g.g_launch[o], g_launch_off=g.g_launch_off[o], g_launch_row=g.g_launch_row[o], g_dl=g.g_dl[o],
+        g_ds=g_ds, g_fixed=g_fixed, g_xop=g_xop, g_dx=g.g_dx[o], g_ready=g.g_ready[o], stream_lo=stream_lo,
+        stream_key=g.stream_key[g.g_chain[o][stream_lo[:-1][stream_lo[:-1] < n]]], c_wait_op=c_wait_op)
 
 
 def graph_of(trace: Trace, reqs: Requests) -> Graph:
