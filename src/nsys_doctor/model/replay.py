@@ -62,7 +62,8 @@ class Change:
         slower than recorded); with overlap, their call no longer blocks and input copies no longer wait for earlier
         work on their stream (pinned memory on a side stream, prefetched).
     remove_cpu_windows: [(tid, start_ns, end_ns)] (parallel arrays): the CPU time of those threads inside those
-        windows is removed (the gaps between nodes and the OS runtime calls kept as nodes; CUDA calls stay).
+        windows is removed (the gaps between nodes, the OS runtime calls kept as nodes, and the CUDA calls wholly
+        inside that launch no GPU work, with their waits); launch calls stay.
     stream_per_thread: each thread's GPU work on a stream shared with other threads goes on a stream of its own
         (in recorded order); a host wait that waited for another thread's work waits for its own thread's latest
         work on that stream instead. The GPU is not modelled as a shared engine here: work of several threads may
@@ -426,7 +427,8 @@ def _apply(g: Graph, trace: Trace, reqs: Requests | None, ch: Change) -> _Params
             p.c_wait_op[callers] = -1
             p.c_dur[callers] = g.c_dmin[callers]
     for tid, start, end in ch.remove_cpu_windows:
-        _cut_windows(g, p, np.asarray(tid, np.int64), np.asarray(start, np.int64), np.asarray(end, np.int64), 1.0)
+        _cut_windows(g, p, np.asarray(tid, np.int64), np.asarray(start, np.int64), np.asarray(end, np.int64), 1.0,
+                     cuda_calls=True)
     if ch.drop_phase:
         _drop_phase(g, trace, p, ch.drop_phase)
     if ch.graph_launch_ns is not None:
@@ -483,9 +485,11 @@ def _drop_phase(g: Graph, trace: Trace, p: _Params, phases: dict):
         _cut_windows(g, p, r["tid"][sel], r["start_ns"][sel], r["end_ns"][sel], float(share))
 
 
-def _cut_windows(g: Graph, p: _Params, tid: np.ndarray, start: np.ndarray, end: np.ndarray, share: float):
+def _cut_windows(g: Graph, p: _Params, tid: np.ndarray, start: np.ndarray, end: np.ndarray, share: float,
+                 cuda_calls: bool = False):
     """Remove `share` of the CPU time inside these windows of these threads: the gaps between nodes and the OS
-    runtime calls kept as nodes (file reads and sleeps go with the windows; CUDA calls stay: they launch work)."""
+    runtime calls kept as nodes (file reads and sleeps go with the windows); with `cuda_calls`, also the CUDA calls
+    wholly inside that launch no GPU work (their waits too when all of it goes). Launch calls stay."""
     from .graph import _chain_of, _chain_time_key
     if len(start) == 0 or g.n_cpu == 0:
         return
@@ -508,6 +512,14 @@ def _cut_windows(g: Graph, p: _Params, tid: np.ndarray, start: np.ndarray, end: 
     inside = covered(us, ue, _chain_time_key(g.c_chain, g.c_start, g.span),
                      _chain_time_key(g.c_chain, g.c_end, g.span))
     p.c_dur[osn] = np.maximum(p.c_dur[osn] - np.rint(inside[osn] * share).astype(np.int64), 0)
+    if cuda_calls:
+        # CUDA calls wholly inside that launch nothing (allocation, frees, syncs) go with the windows; launches stay
+        launches = np.zeros(g.n_cpu, bool)
+        launches[g.g_launch[g.g_launch >= 0]] = True
+        whole = (g.c_kind == 0) & ~launches & (inside >= (g.c_end - g.c_start)) & (g.c_end > g.c_start)
+        if share >= 1.0:
+            p.c_wait_op[whole] = -1
+        p.c_dur[whole] = np.maximum(p.c_dur[whole] - np.rint(inside[whole] * share).astype(np.int64), 0)
 
 
 def _graph(g: Graph, trace: Trace, reqs: Requests, p: _Params, cost: int, name_mask):
