@@ -13,7 +13,8 @@ Per pair (the same program recorded without and with one fix, see examples/ and 
                       the drop in the request interval its `whatif` predicts (analysis/predict.py: the replay with
                       the fix applied), the same metric the programs' clocks measure; its impact_ms where the fix
                       was not replayed; 'none' when the report has no finding of that category
-  basis               how it was predicted: 'replay' or 'estimate' (the diagnosis's own formula)
+  basis               how it was predicted: 'replay'; 'replay, unused' (the report's impact_ms stays the diagnosis's
+                      estimate: analysis/predict.py CALIBRATED); 'estimate' (the diagnosis's own formula, no replay)
   ratio               predicted / measured (program)
   after               the `after` report's finding of that category, if it still has one (severity, impact_ms)
 Then the share of pairs whose ratio lies within [0.75, 1.33] and within [0.5, 2] (a pair without a prediction
@@ -68,7 +69,7 @@ def predicted_ms(f: dict | None) -> tuple[float | None, str | None]:
         return None, None
     w = f.get("whatif")
     if w:
-        return round(w["interval_before_ms"] - w["interval_ms"], 3), "replay"
+        return round(w["interval_before_ms"] - w["interval_ms"], 3), "replay" if w.get("used") else "replay, unused"
     return f["impact_ms"], "estimate"
 
 

@@ -12,7 +12,7 @@ from ..model.requests import NEEDS as REQUEST_NEEDS
 from ..model.queueing import measure_queue, queue_sentence, run_load
 from ..model.requests import Requests, find_requests
 from .impact import rebase
-from .predict import combined, predict
+from .predict import combined as predict_combined, predict as predict_findings
 from ..model.trace import Trace
 from ..read import open_trace
 from ..report import Report
@@ -57,11 +57,11 @@ def analyze_trace(trace: Trace, range_name: str | None = None, skip: int | None 
     ctx = Context(trace, req)
     findings = diagnose_all(ctx)
     load = run_load(ctx)                   # after the diagnoses: the request threads' activity is cached by then
-    findings, pnotes = predict(ctx, findings, load)    # each fix replayed: the predicted saving
+    findings, pnotes = predict_findings(ctx, findings, load)    # each fix replayed: the predicted saving
     findings = rebase(findings, load)      # the others' estimates: impact in the metric that bounds the run
     report = Report(profile=describe_profile(trace, req), requests=summarize_requests(trace, req, load),
                     findings=findings, per_request=per_request_columns(req))
-    report.requests["whatif_combined"] = combined(ctx, findings, load)
+    report.requests["whatif_combined"] = predict_combined(ctx, findings, load)
     report.notes.extend(pnotes)
     report.notes.extend(trace.meta.get("notes", ()))    # the reader's: what it skipped or found absent
     report.requests["kernels"] = kernel_summary(trace, req)

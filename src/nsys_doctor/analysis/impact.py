@@ -41,13 +41,13 @@ def rebase(findings: list[Finding], load: dict) -> list[Finding]:
     the bounding metric already and stay as they are. Returns the findings ranked by the new impact."""
     if not load or load.get("load") != "throughput-bound":
         for f in findings:
-            if f.whatif is None:
+            if not (f.whatif and f.whatif.get("used")):
                 f.impact_basis = "latency"
         return findings
     iv = float(load["interval_ns"])
     gpu_bound = load["bound_by"] == "gpu"
     for f in findings:
-        if f.whatif is not None:
+        if f.whatif is not None and f.whatif.get("used"):
             continue
         gpu_side = f.category in GPU_SIDE
         x = gpu_time_saved_ns(f) if gpu_side else f.impact_ms * 1e6

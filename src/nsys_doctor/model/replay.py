@@ -31,6 +31,12 @@ LAUNCH_CALLS = ("LaunchKernel", "cuLaunch", "MemsetAsync", "MemcpyAsync")
 GRAPH_NODE_GAP_NS = 200
 # CPU cost of one cudaGraphLaunch when the profile has none: median in the zoo's launch_bound_graphed (H100): 148 us.
 GRAPH_LAUNCH_FALLBACK_NS = 150_000
+# CPU time between two launches that a graph replay skips (the framework's dispatch of one op): up to 75 us. The
+# gaps between launches of the graphable examples are 12-15 us at the median and 38-42 us at p99 (tests/data
+# ex_graph_before, ex_rowwise_before); a longer gap is other CPU work that no graph captures (zoo sync_heavy: 100-300
+# us of Python between layers, CPU samples in the interpreter; dataload_starved's stalls). Chosen between those:
+# 50 us under-predicts ex_rowwise's fix (0.748), 100 us takes part of sync_heavy's layer code for dispatch.
+GRAPH_DISPATCH_MAX_NS = 75_000
 
 
 class ReplayError(RuntimeError):
@@ -46,8 +52,10 @@ class Change:
     remove_syncs: drop every host wait inside a request but its last (synchronize calls, blocking copies such as
         .item(), polling): the last one fetches the result, which the host needs.
     kernel_factor: [(regex over kernel names (case-insensitive when a str), or an array of kernels rows, factor)]: those kernels' GPU time x factor.
-    graph_launch_ns: per request, its run of launch calls becomes one graph launch costing this much CPU time; the
-        CPU time between those launches goes too, and the kernels run back to back (GRAPH_NODE_GAP_NS apart).
+    graph_launch_ns: per request, its run of launch calls becomes one graph launch costing this much CPU time (one
+        per stretch between two host waits that stay: a graph cannot hold a wait); the CPU time between those
+        launches goes too, up to GRAPH_DISPATCH_MAX_NS per gap and not OS runtime calls, and the kernels run back
+        to back (GRAPH_NODE_GAP_NS apart).
     drop_phase: {NVTX range name: share of its CPU time removed (1.0 = all, 0.5 = half moved to other workers)}.
     pageable_rate: bytes/s for pageable copies (src or dst pageable), which also stop blocking the CPU and stop
         waiting for earlier work on their stream (pinned memory on a side stream, prefetched).
@@ -522,12 +530,36 @@ def _cut_windows(g: Graph, p: _Params, tid: np.ndarray, start: np.ndarray, end: 
         p.c_dur[whole] = np.maximum(p.c_dur[whole] - np.rint(inside[whole] * share).astype(np.int64), 0)
 
 
+def _os_time_in_gaps(g: Graph, trace: Trace) -> np.ndarray:
+    """Per CPU node: the OS runtime call time (not kept as nodes: sleeps, reads, ...) inside the gap before it."""
+    from .graph import _chain_of, _chain_time_key
+    out = np.zeros(g.n_cpu, np.int64)
+    osc = trace.table("os_calls")
+    if table_len(osc) == 0 or g.n_cpu == 0:
+        return out
+    ch = _chain_of(g.chain_tid, osc["tid"])
+    ok = ch >= 0
+    if not ok.any():
+        return out
+    us, ue = union(_chain_time_key(ch[ok], osc["start_ns"][ok], g.span),
+                   _chain_time_key(ch[ok], osc["end_ns"][ok], g.span))
+    lo = np.empty(g.n_cpu, np.int64)
+    lo[1:] = g.c_end[:-1]
+    lo[0] = g.c_start[0]
+    first = g.chain_lo[:-1][g.chain_lo[:-1] < g.n_cpu]
+    lo[first] = g.c_start[first]
+    kl = _chain_time_key(g.c_chain, lo, g.span)
+    kh = _chain_time_key(g.c_chain, g.c_start, g.span)
+    return covered(us, ue, kl, np.maximum(kh, kl))
+
+
 def _graph(g: Graph, trace: Trace, reqs: Requests, p: _Params, cost: int, name_mask):
     launch = name_mask(g.c_kind == 0, lambda n: any(s in n for s in LAUNCH_CALLS)) & (p.c_wait_op < 0)
     rt = reqs.table
     k0 = g.node_at(rt["tid"], rt["start_ns"])
     k1 = g.node_at(rt["tid"], rt["end_ns"])
     idx = np.flatnonzero(launch)
+    os_gap = _os_time_in_gaps(g, trace)
     for r in range(reqs.count):
         a, b = int(k0[r]), int(k1[r])
         if a < 0 or b < 0:
@@ -541,8 +573,15 @@ def _graph(g: Graph, trace: Trace, reqs: Requests, p: _Params, cost: int, name_m
         keep = p.c_wait_op[run] >= 0               # waits inside the run stay (a graph cannot hold a sync)
         z = run[~keep]
         p.c_dur[z] = 0
-        p.c_gap[f + 1:l + 1] = np.where(keep[1:] | keep[:-1], p.c_gap[f + 1:l + 1], 0)
-        p.c_dur[f] = cost
+        # the CPU time between launches is the framework's dispatch, which a graph replay skips, up to
+        # GRAPH_DISPATCH_MAX_NS; OS runtime calls (sleeps, reads) and longer own work stay: no graph captures them
+        gap = p.c_gap[f + 1:l + 1]
+        rest = np.maximum(gap - os_gap[f + 1:l + 1], 0)
+        stays = np.minimum(os_gap[f + 1:l + 1], gap) + np.where(rest > GRAPH_DISPATCH_MAX_NS, rest, 0)
+        p.c_gap[f + 1:l + 1] = np.where(keep[1:] | keep[:-1], gap, stays)
+        # a graph cannot hold a host wait: the launches between two waits are one graph each, one launch cost each
+        seg = ~keep & np.r_[True, keep[:-1]]
+        p.c_dur[run[seg]] = cost
     # operations launched by a zeroed launch call run back to back, as a graph's nodes do
     ops = np.flatnonzero(np.isin(p.g_launch, idx) & (p.c_dur[np.clip(p.g_launch, 0, None)] == 0))
     p.g_dl[ops] = np.minimum(p.g_dl[ops], g.nominal_launch_ns)
