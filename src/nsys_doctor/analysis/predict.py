@@ -20,10 +20,11 @@ from ..model import replay as R
 from ..model.api_names import base_name
 from ..report import Finding, severity_for
 
-# Above this many graph nodes (CPU calls + GPU operations) the replay is skipped: building the graph of launch_bound
-# x40 (benchmarks/make_large.py, 11M CPU calls, 4.9M kernels) took as long as the rest of analyze; the diagnoses'
-# own estimates stand there, and a note says so.
-MAX_REPLAY_EVENTS = 4_000_000
+# Above this many CUDA calls and GPU operations the replay is skipped (the diagnoses' own estimates stand, a note
+# says so): building the graph costs ~0.4 s CPU per million (benchmarks/bench_replay.py: 6.3 s for launch_bound x40's
+# 16M), and each finding's replay ~0.1 s per million; at 2M that is ~1.5 s, about what analyze itself costs there.
+# Measured in analyze on launch_bound (0.37M): +0.11 s CPU (0.33 -> 0.44 s), one finding replayed.
+MAX_REPLAY_EVENTS = 2_000_000
 GRAPH_LAUNCH_CALLS = ("cudaGraphLaunch", "cuGraphLaunch")
 # The categories whose replayed fix matched the real fix on before/after pairs (benchmarks/calibrate.py over
 # tests/data/pairs.json: predicted / measured within [0.75, 1.33]); their impact_ms is the replay's prediction. The
