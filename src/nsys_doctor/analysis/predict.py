@@ -96,7 +96,7 @@ class _Replayer:
     """The unchanged replay (the baseline every saving is measured from) and the graph, built once per analysis."""
 
     def __init__(self, ctx):
-        self.ctx, self.trace, self.reqs = ctx, ctx.trace, ctx.requests
+        self.trace, self.reqs = ctx.trace, ctx.requests       # not ctx: ctx.cache holds this (no cycle)
         self.error: str | None = None
         self.base = None
         events = sum(len(self.trace.table(t)["start_ns"]) for t in ("api_calls", "kernels", "copies", "memsets"))
