@@ -1,5 +1,6 @@
 """Predicted savings against real fixes: for every before/after pair in tests/data/pairs.json, how far the `before`
-report's impact_ms of the fixed category is from the saving the fix actually made. Prints a table; asserts nothing.
+report's prediction for the fixed category is from the saving the fix actually made. Prints a table (the test
+tests/analysis/test_predict.py asserts the bounds).
 
 usage: python benchmarks/calibrate.py [--pairs tests/data/pairs.json] [--json OUT]
 
@@ -8,8 +9,12 @@ Per pair (the same program recorded without and with one fix, see examples/ and 
                       each program over its measured requests, recorded in pairs.json)
   measured (trace)    drop in the request interval in the trace: (end of the last measured request - start of the
                       first) / measured requests, from each report's per_request columns
-  predicted           the `before` report's impact_ms of the pair's category (the largest, when several findings
-                      share it); 'none' when the report has no finding of that category
+  predicted           the `before` report's finding of the pair's category (the largest, when several share it):
+                      the drop in the request interval its `whatif` predicts (analysis/predict.py: the replay with
+                      the fix applied), the same metric the programs' clocks measure; its impact_ms where the fix
+                      was not replayed; 'none' when the report has no finding of that category
+  basis               how it was predicted: 'replay'; 'replay, unused' (the report's impact_ms stays the diagnosis's
+                      estimate: analysis/predict.py CALIBRATED); 'estimate' (the diagnosis's own formula, no replay)
   ratio               predicted / measured (program)
   after               the `after` report's finding of that category, if it still has one (severity, impact_ms)
 Then the share of pairs whose ratio lies within [0.75, 1.33] and within [0.5, 2] (a pair without a prediction
@@ -58,6 +63,16 @@ def finding_of(report: dict, category: str) -> dict | None:
     return max(fs, key=lambda f: f.get("impact_ms") or 0.0) if fs else None
 
 
+def predicted_ms(f: dict | None) -> tuple[float | None, str | None]:
+    """The predicted drop in the request interval (the replay's), else the finding's impact_ms."""
+    if f is None:
+        return None, None
+    w = f.get("whatif")
+    if w:
+        return round(w["interval_before_ms"] - w["interval_ms"], 3), "replay" if w.get("used") else "replay, unused"
+    return f["impact_ms"], "estimate"
+
+
 def within(r: float | None, lo_hi: tuple[float, float]) -> bool:
     return r is not None and lo_hi[0] <= r <= lo_hi[1]
 
@@ -76,11 +91,12 @@ def calibrate(pairs_path: pathlib.Path) -> dict:
         measured = p["before"]["ms_per_request"] - p["after"]["ms_per_request"]
         ib, ia = trace_interval_ms(rb), trace_interval_ms(ra)
         fnd = finding_of(rb, p["category"])
-        pred = fnd["impact_ms"] if fnd else None
+        pred, basis = predicted_ms(fnd)
         left = finding_of(ra, p["category"])
         rows.append({"pair": p["name"], "category": p["category"], "measured_ms": round(measured, 3),
                      "measured_trace_ms": round(ib - ia, 3) if ib is not None and ia is not None else None,
                      "predicted_ms": pred, "predicted_severity": fnd["severity"] if fnd else None,
+                     "basis": basis, "impact_ms": fnd["impact_ms"] if fnd else None,
                      "ratio": round(pred / measured, 3) if pred is not None and measured > 0 else None,
                      "after_finding": (f"{left['severity']} {left['impact_ms']:.2f} ms" if left else None),
                      "seconds": round(time.perf_counter() - t, 1)})
@@ -104,7 +120,8 @@ def main(argv=None) -> int:
     print("| " + " | ".join(head) + " |")
     print("|---|---|---:|---:|---:|---:|---|")
     for r in res["rows"]:
-        pred = "none" if r["predicted_ms"] is None else f"{r['predicted_ms']:.2f} ms ({r['predicted_severity']})"
+        pred = ("none" if r["predicted_ms"] is None else
+                f"{r['predicted_ms']:.2f} ms ({r['predicted_severity']}, {r['basis']})")
         print(f"| {r['pair']} | {r['category']} | {r['measured_ms']:.2f} ms | {fmt(r['measured_trace_ms'])} ms | "
               f"{pred} | {fmt(r['ratio'])} | {r['after_finding'] or 'no finding'} |")
     n = res["pairs"]

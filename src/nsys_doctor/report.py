@@ -53,6 +53,9 @@ class Finding:
     # "latency" (mean end-to-end latency per request: latency-bound runs) or "interval" (the request interval,
     # 1/throughput: throughput-bound runs, where requests queue); set after the diagnoses run (analysis/impact.py)
     impact_basis: str = "latency"
+    # the replay's prediction (analysis/predict.py): the change in words, mean latency and request interval before
+    # and after it, how it was made; None where the fix was not replayed (impact_ms is then the diagnosis's estimate)
+    whatif: dict | None = None
 
     def __repr__(self) -> str:     # the generated one prints every instance of the evidence
         return (f"<Finding {self.category} {self.severity} ~{self.impact_ms:.2f} ms/request "

@@ -13,6 +13,7 @@ from ..model.queueing import measure_queue, queue_sentence, run_load
 from ..model.requests import Requests, find_requests
 from .impact import rebase
 from . import gpu_bound
+from .predict import combined as predict_combined, predict as predict_findings
 from ..model.trace import Trace
 from ..read import open_trace
 from ..report import Report
@@ -57,9 +58,12 @@ def analyze_trace(trace: Trace, range_name: str | None = None, skip: int | None 
     ctx = Context(trace, req)
     findings = diagnose_all(ctx)
     load = run_load(ctx)                   # after the diagnoses: the request threads' activity is cached by then
-    findings = rebase(findings, load)      # impact in the metric that bounds the run
+    findings, pnotes = predict_findings(ctx, findings, load)    # each fix replayed: the predicted saving
+    findings = rebase(findings, load)      # the others' estimates: impact in the metric that bounds the run
     report = Report(profile=describe_profile(trace, req), requests=summarize_requests(trace, req, load),
                     findings=findings, per_request=per_request_columns(req))
+    report.requests["whatif_combined"] = predict_combined(ctx, findings, load)
+    report.notes.extend(pnotes)
     report.notes.extend(trace.meta.get("notes", ()))    # the reader's: what it skipped or found absent
     report.requests["kernels"] = kernel_summary(trace, req)
     report.requests["syncs_per_request"] = syncs_per_request(trace, req)

@@ -37,14 +37,18 @@ def gpu_time_saved_ns(f: Finding) -> float:
 
 def rebase(findings: list[Finding], load: dict) -> list[Finding]:
     """Set impact_basis on every finding; in a throughput-bound run restate impact_ms / impact_pct / severity as the
-    saving in the request interval. Returns the findings ranked by the new impact."""
+    saving in the request interval. Findings already predicted by the replay (`whatif`, analysis/predict.py) are in
+    the bounding metric already and stay as they are. Returns the findings ranked by the new impact."""
     if not load or load.get("load") != "throughput-bound":
         for f in findings:
-            f.impact_basis = "latency"
+            if not (f.whatif and f.whatif.get("used")):
+                f.impact_basis = "latency"
         return findings
     iv = float(load["interval_ns"])
     gpu_bound = load["bound_by"] == "gpu"
     for f in findings:
+        if f.whatif is not None and f.whatif.get("used"):
+            continue
         gpu_side = f.category in GPU_SIDE
         x = gpu_time_saved_ns(f) if gpu_side else f.impact_ms * 1e6
         if gpu_side == gpu_bound:     # saving on the side that bounds: until the other side bounds

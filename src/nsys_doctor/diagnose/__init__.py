@@ -88,22 +88,42 @@ def not_evaluated(ctx: Context) -> dict[str, str]:
     return {c: ctx.not_evaluated[c] for c in categories() if c in ctx.not_evaluated}
 
 
+def run_one(mod, ctx: Context) -> list[Finding]:
+    """One diagnosis: measure, then finding; each finding's fix (`change(measurement)`, model/changes.py) is kept
+    in ctx.cache["changes"][id(finding)] for the replay's prediction (analysis/predict.py). A diagnosis emitting
+    several categories (cpu_processing: one finding and one change per stage) pairs them in order when the counts
+    agree; otherwise every finding of the module gets all its changes."""
+    if not all(hasattr(mod, f) for f in ("measure", "finding", "change")):
+        return mod.diagnose(ctx) or []
+    m = mod.measure(ctx)
+    if m is None:
+        return []
+    found = mod.finding(ctx, m) or []
+    changes = list(mod.change(m) or [])
+    store = ctx.cache.setdefault("changes", {})
+    paired = len(getattr(mod, "CATEGORIES", ())) > 1 and len(changes) == len(found) > 1
+    for i, f in enumerate(found):
+        store[id(f)] = [changes[i]] if paired else changes
+    return found
+
+
 def diagnose_all(ctx: Context, threads: int | None = None) -> list[Finding]:
     findings: list[Finding] = []
     if len(ctx.measured) == 0:      # nothing to measure any problem against
         ctx.not_evaluated.update(dict.fromkeys(categories(), "no measured requests"))
     ctx.cache["findings"] = findings
+    ctx.cache.setdefault("changes", {})
     first = [m for m in DIAGNOSES if m is not LAST]
     threads = DIAGNOSE_THREADS if threads is None else threads
     if threads > 1 and len(first) > 1:
         with ThreadPoolExecutor(threads, thread_name_prefix="nsys-doctor-diagnose") as pool:
-            jobs = [pool.submit(m.diagnose, ctx) for m in first]
+            jobs = [pool.submit(run_one, m, ctx) for m in first]
             for job in jobs:             # in DIAGNOSES order; the first error is raised as it would be in a loop
                 findings.extend(job.result() or [])
     else:
         for m in first:
-            findings.extend(m.diagnose(ctx) or [])
+            findings.extend(run_one(m, ctx))
     if LAST in DIAGNOSES:
-        findings.extend(LAST.diagnose(ctx) or [])
+        findings.extend(run_one(LAST, ctx))
     findings.sort(key=lambda f: -f.impact_ms)
     return findings

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..model.arrays import distinct_ids, id_mask, uniq
+from ..model.device import pinned_link_gbps
 from ..model.changes import CopiesAtRate
 from ..model.intervals import covered, union
 from ..model.trace import table_len
@@ -60,6 +61,7 @@ class Measurement:
     ref_rate: np.ndarray      # per copy: its direction's reference
     exposed: np.ndarray       # per copy: ns with no kernel on its device
     cost: np.ndarray          # per copy: what the fix saves on it
+    link_gbps: float | None = None   # the GPU's documented pinned host link rate (model/device.py), None: unknown
 
 
 def _reference_rates(direction, big, rate):
@@ -138,13 +140,18 @@ def measure(ctx) -> Measurement | None:
         return None
     return Measurement(impact_ns=impact, slow_ns=slow_mean, overlap_ns=overlap_ns, direction=direction,
                        pageable=pageable, inreq=inreq, big=big, rate=rate, ref=ref, ref_rate=ref_rate,
-                       exposed=exposed, cost=slow_ns + exposed_after)
+                       exposed=exposed, cost=slow_ns + exposed_after, link_gbps=pinned_link_gbps(trace))
 
 
 def change(m: Measurement) -> list:
-    """The host copies inside requests move at the reference (pinned) rate of their direction, on a side stream."""
+    """The host copies inside requests move at the reference (pinned) rate of their direction, on a side stream;
+    pageable ones at least at the GPU's documented pinned link rate (a profile of only pageable copies never shows
+    the pinned rate)."""
     rows = np.flatnonzero(m.inreq)
-    return [CopiesAtRate(rows=rows, gbps=m.ref_rate[rows], overlap=True)]
+    rate = m.ref_rate[rows]
+    if m.link_gbps:
+        rate = np.where(m.pageable[rows], np.maximum(rate, m.link_gbps), rate)
+    return [CopiesAtRate(rows=rows, gbps=rate, overlap=True)]
 
 
 def _numbers(ctx, m: Measurement, c) -> dict:

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..model.arrays import distinct_ids, id_mask
 from ..model.changes import ScaleGpuWork
+from ..model.device import tensor_core_speedup
 from ..model.gpu_metrics import metric_during
 from ..model.kernel_classes import CUDA_CORE, TENSOR_CORE
 from ..report import Evidence
@@ -35,6 +36,7 @@ class Measurement:
     cc_ns: np.ndarray           # per request: their time
     tensor_active_pct: float | None   # 'Tensor Active' GPU metric while they ran (None: not recorded)
     sm_issue_pct: float | None
+    speedup: float = 0.0        # the GPU's documented tensor-core speed-up (model/device.py); 0: unknown
 
 
 def measure(ctx) -> Measurement | None:
@@ -64,12 +66,13 @@ def measure(ctx) -> Measurement | None:
     if 100.0 * impact / ctx.mean_latency_ns < MIN_SHARE_PCT:
         return None
     return Measurement(impact_ns=impact, factor=factor, cc_rows=np.flatnonzero(is_cc), cc_ns=cc_ns,
-                       tensor_active_pct=tensor, sm_issue_pct=issue)
+                       tensor_active_pct=tensor, sm_issue_pct=issue, speedup=tensor_core_speedup(trace) or 0.0)
 
 
 def change(m: Measurement) -> list:
-    """The CUDA-core matrix kernels run on tensor cores, TC_SPEEDUP x faster."""
-    return [ScaleGpuWork("kernels", m.cc_rows, 1.0 / TC_SPEEDUP)]
+    """The CUDA-core matrix kernels run on tensor cores: the GPU's documented BF16 tensor-core / FP32 peak ratio
+    faster (model/device.py), TC_SPEEDUP on a GPU not in that table."""
+    return [ScaleGpuWork("kernels", m.cc_rows, 1.0 / (m.speedup or TC_SPEEDUP))]
 
 
 def finding(ctx, m: Measurement) -> list:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..model import activity as cs
 from ..model.arrays import uniq
-from ..model.changes import RemoveCpuTime
+from ..model.changes import OwnStreams, RemoveCpuTime
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, events_in_requests, instance, make_finding
@@ -66,6 +66,7 @@ class Measurement:
     tids: np.ndarray          # the request threads
     calls: list               # the largest lock calls: (name id, ns per request, calls per request)
     lock_waits: tuple         # (tid, start_ns, end_ns) of the lock calls inside measured requests
+    stalls: tuple = ()        # (tid, start_ns, end_ns): lock and run-queue time inside measured requests (activity)
 
 
 def _lock_calls(ctx):
@@ -109,14 +110,47 @@ def measure(ctx) -> Measurement | None:
         return None
     waits, calls = _lock_calls(ctx)
     return Measurement(lock=lock, runq=runq, lock_ns=lock_ns, runq_ns=runq_ns, tids=uniq(t["tid"][m]), calls=calls,
-                       lock_waits=waits)
+                       lock_waits=waits, stalls=_stalls(ctx))
+
+
+def _stalls(ctx) -> tuple:
+    """The request threads' lock and run-queue intervals (model/activity.py's causes, the same time `lock` and
+    `runq` count) inside their measured requests, clipped to the request: what the fix takes off each thread."""
+    t, w = ctx.requests.table, ctx.requests.warmup
+    out = ([], [], [])
+    for tid in uniq(t["tid"][ctx.measured]):
+        rows = np.flatnonzero(t["tid"] == tid)
+        rows = rows[rows >= w]
+        lo, hi = t["start_ns"][rows], t["end_ns"][rows]
+        order = np.argsort(lo, kind="stable")
+        lo, hi = lo[order], hi[order]
+        act = cs.thread_activity(ctx, int(tid))
+        for cause in ("lock", "runqueue"):
+            s, e = act[cause]
+            if not len(s):
+                continue
+            # the request open when the interval starts, or the one that starts inside it
+            k = np.searchsorted(lo, s, side="right") - 1
+            k2 = np.searchsorted(lo, e, side="left") - 1
+            k = np.where((k >= 0) & (s < hi[np.clip(k, 0, None)]), k, k2)
+            ok = k >= 0
+            kk = np.clip(k, 0, None)
+            a, b = np.maximum(s, lo[kk]), np.minimum(e, hi[kk])
+            ok &= b > a
+            out[0].append(np.full(int(ok.sum()), tid, np.int64))
+            out[1].append(a[ok])
+            out[2].append(b[ok])
+    cat = lambda x: np.concatenate(x).astype(np.int64) if x else np.zeros(0, np.int64)  # noqa: E731
+    return cat(out[0]), cat(out[1]), cat(out[2])
 
 
 def change(m: Measurement) -> list:
-    """No shared lock and no oversubscribed CPU: the lock waits inside requests are removed (run-queue delay has no
-    intervals of its own here: it is the thread's off-CPU time no call explains, model/activity.py)."""
-    tid, start, end = m.lock_waits
-    return [RemoveCpuTime(tid=tid, start_ns=start, end_ns=end)]
+    """No shared lock and no oversubscribed CPU: the lock waits and run-queue delay inside requests are removed
+    (model/activity.py's lock and runqueue time of each request thread; the traced lock calls when it has none),
+    and each request thread issues its GPU work on a stream of its own (the fix's advice: with the lock gone,
+    threads sharing one stream would queue behind each other's work and waits)."""
+    tid, start, end = m.stalls if m.stalls and len(m.stalls[0]) else m.lock_waits
+    return [RemoveCpuTime(tid=tid, start_ns=start, end_ns=end), OwnStreams(tid=m.tids)]
 
 
 def finding(ctx, m: Measurement) -> list:

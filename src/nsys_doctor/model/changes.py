@@ -74,8 +74,15 @@ class MoveOutOfRequests:
     end_ns: np.ndarray
 
 
+@dataclass(frozen=True)
+class OwnStreams:
+    """The GPU work these threads launch onto a stream they share goes on a stream of each thread's own: one
+    thread's work, and its waits, no longer queue behind another thread's (a CUDA stream per worker thread)."""
+    tid: np.ndarray
+
+
 Change = RemoveHostWaits | ScaleGpuWork | ShortenGpuWork | CopiesAtRate | GraphLaunches | RemoveCpuTime \
-    | MoveOutOfRequests
+    | MoveOutOfRequests | OwnStreams
 # every kind a diagnosis may state; the replay handles each (a test checks every diagnosis's changes are among them)
 CHANGE_KINDS = (RemoveHostWaits, ScaleGpuWork, ShortenGpuWork, CopiesAtRate, GraphLaunches, RemoveCpuTime,
-                MoveOutOfRequests)
+                MoveOutOfRequests, OwnStreams)

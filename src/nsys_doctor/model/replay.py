@@ -31,6 +31,12 @@ LAUNCH_CALLS = ("LaunchKernel", "cuLaunch", "MemsetAsync", "MemcpyAsync")
 GRAPH_NODE_GAP_NS = 200
 # CPU cost of one cudaGraphLaunch when the profile has none: median in the zoo's launch_bound_graphed (H100): 148 us.
 GRAPH_LAUNCH_FALLBACK_NS = 150_000
+# CPU time between two launches that a graph replay skips (the framework's dispatch of one op): up to 75 us. The
+# gaps between launches of the graphable examples are 12-15 us at the median and 38-42 us at p99 (tests/data
+# ex_graph_before, ex_rowwise_before); a longer gap is other CPU work that no graph captures (zoo sync_heavy: 100-300
+# us of Python between layers, CPU samples in the interpreter; dataload_starved's stalls). Chosen between those:
+# 50 us under-predicts ex_rowwise's fix (0.748), 100 us takes part of sync_heavy's layer code for dispatch.
+GRAPH_DISPATCH_MAX_NS = 75_000
 
 
 class ReplayError(RuntimeError):
@@ -46,8 +52,10 @@ class Change:
     remove_syncs: drop every host wait inside a request but its last (synchronize calls, blocking copies such as
         .item(), polling): the last one fetches the result, which the host needs.
     kernel_factor: [(regex over kernel names (case-insensitive when a str), or an array of kernels rows, factor)]: those kernels' GPU time x factor.
-    graph_launch_ns: per request, its run of launch calls becomes one graph launch costing this much CPU time; the
-        CPU time between those launches goes too, and the kernels run back to back (GRAPH_NODE_GAP_NS apart).
+    graph_launch_ns: per request, its run of launch calls becomes one graph launch costing this much CPU time (one
+        per stretch between two host waits that stay: a graph cannot hold a wait); the CPU time between those
+        launches goes too, up to GRAPH_DISPATCH_MAX_NS per gap and not OS runtime calls, and the kernels run back
+        to back (GRAPH_NODE_GAP_NS apart).
     drop_phase: {NVTX range name: share of its CPU time removed (1.0 = all, 0.5 = half moved to other workers)}.
     pageable_rate: bytes/s for pageable copies (src or dst pageable), which also stop blocking the CPU and stop
         waiting for earlier work on their stream (pinned memory on a side stream, prefetched).
@@ -55,6 +63,19 @@ class Change:
     remove_cpu_rows: {"api_calls"|"os_calls": rows}: those calls take no time (e.g. allocation calls removed); a
         call that is not a node of its own (graph.py keeps launches, blocking and allocation calls, lock waits) is
         taken out of the CPU time before the next node of its thread; a call nested in another stays in it.
+    gpu_scale: [(table, rows, factor)]: those GPU operations (rows of a GPU_TABLES table) take factor x their time
+        (one factor, or one per row).
+    gpu_shorten: [(table, rows, by_ns)]: those GPU operations take by_ns less each (never below zero).
+    copy_rate: [(copies rows, bytes/s (one or per row), overlap)]: those copies move their bytes at that rate (never
+        slower than recorded); with overlap, their call no longer blocks and input copies no longer wait for earlier
+        work on their stream (pinned memory on a side stream, prefetched).
+    remove_cpu_windows: [(tid, start_ns, end_ns)] (parallel arrays): the CPU time of those threads inside those
+        windows is removed (the gaps between nodes, the OS runtime calls kept as nodes, and the CUDA calls wholly
+        inside that launch no GPU work, with their waits); launch calls stay.
+    stream_per_thread: each thread's GPU work on a stream shared with other threads goes on a stream of its own
+        (in recorded order); a host wait that waited for another thread's work waits for its own thread's latest
+        work on that stream instead. The GPU is not modelled as a shared engine here: work of several threads may
+        overlap, right for small kernels (tests/data ex_contention), optimistic for kernels that fill the GPU.
     """
     remove_wait_rows: np.ndarray | None = None
     remove_syncs: bool = False
@@ -64,6 +85,11 @@ class Change:
     pageable_rate: float | None = None
     remove_lock_waits: bool = False
     remove_cpu_rows: dict = field(default_factory=dict)
+    gpu_scale: list = field(default_factory=list)
+    gpu_shorten: list = field(default_factory=list)
+    copy_rate: list = field(default_factory=list)
+    remove_cpu_windows: list = field(default_factory=list)
+    stream_per_thread: bool = False
 
     def combined(self, other: "Change") -> "Change":
         """Both changes at once (the combined prediction of several findings' fixes)."""
@@ -79,7 +105,12 @@ class Change:
                       graph_launch_ns=min(graph) if graph else None,
                       drop_phase={**self.drop_phase, **other.drop_phase},
                       pageable_rate=max(rate) if rate else None,
-                      remove_lock_waits=self.remove_lock_waits or other.remove_lock_waits, remove_cpu_rows=cpu)
+                      remove_lock_waits=self.remove_lock_waits or other.remove_lock_waits, remove_cpu_rows=cpu,
+                      gpu_scale=list(self.gpu_scale) + list(other.gpu_scale),
+                      gpu_shorten=list(self.gpu_shorten) + list(other.gpu_shorten),
+                      copy_rate=list(self.copy_rate) + list(other.copy_rate),
+                      remove_cpu_windows=list(self.remove_cpu_windows) + list(other.remove_cpu_windows),
+                      stream_per_thread=self.stream_per_thread or other.stream_per_thread)
 
     def describe(self) -> list[str]:
         out = []
@@ -102,6 +133,22 @@ class Change:
             out.append("lock waits removed")
         for t, rows in self.remove_cpu_rows.items():
             out.append(f"{len(rows)} {t} removed")
+        for t, rows, f in self.gpu_scale:
+            f = np.asarray(f, np.float64)
+            out.append(f"{len(rows)} {t} take {float(f.mean()) if f.size else 1.0:.3g}x their GPU time"
+                       + (" (mean)" if f.size > 1 else ""))
+        for t, rows, by in self.gpu_shorten:
+            out.append(f"{len(rows)} {t} shorter by {float(np.sum(by)) / 1e6:.3g} ms in all")
+        for rows, rate, overlap in self.copy_rate:
+            r = np.asarray(rate, np.float64)
+            out.append(f"{len(rows)} copies at {float(r.min()) / 1e9:.1f}"
+                       + (f"-{float(r.max()) / 1e9:.1f}" if r.size > 1 and r.max() > r.min() else "") + " GB/s"
+                       + (", not blocking the CPU, overlapping" if overlap else ""))
+        if self.stream_per_thread:
+            out.append("each thread's GPU work on a stream of its own")
+        for tid, start, end in self.remove_cpu_windows:
+            out.append(f"CPU time in {len(start)} windows ({float(np.sum(np.asarray(end) - np.asarray(start))) / 1e6:.3g} "
+                       "ms in all) removed")
         return out
 
 
@@ -366,6 +413,30 @@ def _apply(g: Graph, trace: Trace, reqs: Requests | None, ch: Change) -> _Params
             # the copy call itself no longer blocks (a wait on its own copy, or a staged pageable copy)
             p.c_wait_op[callers] = -1
             p.c_dur[callers] = g.c_dmin[callers]
+    for t, rows, factor in ch.gpu_scale:
+        nodes, keep = _gpu_nodes(g, t, rows)
+        f = np.broadcast_to(np.asarray(factor, np.float64), (len(keep),))[keep]
+        p.g_dur[nodes] = np.rint(p.g_dur[nodes] * f).astype(np.int64)
+    for t, rows, by in ch.gpu_shorten:
+        nodes, keep = _gpu_nodes(g, t, rows)
+        b = np.broadcast_to(np.asarray(by, np.int64), (len(keep),))[keep]
+        p.g_dur[nodes] = np.maximum(p.g_dur[nodes] - b, 0)
+    for rows, rate, overlap in ch.copy_rate:
+        nodes, keep = _gpu_nodes(g, "copies", rows)
+        cp = trace.table("copies")
+        r = np.broadcast_to(np.asarray(rate, np.float64), (len(keep),))[keep]
+        nbytes = cp["bytes"][g.g_row[nodes]].astype(np.float64)
+        want = np.rint(nbytes / np.maximum(r, 1.0) * 1e9).astype(np.int64)
+        p.g_dur[nodes] = np.minimum(p.g_dur[nodes], want)
+        if overlap:
+            p.g_free[nodes] = cp["kind"][g.g_row[nodes]] == 1
+            callers = p.g_launch[nodes]
+            callers = callers[callers >= 0]
+            p.c_wait_op[callers] = -1
+            p.c_dur[callers] = g.c_dmin[callers]
+    for tid, start, end in ch.remove_cpu_windows:
+        _cut_windows(g, p, np.asarray(tid, np.int64), np.asarray(start, np.int64), np.asarray(end, np.int64), 1.0,
+                     cuda_calls=True)
     if ch.drop_phase:
         _drop_phase(g, trace, p, ch.drop_phase)
     if ch.graph_launch_ns is not None:
@@ -398,33 +469,88 @@ def _avoidable_waits(g: Graph, reqs: Requests, p: _Params, sync_named: np.ndarra
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
+def _gpu_nodes(g: Graph, table: str, rows) -> tuple[np.ndarray, np.ndarray]:
+    """Graph operation indices of these rows of a GPU table, and which of the given rows have one."""
+    if table not in GPU_TABLES:
+        raise ValueError(f"{table!r} is not a GPU table ({', '.join(GPU_TABLES)})")
+    rows = np.asarray(rows, np.int64)
+    sel = np.flatnonzero(g.g_table == GPU_TABLES.index(table))
+    if len(sel) == 0 or len(rows) == 0:
+        return np.zeros(0, np.int64), np.zeros(len(rows), bool)
+    inv = np.full(int(max(g.g_row[sel].max(), rows.max())) + 1, -1, np.int64)
+    inv[g.g_row[sel]] = sel
+    node = inv[np.clip(rows, 0, None)]
+    keep = (rows >= 0) & (node >= 0)
+    return node[keep], keep
+
+
 def _drop_phase(g: Graph, trace: Trace, p: _Params, phases: dict):
     r = trace.table("ranges")
-    t0, width = g.span
-    from .graph import _chain_of, _chain_time_key
     for name, share in phases.items():
         sel = r["name"] == name
         if not sel.any():
             raise ValueError(f"no NVTX range named {name!r}")
-        ch = _chain_of(g.chain_tid, r["tid"][sel])
-        ok = ch >= 0
-        us, ue = union(_chain_time_key(ch[ok], r["start_ns"][sel][ok], g.span),
-                       _chain_time_key(ch[ok], r["end_ns"][sel][ok], g.span))
-        # gaps: [end of previous node, start of this node] on the same chain
-        lo = np.empty(g.n_cpu, np.int64)
-        lo[1:] = g.c_end[:-1]
-        lo[0] = g.c_start[0] if g.n_cpu else 0
-        first = g.chain_lo[:-1][g.chain_lo[:-1] < g.n_cpu]
-        lo[first] = g.c_start[first]
-        kl = _chain_time_key(g.c_chain, lo, g.span)
-        kh = _chain_time_key(g.c_chain, g.c_start, g.span)
-        cut = covered(us, ue, kl, np.maximum(kh, kl))
-        p.c_gap = p.c_gap - np.rint(cut * float(share)).astype(np.int64)
-        # OS runtime calls inside the phase (file reads, sleeps) go with it; CUDA calls stay (they launch its work)
-        osn = g.c_kind == 1
-        inside = covered(us, ue, _chain_time_key(g.c_chain, g.c_start, g.span),
-                         _chain_time_key(g.c_chain, g.c_end, g.span))
-        p.c_dur[osn] = p.c_dur[osn] - np.rint(inside[osn] * float(share)).astype(np.int64)
+        _cut_windows(g, p, r["tid"][sel], r["start_ns"][sel], r["end_ns"][sel], float(share))
+
+
+def _cut_windows(g: Graph, p: _Params, tid: np.ndarray, start: np.ndarray, end: np.ndarray, share: float,
+                 cuda_calls: bool = False):
+    """Remove `share` of the CPU time inside these windows of these threads: the gaps between nodes and the OS
+    runtime calls kept as nodes (file reads and sleeps go with the windows); with `cuda_calls`, also the CUDA calls
+    wholly inside that launch no GPU work (their waits too when all of it goes). Launch calls stay."""
+    from .graph import _chain_of, _chain_time_key
+    if len(start) == 0 or g.n_cpu == 0:
+        return
+    ch = _chain_of(g.chain_tid, tid)
+    ok = ch >= 0
+    if not ok.any():
+        return
+    us, ue = union(_chain_time_key(ch[ok], start[ok], g.span), _chain_time_key(ch[ok], end[ok], g.span))
+    # gaps: [end of previous node, start of this node] on the same chain
+    lo = np.empty(g.n_cpu, np.int64)
+    lo[1:] = g.c_end[:-1]
+    lo[0] = g.c_start[0]
+    first = g.chain_lo[:-1][g.chain_lo[:-1] < g.n_cpu]
+    lo[first] = g.c_start[first]
+    kl = _chain_time_key(g.c_chain, lo, g.span)
+    kh = _chain_time_key(g.c_chain, g.c_start, g.span)
+    cut = covered(us, ue, kl, np.maximum(kh, kl))
+    p.c_gap = np.maximum(p.c_gap - np.rint(cut * share).astype(np.int64), 0)
+    osn = g.c_kind == 1
+    inside = covered(us, ue, _chain_time_key(g.c_chain, g.c_start, g.span),
+                     _chain_time_key(g.c_chain, g.c_end, g.span))
+    p.c_dur[osn] = np.maximum(p.c_dur[osn] - np.rint(inside[osn] * share).astype(np.int64), 0)
+    if cuda_calls:
+        # CUDA calls wholly inside that launch nothing (allocation, frees, syncs) go with the windows; launches stay
+        launches = np.zeros(g.n_cpu, bool)
+        launches[g.g_launch[g.g_launch >= 0]] = True
+        whole = (g.c_kind == 0) & ~launches & (inside >= (g.c_end - g.c_start)) & (g.c_end > g.c_start)
+        if share >= 1.0:
+            p.c_wait_op[whole] = -1
+        p.c_dur[whole] = np.maximum(p.c_dur[whole] - np.rint(inside[whole] * share).astype(np.int64), 0)
+
+
+def _os_time_in_gaps(g: Graph, trace: Trace) -> np.ndarray:
+    """Per CPU node: the OS runtime call time (not kept as nodes: sleeps, reads, ...) inside the gap before it."""
+    from .graph import _chain_of, _chain_time_key
+    out = np.zeros(g.n_cpu, np.int64)
+    osc = trace.table("os_calls")
+    if table_len(osc) == 0 or g.n_cpu == 0:
+        return out
+    ch = _chain_of(g.chain_tid, osc["tid"])
+    ok = ch >= 0
+    if not ok.any():
+        return out
+    us, ue = union(_chain_time_key(ch[ok], osc["start_ns"][ok], g.span),
+                   _chain_time_key(ch[ok], osc["end_ns"][ok], g.span))
+    lo = np.empty(g.n_cpu, np.int64)
+    lo[1:] = g.c_end[:-1]
+    lo[0] = g.c_start[0]
+    first = g.chain_lo[:-1][g.chain_lo[:-1] < g.n_cpu]
+    lo[first] = g.c_start[first]
+    kl = _chain_time_key(g.c_chain, lo, g.span)
+    kh = _chain_time_key(g.c_chain, g.c_start, g.span)
+    return covered(us, ue, kl, np.maximum(kh, kl))
 
 
 def _graph(g: Graph, trace: Trace, reqs: Requests, p: _Params, cost: int, name_mask):
@@ -433,6 +559,7 @@ def _graph(g: Graph, trace: Trace, reqs: Requests, p: _Params, cost: int, name_m
     k0 = g.node_at(rt["tid"], rt["start_ns"])
     k1 = g.node_at(rt["tid"], rt["end_ns"])
     idx = np.flatnonzero(launch)
+    os_gap = _os_time_in_gaps(g, trace)
     for r in range(reqs.count):
         a, b = int(k0[r]), int(k1[r])
         if a < 0 or b < 0:
@@ -446,8 +573,15 @@ def _graph(g: Graph, trace: Trace, reqs: Requests, p: _Params, cost: int, name_m
         keep = p.c_wait_op[run] >= 0               # waits inside the run stay (a graph cannot hold a sync)
         z = run[~keep]
         p.c_dur[z] = 0
-        p.c_gap[f + 1:l + 1] = np.where(keep[1:] | keep[:-1], p.c_gap[f + 1:l + 1], 0)
-        p.c_dur[f] = cost
+        # the CPU time between launches is the framework's dispatch, which a graph replay skips, up to
+        # GRAPH_DISPATCH_MAX_NS; OS runtime calls (sleeps, reads) and longer own work stay: no graph captures them
+        gap = p.c_gap[f + 1:l + 1]
+        rest = np.maximum(gap - os_gap[f + 1:l + 1], 0)
+        stays = np.minimum(os_gap[f + 1:l + 1], gap) + np.where(rest > GRAPH_DISPATCH_MAX_NS, rest, 0)
+        p.c_gap[f + 1:l + 1] = np.where(keep[1:] | keep[:-1], gap, stays)
+        # a graph cannot hold a host wait: the launches between two waits are one graph each, one launch cost each
+        seg = ~keep & np.r_[True, keep[:-1]]
+        p.c_dur[run[seg]] = cost
     # operations launched by a zeroed launch call run back to back, as a graph's nodes do
     ops = np.flatnonzero(np.isin(p.g_launch, idx) & (p.c_dur[np.clip(p.g_launch, 0, None)] == 0))
     p.g_dl[ops] = np.minimum(p.g_dl[ops], g.nominal_launch_ns)
@@ -496,8 +630,72 @@ def _outcome(g: Graph, reqs: Requests, cs2, ce2, gs2, ge2) -> Outcome:
 def replay(trace: Trace, reqs: Requests, change: Change | None = None, graph: Graph | None = None) -> Outcome:
     """Replay the trace's graph (built once per trace and cached) with `change` applied (None: unchanged)."""
     g = graph if graph is not None else graph_of(trace, reqs)
+    if change is not None and change.stream_per_thread:
+        g = _per_thread_streams(g)
     p = _apply(g, trace, reqs, change) if change is not None else _params(g)
     return _outcome(g, reqs, *_run(g, p))
+
+
+def _per_thread_streams(g: Graph) -> Graph:
+    """The graph with every stream split by the thread that launched its operations (operations without a launch
+    keep a group of their own): FIFO order and stream gaps only between one thread's operations."""
+    import dataclasses
+    n = g.n_gpu
+    if n == 0:
+        return g
+    lc = np.where(g.g_launch >= 0, g.c_chain[np.clip(g.g_launch, 0, None)], -1).astype(np.int64)
+    key = g.g_chain.astype(np.int64) * (len(g.chain_tid) + 1) + (lc + 1)
+    uk, new_chain = np.unique(key, return_inverse=True)
+    new_chain = new_chain.ravel().astype(np.int64)
+    if len(uk) == len(g.stream_lo) - 1:
+        return g                                      # no stream is shared by threads
+    o = np.lexsort((g.g_start, new_chain))
+    inv = np.empty(n, np.int64)
+    inv[o] = np.arange(n)
+    nc = new_chain[o]
+    stream_lo = np.searchsorted(nc, np.arange(len(uk) + 1))
+    # the predecessor of each operation on its new stream, in old indices (-1: first)
+    first = np.zeros(n, bool)
+    first[stream_lo[:-1][stream_lo[:-1] < n]] = True
+    pred_new = np.where(first, -1, o[np.clip(np.arange(n) - 1, 0, None)])
+    old_pred = o - 1                                   # its predecessor on the old stream (same chain if >= lo)
+    same_old = (old_pred >= 0) & (g.g_chain[np.clip(old_pred, 0, None)] == g.g_chain[o])
+    kept = same_old & (pred_new == old_pred)
+    g_ds = g.g_ds[o].copy()
+    moved = ~kept & ~first
+    g_ds[moved] = np.minimum(g_ds[moved], g.nominal_gap_ns)
+    g_ds[first] = 0
+    g_fixed = g.g_fixed[o].copy()
+    nolaunch = g.g_launch[o] < 0
+    g_fixed[nolaunch & ~kept & (g_fixed == NEVER) & (g.g_xop[o] < 0)] = g.g_start[o][nolaunch & ~kept
+                                                                                       & (g_fixed == NEVER)
+                                                                                       & (g.g_xop[o] < 0)]
+    g_xop = np.where(g.g_xop[o] >= 0, inv[np.clip(g.g_xop[o], 0, None)], -1)
+    # host waits on another thread's operation: on this thread's latest operation of that stream launched before
+    # the wait (if any), else none
+    c_wait_op = g.c_wait_op.copy()
+    w = np.flatnonzero(c_wait_op >= 0)
+    if len(w):
+        op = c_wait_op[w]
+        other = lc[op] != g.c_chain[w]
+        if other.any():
+            ww, oo = w[other], op[other]
+            tgt = np.full(len(ww), -1, np.int64)
+            # candidate: same old stream, launched by the waiting chain, launch node before the wait node
+            for i, (node, opi) in enumerate(zip(ww.tolist(), oo.tolist())):
+                s = int(g.g_chain[opi])
+                lo, hi = int(g.stream_lo[s]), int(g.stream_lo[s + 1])
+                cand = np.flatnonzero((lc[lo:hi] == g.c_chain[node]) & (g.g_launch[lo:hi] <= node)
+                                      & (g.g_launch[lo:hi] >= 0)) + lo
+                if len(cand):
+                    tgt[i] = cand[np.argmax(g.g_end[cand])]
+            c_wait_op[ww] = tgt
+        c_wait_op = np.where(c_wait_op >= 0, inv[np.clip(c_wait_op, 0, None)], -1)
+    return dataclasses.replace(
+        g, g_chain=nc, g_start=g.g_start[o], g_end=g.g_end[o], g_table=g.g_table[o], g_row=g.g_row[o],
+        g_launch=g.g_launch[o], g_launch_off=g.g_launch_off[o], g_launch_row=g.g_launch_row[o], g_dl=g.g_dl[o],
+        g_ds=g_ds, g_fixed=g_fixed, g_xop=g_xop, g_dx=g.g_dx[o], g_ready=g.g_ready[o], stream_lo=stream_lo,
+        stream_key=g.stream_key[g.g_chain[o][stream_lo[:-1][stream_lo[:-1] < n]]], c_wait_op=c_wait_op)
 
 
 def graph_of(trace: Trace, reqs: Requests) -> Graph:

@@ -1,0 +1,110 @@
+"""Predicted savings (analysis/predict.py) against the fixes actually made: every before/after pair of
+tests/data/pairs.json, the `before` report's prediction for the fixed category against the drop in time per request
+by the programs' own clocks (pairs.json, printed by each program; benchmarks/calibrate.py prints the same table).
+And the mechanics: whatif on the findings, the combined prediction, the fall-back when the replay cannot run."""
+import json
+import sys
+
+import pytest
+
+from nsys_doctor.analysis import analyze_trace
+from nsys_doctor.analysis import predict as P
+from nsys_doctor.model import replay as R
+from nsys_doctor.read import open_trace
+from tests.conftest import DATA, ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import calibrate  # noqa: E402
+
+TIGHT, LOOSE = calibrate.TIGHT, calibrate.LOOSE
+PAIRS = {p["name"]: p for p in json.loads((DATA / "pairs.json").read_text())["pairs"]}
+# the pairs whose category has a replayed finding on this branch; the others' categories come with issue 15's
+# diagnoses (memory_allocation, polling waits, model loading, the DRAM-bound chain): they are checked as soon as
+# their finding exists
+PREDICTED = ("ex_graph", "ex_pinned", "ex_gpupre", "ex_mixed", "ex_dataload", "ex_postproc", "ex_contention",
+             "ex_rowwise", "ex_sync")
+# ex_sync: the fix moved the NaN guard onto the GPU (20 more kernels per request, tests/data/README), which no replay
+# of the `before` trace can see; its measured saving (0.27 ms, 4%) is inside the noise pair's 5% spread. Asserted
+# instead: a small saving (under 15% of the interval), as the replay's own test does.
+NOISE = ("ex_sync",)
+
+_REPORTS: dict = {}
+
+
+def report(name: str) -> dict:
+    if name not in _REPORTS:
+        _REPORTS.clear()
+        _REPORTS[name] = analyze_trace(open_trace(DATA / PAIRS[name]["before"]["file"]), timeline=False).to_dict()
+    return _REPORTS[name]
+
+
+def measured_ms(name: str) -> float:
+    p = PAIRS[name]
+    return p["before"]["ms_per_request"] - p["after"]["ms_per_request"]
+
+
+@pytest.mark.parametrize("name", sorted(PAIRS))
+def test_prediction_within_bounds_of_the_real_fix(name):
+    f = calibrate.finding_of(report(name), PAIRS[name]["category"])
+    if f is None:
+        assert name not in PREDICTED, f"{name}: no {PAIRS[name]['category']} finding any more"
+        pytest.skip(f"no {PAIRS[name]['category']} finding on this branch yet")
+    pred, basis = calibrate.predicted_ms(f)
+    assert basis.startswith("replay")
+    ratio = pred / measured_ms(name)
+    if name in NOISE:
+        assert 0 < pred < 0.15 * f["whatif"]["interval_before_ms"]
+    elif f["category"] not in P.CALIBRATED:
+        # replayed but not used for impact_ms: its bounds are what would let the category into CALIBRATED
+        assert not f["whatif"]["used"]
+        pytest.skip(f"{f['category']} is not calibrated (predict.CALIBRATED): ratio {ratio:.2f}")
+    else:
+        assert f["whatif"]["used"] and f["impact_basis"] == f["whatif"]["basis"]
+        assert TIGHT[0] <= ratio <= TIGHT[1], f"{name}: predicted {pred:.2f} ms, measured {measured_ms(name):.2f}"
+
+
+def test_whatif_is_the_replayed_saving_in_the_bounding_metric():
+    rep = report("ex_graph")
+    f = calibrate.finding_of(rep, "launch_overhead")
+    w = f["whatif"]
+    assert f["impact_basis"] == w["basis"] == "latency"
+    assert f["impact_ms"] == pytest.approx(w["mean_latency_before_ms"] - w["mean_latency_ms"], abs=2e-3)
+    # the unchanged replay is the recording: its mean latency is the report's
+    assert w["mean_latency_before_ms"] == pytest.approx(rep["requests"]["latency_ms"]["mean"], abs=2e-3)
+    assert w["interval_before_ms"] == pytest.approx(PAIRS["ex_graph"]["before"]["ms_per_request"], rel=0.02)
+    assert f["severity"] == "high" and "replaying" in f["estimate"]
+
+
+def test_combined_prediction_covers_the_high_and_medium_findings():
+    rep = report("ex_contention")
+    comb = rep["requests"]["whatif_combined"]
+    chosen = [f for f in rep["findings"] if f["severity"] in ("high", "medium") and f["whatif"]]
+    assert sorted(comb["findings"]) == sorted(f["category"] for f in chosen) and len(chosen) >= 2
+    # fixing all of them saves at least what the best of them saves alone, never more than the whole interval
+    best = max(f["whatif"]["interval_before_ms"] - f["whatif"]["interval_ms"] for f in chosen)
+    saved = comb["interval_before_ms"] - comb["interval_ms"]
+    assert best - 1e-3 <= saved < comb["interval_before_ms"]
+
+
+def test_replay_failure_keeps_the_diagnosis_estimate(monkeypatch):
+    trace = open_trace(DATA / PAIRS["ex_graph"]["before"]["file"])
+    real = R.replay
+
+    def failing(tr, reqs, change=None, graph=None):
+        if change is not None:
+            raise R.ReplayError("a host wait's GPU operation was not yet placed")
+        return real(tr, reqs, change, graph)
+    monkeypatch.setattr(R, "replay", failing)
+    rep = analyze_trace(trace, timeline=False)
+    f = next(f for f in rep.findings if f.category == "launch_overhead")
+    assert f.whatif is None and "cannot follow" in f.estimate
+    # the diagnosis's own estimate (README: 2.59 ms on main before the replay) stands
+    assert 1.0 < f.impact_ms < 4.0
+
+
+def test_a_profile_over_the_size_limit_is_not_replayed(monkeypatch):
+    monkeypatch.setattr(P, "MAX_REPLAY_EVENTS", 1000)
+    rep = analyze_trace(open_trace(DATA / PAIRS["ex_graph"]["before"]["file"]), timeline=False)
+    assert all(f.whatif is None for f in rep.findings)
+    assert rep.requests["whatif_combined"] is None
+    assert any("not replayed" in n and "1,000" in n for n in rep.notes)
