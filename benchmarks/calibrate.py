@@ -1,6 +1,6 @@
 """Predicted savings against real fixes: for every before/after pair in tests/data/pairs.json, how far the `before`
 report's prediction for the fixed category is from the saving the fix actually made. Prints a table (the test
-tests/analysis/test_predict.py asserts the bounds).
+tests/test_predict.py asserts the bounds).
 
 usage: python benchmarks/calibrate.py [--pairs tests/data/pairs.json] [--json OUT]
 
@@ -9,12 +9,13 @@ Per pair (the same program recorded without and with one fix, see examples/ and 
                       each program over its measured requests, recorded in pairs.json)
   measured (trace)    drop in the request interval in the trace: (end of the last measured request - start of the
                       first) / measured requests, from each report's per_request columns
-  predicted           the `before` report's finding of the pair's category (the largest, when several share it):
-                      the drop in the request interval its `whatif` predicts (analysis/predict.py: the replay with
-                      the fix applied), the same metric the programs' clocks measure; its impact_ms where the fix
-                      was not replayed; 'none' when the report has no finding of that category
-  basis               how it was predicted: 'replay'; 'replay, unused' (the report's impact_ms stays the diagnosis's
-                      estimate: analysis/predict.py CALIBRATED); 'estimate' (the diagnosis's own formula, no replay)
+  predicted           what the `before` report says fixing the pair's category saves (the largest finding of it):
+                      the drop in the request interval its `whatif` predicts where the report uses the replay
+                      (analysis/predict.py: the trace replayed with the fix applied; the metric the programs' clocks
+                      measure), else its impact_ms; 'none' when the report has no finding of that category
+  basis               how the report predicted it: 'replay' (analysis/predict.py CALIBRATED categories), or
+                      'estimate' (the diagnosis's own formula: impact_ms)
+  replay              the replay's predicted drop in the request interval, also where the report does not use it
   ratio               predicted / measured (program)
   after               the `after` report's finding of that category, if it still has one (severity, impact_ms)
 Then the share of pairs whose ratio lies within [0.75, 1.33] and within [0.5, 2] (a pair without a prediction
@@ -64,13 +65,20 @@ def finding_of(report: dict, category: str) -> dict | None:
 
 
 def predicted_ms(f: dict | None) -> tuple[float | None, str | None]:
-    """The predicted drop in the request interval (the replay's), else the finding's impact_ms."""
+    """What the report tells the user the fix saves: the replay's drop in the request interval where the report
+    uses it (whatif.used), else the finding's impact_ms (the diagnosis's estimate)."""
     if f is None:
         return None, None
     w = f.get("whatif")
-    if w:
-        return round(w["interval_before_ms"] - w["interval_ms"], 3), "replay" if w.get("used") else "replay, unused"
+    if w and w.get("used"):
+        return round(w["interval_before_ms"] - w["interval_ms"], 3), "replay"
     return f["impact_ms"], "estimate"
+
+
+def replay_ms(f: dict | None) -> float | None:
+    """The replay's predicted drop in the request interval, used or not (None when it was not replayed)."""
+    w = (f or {}).get("whatif")
+    return round(w["interval_before_ms"] - w["interval_ms"], 3) if w else None
 
 
 def within(r: float | None, lo_hi: tuple[float, float]) -> bool:
@@ -98,6 +106,7 @@ def calibrate(pairs_path: pathlib.Path) -> dict:
                      "predicted_ms": pred, "predicted_severity": fnd["severity"] if fnd else None,
                      "basis": basis, "impact_ms": fnd["impact_ms"] if fnd else None,
                      "ratio": round(pred / measured, 3) if pred is not None and measured > 0 else None,
+                     "replay_ms": replay_ms(fnd),
                      "after_finding": (f"{left['severity']} {left['impact_ms']:.2f} ms" if left else None),
                      "seconds": round(time.perf_counter() - t, 1)})
     n = len(rows)
@@ -116,14 +125,14 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="also write the table as JSON to this file")
     args = ap.parse_args(argv)
     res = calibrate(pathlib.Path(args.pairs))
-    head = ("pair", "category", "measured (program)", "measured (trace)", "predicted", "ratio", "after")
+    head = ("pair", "category", "measured (program)", "measured (trace)", "predicted", "ratio", "replay", "after")
     print("| " + " | ".join(head) + " |")
-    print("|---|---|---:|---:|---:|---:|---|")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
     for r in res["rows"]:
         pred = ("none" if r["predicted_ms"] is None else
                 f"{r['predicted_ms']:.2f} ms ({r['predicted_severity']}, {r['basis']})")
         print(f"| {r['pair']} | {r['category']} | {r['measured_ms']:.2f} ms | {fmt(r['measured_trace_ms'])} ms | "
-              f"{pred} | {fmt(r['ratio'])} | {r['after_finding'] or 'no finding'} |")
+              f"{pred} | {fmt(r['ratio'])} | {fmt(r['replay_ms'])} | {r['after_finding'] or 'no finding'} |")
     n = res["pairs"]
     if n:
         print(f"\nwithin [{TIGHT[0]}, {TIGHT[1]}]: {res['within_tight']}/{n} ({100 * res['within_tight'] / n:.0f}%); "
