@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import gzip
-import inspect
 import lzma
 import os
 import pathlib
@@ -231,6 +230,8 @@ def open_trace(path: str | os.PathLike, export_beside: bool = False) -> Trace:
         raise BadInput(p, "permission denied")
     except OSError as err:
         raise BadInput(p, f"cannot be read ({err.strerror or err})")
+    if export_beside:
+        import inspect      # here: 8 ms of import that only --export-beside needs
     if export_beside and "export_beside" in inspect.signature(reader.read).parameters:
         return reader.read(str(real), display_path=str(p), export_beside=True)
     return reader.read(str(real), display_path=str(p))
