@@ -41,17 +41,24 @@ CALIBRATED = ("launch_overhead", "memory_transfer", "cpu_preprocessing", "cpu_po
 CALIBRATED_SOURCES = ("nsys-sqlite",)
 
 
-def graph_launch_cost_ns(trace) -> tuple[int, str]:
-    """The CPU cost of one graph launch: the median cudaGraphLaunch of this profile, else the zoo's measurement."""
+def median_graph_launch_ns(trace) -> int | None:
+    """The median cudaGraphLaunch of this profile, None when it has none (cli/whatif.py's --graph uses it too)."""
     api = trace.table("api_calls")
     if len(api["name_id"]) == 0:
-        return R.GRAPH_LAUNCH_FALLBACK_NS, "cudaGraphLaunch as measured in the zoo's launch_bound_graphed (H100)"
+        return None
     ids = np.unique(api["name_id"])
     gl = [i for i in ids if base_name(trace.name(int(i))) in GRAPH_LAUNCH_CALLS]
-    if gl:
-        sel = np.isin(api["name_id"], gl)
-        return (int(np.median(api["end_ns"][sel] - api["start_ns"][sel])),
-                "the median cudaGraphLaunch of this profile")
+    if not gl:
+        return None
+    sel = np.isin(api["name_id"], gl)
+    return int(np.median(api["end_ns"][sel] - api["start_ns"][sel]))
+
+
+def graph_launch_cost_ns(trace) -> tuple[int, str]:
+    """The CPU cost of one graph launch: the median cudaGraphLaunch of this profile, else the zoo's measurement."""
+    cost = median_graph_launch_ns(trace)
+    if cost is not None:
+        return cost, "the median cudaGraphLaunch of this profile"
     return R.GRAPH_LAUNCH_FALLBACK_NS, "cudaGraphLaunch as measured in the zoo's launch_bound_graphed (H100)"
 
 
