@@ -147,6 +147,13 @@ def _basis(load: dict | None) -> str:
     return "interval" if load and load.get("load") == "throughput-bound" else "latency"
 
 
+def _basis_after(basis: str, base, out) -> str:
+    """The basis after the fix: a latency-bound run whose fix makes requests queue is counted in the interval."""
+    if basis == "latency" and _overlapped(out) and not _overlapped(base):
+        return "interval"
+    return basis
+
+
 def _whatif(words: list[str], how: list[str], base, out, basis: str) -> tuple[dict, float, float]:
     lat0, lat1 = base.mean_latency_ns, out.mean_latency_ns
     iv0, iv1 = base.interval_ns, out.interval_ns
@@ -186,9 +193,8 @@ def predict(ctx, findings: list[Finding], load: dict | None) -> tuple[list[Findi
         if out is None:
             f.estimate = f"{f.estimate} (the diagnosis's own estimate: {err})"
             continue
-        b = basis
-        if b == "latency" and _overlapped(out) and not _overlapped(rp.base):
-            b = "interval"
+        b = _basis_after(basis, rp.base, out)
+        if b != basis:
             how = how + [f"after this fix requests queue (replayed: {out.mean_latency_ns / 1e6:.3g} ms latency, "
                          f"one every {out.interval_ns / 1e6:.3g} ms), so the saving counted is in the interval"]
         w, saved, before = _whatif(ch.describe(), how, rp.base, out, b)
@@ -233,9 +239,7 @@ def combined(ctx, findings: list[Finding], load: dict | None) -> dict | None:
     out, err = rp.run(ch)
     if out is None:
         return {"findings": [f.category for f in chosen], "error": err}
-    b = _basis(load)
-    if b == "latency" and _overlapped(out) and not _overlapped(rp.base):
-        b = "interval"
+    b = _basis_after(_basis(load), rp.base, out)
     w, saved, before = _whatif(ch.describe(), how, rp.base, out, b)
     w["findings"] = [f.category for f in chosen]
     # as for single findings: a prediction to rely on only where every fix in it is calibrated
