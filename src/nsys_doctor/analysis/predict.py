@@ -41,17 +41,24 @@ CALIBRATED = ("launch_overhead", "memory_transfer", "cpu_preprocessing", "cpu_po
 CALIBRATED_SOURCES = ("nsys-sqlite",)
 
 
-def graph_launch_cost_ns(trace) -> tuple[int, str]:
-    """The CPU cost of one graph launch: the median cudaGraphLaunch of this profile, else the zoo's measurement."""
+def median_graph_launch_ns(trace) -> int | None:
+    """The median cudaGraphLaunch of this profile, None when it has none (cli/whatif.py's --graph uses it too)."""
     api = trace.table("api_calls")
     if len(api["name_id"]) == 0:
-        return R.GRAPH_LAUNCH_FALLBACK_NS, "cudaGraphLaunch as measured in the zoo's launch_bound_graphed (H100)"
+        return None
     ids = np.unique(api["name_id"])
     gl = [i for i in ids if base_name(trace.name(int(i))) in GRAPH_LAUNCH_CALLS]
-    if gl:
-        sel = np.isin(api["name_id"], gl)
-        return (int(np.median(api["end_ns"][sel] - api["start_ns"][sel])),
-                "the median cudaGraphLaunch of this profile")
+    if not gl:
+        return None
+    sel = np.isin(api["name_id"], gl)
+    return int(np.median(api["end_ns"][sel] - api["start_ns"][sel]))
+
+
+def graph_launch_cost_ns(trace) -> tuple[int, str]:
+    """The CPU cost of one graph launch: the median cudaGraphLaunch of this profile, else the zoo's measurement."""
+    cost = median_graph_launch_ns(trace)
+    if cost is not None:
+        return cost, "the median cudaGraphLaunch of this profile"
     return R.GRAPH_LAUNCH_FALLBACK_NS, "cudaGraphLaunch as measured in the zoo's launch_bound_graphed (H100)"
 
 
@@ -140,6 +147,13 @@ def _basis(load: dict | None) -> str:
     return "interval" if load and load.get("load") == "throughput-bound" else "latency"
 
 
+def _basis_after(basis: str, base, out) -> str:
+    """The basis after the fix: a latency-bound run whose fix makes requests queue is counted in the interval."""
+    if basis == "latency" and _overlapped(out) and not _overlapped(base):
+        return "interval"
+    return basis
+
+
 def _whatif(words: list[str], how: list[str], base, out, basis: str) -> tuple[dict, float, float]:
     lat0, lat1 = base.mean_latency_ns, out.mean_latency_ns
     iv0, iv1 = base.interval_ns, out.interval_ns
@@ -179,9 +193,8 @@ def predict(ctx, findings: list[Finding], load: dict | None) -> tuple[list[Findi
         if out is None:
             f.estimate = f"{f.estimate} (the diagnosis's own estimate: {err})"
             continue
-        b = basis
-        if b == "latency" and _overlapped(out) and not _overlapped(rp.base):
-            b = "interval"
+        b = _basis_after(basis, rp.base, out)
+        if b != basis:
             how = how + [f"after this fix requests queue (replayed: {out.mean_latency_ns / 1e6:.3g} ms latency, "
                          f"one every {out.interval_ns / 1e6:.3g} ms), so the saving counted is in the interval"]
         w, saved, before = _whatif(ch.describe(), how, rp.base, out, b)
@@ -226,9 +239,7 @@ def combined(ctx, findings: list[Finding], load: dict | None) -> dict | None:
     out, err = rp.run(ch)
     if out is None:
         return {"findings": [f.category for f in chosen], "error": err}
-    b = _basis(load)
-    if b == "latency" and _overlapped(out) and not _overlapped(rp.base):
-        b = "interval"
+    b = _basis_after(_basis(load), rp.base, out)
     w, saved, before = _whatif(ch.describe(), how, rp.base, out, b)
     w["findings"] = [f.category for f in chosen]
     # as for single findings: a prediction to rely on only where every fix in it is calibrated

@@ -95,14 +95,11 @@ def _phase(spec: str) -> tuple[str, float]:
 
 
 def _graph_cost_ns(trace) -> tuple[int, str]:
-    from ..model.api_names import base_name
+    from ..analysis.predict import median_graph_launch_ns
     from ..model.replay import GRAPH_LAUNCH_FALLBACK_NS
-    api = trace.table("api_calls")
-    ids = np.unique(api["name_id"]) if len(api["name_id"]) else []
-    gl = [i for i in ids if base_name(trace.name(i)) in ("cudaGraphLaunch", "cuGraphLaunch")]
-    if gl:
-        sel = np.isin(api["name_id"], gl)
-        return int(np.median(api["end_ns"][sel] - api["start_ns"][sel])), "median cudaGraphLaunch in this profile"
+    cost = median_graph_launch_ns(trace)
+    if cost is not None:
+        return cost, "median cudaGraphLaunch in this profile"
     return GRAPH_LAUNCH_FALLBACK_NS, "cudaGraphLaunch measured in the zoo's launch_bound_graphed (H100)"
 
 

@@ -405,14 +405,7 @@ def _apply(g: Graph, trace: Trace, reqs: Requests | None, ch: Change) -> _Params
             sel = (g.g_table == COPIES) & pageable[np.clip(g.g_row, 0, len(pageable) - 1)]
             nbytes = cp["bytes"][g.g_row[sel]].astype(np.float64)
             p.g_dur[sel] = np.rint(nbytes / float(ch.pageable_rate) * 1e9).astype(np.int64)
-            # input copies no longer wait for earlier work on their stream (prefetched on a side stream); result
-            # copies still follow the work that produced them
-            p.g_free[sel] = cp["kind"][g.g_row[sel]] == 1
-            callers = p.g_launch[sel]
-            callers = callers[callers >= 0]
-            # the copy call itself no longer blocks (a wait on its own copy, or a staged pageable copy)
-            p.c_wait_op[callers] = -1
-            p.c_dur[callers] = g.c_dmin[callers]
+            _prefetch(g, p, cp, sel)
     for t, rows, factor in ch.gpu_scale:
         nodes, keep = _gpu_nodes(g, t, rows)
         f = np.broadcast_to(np.asarray(factor, np.float64), (len(keep),))[keep]
@@ -429,11 +422,7 @@ def _apply(g: Graph, trace: Trace, reqs: Requests | None, ch: Change) -> _Params
         want = np.rint(nbytes / np.maximum(r, 1.0) * 1e9).astype(np.int64)
         p.g_dur[nodes] = np.minimum(p.g_dur[nodes], want)
         if overlap:
-            p.g_free[nodes] = cp["kind"][g.g_row[nodes]] == 1
-            callers = p.g_launch[nodes]
-            callers = callers[callers >= 0]
-            p.c_wait_op[callers] = -1
-            p.c_dur[callers] = g.c_dmin[callers]
+            _prefetch(g, p, cp, nodes)
     for tid, start, end in ch.remove_cpu_windows:
         _cut_windows(g, p, np.asarray(tid, np.int64), np.asarray(start, np.int64), np.asarray(end, np.int64), 1.0,
                      cuda_calls=True)
@@ -444,6 +433,17 @@ def _apply(g: Graph, trace: Trace, reqs: Requests | None, ch: Change) -> _Params
             raise ValueError("graph_launch_ns needs the requests")
         _graph(g, trace, reqs, p, int(ch.graph_launch_ns), name_mask)
     return p
+
+
+def _prefetch(g: Graph, p: _Params, cp, nodes) -> None:
+    """These copy nodes run on a side stream: input copies no longer wait for earlier work on their stream
+    (prefetched); result copies still follow the work that produced them. The copy call itself no longer blocks
+    (a wait on its own copy, or a staged pageable copy)."""
+    p.g_free[nodes] = cp["kind"][g.g_row[nodes]] == 1
+    callers = p.g_launch[nodes]
+    callers = callers[callers >= 0]
+    p.c_wait_op[callers] = -1
+    p.c_dur[callers] = g.c_dmin[callers]
 
 
 def _avoidable_waits(g: Graph, reqs: Requests, p: _Params, sync_named: np.ndarray) -> np.ndarray:
