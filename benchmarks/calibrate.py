@@ -44,7 +44,11 @@ LOOSE = (0.5, 2.0)      # issue 16: every pair within a factor of 2
 
 
 def analyze(path: pathlib.Path) -> dict:
-    return analyze_trace(open_trace(path), timeline=False).to_dict()
+    trace = open_trace(path)
+    try:
+        return analyze_trace(trace, timeline=False).to_dict()
+    finally:
+        trace.close()       # one trace per pair file: its connections and reader threads end here
 
 
 def trace_interval_ms(report: dict) -> float | None:
