@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..model.gpu_metrics import per_name, running_at, series
-from ..model.devices import peaks
+from ..model.device import peaks
 from ..model.kernel_classes import CLASSES, classify_rows
 from ..model.requests import Requests
 from ..model.trace import Trace
@@ -78,7 +78,7 @@ def gpu_bound_by(trace: Trace, req: Requests, summary: dict, findings: list) -> 
 
 def _copies(trace: Trace, req: Requests, n: int) -> dict | None:
     """Copies and memsets inside measured requests as one class: time per request, and the copies' rate against
-    the device's peaks (model/devices.py): device-to-device copies read and write DRAM (2 x bytes), host copies
+    the device's peaks (model/device.py): device-to-device copies read and write DRAM (2 x bytes), host copies
     cross the host link."""
     ms, cnt, dd_b, dd_t, h_b, h_t = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
     for table in ("copies", "memsets"):
