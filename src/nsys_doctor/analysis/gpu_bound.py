@@ -11,13 +11,13 @@ from ..model.device import peaks
 from ..model.kernel_classes import CLASSES, classify_rows
 from ..model.requests import Requests
 from ..model.trace import Trace
+from .impact import GPU_SIDE       # the categories whose fix removes GPU time
 
 GPU_BOUND_PCT = 90.0        # GPU busy share of request latency that makes the GPU the bottleneck (the verdict's rule)
 MIN_CLASS_SAMPLES = 20      # metric samples on a class's kernels before its activity is shown (memory_bandwidth's
                             # MIN_NAME_SAMPLES: one 2 kHz sample mixes in the kernels that follow)
 METRICS = {"dram_pct": ("DRAM Read Bandwidth", "DRAM Write Bandwidth"), "sm_issue_pct": ("SM Issue",),
            "tensor_active_pct": ("Tensor Active",)}
-GPU_SIDE = ("memory_bandwidth", "precision", "communication", "memory_transfer")
 MS = 1e6
 DEVICE_TO_DEVICE = 8        # ENUM_CUDA_MEMCPY_OPER (model/columns.py)
 HOST_COPIES = (1, 2)        # HtoD, DtoH
