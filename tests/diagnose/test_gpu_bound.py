@@ -88,7 +88,7 @@ def test_pageable_copies_class_rate_against_host_link():
 
 
 def test_device_peaks_from_profile_then_table():
-    from nsys_doctor.model.devices import peaks
+    from nsys_doctor.model.device import peaks
     assert peaks({"name": "NVIDIA H200", "memory_bandwidth_Bps": 4814304000000})["dram_GBps"] == 4814.304
     assert peaks({"name": "NVIDIA L4"})["dram_GBps"] == 300.0          # datasheet (synthetic entry: no profile)
     assert peaks({"name": "NVIDIA A100-SXM4-80GB"})["link_GBps"] == 32.0

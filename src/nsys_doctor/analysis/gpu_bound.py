@@ -7,17 +7,17 @@ from __future__ import annotations
 import numpy as np
 
 from ..model.gpu_metrics import per_name, running_at, series
-from ..model.devices import peaks
+from ..model.device import peaks
 from ..model.kernel_classes import CLASSES, classify_rows
 from ..model.requests import Requests
 from ..model.trace import Trace
+from .impact import GPU_SIDE       # the categories whose fix removes GPU time
 
 GPU_BOUND_PCT = 90.0        # GPU busy share of request latency that makes the GPU the bottleneck (the verdict's rule)
 MIN_CLASS_SAMPLES = 20      # metric samples on a class's kernels before its activity is shown (memory_bandwidth's
                             # MIN_NAME_SAMPLES: one 2 kHz sample mixes in the kernels that follow)
 METRICS = {"dram_pct": ("DRAM Read Bandwidth", "DRAM Write Bandwidth"), "sm_issue_pct": ("SM Issue",),
            "tensor_active_pct": ("Tensor Active",)}
-GPU_SIDE = ("memory_bandwidth", "precision", "communication", "memory_transfer")
 MS = 1e6
 DEVICE_TO_DEVICE = 8        # ENUM_CUDA_MEMCPY_OPER (model/columns.py)
 HOST_COPIES = (1, 2)        # HtoD, DtoH
@@ -78,7 +78,7 @@ def gpu_bound_by(trace: Trace, req: Requests, summary: dict, findings: list) -> 
 
 def _copies(trace: Trace, req: Requests, n: int) -> dict | None:
     """Copies and memsets inside measured requests as one class: time per request, and the copies' rate against
-    the device's peaks (model/devices.py): device-to-device copies read and write DRAM (2 x bytes), host copies
+    the device's peaks (model/device.py): device-to-device copies read and write DRAM (2 x bytes), host copies
     cross the host link."""
     ms, cnt, dd_b, dd_t, h_b, h_t = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
     for table in ("copies", "memsets"):

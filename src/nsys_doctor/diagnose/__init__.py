@@ -93,8 +93,6 @@ def run_one(mod, ctx: Context) -> list[Finding]:
     in ctx.cache["changes"][id(finding)] for the replay's prediction (analysis/predict.py). A diagnosis emitting
     several categories (cpu_processing: one finding and one change per stage) pairs them in order when the counts
     agree; otherwise every finding of the module gets all its changes."""
-    if not all(hasattr(mod, f) for f in ("measure", "finding", "change")):
-        return mod.diagnose(ctx) or []
     m = mod.measure(ctx)
     if m is None:
         return []

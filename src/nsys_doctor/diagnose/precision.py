@@ -9,7 +9,7 @@ import numpy as np
 
 from ..model.arrays import distinct_ids, id_mask
 from ..model.changes import ScaleGpuWork
-from ..model.device import tensor_core_speedup
+from ..model.device import gpu_names, tensor_core_speedup
 from ..model.gpu_metrics import metric_during
 from ..model.kernel_classes import CUDA_CORE, TENSOR_CORE
 from ..report import Evidence
@@ -48,7 +48,7 @@ def measure(ctx) -> Measurement | None:
     inreq = kreq >= rq.warmup
     if not inreq.any() or ctx.mean_latency_ns <= 0:
         return None
-    gpus = [str(g.get("name") or "") for g in trace.meta.get("gpus", [])]
+    gpus = gpu_names(trace)
     if gpus and all(NO_TENSOR_CORE_GPU.search(g) for g in gpus):
         return None
     ids = distinct_ids(k["name_id"][inreq])

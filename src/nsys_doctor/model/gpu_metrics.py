@@ -20,18 +20,11 @@ def metric_ids(trace: Trace, prefix: str) -> list[int]:
 def metric_during(trace: Trace, prefix: str, start: np.ndarray, end: np.ndarray) -> float | None:
     """Mean of the first metric named `prefix...` over its samples taken while any of the intervals ran; None when
     not recorded or no sample falls inside."""
-    ids = metric_ids(trace, prefix)
-    if not ids or "gpu_metrics" in trace.absent:
+    ts, v = series(trace, prefix)
+    if len(ts) == 0:
         return None
-    g = trace.table("gpu_metrics")
-    sel = g["metric"] == ids[0]
-    if not sel.any():
-        return None
-    ts, v = g["start_ns"][sel], g["value"][sel].astype(np.float64)
-    o = np.argsort(ts, kind="stable")
-    us, ue = union(start, end)
-    inside = points_inside(ts[o], us, ue)
-    return float(v[o][inside].mean()) if inside.any() else None
+    inside = points_inside(ts, *union(start, end))
+    return float(v[inside].mean()) if inside.any() else None
 
 
 def series(trace: Trace, prefix: str, gpu: int | None = None) -> tuple[np.ndarray, np.ndarray]:
