@@ -242,16 +242,8 @@ def analyze_many(paths, scheduler: str | None = None, workers: int | None = None
             futures = client.map(analyze_one, found, range_name=range_name, skip=skip, tune_memory=not scheduler,
                                  pure=False)
             path_of = {f.key: p for f, p in zip(futures, found)}
-            for fut in distributed.as_completed(futures):
-                path = path_of[fut.key]
-                try:
-                    outcome = fut.result()
-                except Exception as err:    # noqa: BLE001 - the worker died (memory, crash) or could not run it
-                    outcome = Failure(path, f"the worker could not analyse it ({type(err).__name__}: {err})",
-                                      type(err).__name__, bug=True)
-                outcomes[path] = outcome
-                if progress:
-                    progress(len(outcomes), len(found), outcome)
+            outcomes = _collect(((path_of[f.key], f) for f in distributed.as_completed(futures)), len(found),
+                                progress)
         finally:
             client.close()
             if cluster is not None:
@@ -278,16 +270,22 @@ def _on_local_processes(found: list[str], n_workers: int, progress, range_name, 
     ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     with cf.ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx) as pool:
         futures = {pool.submit(analyze_one, p, range_name, skip): p for p in found}
-        for fut in cf.as_completed(futures):
-            path = futures[fut]
-            try:
-                outcome = fut.result()
-            except Exception as err:    # noqa: BLE001 - the worker died (memory, crash): this file failed, not all
-                outcome = Failure(path, f"the worker could not analyse it ({type(err).__name__}: {err})",
-                                  type(err).__name__, bug=True)
-            outcomes[path] = outcome
-            if progress:
-                progress(len(outcomes), len(found), outcome)
+        return _collect(((futures[f], f) for f in cf.as_completed(futures)), len(found), progress)
+
+
+def _collect(done, total: int, progress) -> dict:
+    """Outcomes from (path, future) pairs as each finishes, Dask's or the process pool's alike; `progress` after
+    each one."""
+    outcomes: dict[str, Result | Failure] = {}
+    for path, fut in done:
+        try:
+            outcome = fut.result()
+        except Exception as err:    # noqa: BLE001 - the worker died (memory, crash): this file failed, not all
+            outcome = Failure(path, f"the worker could not analyse it ({type(err).__name__}: {err})",
+                              type(err).__name__, bug=True)
+        outcomes[path] = outcome
+        if progress:
+            progress(len(outcomes), total, outcome)
     return outcomes
 
 

@@ -22,7 +22,6 @@ from ..model.trace import Trace
 XZ_MAGIC = b"\xfd7zXZ\x00"
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"   # none of ours, named so the message can say so
-QDREP_SUFFIXES = (".nsys-rep", ".qdrep")
 COMPRESSED = (".xz", ".gz")
 # Bytes of the uncompressed start a reader judges a file by: a Kineto trace's "traceEvents" key comes after its
 # header (deviceProperties): 0.1-4.6 KB into the 13 traces of ../shared/external/kineto (8 GPUs); 1 MiB leaves room
@@ -78,7 +77,7 @@ class _XzStreams:
 def _looks_like_a_profile(head: bytes, original: pathlib.Path) -> bool:
     if head.startswith(nsys_sqlite.SQLITE_MAGIC) or head.lstrip()[:1] in (b"{", b"["):
         return True
-    return original.name.lower().endswith(tuple(s + ".gz" for s in QDREP_SUFFIXES))
+    return original.name.lower().endswith(tuple(s + ".gz" for s in nsys_rep.SUFFIXES))   # the reader's own names
 
 
 def _expand(path: pathlib.Path, opener, suffix: str) -> pathlib.Path:

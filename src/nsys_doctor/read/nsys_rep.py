@@ -39,11 +39,6 @@ def _nsys(report: pathlib.Path) -> str:
     return nsys
 
 
-def export_sqlite(nsys: str, src, out, overwrite: bool = True) -> None:
-    from ..system import nsys as nsys_tool
-    nsys_tool.export_sqlite(nsys, src, out, overwrite=overwrite)
-
-
 def _beside(report: pathlib.Path, src: pathlib.Path) -> pathlib.Path:
     out = report.with_suffix(".sqlite")
     try:
@@ -51,6 +46,7 @@ def _beside(report: pathlib.Path, src: pathlib.Path) -> pathlib.Path:
     except FileNotFoundError:
         if os.path.lexists(out):
             raise BadInput(out, "is a dangling symlink; refusing to export over it")
+        from ..system.nsys import export_sqlite
         export_sqlite(_nsys(report), src, out, overwrite=False)
         return out
     except OSError as err:
@@ -81,6 +77,7 @@ def read(path: str, display_path: str | None = None, export_beside: bool = False
         out = export_path(report, src)
         if not cache.lookup(out):
             nsys = _nsys(report)
+            from ..system.nsys import export_sqlite
             cache.tidy(out.parent)
             fd, part = cache.new_part(out)
             os.close(fd)
