@@ -3,7 +3,7 @@
     python3 examples/conv_precision.py            # slow: fp32 weights and activations, cudnn.allow_tf32 = False
     python3 examples/conv_precision.py --fixed    # fast: bf16 weights and activations + channels-last
 
-The model is a ResNet-style network (stem, 4 stages of bottleneck blocks, 64..512 channels, 26 convolutions)
+The model is a ResNet-style network (stem, 4 stages of bottleneck blocks, 64..512 channels, 29 convolutions)
 over a batch of 128 images of 224 x 224, one batch per request.
 
 WHAT IS WRONG (default variant)
@@ -21,6 +21,9 @@ WHY THE FIX WORKS (--fixed)
     in every forward: at batch 32 that doubled the kernels per request and made it launch-bound, slower than
     fp32, in a first recording; examples/mixed_precision.py shows autocast on an encoder.)
     Before serving, the program prints how far the bf16 logits are from the fp32 ones on 8 images.
+
+MEASURED (H200, under nsys, tests/data/ex_convprec_*): 24.26 ms/request slow vs 7.56 fixed; slow: the fp32
+    implicit-GEMM convolutions take 13.7 ms of each request.
 
 EXAMPLES_SMOKE=1 shrinks the sizes so the code can be checked on a CPU-only PyTorch; it measures nothing.
 """

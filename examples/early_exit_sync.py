@@ -5,8 +5,8 @@
 
 The model is a 24-layer residual MLP (LayerNorm -> Linear 2048->8192 -> GELU -> Linear 8192->2048) in fp16, run on
 ONE vector per request (batch 1, as in a decode step or a per-item classifier), with a small exit head (LayerNorm,
-Linear 2048->16, softmax) after every layer. At batch 1 each layer is only ~20-40 us of GPU work: about as long as
-Python needs to launch its kernels.
+Linear 2048->16, softmax) after every layer. At batch 1 each layer is only ~25 us of GPU work, far less than Python
+needs to launch its ~11 kernels.
 
 WHAT IS WRONG (default variant)
     "Early exit": after each layer the code asks the exit head how confident it is, and stops if the confidence
@@ -25,6 +25,10 @@ WHY THE FIX WORKS (--fixed)
     the request waits once, for the logits and the confidences together (one copy, one sync). Where exiting early
     really pays, check every K layers (one sync per K) or run the exit decision on the GPU
     (`torch.where`/`torch.cond`) instead of reading it layer by layer.
+
+MEASURED (H200, under nsys, tests/data/ex_exit_*): 10.23 ms/request slow vs 7.34 fixed (-28%), 25 vs 1 syncs per
+    request, GPU busy 11% vs 16%: both are launch-bound; each host read adds its round trip (copy call, sync,
+    Python's `.item()`) and the layer's own GPU time, which no longer overlaps the launches, ~120 us per layer.
 
 EXAMPLES_SMOKE=1 shrinks the sizes so the code can be checked on a CPU-only PyTorch; it measures nothing.
 """

@@ -1,4 +1,4 @@
-"""Bottleneck: an unfused bias + GELU + residual + LayerNorm epilogue in bf16: ~17 DRAM-bound passes per request.
+"""Bottleneck: an unfused bias + GELU + residual + LayerNorm epilogue in bf16: ~21 DRAM-bound kernels per request.
 
     python3 examples/fused_layernorm.py            # slow: the epilogue as separate elementwise/reduction ops
     python3 examples/fused_layernorm.py --fixed    # fast: the same maths in ONE hand-written Triton kernel
@@ -11,7 +11,7 @@ output.
 WHAT IS WRONG (default variant)
     The epilogue is written out op by op, as in many model files (GELU as its tanh formula, LayerNorm as mean,
     subtract, square, mean, rsqrt, scale, shift). In eager PyTorch every op is its own kernel that reads its
-    inputs from DRAM and writes a full 64 MB result back: ~17 kernels, each moving 128-192 MB at close to the
+    inputs from DRAM and writes a full 64 MB result back: ~21 kernels, each moving 128-192 MB at close to the
     GPU's memory bandwidth and doing almost no arithmetic, several times the time of the GEMM they follow. In the
     profile: one GEMM and then a long run of short elementwise and reduction kernels (`vectorized_elementwise_
     kernel`, `reduce_kernel`) back to back, the GPU busy but DRAM-bound.
@@ -19,9 +19,12 @@ WHAT IS WRONG (default variant)
 WHY THE FIX WORKS (--fixed)
     The whole epilogue runs in one Triton kernel (one program per row of 4096): it reads the GEMM output, the
     residual, bias, gamma and beta once, keeps every intermediate in registers (in fp32), and writes the result
-    once: ~192 MB of DRAM traffic instead of ~2.5 GB. (torch.compile generates the same kind of kernel; written
+    once: ~192 MB of DRAM traffic instead of ~3 GB. (torch.compile generates the same kind of kernel; written
     by hand here so that the fixed program compiles one small kernel instead of a whole graph.) Before serving,
     the program checks the fused kernel against the eager chain on one input and prints the largest difference.
+
+MEASURED (H200, under nsys, tests/data/ex_lnfuse_*): 1.45 ms/request slow vs 0.54 fixed; per request 22 kernels
+    (the GEMM 0.34 ms, the chain ~1 ms) vs 3 (the GEMM and the fused kernel, 0.06 ms).
 
 EXAMPLES_SMOKE=1 shrinks the sizes so the code can be checked on a CPU-only PyTorch (the fused path then runs
 Triton's interpreter if TRITON_INTERPRET=1 and triton are there, else a torch stand-in); it measures nothing.

@@ -20,6 +20,9 @@ WHY THE FIX WORKS (--fixed)
     on a CUDA event recorded after the copy, right before the caller reads the buffer. (With several requests in
     flight, use two buffers and a side stream so that a copy overlaps the next request's compute.)
 
+MEASURED (H200, under nsys, tests/data/ex_readback_*): 51.13 ms/request slow vs 3.32 fixed; the 75.5 MB copy took
+    45.7 ms into pageable memory (1.65 GB/s) and 1.37 ms into the pinned buffer (55 GB/s).
+
 EXAMPLES_SMOKE=1 shrinks the sizes so the code can be checked on a CPU-only PyTorch; it measures nothing.
 """
 import time

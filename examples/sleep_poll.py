@@ -24,6 +24,9 @@ WHY THE FIX WORKS (--fixed)
     reaches the event) before it reads the result. Where code must wait for an intermediate result on another
     stream, `stream.wait_event(ev)` orders it on the GPU without any host wait.
 
+MEASURED (H200, under nsys, tests/data/ex_sleep_*): 11.62 ms/request slow vs 8.97 fixed (-23%); slow: ~8 sleeps
+    and ~14 cudaEventQuery calls per request, GPU busy 69% (92% fixed).
+
 EXAMPLES_SMOKE=1 shrinks the sizes so the code can be checked on a CPU-only PyTorch; it measures nothing.
 """
 import time
