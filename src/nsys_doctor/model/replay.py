@@ -40,6 +40,10 @@ GRAPH_LAUNCH_FALLBACK_NS = 150_000
 GRAPH_DISPATCH_MAX_NS = 75_000
 
 
+# what a copy moved to pinned memory on a side stream does to its thread (_prefetch), in the change's words
+NOT_BLOCKING = "their calls only enqueue (a read-back is still waited for), overlapping compute"
+
+
 class ReplayError(RuntimeError):
     """The graph has an order the replay cannot follow (e.g. a wait on work launched after it): a bug or a damaged
     trace, never silently replayed."""
@@ -129,7 +133,7 @@ class Change:
         for name, share in self.drop_phase.items():
             out.append(f"{share:.0%} of the CPU time of phase {name!r} removed")
         if self.pageable_rate:
-            out.append(f"pageable copies at {self.pageable_rate / 1e9:.1f} GB/s, not blocking the CPU, overlapping")
+            out.append(f"pageable copies at {self.pageable_rate / 1e9:.1f} GB/s, {NOT_BLOCKING}")
         if self.remove_lock_waits:
             out.append("lock waits removed")
         for t, rows in self.remove_cpu_rows.items():
@@ -144,7 +148,7 @@ class Change:
             r = np.asarray(rate, np.float64)
             out.append(f"{len(rows)} copies at {float(r.min()) / 1e9:.1f}"
                        + (f"-{float(r.max()) / 1e9:.1f}" if r.size > 1 and r.max() > r.min() else "") + " GB/s"
-                       + (", not blocking the CPU, overlapping" if overlap else ""))
+                       + (f", {NOT_BLOCKING}" if overlap else ""))
         if self.stream_per_thread:
             out.append("each thread's GPU work on a stream of its own")
         for tid, start, end in self.remove_cpu_windows:
