@@ -157,8 +157,9 @@ def measure(ctx) -> Measurement | None:
     overlap_ns = float(hide[meas].mean()) if meas.any() else 0.0
     slow_mean = per_request_mean(slow_ns, np.where(inreq, req, -1), ctx)
     # 3) a pageable copy's call goes on after its copy ends: the CPU finishing the staged copy (out of the driver's
-    # bounce buffer, page faults of fresh host memory); a pinned copy has no such step
-    tail = np.where(inreq & pageable, np.clip(_call_end(trace, c) - c["end_ns"], 0, None), 0).astype(np.float64)
+    # bounce buffer, page faults of fresh host memory); a pinned copy has no such step. Under MIN_MEASURE_BYTES the
+    # call's end after the copy is the thread's wake-up, not staging
+    tail = np.where(inreq & pageable & big, np.clip(_call_end(trace, c) - c["end_ns"], 0, None), 0).astype(np.float64)
     staged_tail = per_request_mean(tail, np.where(inreq, req, -1), ctx)
     impact = slow_mean + overlap_ns + staged_tail
     if 100.0 * impact / ctx.mean_latency_ns < MIN_SHARE_PCT:

@@ -448,8 +448,8 @@ def _prefetch(g: Graph, p: _Params, cp, nodes) -> None:
     on their stream (prefetched); result copies still follow the work that produced them. The copy call no longer
     blocks the thread: a call that staged a pageable copy (the DMA through the driver's bounce buffer, the CPU's
     own copy into or out of it, page faults of fresh host memory) now only enqueues, at what a launch call costs in
-    this profile. A read-back (device to host) is still waited for by its call, which returns when the copy ends
-    (the bytes are what the host asked for): the fix's one event wait before the result is read."""
+    this profile. A read-back (device to host) that its call waited through is still waited for by it, returning
+    when the copy ends (the host asked for those bytes): the fix's one event wait before the result is read."""
     p.g_free[nodes] = cp["kind"][g.g_row[nodes]] == HTOD
     launched = p.g_launch[nodes] >= 0
     nodes = nodes[launched]
@@ -458,7 +458,9 @@ def _prefetch(g: Graph, p: _Params, cp, nodes) -> None:
         return
     rows = g.g_row[nodes]
     staged = (cp["src_kind"][rows] == PAGEABLE) | (cp["dst_kind"][rows] == PAGEABLE)
-    back = cp["kind"][rows] == DTOH
+    # a read-back its call waited through in the recording (a call that returned before its copy ended is waited
+    # for by a later sync, if at all)
+    back = (cp["kind"][rows] == DTOH) & (g.g_end[nodes] <= g.c_end[callers]) & (g.g_ready[nodes] <= g.c_end[callers])
     cost = np.where(staged, np.minimum(g.c_dmin[callers], _enqueue_ns(g, cp)), g.c_dmin[callers])
     # a staged copy's recorded tail is the CPU finishing the last chunk: a pinned read-back wakes up like a sync
     tail = np.where(staged | (g.c_wait_op[callers] != nodes), _wake_up_ns(g, cp), g.c_tail[callers])
