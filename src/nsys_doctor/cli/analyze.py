@@ -16,7 +16,7 @@ import os
 import sys
 
 from ..errors import BadInput
-from ._output import check_outputs, output
+from ..files import check_outputs, output
 
 
 def add_arguments(p) -> None:
@@ -53,7 +53,7 @@ def run(args) -> int:
                      export_beside=getattr(args, "export_beside", False))
     if html_file:
         from ..render import html
-        from ._output import write
+        from ..files import write
         write(html_file, html.render(report), "html", inputs)
     with output(args.output, "report", inputs) as out:
         if args.format == "json":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from ..errors import BadInput
-from ._output import check_outputs, write
+from ..files import check_outputs, write
 
 
 def add_arguments(p) -> None:
@@ -68,7 +68,7 @@ def rules_from(args) -> dict:
 def run(args) -> int:
     from ..compare.gate import check_rules, evaluate
     from ..render import check_text
-    from ._input import load_report
+    from ..files import load_report
     rules = rules_from(args)
     if not any(rules.get(k) is not None for k in ("max_p99_ms", "max_p50_ms", "min_gpu_busy_pct", "fail_on",
                                                   "baseline", "max_interval_ms", "min_throughput",

@@ -34,7 +34,7 @@ import re
 import numpy as np
 
 from ..errors import BadInput, NoData
-from ._output import check_outputs, output
+from ..files import check_outputs, output
 
 PINNED_FLOOR_GBPS = 12.0     # pinned PCIe Gen3 x16, the slowest link a current datacenter GPU sits on (the same
                              # floor as diagnose/memory_transfer.py)

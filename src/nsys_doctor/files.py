@@ -1,5 +1,10 @@
-"""Every file a command writes goes through here: stdout, or a file the user named (-o, --html, --perfetto, --junit).
+"""What a command reads and writes, shared by cli/ and api.py (the two top layers): `load_report`, a saved report or
+a profile; and every file written, through one guard (`check_outputs` before the work, `output`/`write` after).
 
+Input: what `diff`, `check`, `export` and `nsys_doctor.load` take is a report saved by `analyze --format json` (read
+back and validated against its schema) or a profile (analysed now).
+
+Output: stdout, or a file the user named (-o, --html, --perfetto, --junit).
 A named output is refused (BadInput: one line, exit 2) when it is an input of the same command (the same file by
 device and inode, so symlinks and hard links count), another output of the same command, a folder, or an existing
 file that is not a previous output of the same kind (told by its content, `KINDS`). It is written to a new private
@@ -15,8 +20,27 @@ import re
 import stat
 import sys
 import tempfile
+from typing import TYPE_CHECKING
 
-from ..errors import BadInput
+from .errors import BadInput
+
+if TYPE_CHECKING:
+    from .report import Report
+
+def load_report(path, range_name: str | None = None, skip: int | None = None) -> Report:
+    """A saved report (validated), else the profile analysed; BadInput when it is neither or cannot be read."""
+    from .compare.saved import read_saved
+    from .read import require_file
+    require_file(path, "profile or saved report")
+    try:
+        report = read_saved(path, range_name)
+    except OSError as err:
+        raise BadInput(path, f"cannot be read ({err.strerror or err})")
+    if report is not None:
+        return report
+    from .analysis import analyze
+    return analyze(path, range_name=range_name, skip=skip)
+
 
 # A previous output is recognised by parsing it; the largest we write (a fleet summary of 1000 reports, a report
 # with its 5000-event timeline) is a few MB, so a bigger file is no output of ours and is never parsed whole.
