@@ -105,11 +105,16 @@ def _whatif(head: str, path: str, size: int) -> bool:
     return isinstance(d, dict) and {"change", "before", "after", "method"} <= set(d)
 
 
+def _runners(head: str, path: str, size: int) -> bool:
+    return True         # GitHub's runner makes the file and every step appends to it (`append`): any content is its
+
+
 # kind -> (what it is called in messages, recogniser of a previous output of that kind)
 KINDS = {
     "report": ("report", _report), "diff": ("diff", _diff), "fleet": ("fleet summary", _fleet),
     "html": ("HTML report", _html), "perfetto": ("Perfetto trace", _perfetto), "junit": ("JUnit XML", _junit),
     "whatif": ("what-if prediction", _whatif),
+    "step_summary": ("step summary ($GITHUB_STEP_SUMMARY)", _runners),
 }
 
 
@@ -224,6 +229,17 @@ def output(path: str | None, kind: str = "report", inputs=()):
 def write(path: str, text: str, kind: str, inputs=()) -> None:
     with output(path, kind, inputs) as f:
         f.write(text)
+
+
+def append(path: str, text: str, kind: str, inputs=()) -> None:
+    """`text` added at the end of `path`, for a file that is not ours to replace (the runner's step summary, which
+    every step of a job appends to); refused as check_target refuses (an input, a folder, a link to nothing)."""
+    check_target(path, kind, inputs)
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as err:
+        raise BadInput(path, f"cannot append the {KINDS[kind][0]} ({_problem(err)})") from None
 
 
 def stdout_error(err: OSError) -> str:
