@@ -67,11 +67,11 @@ def run(args) -> int:
 
 def run_fleet(args, paths) -> int:
     """Fleet mode: a progress bar on stderr while the workers run, then the summary; exit 2 when any failed."""
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..fleet import analyze_many, expand_paths
     from ..render import fleet_text, json_report
+    from ..render.console import console
     from ..render.safe import escape
     from . import error_line
     if args.html:
@@ -80,7 +80,7 @@ def run_fleet(args, paths) -> int:
         raise BadInput(None, "--export-beside takes one profile; fleet mode exports .nsys-rep reports into the cache")
     inputs = expand_paths(paths)[0]         # the files that will be read
     check_outputs([(args.output, "fleet")], inputs)
-    err = Console(stderr=True)
+    err = console(sys.stderr)
     bar = Progress(TextColumn("analysing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.description}"), console=err, transient=True, disable=not err.is_terminal)
     with bar:
