@@ -15,8 +15,9 @@ Changes (combine any):
         costing US microseconds of CPU (default: cudaGraphLaunch
         as measured in the profile, else 150)
     --pinned [GBPS]
-        pageable copies at GBPS (default: the best pinned rate in
-        the profile, else 12), not blocking the CPU, input copies
+        pageable copies at GBPS (default: the best copy rate in the
+        profile or the GPU's documented pinned link rate, whichever
+        is higher, else 12), not blocking the CPU, input copies
         prefetched
     --drop-phase NVTX_NAME[=SHARE]
         remove SHARE (default 1) of the CPU time inside ranges of
@@ -36,9 +37,6 @@ import numpy as np
 from ..errors import BadInput, NoData
 from ..files import check_outputs, output
 
-PINNED_FLOOR_GBPS = 12.0     # pinned PCIe Gen3 x16, the slowest link a current datacenter GPU sits on (the same
-                             # floor as diagnose/memory_transfer.py)
-MIN_RATE_BYTES = 1 << 20     # copies under 1 MiB are mostly fixed latency: their rate says nothing
 # Largest values the options take: beyond them no fix is being described, and times x factor leave the int64 ns the
 # replay computes in (--graph 1e30 and --faster-kernels .=1e308 overflowed: a traceback, or a latency that fell)
 MAX_FACTOR = 1e3             # kernels 1000x slower: a 1 s kernel becomes 17 minutes, far inside int64 ns
@@ -94,28 +92,6 @@ def _phase(spec: str) -> tuple[str, float]:
     return name, s
 
 
-def _graph_cost_ns(trace) -> tuple[int, str]:
-    from ..analysis.predict import median_graph_launch_ns
-    from ..model.replay import GRAPH_LAUNCH_FALLBACK_NS
-    cost = median_graph_launch_ns(trace)
-    if cost is not None:
-        return cost, "median cudaGraphLaunch in this profile"
-    return GRAPH_LAUNCH_FALLBACK_NS, "cudaGraphLaunch measured in the zoo's launch_bound_graphed (H100)"
-
-
-def _pinned_rate(trace) -> tuple[float, str]:
-    cp = trace.table("copies")
-    if len(cp["start_ns"]):
-        dur = (cp["end_ns"] - cp["start_ns"]).astype(np.float64)
-        ok = (cp["src_kind"] != 0) & (cp["dst_kind"] != 0) & np.isin(cp["kind"], (1, 2))
-        ok &= (cp["bytes"] >= MIN_RATE_BYTES) & (dur > 0)
-        if ok.any():
-            gbps = float((cp["bytes"][ok] / dur[ok]).max())
-            if gbps > PINNED_FLOOR_GBPS:
-                return gbps, "the best pinned copy rate in this profile"
-    return PINNED_FLOOR_GBPS, "pinned PCIe Gen3 x16 (no faster pinned copy in this profile)"
-
-
 def _printable(s: str, n: int = 80) -> str:
     """Profile strings are untrusted: shown through render.safe.clean (escapes, never control characters), bounded
     length."""
@@ -161,14 +137,16 @@ def run(args) -> int:
         graph_ns = None
         if args.graph is not None:
             if args.graph == MEASURED:
-                graph_ns, why = _graph_cost_ns(trace)
+                from ..analysis.predict import graph_launch_cost_ns
+                graph_ns, why = graph_launch_cost_ns(trace)
                 notes.append(f"graph launch cost {graph_ns / 1e3:.0f} us: {why}")
             else:
                 graph_ns = int(args.graph * 1e3)
         rate = None
         if args.pinned is not None:
             if args.pinned == MEASURED:
-                gbps, why = _pinned_rate(trace)
+                from ..diagnose.memory_transfer import pinned_gbps
+                gbps, why = pinned_gbps(trace)      # the rate the memory_transfer finding's fix replays
                 notes.append(f"pinned rate {gbps:.1f} GB/s: {why}")
             else:
                 gbps = args.pinned

@@ -112,6 +112,15 @@ class Change:
                       remove_cpu_windows=list(self.remove_cpu_windows) + list(other.remove_cpu_windows),
                       stream_per_thread=self.stream_per_thread or other.stream_per_thread)
 
+    def is_empty(self) -> bool:
+        """Nothing to replay: every field unset or naming no rows."""
+        return not (self.remove_wait_rows is not None and len(self.remove_wait_rows) or self.remove_syncs
+                    or self.kernel_factor or self.graph_launch_ns is not None or self.drop_phase or self.pageable_rate
+                    or self.remove_lock_waits or any(len(r) for r in self.remove_cpu_rows.values())
+                    or any(len(x[1]) for x in self.gpu_scale) or any(len(x[1]) for x in self.gpu_shorten)
+                    or any(len(x[0]) for x in self.copy_rate) or any(len(x[1]) for x in self.remove_cpu_windows)
+                    or self.stream_per_thread)
+
     def describe(self) -> list[str]:
         out = []
         if self.remove_syncs:
