@@ -92,6 +92,19 @@ def _phase(spec: str) -> tuple[str, float]:
     return name, s
 
 
+def _or_measured(value, measure, trace, say: str, notes: list):
+    """An option's value; given without one (MEASURED), what `measure(trace)` finds, noted with where it came from."""
+    if value != MEASURED:
+        return value
+    found, why = measure(trace)
+    notes.append(f"{say.format(found)}: {why}")
+    return found
+
+
+def _us(ns: int, why: str) -> tuple[float, str]:
+    return ns / 1e3, why
+
+
 def _printable(s: str, n: int = 80) -> str:
     """Profile strings are untrusted: shown through render.safe.clean (escapes, never control characters), bounded
     length."""
@@ -133,24 +146,14 @@ def run(args) -> int:
         for name in phases:
             if not len(r["name"]) or not (r["name"] == name).any():
                 raise BadInput(args.profile, f"--drop-phase: no NVTX range named {_printable(name)!r}")
+        from ..analysis.predict import graph_launch_cost_ns
+        from ..diagnose.memory_transfer import pinned_gbps      # the rate the memory_transfer finding's fix replays
         notes = []
-        graph_ns = None
-        if args.graph is not None:
-            if args.graph == MEASURED:
-                from ..analysis.predict import graph_launch_cost_ns
-                graph_ns, why = graph_launch_cost_ns(trace)
-                notes.append(f"graph launch cost {graph_ns / 1e3:.0f} us: {why}")
-            else:
-                graph_ns = int(args.graph * 1e3)
-        rate = None
-        if args.pinned is not None:
-            if args.pinned == MEASURED:
-                from ..diagnose.memory_transfer import pinned_gbps
-                gbps, why = pinned_gbps(trace)      # the rate the memory_transfer finding's fix replays
-                notes.append(f"pinned rate {gbps:.1f} GB/s: {why}")
-            else:
-                gbps = args.pinned
-            rate = gbps * 1e9
+        graph_us = _or_measured(args.graph, lambda t: _us(*graph_launch_cost_ns(t)), trace,
+                                "graph launch cost {:.0f} us", notes)
+        gbps = _or_measured(args.pinned, pinned_gbps, trace, "pinned rate {:.1f} GB/s", notes)
+        graph_ns = None if graph_us is None else round(graph_us * 1e3)
+        rate = None if gbps is None else gbps * 1e9
         change = R.Change(kernel_factor=factors, remove_syncs=args.remove_syncs, graph_launch_ns=graph_ns,
                           drop_phase=phases, pageable_rate=rate, remove_lock_waits=args.remove_lock_waits)
         try:
