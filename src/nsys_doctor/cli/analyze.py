@@ -78,7 +78,8 @@ def run_fleet(args, paths) -> int:
         raise BadInput(args.html, "--html takes one profile; in fleet mode use --format json -o FILE")
     if getattr(args, "export_beside", False):
         raise BadInput(None, "--export-beside takes one profile; fleet mode exports .nsys-rep reports into the cache")
-    inputs = expand_paths(paths)[0]         # the files that will be read
+    expanded = expand_paths(paths)
+    inputs = expanded[0]                    # the files that will be read
     check_outputs([(args.output, "fleet")], inputs)
     err = console(sys.stderr)
     bar = Progress(TextColumn("analysing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -90,7 +91,7 @@ def run_fleet(args, paths) -> int:
             failed = "failed " if hasattr(outcome, "problem") else ""
             bar.update(task, completed=done, total=total, description=failed + escape(os.path.basename(outcome.path)))
         fleet = analyze_many(paths, scheduler=args.scheduler, workers=args.workers, progress=progress,
-                             range_name=args.range_name, skip=args.skip).to_dict()
+                             range_name=args.range_name, skip=args.skip, expanded=expanded).to_dict()
     with output(args.output, "fleet", inputs) as out:
         if args.format == "json":
             out.write(json_report.render(fleet) + "\n")
