@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .activity import LOCK_CALLS
-from .api_names import SYNC_CALLS, base_name
-from .graph import NEVER, Graph, build
+from .api_names import SYNC_CALLS
+from .arrays import id_mask
+from .graph import NEVER, Graph, build, name_ids
 from .intervals import covered, union
 from .projection import GPU_TABLES
 from .requests import Requests
@@ -342,17 +343,9 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
 def _apply(g: Graph, trace: Trace, reqs: Requests | None, ch: Change) -> _Params:
     p = _params(g)
     api_nodes = g.c_kind == 0
-    names = {}
-
-    def base(i):
-        if i not in names:
-            names[i] = base_name(trace.name(i))
-        return names[i]
 
     def name_mask(mask: np.ndarray, pred) -> np.ndarray:
-        ids = np.unique(g.c_name[mask])
-        good = np.array([i for i in ids if pred(base(int(i)))], np.int64)
-        return mask & np.isin(g.c_name, good)
+        return mask & id_mask(g.c_name, name_ids(trace, g.c_name[mask], pred))
 
     def drop_wait(nodes: np.ndarray):
         nodes = nodes[p.c_wait_op[nodes] >= 0]
