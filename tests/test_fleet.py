@@ -274,6 +274,7 @@ def test_empty_fleet_renders():
     assert d["straggler"] is None and "FAILED /x/[red]bad.sqlite: no such file" in buf.getvalue()
 
 
+@pytest.mark.filterwarnings("ignore:Port .* is already in use")     # Dask's dashboard port, held by another run
 def test_cli_scans_a_folder_once(tmp_path, monkeypatch):
     # the folder scan reads (and for .xz decompresses) the head of every file: the CLI scanned it once to check
     # its output against the inputs and analyze_many scanned it again
