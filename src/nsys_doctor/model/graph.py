@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .activity import LOCK_CALLS
-from .api_names import SYNC_CALLS, base_name
+from .api_names import QUERY_CALLS, SYNC_CALLS, base_name
 from .arrays import id_mask, is_sorted, uniq
+from .host_waits import POLL_MIN_QUERIES, query_runs
 from .projection import GPU_TABLES, api_corr_key, corr_key, gpu_corr_key, launch_calls
 from .trace import Trace, table_len
 
@@ -274,6 +275,12 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
     if o is not None:
         cs, ce, cchain, ckind, crow = cs[o], ce[o], cchain[o], ckind[o], crow[o]
     del o
+    # a polling run (model/host_waits.py query_runs) is one host wait: its first query spans the run, the other
+    # queries fold into it below like nested calls
+    polls = _poll_runs(trace, api, name_of)
+    if polls is not None:
+        at, run = _poll_nodes(polls, n_api, crow, ckind)
+        ce[at] = np.maximum(ce[at], polls[2][run])
     # outermost only: a call starting before an earlier call of its thread ended is folded into that call
     ekey = _chain_time_key(cchain, ce, (t0, width))
     run = np.maximum.accumulate(ekey) if len(ekey) else ekey
@@ -395,6 +402,11 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
 
     # --- host waits: a blocking call that ended just after a GPU operation of its process ended while it ran
     n_cpu = len(cs)
+    poll_prev = np.full(n_cpu, NEVER, np.int64)          # per polling-run node: its last-but-one query's start
+    poll_at = poll_run = np.zeros(0, np.int64)
+    if polls is not None:
+        poll_at, poll_run = _poll_nodes(polls, n_api, crow, ckind)
+        poll_prev[poll_at] = polls[3][poll_run]
     c_wait_op = np.full(n_cpu, -1, np.int64)
     c_tail = np.zeros(n_cpu, np.int64)
     c_dmin = ce - cs
@@ -419,7 +431,14 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
             ok = j >= 0
             op = order_end[np.clip(j, 0, None)]
             W = ge[op]
-            ok &= (W >= cs[ci]) & (ce[ci] - W <= WAIT_TAIL_MAX_NS) & (ready[op] <= ce[ci])
+            # a call waited for work that ended at most WAIT_TAIL_MAX_NS before it returned; a polling run for work
+            # that ended at most that long before its last-but-one query, which still saw it unfinished (completion
+            # shows a few us after the GPU end: in ex_polling_before the last-but-one query of 144 of 505 runs began
+            # 0.1-0.4 us after it); the time from that end to the run's return (the sleeps of a sleep-poll loop
+            # too) is polling delay, part of the wait
+            tail_ok = ce[ci] - W <= WAIT_TAIL_MAX_NS
+            tail_ok |= (poll_prev[ci] != NEVER) & (W >= poll_prev[ci] - WAIT_TAIL_MAX_NS)
+            ok &= (W >= cs[ci]) & tail_ok & (ready[op] <= ce[ci])
             # it must not be launched by a later call of the same thread (it cannot wait for its own future)
             lnode = g_launch[op]
             ok &= (lnode < 0) | (lnode <= ci)
@@ -427,6 +446,9 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
             allc = np.flatnonzero(named)
             c_dmin[allc] = np.minimum(_min_by_name(cname[allc], dur[allc])(cname[allc]), dur[allc])
             c_dmin[long] = np.minimum(typical, dur[long])      # a launch that found room costs its typical time
+            # a polling run that finds its work done costs one query (its last)
+            if polls is not None:
+                c_dmin[poll_at] = np.minimum(polls[4][poll_run], dur[poll_at])
             ci, op = ci[ok], op[ok]
             c_wait_op[ci] = op
             c_tail[ci] = ce[ci] - ge[op]
@@ -467,6 +489,35 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
                  g_launch_off=g_launch_off, g_launch_row=g_launch_row, g_dl=g_dl, g_ds=g_ds, g_fixed=g_fixed,
                  g_xop=g_xop, g_dx=g_dx, g_ready=ready, stream_lo=stream_lo, stream_key=ukeys, nominal_launch_ns=nom_l,
                  nominal_gap_ns=nom_s, span=(t0, width), stats=stats)
+
+
+def _poll_runs(trace: Trace, api, name_of: np.ndarray):
+    """The polling runs of the whole trace (host_waits.query_runs over every CUDA call of the threads that query):
+    (first query row, sorted; the run's first start; its last end; the last-but-one query's start; the last query's
+    duration), None when there is none."""
+    qids = _name_ids(trace, name_of, lambda n: n in QUERY_CALLS)
+    if len(qids) == 0:
+        return None
+    is_q = id_mask(name_of, qids)
+    if int(is_q.sum()) < POLL_MIN_QUERIES:
+        return None
+    tids = uniq(api["tid"][is_q].astype(np.int64))
+    rows = np.flatnonzero(np.isin(api["tid"], tids)) if len(tids) < len(uniq(api["tid"])) else np.arange(len(is_q))
+    first, last, prev_start, _, _ = query_runs(trace, api, rows, is_q[rows])
+    if len(first) == 0:
+        return None
+    o = np.argsort(first, kind="stable")
+    first, last, prev_start = first[o], last[o], prev_start[o]
+    return (first, api["start_ns"][first].astype(np.int64), api["end_ns"][last].astype(np.int64),
+            prev_start.astype(np.int64), (api["end_ns"][last] - api["start_ns"][last]).astype(np.int64))
+
+
+def _poll_nodes(polls, n_api: int, crow: np.ndarray, ckind: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions among the CPU rows (crow/ckind) of the polling runs' first queries, and each one's run index."""
+    mark = np.zeros(n_api, bool)
+    mark[polls[0]] = True
+    at = np.flatnonzero((ckind == 0) & mark[np.where(ckind == 0, crow, 0)])
+    return at, np.searchsorted(polls[0], crow[at])
 
 
 def _name_ids(trace: Trace, name_ids: np.ndarray, pred) -> np.ndarray:

@@ -18,7 +18,8 @@ import numpy as np
 
 from .api_names import FREE_WAIT_CALLS, QUERY_CALLS, SYNC_CALLS, base_name
 from .arrays import distinct_ids, uniq
-from .intervals import union
+from . import activity
+from .intervals import covered, union
 from .projection import GPU_TABLES, corr_key, gpu_corr_key
 from .requests import Requests
 from .trace import Trace, table_len
@@ -40,6 +41,8 @@ POLL_MIN_QUERIES = 3           # a spin is 3+ queries in a row: ex_polling_befor
                                # are a completion check on work already done, not a spin
 POLL_GAP_MAX_NS = 100_000      # queries of one spin follow each other within 100 us: ex_polling_before's gaps are
                                # < 1 us for 7820 of 8580, the largest 59 us (the Python loop preempted)
+POLL_SLEEP_SHARE = 0.5         # a longer gap still belongs to the spin when the thread slept through most of it
+                               # (`while not ev.query(): time.sleep(t)`): the CPU did nothing else then
 REFILL_MAX_NS = 1_000_000      # GPU idle after a sync counted up to 1 ms: the refill after a drain is the framework
                                # dispatching the next op (sync_heavy: median 0.21, p99 0.63 ms per sync); a longer gap
                                # is a CPU stage of its own (cpu_processing's), which removing the sync would not shorten
@@ -116,7 +119,7 @@ def host_waits(trace: Trace, rq: Requests) -> dict:
         return out
     rows = np.flatnonzero(inreq)
     k = kinds[np.searchsorted(ids, api["name_id"][rows])]
-    polls = _poll_runs(api, rq, rows, k) if (k == POLL).any() else None
+    polls = _poll_runs(trace, rq, rows, k) if (k == POLL).any() else None
     keep = (k > 0) & (k != POLL)
     rows, k = rows[keep], k[keep]
     # copies: which ones block the host, and how long the call waited before its copy started on the GPU
@@ -157,15 +160,40 @@ def select(waits: dict, keep: np.ndarray) -> dict:
     return out
 
 
-def _poll_runs(api, rq: Requests, rows: np.ndarray, k: np.ndarray):
-    """Runs of completion queries: POLL_MIN_QUERIES or more in a row on one thread within one request, each within
-    POLL_GAP_MAX_NS of the previous one's return, no other CUDA call between. Returns (last query row, first
-    query's start, last query's end) per run, and every member row with its run's last row."""
+def _poll_runs(trace: Trace, rq: Requests, rows: np.ndarray, k: np.ndarray):
+    """Runs of completion queries inside requests (query_runs, each run inside one request). Returns (last query
+    row, first query's start, last query's end) per run, and every member row with its run's last row."""
+    api = trace.table("api_calls")
+    first, last, _, members, run = query_runs(trace, api, rows, k == POLL, group=rq.api_request[rows])
+    return last, api["start_ns"][first], api["end_ns"][last], members, last[run]
+
+
+def query_runs(trace: Trace | None, api, rows: np.ndarray, is_query: np.ndarray, group: np.ndarray | None = None):
+    """Runs of completion queries (cudaEventQuery/cudaStreamQuery spun until the work is done) among these api_calls
+    rows: POLL_MIN_QUERIES or more queries in a row on one thread (no other CUDA call among `rows` between them, the
+    same `group` where given), each within POLL_GAP_MAX_NS of the previous one's return, or after a longer gap that
+    the thread spent at least POLL_SLEEP_SHARE asleep (a sleep-poll loop; needs `trace` for its OS runtime calls).
+    Returns per run its first and last query row and the start of its last-but-one query (the latest time the work
+    was seen unfinished), and every member row with the index of its run."""
+    rows = np.asarray(rows, np.int64)
+    none = np.zeros(0, np.int64)
+    if int(np.count_nonzero(is_query)) < POLL_MIN_QUERIES:
+        return none, none, none, none, none
     tid, start, end = api["tid"][rows], api["start_ns"][rows], api["end_ns"][rows]
-    o = np.lexsort((start, tid))            # each thread's calls in time order
-    r, t, s, e, q = rows[o], tid[o], start[o], end[o], k[o] == POLL
-    req = rq.api_request[r]
-    joined = q[1:] & q[:-1] & (t[1:] == t[:-1]) & (req[1:] == req[:-1]) & (s[1:] - e[:-1] <= POLL_GAP_MAX_NS)
+    if len(np.unique(tid)) == 1 and bool(np.all(start[1:] >= start[:-1])):
+        o = np.arange(len(rows))             # one thread, in time order (most inference processes): no sort
+    else:
+        o = np.lexsort((start, tid))         # each thread's calls in time order
+    r, t, s, e, q = rows[o], tid[o], start[o], end[o], np.asarray(is_query, bool)[o]
+    joined = q[1:] & q[:-1] & (t[1:] == t[:-1])
+    if group is not None:
+        g = np.asarray(group)[o]
+        joined &= g[1:] == g[:-1]
+    gap = s[1:] - e[:-1]
+    long_gap = joined & (gap > POLL_GAP_MAX_NS)
+    if long_gap.any():
+        li = np.flatnonzero(long_gap)
+        joined[li] = _asleep(trace, t[li], e[li], s[li + 1]) >= POLL_SLEEP_SHARE * gap[li]
     new = np.r_[True, ~joined]                # a run starts wherever a query does not continue the previous one
     run = np.cumsum(new) - 1
     size = np.bincount(run)
@@ -173,7 +201,24 @@ def _poll_runs(api, rq: Requests, rows: np.ndarray, k: np.ndarray):
     first = np.flatnonzero(new & member)     # positions of each kept run's first query
     last_i = first + size[run[first]] - 1    # a run's members are consecutive in this order
     idx = np.searchsorted(first, np.flatnonzero(member), side="right") - 1
-    return r[last_i], s[first], e[last_i], r[member], r[last_i][idx]
+    return r[first], r[last_i], s[last_i - 1], r[member], idx
+
+
+def _asleep(trace: Trace | None, tid: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per window (thread, lo, hi): the time that thread spent in sleep calls (model/activity.py SLEEP_CALLS)."""
+    out = np.zeros(len(tid), np.int64)
+    osc = trace.table("os_calls") if trace is not None else None
+    if osc is None or table_len(osc) == 0:
+        return out
+    sleeping = activity.os_call_class(trace, osc["name_id"]) == activity.CAUSES.index("sleep")
+    for t in np.unique(tid).tolist():
+        on = np.flatnonzero(sleeping & (osc["tid"] == t))
+        if len(on) == 0:
+            continue
+        us, ue = union(osc["start_ns"][on].astype(np.int64), osc["end_ns"][on].astype(np.int64))
+        m = tid == t
+        out[m] = covered(us, ue, lo[m].astype(np.int64), hi[m].astype(np.int64))
+    return out
 
 
 def _idle_after(trace: Trace, rq: Requests, req: np.ndarray, e: np.ndarray) -> np.ndarray:
