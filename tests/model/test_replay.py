@@ -127,6 +127,75 @@ def test_graph_edges_match_sql():
     assert g.stats["gpu_ops"] == sum(len(trace.table(t)["start_ns"]) for t in ("kernels", "copies", "memsets"))
 
 
+def _polling_loops_sql(path):
+    """ex_polling_before's polling loops by SQL: every cudaEventQuery names its event (CUPTI_ACTIVITY_KIND_SYNCHRONIZATION,
+    syncType 1, by correlation id); an event queried 3+ times is one loop. Per loop: first query start, last query end,
+    the event's record call (the thread's last cudaEventRecord before the loop) and the end of the GPU work it marks
+    (the latest end among the GPU operations the thread launched before that record)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        loops = db.execute(
+            "WITH q AS (SELECT r.start, r.end, r.globalTid AS tid, s.eventId AS ev FROM CUPTI_ACTIVITY_KIND_RUNTIME r "
+            "JOIN CUPTI_ACTIVITY_KIND_SYNCHRONIZATION s ON s.correlationId = r.correlationId AND s.syncType = 1) "
+            "SELECT tid, count(*), min(start), max(end) FROM q GROUP BY ev HAVING count(*) >= 3 ORDER BY 3").fetchall()
+        records = np.array(db.execute(
+            "SELECT r.start FROM CUPTI_ACTIVITY_KIND_RUNTIME r JOIN StringIds n ON n.id = r.nameId "
+            "WHERE n.value LIKE 'cudaEventRecord%' ORDER BY r.start").fetchall(), np.int64).ravel()
+        ops = np.array(db.execute(
+            "SELECT r.start, g.end FROM (SELECT correlationId, end FROM CUPTI_ACTIVITY_KIND_KERNEL UNION ALL "
+            "SELECT correlationId, end FROM CUPTI_ACTIVITY_KIND_MEMSET UNION ALL "
+            "SELECT correlationId, end FROM CUPTI_ACTIVITY_KIND_MEMCPY) g "
+            "JOIN CUPTI_ACTIVITY_KIND_RUNTIME r ON r.correlationId = g.correlationId ORDER BY r.start").fetchall(),
+            np.int64)
+    finally:
+        db.close()
+    (tids,) = {t for t, *_ in loops},            # one serving thread
+    first = np.array([x[2] for x in loops], np.int64)
+    last_end = np.array([x[3] for x in loops], np.int64)
+    rec = records[np.searchsorted(records, first) - 1]
+    done = np.maximum.accumulate(ops[:, 1])[np.searchsorted(ops[:, 0], rec) - 1]
+    return first, last_end, done
+
+
+def test_polling_loops_are_one_host_wait_each():
+    """ex_polling_before spins on cudaEventQuery after each block (examples/polling_wait.py): each loop is one host
+    wait spanning its queries, waiting for the GPU work its event marks (checked by SQL, above), the polling delay
+    after that work ended part of the wait."""
+    path = expand(data("ex_polling_before"))
+    first, last_end, done = _polling_loops_sql(path)
+    trace, reqs = load(data("ex_polling_before"))
+    g = R.graph_of(trace, reqs)
+    api = trace.table("api_calls")
+    node = np.flatnonzero((g.c_kind == 0) & np.isin(g.c_start, first))
+    node = node[np.isin(api["start_ns"][g.c_row[node]], first)]
+    assert len(first) > 400 and len(node) == len(first)
+    assert (g.c_end[node] == last_end).all()                       # one node from the first query to the last
+    assert (g.c_wait_op[node] >= 0).all()                           # each waits ...
+    assert (g.g_end[g.c_wait_op[node]] == done).all()                # ... for the work its event marks
+    # its end is that work's end plus the polling delay, microseconds (median under 10 us)
+    assert np.median(last_end - done) < 10_000 and (last_end >= done).all()
+    # no query of a loop is a node of its own
+    q = np.isin(g.c_name, [i for i in np.unique(g.c_name[g.c_kind == 0]) if "EventQuery" in trace.name(int(i))])
+    inside = (g.c_start[None, :] > first[:, None]) & (g.c_start[None, :] < last_end[:, None])
+    assert not (q & inside.any(0)).any()
+
+
+def test_removing_polling_loops_lets_the_cpu_run_on():
+    """With every polling loop but each request's last wait removed, ex_polling_before's requests run at the pace of
+    the serving thread's own CPU time (its CPU time per request, 4.0 ms, is above its GPU time, 2.6 ms): the replayed
+    latency is the recorded one minus the loops' time (SQL), to within 2%."""
+    path = expand(data("ex_polling_before"))
+    first, last_end, _ = _polling_loops_sql(path)
+    trace, reqs = load(data("ex_polling_before"))
+    rt, m = reqs.table, reqs.measured
+    s, e = rt["start_ns"][m], rt["start_ns"][m] + rt["latency_ns"][m]
+    inside = (first[None, :] >= s[:, None]) & (last_end[None, :] <= e[:, None])
+    spun = (inside * (last_end - first)[None, :]).sum(1)
+    out = R.replay(trace, reqs, R.Change(remove_syncs=True))
+    assert out.mean_latency_ns == pytest.approx((rt["latency_ns"][m] - spun).mean(), rel=FIDELITY)
+    assert out.mean_latency_ns < 0.95 * rt["latency_ns"][m].mean()
+
+
 # ---------------------------------------------------------------------------------------------- predictions
 def _avoidable_pair(name):
     trace, reqs = load(data(f"{name}_before"))
