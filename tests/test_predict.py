@@ -25,8 +25,10 @@ PREDICTED = ("ex_graph", "ex_pinned", "ex_gpupre", "ex_mixed", "ex_dataload", "e
              "ex_rowwise", "ex_sync")
 # ex_sync: the fix moved the NaN guard onto the GPU (20 more kernels per request, tests/data/README), which no replay
 # of the `before` trace can see; its measured saving (0.27 ms, 4%) is inside the noise pair's 5% spread. Asserted
-# instead: a small saving (under 15% of the interval), as the replay's own test does.
+# instead: within [0.5, 2] of the mean saving over the three recorded runs of the fixed program (their own clocks,
+# tests/data/README: 6.45, 6.17 and 6.11 ms/request, savings 0.27, 0.55 and 0.61 ms).
 NOISE = ("ex_sync",)
+NOISE_AFTER_MS = {"ex_sync": (6.45, 6.17, 6.11)}
 
 _REPORTS: dict = {}
 
@@ -53,7 +55,9 @@ def test_prediction_within_bounds_of_the_real_fix(name):
     assert pred is not None, f"{name}: its {f['category']} finding was not replayed"
     ratio = pred / measured_ms(name)
     if name in NOISE:
-        assert 0 < pred < 0.15 * f["whatif"]["interval_before_ms"]
+        runs = NOISE_AFTER_MS[name]
+        mean_saving = PAIRS[name]["before"]["ms_per_request"] - sum(runs) / len(runs)
+        assert LOOSE[0] <= pred / mean_saving <= LOOSE[1], f"{name}: predicted {pred:.2f} ms, measured {mean_saving:.2f}"
     elif f["category"] not in P.CALIBRATED:
         # replayed but not used for impact_ms: its bounds are what would let the category into CALIBRATED
         assert not f["whatif"]["used"]

@@ -11,7 +11,10 @@ Edges, each with a delay fitted so that replaying the graph unchanged gives back
   stream of the same device ended, later than its launch and its stream allowed, waited for it (event record ->
   stream wait event, the legacy default stream's implicit ordering, a copy engine busy with another copy);
 - host waits: a blocking call (synchronize, blocking or pageable copy, query, free) that ended within
-  WAIT_TAIL_MAX_NS after a GPU operation ended while it ran waited for that operation.
+  WAIT_TAIL_MAX_NS after a GPU operation ended while it ran waited for that operation. A polling loop (a run of
+  cudaEventQuery/cudaStreamQuery, model/host_waits.py query_runs, sleeps between them allowed) is one node from its
+  first query to its last, waiting for the operation that ended while it spun: it ends at the first query that saw
+  that work done, so the polling delay is part of the wait; without the wait it costs one query.
 An edge's delay is the recorded slack when that edge bound the start (the latest of the constraints), else the
 nominal latency measured in this trace (`nominal_*`), so a change that frees a constraint lets the node move up to,
 but not past, the next one.

@@ -6,7 +6,8 @@ to it; the replay (issue 16) removes them.
 Explicit waits are the *Synchronize calls (runtime and driver, version suffixes ignored); implicit ones are copies
 that block the host: cudaMemcpy (not Async) and device-to-host copies into pageable memory (Async or not), and the
 frees that synchronise the device (cudaFree, cudaFreeHost, cuMemFree). A run of completion queries on one thread
-(cudaEventQuery/cudaStreamQuery spun until the work is done) is one wait from its first to its last query.
+(cudaEventQuery/cudaStreamQuery spun until the work is done, with or without sleeps between the queries) is one
+wait from its first to its last query (query_runs; model/graph.py folds the run into one host wait the same way).
 
 Who claims which wait (each millisecond has one owner): a free's wait (kind FREE_WAIT) is memory_allocation's, which
 counts the whole allocation call plus the GPU idle after it; cuda_sync counts every other kind and leaves the frees
