@@ -196,6 +196,63 @@ def test_removing_polling_loops_lets_the_cpu_run_on():
     assert out.mean_latency_ns < 0.95 * rt["latency_ns"][m].mean()
 
 
+def _event_waits_sql(path):
+    """Every cudaStreamWaitEvent by SQL: its CUPTI synchronization record names the event and the waiting stream;
+    the event's latest CUPTI_ACTIVITY_KIND_CUDA_EVENT record before the wait names the recording stream and call.
+    Returns (end of the last GPU operation launched onto the recording stream before the record call, start of the
+    first one launched onto the waiting stream after the wait call) per wait that has both."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        waits = db.execute(
+            "SELECT s.eventId, s.streamId, r.start FROM CUPTI_ACTIVITY_KIND_SYNCHRONIZATION s "
+            "JOIN CUPTI_ACTIVITY_KIND_RUNTIME r ON r.correlationId = s.correlationId "
+            "JOIN StringIds n ON n.id = r.nameId WHERE n.value LIKE 'cudaStreamWaitEvent%' "
+            "AND s.eventId != 4294967295").fetchall()
+        records = db.execute(
+            "SELECT e.eventId, e.streamId, r.start FROM CUPTI_ACTIVITY_KIND_CUDA_EVENT e "
+            "JOIN CUPTI_ACTIVITY_KIND_RUNTIME r ON r.correlationId = e.correlationId").fetchall()
+        ops = db.execute(
+            "SELECT g.streamId, r.start, g.start, g.end FROM (SELECT correlationId, streamId, start, end FROM "
+            "CUPTI_ACTIVITY_KIND_KERNEL UNION ALL SELECT correlationId, streamId, start, end FROM "
+            "CUPTI_ACTIVITY_KIND_MEMCPY UNION ALL SELECT correlationId, streamId, start, end FROM "
+            "CUPTI_ACTIVITY_KIND_MEMSET) g JOIN CUPTI_ACTIVITY_KIND_RUNTIME r ON r.correlationId = g.correlationId "
+            "ORDER BY r.start").fetchall()
+    finally:
+        db.close()
+    out = []
+    for ev, stream, t in waits:
+        rec = [(s, rt) for e, s, rt in records if e == ev and rt < t]
+        if not rec:
+            continue
+        rs, rt = max(rec, key=lambda x: x[1])
+        before = [o for o in ops if o[0] == rs and o[1] < rt]
+        after = [o for o in ops if o[0] == stream and o[1] > t]
+        if before and after and rs != stream:
+            out.append((max(o[3] for o in before), after[0][2]))
+    return out
+
+
+def test_recorded_event_waits_are_edges():
+    """ex_pinned_after copies on a side stream and orders the streams with events (cudaEventRecord ->
+    cudaStreamWaitEvent): the graph links each wait's first operation to the work the event marks (SQL above), and
+    a change that delays that work delays the waiting stream, where the timing alone saw no dependency."""
+    path = expand(data("ex_pinned_after"))
+    facts = _event_waits_sql(path)
+    trace, reqs = load(data("ex_pinned_after"))
+    g = R.graph_of(trace, reqs)
+    assert len(facts) > 40 and g.stats["event_waits"] == len(facts)
+    held = np.flatnonzero(g.g_xop >= 0)
+    pairs = set(zip(g.g_end[g.g_xop[held]].tolist(), g.g_start[held].tolist()))
+    assert all(f in pairs for f in facts)
+    # delaying the marked work by 1 ms holds back every operation waiting for it
+    marked = np.unique(g.g_xop[held])
+    p = R._params(g)
+    p.g_dur[marked] += 1_000_000
+    cs, ce, gs, ge = R._run(g, p)
+    assert (gs[held] >= ge[g.g_xop[held]]).all()
+    assert (gs[held] > g.g_start[held]).all()
+
+
 # ---------------------------------------------------------------------------------------------- predictions
 def _avoidable_pair(name):
     trace, reqs = load(data(f"{name}_before"))

@@ -40,7 +40,13 @@ TABLES: dict[str, dict] = {
         "absent_flag": "--trace=cuda",
         "columns": {"start_ns": "wait start", "end_ns": "wait end", "stream": "stream id", "pid": "process",
                     "correlation": "correlation id of the API call that waited",
-                    "sync_type": "ENUM_CUPTI_SYNC_TYPE (1 event, 2 stream wait event, 3 stream, 4 context)"}},
+                    "sync_type": "ENUM_CUPTI_SYNC_TYPE (1 event, 2 stream wait event, 3 stream, 4 context)",
+                    "event": "CUPTI event id of an event sync or stream wait event (not a string id), -1 when none"}},
+    "event_records": {
+        "absent_flag": "",  # CUPTI_ACTIVITY_KIND_CUDA_EVENT: cudaEventRecord calls, in nsys exports since ~2023
+        "columns": {"stream": "stream id the event was recorded on", "device": "CUDA device id", "pid": "process",
+                    "correlation": "correlation id of the cudaEventRecord call",
+                    "event": "CUPTI event id (not a string id), the same as in syncs.event"}},
     "api_calls": {
         "absent_flag": "--trace=cuda",
         "columns": {"start_ns": "CPU start", "end_ns": "CPU end", "tid": "calling thread",

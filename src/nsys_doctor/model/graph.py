@@ -383,14 +383,26 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
             ok &= (sl >= 0) & (sl <= CROSS_STREAM_WINDOW_NS) & (g_xop < 0)
             g_xop[ok] = cand[ok]
             ex_x[ok] = sl[ok] - nom_s
+    # cross-stream waits the profile records (cudaEventRecord -> cudaStreamWaitEvent, by CUPTI event id) take the
+    # place of the timing guess on the operations they hold
+    ev_op = _event_waits(trace, api, g_chain, ukeys, L, has_l, gs, ge, (t0, width)) if n_streams > 1 else None
+    has_e = np.zeros(len(gs), bool)
+    if ev_op is not None:
+        has_e = ev_op >= 0
+        g_xop[has_e] = ev_op[has_e]
+        ex_x[has_e] = gs[has_e] - ge[ev_op[has_e]] - nom_s
     bind_x = (g_xop >= 0) & (ex_x < ex_l) & (ex_x < ex_s)
     bind_l = ~bind_x & has_l & (ex_l <= ex_s)
     bind_s = ~bind_x & ~bind_l & ~first
     g_dl = np.where(bind_l, slack_l, np.minimum(nom_l, slack_l))
     g_ds = np.where(bind_s, slack_s, np.minimum(nom_s, slack_s))
     g_ds[first] = 0
-    g_xop[~bind_x] = -1
-    g_dx = np.where(bind_x, gs - ge[np.clip(g_xop, 0, None)], 0)
+    # a recorded event wait stays an edge where it did not bind (at the nominal gap, never past the recorded start):
+    # if a change delays the work it waits for, the waiting stream follows
+    keep_x = bind_x | has_e
+    g_xop[~keep_x] = -1
+    g_dx = np.where(bind_x, gs - ge[np.clip(g_xop, 0, None)],
+                    np.where(has_e, np.minimum(nom_s, gs - ge[np.clip(g_xop, 0, None)]), 0))
     # no launch recorded and not held by its stream or another: it started when it did, for reasons not traced
     g_fixed = np.where(~has_l & ~bind_s & ~bind_x, gs, NEVER)
     g_dl[~has_l] = 0
@@ -485,6 +497,7 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
             n_latent = len(lat)
     stats = {"streams": int(n_streams), "threads": int(n_chains), "cpu_nodes": int(n_cpu), "gpu_ops": int(len(gs)),
              "waits": int((c_wait_op >= 0).sum()) - n_latent, "latent_waits": n_latent, "cross_stream": int(bind_x.sum()),
+             "event_waits": int(has_e.sum()),
              "launch_bound": int(bind_l.sum()), "stream_bound": int(bind_s.sum())}
     return Graph(c_chain=cchain, c_start=cs, c_end=ce, c_kind=ckind, c_row=crow, c_name=cname,
                  c_gap=gap, c_wait_op=c_wait_op, c_tail=c_tail, c_dmin=c_dmin, chain_lo=chain_lo, chain_tid=tids,
@@ -492,6 +505,100 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
                  g_launch_off=g_launch_off, g_launch_row=g_launch_row, g_dl=g_dl, g_ds=g_ds, g_fixed=g_fixed,
                  g_xop=g_xop, g_dx=g_dx, g_ready=ready, stream_lo=stream_lo, stream_key=ukeys, nominal_launch_ns=nom_l,
                  nominal_gap_ns=nom_s, span=(t0, width), stats=stats)
+
+
+def _event_waits(trace: Trace, api, g_chain: np.ndarray, ukeys: np.ndarray, L: np.ndarray, has_l: np.ndarray,
+                 gs: np.ndarray, ge: np.ndarray, span: tuple[int, int]) -> np.ndarray | None:
+    """Per GPU operation: the operation of another stream it waited for through a recorded event, -1 when none
+    (None when the profile records no event waits). A cudaStreamWaitEvent call (CUPTI synchronization record with
+    an event id) holds the first operation launched onto its stream after it until the work the event marks is
+    done: the last operation launched onto the recording stream before the latest cudaEventRecord of that event
+    (CUPTI_ACTIVITY_KIND_CUDA_EVENT) preceding the wait."""
+    sy, er = trace.table("syncs"), trace.table("event_records")
+    if table_len(sy) == 0 or table_len(er) == 0 or "event" not in sy or len(gs) == 0:
+        return None
+    w = np.flatnonzero(sy["event"] >= 0)
+    if len(w) == 0:
+        return None
+    akey = api_corr_key(trace)
+    order = None if is_sorted(akey) else np.argsort(akey, kind="stable")
+    ak = akey if order is None else akey[order]
+
+    def call_row(pid, corr):
+        k = corr_key(trace, np.asarray(pid, np.int64), corr)
+        pos = np.clip(np.searchsorted(ak, k), 0, len(ak) - 1)
+        hit = ak[pos] == k
+        return np.where(hit, pos if order is None else order[pos], -1)
+
+    wrow = call_row(sy["pid"][w], sy["correlation"][w])
+    wait_ids = _name_ids(trace, api["name_id"][wrow[wrow >= 0]], lambda n: "StreamWaitEvent" in n)
+    ok = wrow >= 0
+    ok[ok] = np.isin(api["name_id"][wrow[ok]], wait_ids)
+    w, wrow = w[ok], wrow[ok]
+    rrow = call_row(er["pid"], er["correlation"])
+    r = np.flatnonzero(rrow >= 0)
+    if len(w) == 0 or len(r) == 0:
+        return None
+    # stream chains by (process, stream id), as _sync_streams matches them
+    ck = (ukeys[:, 1].astype(np.int64) << 32) | (ukeys[:, 2].astype(np.int64) & 0xFFFFFFFF)
+    korder = np.argsort(ck, kind="stable")
+
+    def chain_of(pid, stream):
+        k = (trace.ids.process_key(np.asarray(pid, np.int64)) << 32) | (np.asarray(stream, np.int64) & 0xFFFFFFFF)
+        p = np.clip(np.searchsorted(ck[korder], k), 0, len(ck) - 1)
+        return np.where(ck[korder][p] == k, korder[p], -1)
+
+    # the latest record of the same (process, event) before each wait call
+    rk = (trace.ids.process_key(np.asarray(er["pid"][r], np.int64)) << 32) | (er["event"][r].astype(np.int64)
+                                                                                & 0xFFFFFFFF)
+    rt = api["start_ns"][rrow[r]].astype(np.int64)
+    wk = (trace.ids.process_key(np.asarray(sy["pid"][w], np.int64)) << 32) | (sy["event"][w].astype(np.int64)
+                                                                              & 0xFFFFFFFF)
+    wt = api["start_ns"][wrow].astype(np.int64)
+    # records and waits in (key, time) order: each wait's record is the last record before it with its key
+    allk, allt = np.r_[rk, wk], np.r_[rt, wt]
+    is_w = np.r_[np.zeros(len(rk), bool), np.ones(len(wk), bool)]
+    o = np.lexsort((is_w, allt, allk))
+    last = np.maximum.accumulate(np.where(is_w[o], -1, np.arange(len(o))))
+    at = np.flatnonzero(is_w[o])                       # positions of the waits in that order
+    p = last[at]
+    good = (p >= 0) & (allk[o[np.clip(p, 0, None)]] == allk[o[at]])
+    wi = o[at[good]] - len(rk)                         # wait index
+    w, wt = w[wi], wt[wi]
+    rec = r[o[p[good]]]
+    rec_chain = chain_of(er["pid"][rec], er["stream"][rec])
+    wait_chain = chain_of(sy["pid"][w], sy["stream"][w])
+    good = (rec_chain >= 0) & (wait_chain >= 0) & (rec_chain != wait_chain)
+    w, wt, rec, rec_chain, wait_chain = w[good], wt[good], rec[good], rec_chain[good], wait_chain[good]
+    if len(w) == 0:
+        return None
+    marked = _last_before(g_chain, L, ge, has_l, rec_chain, api["start_ns"][rrow[rec]].astype(np.int64), span)
+    held = _first_after(g_chain, L, has_l, wait_chain, wt, span)
+    good = (marked >= 0) & (held >= 0)
+    out = np.full(len(gs), -1, np.int64)
+    marked, held = marked[good], held[good]
+    good = ge[marked] <= gs[held]                 # a recorded wait the timing contradicts is left to the timing rule
+    marked, held = marked[good], held[good]
+    last = np.argsort(ge[marked], kind="stable")   # several waits before one launch: the work that ends last
+    out[held[last]] = marked[last]
+    return out
+
+
+def _first_after(group: np.ndarray, L: np.ndarray, has_l: np.ndarray, q_group: np.ndarray, q_t: np.ndarray,
+                 span: tuple[int, int]) -> np.ndarray:
+    """For each query (group, time): the operation of that group launched first after the time, -1 when none."""
+    idx = np.flatnonzero(has_l)
+    if len(idx) == 0:
+        return np.full(len(q_t), -1, np.int64)
+    g = np.asarray(group, np.int64)[idx]
+    o = _order_by_chain(g, L[idx], None)
+    if o is not None:
+        idx, g = idx[o], g[o]
+    k = _chain_time_key(g, L[idx], span)
+    pos = np.searchsorted(k, _chain_time_key(np.asarray(q_group, np.int64), q_t, span), side="right")
+    pp = np.clip(pos, 0, len(idx) - 1)
+    ok = (pos < len(idx)) & (g[pp] == q_group)
+    return np.where(ok, idx[pp], -1)
 
 
 def _poll_runs(trace: Trace, api, name_of: np.ndarray):

@@ -406,7 +406,8 @@ class _Builder:
 
     def _syncs(self, evs: list, host: "_HostOf") -> dict:
         t = self._gpu(evs, host, {"sync_type": lambda a, e: SYNC_TYPE.get(
-            str(a.get("cuda_sync_kind", e.get("name", ""))), 0)})
+            str(a.get("cuda_sync_kind", e.get("name", ""))), 0),
+            "event": lambda a, e: -1})      # Kineto's cuda_sync events carry no event id
         return {c: t[c] for c in TABLES["syncs"]["columns"]}
 
     def _rebase(self, tables: dict, window: list) -> int:
