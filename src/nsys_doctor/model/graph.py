@@ -7,9 +7,13 @@ Nodes, as flat numpy arrays (no per-event objects: launch_bound x40 of benchmark
 Edges, each with a delay fitted so that replaying the graph unchanged gives back the recording exactly:
 - launch -> GPU operation by (process, correlation id) (model/projection.py's keys), delay = launch-to-start latency;
 - stream FIFO: an operation starts after the one before it on its stream ends;
-- cross-stream and engine order, inferred from timing: an operation that started right when an operation of another
-  stream of the same device ended, later than its launch and its stream allowed, waited for it (event record ->
-  stream wait event, the legacy default stream's implicit ordering, a copy engine busy with another copy);
+- cross-stream waits the profile records: cudaEventRecord (CUPTI_ACTIVITY_KIND_CUDA_EVENT) -> cudaStreamWaitEvent
+  (its CUPTI synchronization record names the event): the first operation launched onto the waiting stream after
+  the wait waits for the last one launched onto the recording stream before the record (kept as an edge also where
+  it did not bind);
+- other cross-stream and engine order, inferred from timing: an operation that started right when an operation of
+  another stream of the same device ended, later than its launch and its stream allowed, waited for it (event waits
+  not recorded, the legacy default stream's implicit ordering, a copy engine busy with another copy);
 - host waits: a blocking call (synchronize, blocking or pageable copy, query, free) that ended within
   WAIT_TAIL_MAX_NS after a GPU operation ended while it ran waited for that operation. A polling loop (a run of
   cudaEventQuery/cudaStreamQuery, model/host_waits.py query_runs, sleeps between them allowed) is one node from its
