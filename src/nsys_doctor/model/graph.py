@@ -284,7 +284,7 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
     del o
     # a polling run (model/host_waits.py query_runs) is one host wait: its first query spans the run, the other
     # queries fold into it below like nested calls
-    polls = _poll_runs(trace, api, name_of)
+    polls = _poll_runs(trace, api, name_of, special)
     if polls is not None:
         at, run = _poll_nodes(polls, n_api, crow, ckind)
         ce[at] = np.maximum(ce[at], polls[2][run])
@@ -605,11 +605,12 @@ def _first_after(group: np.ndarray, L: np.ndarray, has_l: np.ndarray, q_group: n
     return np.where(ok, idx[pp], -1)
 
 
-def _poll_runs(trace: Trace, api, name_of: np.ndarray):
+def _poll_runs(trace: Trace, api, name_of: np.ndarray, special: np.ndarray):
     """The polling runs of the whole trace (host_waits.query_runs over every CUDA call of the threads that query):
     (first query row, sorted; the run's first start; its last end; the last-but-one query's start; the last query's
     duration), None when there is none."""
-    qids = _name_ids(trace, name_of, lambda n: n in QUERY_CALLS)
+    # the query names among the blocking ones already found (no second pass over every call's name)
+    qids = np.array([i for i in special.tolist() if base_name(trace.name(i)) in QUERY_CALLS], np.int64)
     if len(qids) == 0:
         return None
     is_q = id_mask(name_of, qids)

@@ -181,7 +181,7 @@ def query_runs(trace: Trace | None, api, rows: np.ndarray, is_query: np.ndarray,
     if int(np.count_nonzero(is_query)) < POLL_MIN_QUERIES:
         return none, none, none, none, none
     tid, start, end = api["tid"][rows], api["start_ns"][rows], api["end_ns"][rows]
-    if len(np.unique(tid)) == 1 and bool(np.all(start[1:] >= start[:-1])):
+    if len(tid) and int(tid.min()) == int(tid.max()) and bool(np.all(start[1:] >= start[:-1])):
         o = np.arange(len(rows))             # one thread, in time order (most inference processes): no sort
     else:
         o = np.lexsort((start, tid))         # each thread's calls in time order
