@@ -393,3 +393,53 @@ def test_combined_changes_save_at_least_each_alone():
     b = R.Change(remove_syncs=True)
     both = R.replay(trace, reqs, a.combined(b)).interval_ns
     assert both <= min(R.replay(trace, reqs, a).interval_ns, R.replay(trace, reqs, b).interval_ns) < base
+
+
+def _poll_trace(sleep: bool):
+    """Synthetic (the sleep-poll recording is not in tests/data yet): a kernel runs 0-5 ms; the thread queries its
+    event every 1 ms from 0.1 ms on, in between sleeping 0.9 ms (clock_nanosleep, OS runtime call) or, without
+    `sleep`, computing for 0.9 ms; the last query (at 5.1 ms) finds it done, then a second kernel is launched."""
+    tid = (1 << 24) | 5
+    names = {1: "cudaLaunchKernel_v7000", 2: "cudaEventQuery_v3020", 3: "K", 4: "clock_nanosleep"}
+    us = 1000
+    q0 = np.arange(6) * 1000 + 100                               # queries at 0.1, 1.1, ..., 5.1 ms, 2 us each
+    api_s = np.r_[0, q0, 5200] * us
+    api_e = np.r_[5, q0 + 2, 5205] * us
+    n = len(api_s)
+    api = {"start_ns": api_s, "end_ns": api_e, "tid": np.full(n, tid), "correlation": np.arange(1, n + 1),
+           "name_id": np.r_[1, np.full(6, 2), 1], "driver": np.zeros(n, bool), "callchain": np.full(n, -1)}
+    k = {"start_ns": np.array([10, 5210]) * us, "end_ns": np.array([5000, 5300]) * us, "device": np.zeros(2),
+         "stream": np.ones(2), "correlation": np.array([1, n]), "pid": np.full(2, 1 << 24),
+         "name_id": np.array([3, 3]), "full_name_id": np.array([3, 3]), "grid": np.ones(2), "block": np.ones(2),
+         "registers": np.ones(2), "graph_node": np.zeros(2)}
+    osc = {"start_ns": (q0[:-1] + 50) * us, "end_ns": (q0[:-1] + 950) * us, "tid": np.full(5, tid),
+           "name_id": np.full(5, 4), "callchain": np.full(5, -1)}
+    tables = {"api_calls": {c: np.asarray(v) for c, v in api.items()},
+              "kernels": {c: np.asarray(v, np.int64) for c, v in k.items()},
+              "os_calls": {c: np.asarray(v, np.int64) for c, v in osc.items()} if sleep else empty_table("os_calls")}
+    loaders = {t: (lambda t=t: tables[t]) for t in tables}
+    for t in ("copies", "memsets", "graphs", "ranges", "syncs", "event_records"):
+        loaders[t] = (lambda t=t: empty_table(t))
+    return Trace(path="poll", source="synthetic", loaders=loaders, strings=lambda i: names[i], ids=NSYS_IDS)
+
+
+@pytest.mark.parametrize("sleep", [True, False])
+def test_a_sleep_poll_loop_is_one_wait_and_cpu_work_between_queries_is_not(sleep):
+    g = build(_poll_trace(sleep))
+    q = np.flatnonzero(g.c_name == 2)
+    if not sleep:
+        # 0.9 ms of the thread's own work between queries (no sleep): no loop, each query a node of its own
+        assert len(q) == 6
+        return
+    assert len(q) == 1 and g.c_start[q[0]] == 100_000 and g.c_end[q[0]] == 5_102_000
+    assert g.g_end[g.c_wait_op[q[0]]] == 5_000_000                 # the kernel, ended during the last sleep
+    p = R._params(g)
+    cs, ce, gs, ge = R._run(g, p)
+    assert (ce == g.c_end).all() and (gs == g.g_start).all()       # unchanged: the recording
+    p.c_wait_op[q] = -1
+    p.c_dur[q] = g.c_dmin[q]
+    cs, ce, gs, ge = R._run(g, p)
+    # without the loop the next launch comes right after one query (at 0.2 ms, not 5.2 ms), and the second kernel
+    # follows the first on its stream at once instead of after the polling delay and the launch (5.21 ms)
+    assert ce[q[0]] - cs[q[0]] == 2_000 and cs[-1] == 200_000
+    assert gs[-1] - ge[0] < 5_000 < g.g_start[-1] - g.g_end[0]
