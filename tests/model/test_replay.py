@@ -134,15 +134,18 @@ def test_graph_edges_match_sql():
 
 def _polling_loops_sql(path):
     """ex_polling_before's polling loops by SQL: every cudaEventQuery names its event (CUPTI_ACTIVITY_KIND_SYNCHRONIZATION,
-    syncType 1, by correlation id); an event queried 3+ times is one loop. Per loop: first query start, last query end,
+    syncType 1, by correlation id); an event some query of which found it unfinished (returnValue 600,
+    cudaErrorNotReady) is one loop. Per loop: first query start, last query end,
     the event's record call (the thread's last cudaEventRecord before the loop) and the end of the GPU work it marks
     (the latest end among the GPU operations the thread launched before that record)."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         loops = db.execute(
-            "WITH q AS (SELECT r.start, r.end, r.globalTid AS tid, s.eventId AS ev FROM CUPTI_ACTIVITY_KIND_RUNTIME r "
-            "JOIN CUPTI_ACTIVITY_KIND_SYNCHRONIZATION s ON s.correlationId = r.correlationId AND s.syncType = 1) "
-            "SELECT tid, count(*), min(start), max(end) FROM q GROUP BY ev HAVING count(*) >= 3 ORDER BY 3").fetchall()
+            "WITH q AS (SELECT r.start, r.end, r.globalTid AS tid, r.returnValue AS rv, s.eventId AS ev FROM "
+            "CUPTI_ACTIVITY_KIND_RUNTIME r JOIN CUPTI_ACTIVITY_KIND_SYNCHRONIZATION s ON s.correlationId = "
+            "r.correlationId AND s.syncType = 1) "
+            "SELECT tid, count(*), min(start), max(end) FROM q GROUP BY ev HAVING sum(rv = 600) >= 1 ORDER BY 3"
+        ).fetchall()
         records = np.array(db.execute(
             "SELECT r.start FROM CUPTI_ACTIVITY_KIND_RUNTIME r JOIN StringIds n ON n.id = r.nameId "
             "WHERE n.value LIKE 'cudaEventRecord%' ORDER BY r.start").fetchall(), np.int64).ravel()

@@ -52,7 +52,9 @@ TABLES: dict[str, dict] = {
         "columns": {"start_ns": "CPU start", "end_ns": "CPU end", "tid": "calling thread",
                     "correlation": "correlation id, shared with the GPU work it launched", "name_id": "API name",
                     "driver": "bool: a CUDA driver API call (else the runtime API)",
-                    "callchain": "backtrace id in the OS runtime call chains, -1 when none"}},
+                    "callchain": "backtrace id in the OS runtime call chains, -1 when none",
+                    "status": "the call's return code (0 success, 600 not ready: a query of unfinished work), -1 "
+                              "when not recorded"}},
     "ranges": {
         "absent_flag": "--trace=nvtx",
         "columns": {"start_ns": "range start", "end_ns": "range end", "tid": "thread that opened it",

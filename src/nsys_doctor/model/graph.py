@@ -32,7 +32,7 @@ import numpy as np
 from .activity import LOCK_CALLS
 from .api_names import QUERY_CALLS, SYNC_CALLS, base_name
 from .arrays import id_mask, is_sorted, uniq
-from .host_waits import POLL_MIN_QUERIES, query_runs
+from .host_waits import POLL_MIN_QUERIES_SEEN, query_runs
 from .projection import GPU_TABLES, api_corr_key, corr_key, gpu_corr_key, launch_calls
 from .trace import Trace, table_len
 
@@ -455,9 +455,11 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
             # shows a few us after the GPU end: in ex_polling_before the last-but-one query of 144 of 505 runs began
             # 0.1-0.4 us after it); the time from that end to the run's return (the sleeps of a sleep-poll loop
             # too) is polling delay, part of the wait
-            tail_ok = ce[ci] - W <= WAIT_TAIL_MAX_NS
-            tail_ok |= (poll_prev[ci] != NEVER) & (W >= poll_prev[ci] - WAIT_TAIL_MAX_NS)
-            ok &= (W >= cs[ci]) & tail_ok & (ready[op] <= ce[ci])
+            # (for a loop the work may even have ended just before its first query, which still saw it unfinished)
+            is_poll = poll_prev[ci] != NEVER
+            tail_ok = np.where(is_poll, W >= poll_prev[ci] - WAIT_TAIL_MAX_NS,
+                               (ce[ci] - W <= WAIT_TAIL_MAX_NS) & (W >= cs[ci]))
+            ok &= tail_ok & (ready[op] <= ce[ci])
             # it must not be launched by a later call of the same thread (it cannot wait for its own future)
             lnode = g_launch[op]
             ok &= (lnode < 0) | (lnode <= ci)
@@ -614,7 +616,7 @@ def _poll_runs(trace: Trace, api, name_of: np.ndarray, special: np.ndarray):
     if len(qids) == 0:
         return None
     is_q = id_mask(name_of, qids)
-    if int(is_q.sum()) < POLL_MIN_QUERIES:
+    if int(is_q.sum()) < POLL_MIN_QUERIES_SEEN:
         return None
     tids = uniq(api["tid"][is_q].astype(np.int64))
     rows = np.flatnonzero(np.isin(api["tid"], tids)) if len(tids) < len(uniq(api["tid"])) else np.arange(len(is_q))

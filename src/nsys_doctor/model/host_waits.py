@@ -42,6 +42,10 @@ POLL_MIN_QUERIES = 3           # a spin is 3+ queries in a row: ex_polling_befor
                                # are a completion check on work already done, not a spin
 POLL_GAP_MAX_NS = 100_000      # queries of one spin follow each other within 100 us: ex_polling_before's gaps are
                                # < 1 us for 7820 of 8580, the largest 59 us (the Python loop preempted)
+NOT_READY = 600                # cudaErrorNotReady / CUDA_ERROR_NOT_READY: the query found the work unfinished
+POLL_MIN_QUERIES_SEEN = 2      # with return codes recorded, a loop is one or more not-ready queries then the one that
+                               # found the work done (ex_sleep_before: 0.5 ms sleeps, often one not-ready query a wait);
+                               # a first query that found the work done (ex_fusion_before's checks) starts no loop
 POLL_SLEEP_SHARE = 0.5         # a longer gap still belongs to the spin when the thread slept through most of it
                                # (`while not ev.query(): time.sleep(t)`): the CPU did nothing else then
 REFILL_MAX_NS = 1_000_000      # GPU idle after a sync counted up to 1 ms: the refill after a drain is the framework
@@ -171,22 +175,27 @@ def _poll_runs(trace: Trace, rq: Requests, rows: np.ndarray, k: np.ndarray):
 
 def query_runs(trace: Trace | None, api, rows: np.ndarray, is_query: np.ndarray, group: np.ndarray | None = None):
     """Runs of completion queries (cudaEventQuery/cudaStreamQuery spun until the work is done) among these api_calls
-    rows: POLL_MIN_QUERIES or more queries in a row on one thread (no other CUDA call among `rows` between them, the
-    same `group` where given), each within POLL_GAP_MAX_NS of the previous one's return, or after a longer gap that
-    the thread spent at least POLL_SLEEP_SHARE asleep (a sleep-poll loop; needs `trace` for its OS runtime calls).
+    rows: queries in a row on one thread (no other CUDA call among `rows` between them, the same `group` where
+    given), each within POLL_GAP_MAX_NS of the previous one's return, or after a longer gap that the thread spent at
+    least POLL_SLEEP_SHARE asleep (a sleep-poll loop; needs `trace` for its OS runtime calls). Where the export has
+    the calls' return codes, every query but a loop's last found the work unfinished (NOT_READY) and a loop has
+    POLL_MIN_QUERIES_SEEN or more; otherwise POLL_MIN_QUERIES or more.
     Returns per run its first and last query row and the start of its last-but-one query (the latest time the work
     was seen unfinished), and every member row with the index of its run."""
     rows = np.asarray(rows, np.int64)
     none = np.zeros(0, np.int64)
-    if int(np.count_nonzero(is_query)) < POLL_MIN_QUERIES:
+    if int(np.count_nonzero(is_query)) < POLL_MIN_QUERIES_SEEN:
         return none, none, none, none, none
     tid, start, end = api["tid"][rows], api["start_ns"][rows], api["end_ns"][rows]
+    status = _query_status(api, rows, is_query)
     if len(tid) and int(tid.min()) == int(tid.max()) and bool(np.all(start[1:] >= start[:-1])):
         o = np.arange(len(rows))             # one thread, in time order (most inference processes): no sort
     else:
         o = np.lexsort((start, tid))         # each thread's calls in time order
     r, t, s, e, q = rows[o], tid[o], start[o], end[o], np.asarray(is_query, bool)[o]
     joined = q[1:] & q[:-1] & (t[1:] == t[:-1])
+    if status is not None:
+        joined &= status[o][:-1] == NOT_READY    # the query before found the work unfinished: the loop goes on
     if group is not None:
         g = np.asarray(group)[o]
         joined &= g[1:] == g[:-1]
@@ -198,11 +207,20 @@ def query_runs(trace: Trace | None, api, rows: np.ndarray, is_query: np.ndarray,
     new = np.r_[True, ~joined]                # a run starts wherever a query does not continue the previous one
     run = np.cumsum(new) - 1
     size = np.bincount(run)
-    member = q & (size[run] >= POLL_MIN_QUERIES)
+    member = q & (size[run] >= (POLL_MIN_QUERIES if status is None else POLL_MIN_QUERIES_SEEN))
     first = np.flatnonzero(new & member)     # positions of each kept run's first query
     last_i = first + size[run[first]] - 1    # a run's members are consecutive in this order
     idx = np.searchsorted(first, np.flatnonzero(member), side="right") - 1
     return r[first], r[last_i], s[last_i - 1], r[member], idx
+
+
+def _query_status(api, rows: np.ndarray, is_query: np.ndarray) -> np.ndarray | None:
+    """The return codes of these rows, None when the export has none for their queries (the column absent, or -1)."""
+    if "status" not in api and "status" not in getattr(api, "lazy_names", ()):   # a LazyTable reads it on first use
+        return None
+    st = np.asarray(api["status"])[rows]
+    q = np.asarray(is_query, bool)
+    return st if q.any() and bool((st[q] >= 0).all()) else None
 
 
 def _asleep(trace: Trace | None, tid: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:

@@ -350,7 +350,7 @@ class _Builder:
                 "correlation": np.array([_int(a.get("correlation")) for a in args], np.int64),
                 "name_id": np.array([self.intern(str(e.get("name", ""))) for e in evs], np.int64),
                 "driver": np.r_[np.zeros(len(runtime), bool), np.ones(len(driver), bool)],
-                "callchain": np.full(len(evs), -1, np.int64)}
+                "callchain": np.full(len(evs), -1, np.int64), "status": np.full(len(evs), -1, np.int64)}
 
     def _ranges(self, evs: list) -> dict:
         start, end = self._times(evs)

@@ -68,7 +68,7 @@ COLUMNS = {   # export table -> (model table, required, optional, alternatives)
     "CUPTI_ACTIVITY_KIND_CUDA_EVENT": ("event_records", ("correlationId", "streamId", "eventId"),
                                        ("globalPid", "deviceId"), ()),
     "CUPTI_ACTIVITY_KIND_RUNTIME": ("api_calls", ("start", "end", "correlationId", "globalTid", "nameId"),
-                                    ("eventClass", "callchainId"), ()),
+                                    ("eventClass", "callchainId", "returnValue"), ()),
     "NVTX_EVENTS": ("ranges", ("start", "end", "globalTid"), ("domainId", "eventType"), (("text", "textId"),)),
     "OSRT_API": ("os_calls", ("start", "end", "globalTid", "nameId"), ("callchainId",), ()),
     "SCHED_EVENTS": ("sched", ("start", "globalTid", "isSchedIn"), ("cpu", "threadState", "threadBlock"), ()),
@@ -419,7 +419,7 @@ class _Reader:
         cols = [("start_ns", c("start")), ("end_ns", c("end")), ("tid", c("globalTid")),
                 ("correlation", c("correlationId")), ("name_id", c("nameId")),
                 ("driver", f"({c('eventClass', '0')} = 1)")]     # eager: the timeline labels API lanes with it
-        lazy = {"callchain": f"coalesce({c('callchainId')}, -1)"}
+        lazy = {"callchain": f"coalesce({c('callchainId')}, -1)", "status": f"coalesce({c('returnValue')}, -1)"}
         # eventClass 67 (CUDA backtrace, 2022 exports) repeats real calls with the same correlation id
         where = '"eventClass" IN (0, 1)' if "eventClass" in self.tables[t] else ""
         rows = self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"',
