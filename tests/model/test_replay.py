@@ -133,7 +133,7 @@ def test_graph_edges_match_sql():
 
 
 def _polling_loops_sql(path):
-    """ex_polling_before's polling loops by SQL: every cudaEventQuery names its event (CUPTI_ACTIVITY_KIND_SYNCHRONIZATION,
+    """A profile's polling loops by SQL: every cudaEventQuery names its event (CUPTI_ACTIVITY_KIND_SYNCHRONIZATION,
     syncType 1, by correlation id); an event some query of which found it unfinished (returnValue 600,
     cudaErrorNotReady) is one loop. Per loop: first query start, last query end,
     the event's record call (the thread's last cudaEventRecord before the loop) and the end of the GPU work it marks
@@ -165,23 +165,25 @@ def _polling_loops_sql(path):
     return first, last_end, done
 
 
-def test_polling_loops_are_one_host_wait_each():
-    """ex_polling_before spins on cudaEventQuery after each block (examples/polling_wait.py): each loop is one host
-    wait spanning its queries, waiting for the GPU work its event marks (checked by SQL, above), the polling delay
-    after that work ended part of the wait."""
-    path = expand(data("ex_polling_before"))
+# ex_polling_before spins on cudaEventQuery after each block (examples/polling_wait.py); ex_sleep_before sleeps 0.5 ms
+# between queries (examples/sleep_poll.py): the polling delay is then up to a sleep and its timer slack
+@pytest.mark.parametrize("name, max_delay_ns", [("ex_polling_before", 10_000), ("ex_sleep_before", 1_000_000)])
+def test_polling_loops_are_one_host_wait_each(name, max_delay_ns):
+    """Each polling loop is one host wait spanning its queries, waiting for the GPU work its event marks (checked by
+    SQL, above), the polling delay after that work ended part of the wait."""
+    path = expand(data(name))
     first, last_end, done = _polling_loops_sql(path)
-    trace, reqs = load(data("ex_polling_before"))
+    trace, reqs = load(data(name))
     g = R.graph_of(trace, reqs)
     api = trace.table("api_calls")
     node = np.flatnonzero((g.c_kind == 0) & np.isin(g.c_start, first))
     node = node[np.isin(api["start_ns"][g.c_row[node]], first)]
-    assert len(first) > 400 and len(node) == len(first)
+    assert len(first) > 150 and len(node) == len(first)
     assert (g.c_end[node] == last_end).all()                       # one node from the first query to the last
     assert (g.c_wait_op[node] >= 0).all()                           # each waits ...
     assert (g.g_end[g.c_wait_op[node]] == done).all()                # ... for the work its event marks
-    # its end is that work's end plus the polling delay, microseconds (median under 10 us)
-    assert np.median(last_end - done) < 10_000 and (last_end >= done).all()
+    # its end is that work's end plus the polling delay
+    assert (last_end >= done).all() and (last_end - done < max_delay_ns).mean() > 0.95
     # no query of a loop is a node of its own
     q = np.isin(g.c_name, [i for i in np.unique(g.c_name[g.c_kind == 0]) if "EventQuery" in trace.name(int(i))])
     inside = (g.c_start[None, :] > first[:, None]) & (g.c_start[None, :] < last_end[:, None])
