@@ -74,6 +74,29 @@ def _reference_rates(direction, big, rate):
                                                                       PINNED_FLOOR_GBPS))
 
 
+def _rates(trace, c):
+    """Per copy: its direction ('HtoD' / 'DtoH' / ''), ns, bytes, large enough to measure a rate, GB/s."""
+    direction = _direction(trace, c["kind"])
+    dur = (c["end_ns"] - c["start_ns"]).astype(np.float64)
+    nbytes = c["bytes"].astype(np.float64)
+    big = (direction != "") & (nbytes >= MIN_MEASURE_BYTES) & (dur > 0)
+    rate = np.where(dur > 0, nbytes / np.maximum(dur, 1), 0.0)          # bytes/ns == GB/s
+    return direction, dur, nbytes, big, rate
+
+
+def pinned_gbps(trace) -> tuple[float, str]:
+    """One rate for pageable copies once pinned (`whatif --pinned`), by change()'s rule: the best reference rate of
+    the two directions, at least the GPU's documented pinned link rate; and where it comes from, in words."""
+    direction, _, _, big, rate = _rates(trace, trace.table("copies"))
+    best = max(_reference_rates(direction, big, rate)[0].values())
+    link = pinned_link_gbps(trace)
+    if link and link >= best:
+        return link, "the documented pinned host link rate of this GPU (model/device.py)"
+    if best > PINNED_FLOOR_GBPS:
+        return best, "the best host<->device copy rate of copies >= 1 MiB in this profile"
+    return PINNED_FLOOR_GBPS, "pinned PCIe Gen3 x16 (no faster copy in this profile, GPU's link rate unknown)"
+
+
 def _exposed(trace, c, dur, inreq):
     """Per copy: copy time during which the same device runs no kernel (the GPU waits on it)."""
     k = trace.table("kernels")
@@ -108,13 +131,9 @@ def measure(ctx) -> Measurement | None:
         return None
     c = trace.table("copies")
     req = rq.gpu_request.get("copies", np.zeros(0, np.int64))
-    direction = _direction(trace, c["kind"])
+    direction, dur, nbytes, big, rate = _rates(trace, c)
     host = direction != ""
-    dur = (c["end_ns"] - c["start_ns"]).astype(np.float64)
-    nbytes = c["bytes"].astype(np.float64)
     pageable = host & (_pageable(trace, c["src_kind"]) | _pageable(trace, c["dst_kind"]))
-    big = host & (nbytes >= MIN_MEASURE_BYTES) & (dur > 0)
-    rate = np.where(dur > 0, nbytes / np.maximum(dur, 1), 0.0)          # bytes/ns == GB/s
     ref, ref_rate = _reference_rates(direction, big, rate)
     inreq = host & (req >= rq.warmup)
     if not inreq.any():

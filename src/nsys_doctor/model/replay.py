@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .activity import LOCK_CALLS
-from .api_names import SYNC_CALLS, base_name
-from .graph import NEVER, Graph, build
+from .api_names import SYNC_CALLS
+from .arrays import id_mask
+from .graph import NEVER, Graph, build, name_ids
 from .intervals import covered, union
 from .projection import GPU_TABLES
 from .requests import Requests
@@ -111,6 +112,15 @@ class Change:
                       copy_rate=list(self.copy_rate) + list(other.copy_rate),
                       remove_cpu_windows=list(self.remove_cpu_windows) + list(other.remove_cpu_windows),
                       stream_per_thread=self.stream_per_thread or other.stream_per_thread)
+
+    def is_empty(self) -> bool:
+        """Nothing to replay: every field unset or naming no rows."""
+        return not (self.remove_wait_rows is not None and len(self.remove_wait_rows) or self.remove_syncs
+                    or self.kernel_factor or self.graph_launch_ns is not None or self.drop_phase or self.pageable_rate
+                    or self.remove_lock_waits or any(len(r) for r in self.remove_cpu_rows.values())
+                    or any(len(x[1]) for x in self.gpu_scale) or any(len(x[1]) for x in self.gpu_shorten)
+                    or any(len(x[0]) for x in self.copy_rate) or any(len(x[1]) for x in self.remove_cpu_windows)
+                    or self.stream_per_thread)
 
     def describe(self) -> list[str]:
         out = []
@@ -333,17 +343,9 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
 def _apply(g: Graph, trace: Trace, reqs: Requests | None, ch: Change) -> _Params:
     p = _params(g)
     api_nodes = g.c_kind == 0
-    names = {}
-
-    def base(i):
-        if i not in names:
-            names[i] = base_name(trace.name(i))
-        return names[i]
 
     def name_mask(mask: np.ndarray, pred) -> np.ndarray:
-        ids = np.unique(g.c_name[mask])
-        good = np.array([i for i in ids if pred(base(int(i)))], np.int64)
-        return mask & np.isin(g.c_name, good)
+        return mask & id_mask(g.c_name, name_ids(trace, g.c_name[mask], pred))
 
     def drop_wait(nodes: np.ndarray):
         nodes = nodes[p.c_wait_op[nodes] >= 0]
