@@ -132,6 +132,137 @@ def test_graph_edges_match_sql():
     assert g.stats["gpu_ops"] == sum(len(trace.table(t)["start_ns"]) for t in ("kernels", "copies", "memsets"))
 
 
+def _polling_loops_sql(path):
+    """A profile's polling loops by SQL: every cudaEventQuery names its event (CUPTI_ACTIVITY_KIND_SYNCHRONIZATION,
+    syncType 1, by correlation id); an event some query of which found it unfinished (returnValue 600,
+    cudaErrorNotReady) is one loop. Per loop: first query start, last query end,
+    the event's record call (the thread's last cudaEventRecord before the loop) and the end of the GPU work it marks
+    (the latest end among the GPU operations the thread launched before that record)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        loops = db.execute(
+            "WITH q AS (SELECT r.start, r.end, r.globalTid AS tid, r.returnValue AS rv, s.eventId AS ev FROM "
+            "CUPTI_ACTIVITY_KIND_RUNTIME r JOIN CUPTI_ACTIVITY_KIND_SYNCHRONIZATION s ON s.correlationId = "
+            "r.correlationId AND s.syncType = 1) "
+            "SELECT tid, count(*), min(start), max(end) FROM q GROUP BY ev HAVING sum(rv = 600) >= 1 ORDER BY 3"
+        ).fetchall()
+        records = np.array(db.execute(
+            "SELECT r.start FROM CUPTI_ACTIVITY_KIND_RUNTIME r JOIN StringIds n ON n.id = r.nameId "
+            "WHERE n.value LIKE 'cudaEventRecord%' ORDER BY r.start").fetchall(), np.int64).ravel()
+        ops = np.array(db.execute(
+            "SELECT r.start, g.end FROM (SELECT correlationId, end FROM CUPTI_ACTIVITY_KIND_KERNEL UNION ALL "
+            "SELECT correlationId, end FROM CUPTI_ACTIVITY_KIND_MEMSET UNION ALL "
+            "SELECT correlationId, end FROM CUPTI_ACTIVITY_KIND_MEMCPY) g "
+            "JOIN CUPTI_ACTIVITY_KIND_RUNTIME r ON r.correlationId = g.correlationId ORDER BY r.start").fetchall(),
+            np.int64)
+    finally:
+        db.close()
+    (tids,) = {t for t, *_ in loops},            # one serving thread
+    first = np.array([x[2] for x in loops], np.int64)
+    last_end = np.array([x[3] for x in loops], np.int64)
+    rec = records[np.searchsorted(records, first) - 1]
+    done = np.maximum.accumulate(ops[:, 1])[np.searchsorted(ops[:, 0], rec) - 1]
+    return first, last_end, done
+
+
+# ex_polling_before spins on cudaEventQuery after each block (examples/polling_wait.py); ex_sleep_before sleeps 0.5 ms
+# between queries (examples/sleep_poll.py): the polling delay is then up to a sleep and its timer slack
+@pytest.mark.parametrize("name, max_delay_ns", [("ex_polling_before", 10_000), ("ex_sleep_before", 1_000_000)])
+def test_polling_loops_are_one_host_wait_each(name, max_delay_ns):
+    """Each polling loop is one host wait spanning its queries, waiting for the GPU work its event marks (checked by
+    SQL, above), the polling delay after that work ended part of the wait."""
+    path = expand(data(name))
+    first, last_end, done = _polling_loops_sql(path)
+    trace, reqs = load(data(name))
+    g = R.graph_of(trace, reqs)
+    api = trace.table("api_calls")
+    node = np.flatnonzero((g.c_kind == 0) & np.isin(g.c_start, first))
+    node = node[np.isin(api["start_ns"][g.c_row[node]], first)]
+    assert len(first) > 150 and len(node) == len(first)
+    assert (g.c_end[node] == last_end).all()                       # one node from the first query to the last
+    assert (g.c_wait_op[node] >= 0).all()                           # each waits ...
+    assert (g.g_end[g.c_wait_op[node]] == done).all()                # ... for the work its event marks
+    # its end is that work's end plus the polling delay
+    assert (last_end >= done).all() and (last_end - done < max_delay_ns).mean() > 0.95
+    # no query of a loop is a node of its own
+    q = np.isin(g.c_name, [i for i in np.unique(g.c_name[g.c_kind == 0]) if "EventQuery" in trace.name(int(i))])
+    inside = (g.c_start[None, :] > first[:, None]) & (g.c_start[None, :] < last_end[:, None])
+    assert not (q & inside.any(0)).any()
+
+
+def test_removing_polling_loops_lets_the_cpu_run_on():
+    """With every polling loop but each request's last wait removed, ex_polling_before's requests run at the pace of
+    the serving thread's own CPU time (its CPU time per request, 4.0 ms, is above its GPU time, 2.6 ms): the replayed
+    latency is the recorded one minus the loops' time (SQL), to within 2%."""
+    path = expand(data("ex_polling_before"))
+    first, last_end, _ = _polling_loops_sql(path)
+    trace, reqs = load(data("ex_polling_before"))
+    rt, m = reqs.table, reqs.measured
+    s, e = rt["start_ns"][m], rt["start_ns"][m] + rt["latency_ns"][m]
+    inside = (first[None, :] >= s[:, None]) & (last_end[None, :] <= e[:, None])
+    spun = (inside * (last_end - first)[None, :]).sum(1)
+    out = R.replay(trace, reqs, R.Change(remove_syncs=True))
+    assert out.mean_latency_ns == pytest.approx((rt["latency_ns"][m] - spun).mean(), rel=FIDELITY)
+    assert out.mean_latency_ns < 0.95 * rt["latency_ns"][m].mean()
+
+
+def _event_waits_sql(path):
+    """Every cudaStreamWaitEvent by SQL: its CUPTI synchronization record names the event and the waiting stream;
+    the event's latest CUPTI_ACTIVITY_KIND_CUDA_EVENT record before the wait names the recording stream and call.
+    Returns (end of the last GPU operation launched onto the recording stream before the record call, start of the
+    first one launched onto the waiting stream after the wait call) per wait that has both."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        waits = db.execute(
+            "SELECT s.eventId, s.streamId, r.start FROM CUPTI_ACTIVITY_KIND_SYNCHRONIZATION s "
+            "JOIN CUPTI_ACTIVITY_KIND_RUNTIME r ON r.correlationId = s.correlationId "
+            "JOIN StringIds n ON n.id = r.nameId WHERE n.value LIKE 'cudaStreamWaitEvent%' "
+            "AND s.eventId != 4294967295").fetchall()
+        records = db.execute(
+            "SELECT e.eventId, e.streamId, r.start FROM CUPTI_ACTIVITY_KIND_CUDA_EVENT e "
+            "JOIN CUPTI_ACTIVITY_KIND_RUNTIME r ON r.correlationId = e.correlationId").fetchall()
+        ops = db.execute(
+            "SELECT g.streamId, r.start, g.start, g.end FROM (SELECT correlationId, streamId, start, end FROM "
+            "CUPTI_ACTIVITY_KIND_KERNEL UNION ALL SELECT correlationId, streamId, start, end FROM "
+            "CUPTI_ACTIVITY_KIND_MEMCPY UNION ALL SELECT correlationId, streamId, start, end FROM "
+            "CUPTI_ACTIVITY_KIND_MEMSET) g JOIN CUPTI_ACTIVITY_KIND_RUNTIME r ON r.correlationId = g.correlationId "
+            "ORDER BY r.start").fetchall()
+    finally:
+        db.close()
+    out = []
+    for ev, stream, t in waits:
+        rec = [(s, rt) for e, s, rt in records if e == ev and rt < t]
+        if not rec:
+            continue
+        rs, rt = max(rec, key=lambda x: x[1])
+        before = [o for o in ops if o[0] == rs and o[1] < rt]
+        after = [o for o in ops if o[0] == stream and o[1] > t]
+        if before and after and rs != stream:
+            out.append((max(o[3] for o in before), after[0][2]))
+    return out
+
+
+def test_recorded_event_waits_are_edges():
+    """ex_pinned_after copies on a side stream and orders the streams with events (cudaEventRecord ->
+    cudaStreamWaitEvent): the graph links each wait's first operation to the work the event marks (SQL above), and
+    a change that delays that work delays the waiting stream, where the timing alone saw no dependency."""
+    path = expand(data("ex_pinned_after"))
+    facts = _event_waits_sql(path)
+    trace, reqs = load(data("ex_pinned_after"))
+    g = R.graph_of(trace, reqs)
+    assert len(facts) > 40 and g.stats["event_waits"] == len(facts)
+    held = np.flatnonzero(g.g_xop >= 0)
+    pairs = set(zip(g.g_end[g.g_xop[held]].tolist(), g.g_start[held].tolist()))
+    assert all(f in pairs for f in facts)
+    # delaying the marked work by 1 ms holds back every operation waiting for it
+    marked = np.unique(g.g_xop[held])
+    p = R._params(g)
+    p.g_dur[marked] += 1_000_000
+    cs, ce, gs, ge = R._run(g, p)
+    assert (gs[held] >= ge[g.g_xop[held]]).all()
+    assert (gs[held] > g.g_start[held]).all()
+
+
 # ---------------------------------------------------------------------------------------------- predictions
 def _avoidable_pair(name):
     trace, reqs = load(data(f"{name}_before"))
@@ -272,3 +403,53 @@ def test_combined_changes_save_at_least_each_alone():
     b = R.Change(remove_syncs=True)
     both = R.replay(trace, reqs, a.combined(b)).interval_ns
     assert both <= min(R.replay(trace, reqs, a).interval_ns, R.replay(trace, reqs, b).interval_ns) < base
+
+
+def _poll_trace(sleep: bool):
+    """Synthetic (the sleep-poll recording is not in tests/data yet): a kernel runs 0-5 ms; the thread queries its
+    event every 1 ms from 0.1 ms on, in between sleeping 0.9 ms (clock_nanosleep, OS runtime call) or, without
+    `sleep`, computing for 0.9 ms; the last query (at 5.1 ms) finds it done, then a second kernel is launched."""
+    tid = (1 << 24) | 5
+    names = {1: "cudaLaunchKernel_v7000", 2: "cudaEventQuery_v3020", 3: "K", 4: "clock_nanosleep"}
+    us = 1000
+    q0 = np.arange(6) * 1000 + 100                               # queries at 0.1, 1.1, ..., 5.1 ms, 2 us each
+    api_s = np.r_[0, q0, 5200] * us
+    api_e = np.r_[5, q0 + 2, 5205] * us
+    n = len(api_s)
+    api = {"start_ns": api_s, "end_ns": api_e, "tid": np.full(n, tid), "correlation": np.arange(1, n + 1),
+           "name_id": np.r_[1, np.full(6, 2), 1], "driver": np.zeros(n, bool), "callchain": np.full(n, -1)}
+    k = {"start_ns": np.array([10, 5210]) * us, "end_ns": np.array([5000, 5300]) * us, "device": np.zeros(2),
+         "stream": np.ones(2), "correlation": np.array([1, n]), "pid": np.full(2, 1 << 24),
+         "name_id": np.array([3, 3]), "full_name_id": np.array([3, 3]), "grid": np.ones(2), "block": np.ones(2),
+         "registers": np.ones(2), "graph_node": np.zeros(2)}
+    osc = {"start_ns": (q0[:-1] + 50) * us, "end_ns": (q0[:-1] + 950) * us, "tid": np.full(5, tid),
+           "name_id": np.full(5, 4), "callchain": np.full(5, -1)}
+    tables = {"api_calls": {c: np.asarray(v) for c, v in api.items()},
+              "kernels": {c: np.asarray(v, np.int64) for c, v in k.items()},
+              "os_calls": {c: np.asarray(v, np.int64) for c, v in osc.items()} if sleep else empty_table("os_calls")}
+    loaders = {t: (lambda t=t: tables[t]) for t in tables}
+    for t in ("copies", "memsets", "graphs", "ranges", "syncs", "event_records"):
+        loaders[t] = (lambda t=t: empty_table(t))
+    return Trace(path="poll", source="synthetic", loaders=loaders, strings=lambda i: names[i], ids=NSYS_IDS)
+
+
+@pytest.mark.parametrize("sleep", [True, False])
+def test_a_sleep_poll_loop_is_one_wait_and_cpu_work_between_queries_is_not(sleep):
+    g = build(_poll_trace(sleep))
+    q = np.flatnonzero(g.c_name == 2)
+    if not sleep:
+        # 0.9 ms of the thread's own work between queries (no sleep): no loop, each query a node of its own
+        assert len(q) == 6
+        return
+    assert len(q) == 1 and g.c_start[q[0]] == 100_000 and g.c_end[q[0]] == 5_102_000
+    assert g.g_end[g.c_wait_op[q[0]]] == 5_000_000                 # the kernel, ended during the last sleep
+    p = R._params(g)
+    cs, ce, gs, ge = R._run(g, p)
+    assert (ce == g.c_end).all() and (gs == g.g_start).all()       # unchanged: the recording
+    p.c_wait_op[q] = -1
+    p.c_dur[q] = g.c_dmin[q]
+    cs, ce, gs, ge = R._run(g, p)
+    # without the loop the next launch comes right after one query (at 0.2 ms, not 5.2 ms), and the second kernel
+    # follows the first on its stream at once instead of after the polling delay and the launch (5.21 ms)
+    assert ce[q[0]] - cs[q[0]] == 2_000 and cs[-1] == 200_000
+    assert gs[-1] - ge[0] < 5_000 < g.g_start[-1] - g.g_end[0]

@@ -40,13 +40,21 @@ TABLES: dict[str, dict] = {
         "absent_flag": "--trace=cuda",
         "columns": {"start_ns": "wait start", "end_ns": "wait end", "stream": "stream id", "pid": "process",
                     "correlation": "correlation id of the API call that waited",
-                    "sync_type": "ENUM_CUPTI_SYNC_TYPE (1 event, 2 stream wait event, 3 stream, 4 context)"}},
+                    "sync_type": "ENUM_CUPTI_SYNC_TYPE (1 event, 2 stream wait event, 3 stream, 4 context)",
+                    "event": "CUPTI event id of an event sync or stream wait event (not a string id), -1 when none"}},
+    "event_records": {
+        "absent_flag": "",  # CUPTI_ACTIVITY_KIND_CUDA_EVENT: cudaEventRecord calls, in nsys exports since ~2023
+        "columns": {"stream": "stream id the event was recorded on", "device": "CUDA device id", "pid": "process",
+                    "correlation": "correlation id of the cudaEventRecord call",
+                    "event": "CUPTI event id (not a string id), the same as in syncs.event"}},
     "api_calls": {
         "absent_flag": "--trace=cuda",
         "columns": {"start_ns": "CPU start", "end_ns": "CPU end", "tid": "calling thread",
                     "correlation": "correlation id, shared with the GPU work it launched", "name_id": "API name",
                     "driver": "bool: a CUDA driver API call (else the runtime API)",
-                    "callchain": "backtrace id in the OS runtime call chains, -1 when none"}},
+                    "callchain": "backtrace id in the OS runtime call chains, -1 when none",
+                    "status": "the call's return code (0 success, 600 not ready: a query of unfinished work), -1 "
+                              "when not recorded"}},
     "ranges": {
         "absent_flag": "--trace=nvtx",
         "columns": {"start_ns": "range start", "end_ns": "range end", "tid": "thread that opened it",

@@ -7,11 +7,18 @@ Nodes, as flat numpy arrays (no per-event objects: launch_bound x40 of benchmark
 Edges, each with a delay fitted so that replaying the graph unchanged gives back the recording exactly:
 - launch -> GPU operation by (process, correlation id) (model/projection.py's keys), delay = launch-to-start latency;
 - stream FIFO: an operation starts after the one before it on its stream ends;
-- cross-stream and engine order, inferred from timing: an operation that started right when an operation of another
-  stream of the same device ended, later than its launch and its stream allowed, waited for it (event record ->
-  stream wait event, the legacy default stream's implicit ordering, a copy engine busy with another copy);
+- cross-stream waits the profile records: cudaEventRecord (CUPTI_ACTIVITY_KIND_CUDA_EVENT) -> cudaStreamWaitEvent
+  (its CUPTI synchronization record names the event): the first operation launched onto the waiting stream after
+  the wait waits for the last one launched onto the recording stream before the record (kept as an edge also where
+  it did not bind);
+- other cross-stream and engine order, inferred from timing: an operation that started right when an operation of
+  another stream of the same device ended, later than its launch and its stream allowed, waited for it (event waits
+  not recorded, the legacy default stream's implicit ordering, a copy engine busy with another copy);
 - host waits: a blocking call (synchronize, blocking or pageable copy, query, free) that ended within
-  WAIT_TAIL_MAX_NS after a GPU operation ended while it ran waited for that operation.
+  WAIT_TAIL_MAX_NS after a GPU operation ended while it ran waited for that operation. A polling loop (a run of
+  cudaEventQuery/cudaStreamQuery, model/host_waits.py query_runs, sleeps between them allowed) is one node from its
+  first query to its last, waiting for the operation that ended while it spun: it ends at the first query that saw
+  that work done, so the polling delay is part of the wait; without the wait it costs one query.
 An edge's delay is the recorded slack when that edge bound the start (the latest of the constraints), else the
 nominal latency measured in this trace (`nominal_*`), so a change that frees a constraint lets the node move up to,
 but not past, the next one.
@@ -23,8 +30,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .activity import LOCK_CALLS
-from .api_names import SYNC_CALLS, base_name
+from .api_names import QUERY_CALLS, SYNC_CALLS, base_name
 from .arrays import dense_groups, id_mask, is_sorted, uniq
+from .host_waits import POLL_MIN_QUERIES_SEEN, query_runs
 from .projection import GPU_TABLES, api_corr_key, corr_key, gpu_corr_key, launch_calls
 from .trace import Trace, table_len
 
@@ -274,6 +282,12 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
     if o is not None:
         cs, ce, cchain, ckind, crow = cs[o], ce[o], cchain[o], ckind[o], crow[o]
     del o
+    # a polling run (model/host_waits.py query_runs) is one host wait: its first query spans the run, the other
+    # queries fold into it below like nested calls
+    polls = _poll_runs(trace, api, name_of, special)
+    if polls is not None:
+        at, run = _poll_nodes(polls, n_api, crow, ckind)
+        ce[at] = np.maximum(ce[at], polls[2][run])
     # outermost only: a call starting before an earlier call of its thread ended is folded into that call
     ekey = _chain_time_key(cchain, ce, (t0, width))
     run = np.maximum.accumulate(ekey) if len(ekey) else ekey
@@ -373,14 +387,26 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
             ok &= (sl >= 0) & (sl <= CROSS_STREAM_WINDOW_NS) & (g_xop < 0)
             g_xop[ok] = cand[ok]
             ex_x[ok] = sl[ok] - nom_s
+    # cross-stream waits the profile records (cudaEventRecord -> cudaStreamWaitEvent, by CUPTI event id) take the
+    # place of the timing guess on the operations they hold
+    ev_op = _event_waits(trace, api, g_chain, ukeys, L, has_l, gs, ge, (t0, width)) if n_streams > 1 else None
+    has_e = np.zeros(len(gs), bool)
+    if ev_op is not None:
+        has_e = ev_op >= 0
+        g_xop[has_e] = ev_op[has_e]
+        ex_x[has_e] = gs[has_e] - ge[ev_op[has_e]] - nom_s
     bind_x = (g_xop >= 0) & (ex_x < ex_l) & (ex_x < ex_s)
     bind_l = ~bind_x & has_l & (ex_l <= ex_s)
     bind_s = ~bind_x & ~bind_l & ~first
     g_dl = np.where(bind_l, slack_l, np.minimum(nom_l, slack_l))
     g_ds = np.where(bind_s, slack_s, np.minimum(nom_s, slack_s))
     g_ds[first] = 0
-    g_xop[~bind_x] = -1
-    g_dx = np.where(bind_x, gs - ge[np.clip(g_xop, 0, None)], 0)
+    # a recorded event wait stays an edge where it did not bind (at the nominal gap, never past the recorded start):
+    # if a change delays the work it waits for, the waiting stream follows
+    keep_x = bind_x | has_e
+    g_xop[~keep_x] = -1
+    g_dx = np.where(bind_x, gs - ge[np.clip(g_xop, 0, None)],
+                    np.where(has_e, np.minimum(nom_s, gs - ge[np.clip(g_xop, 0, None)]), 0))
     # no launch recorded and not held by its stream or another: it started when it did, for reasons not traced
     g_fixed = np.where(~has_l & ~bind_s & ~bind_x, gs, NEVER)
     g_dl[~has_l] = 0
@@ -395,6 +421,11 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
 
     # --- host waits: a blocking call that ended just after a GPU operation of its process ended while it ran
     n_cpu = len(cs)
+    poll_prev = np.full(n_cpu, NEVER, np.int64)          # per polling-run node: its last-but-one query's start
+    poll_at = poll_run = np.zeros(0, np.int64)
+    if polls is not None:
+        poll_at, poll_run = _poll_nodes(polls, n_api, crow, ckind)
+        poll_prev[poll_at] = polls[3][poll_run]
     c_wait_op = np.full(n_cpu, -1, np.int64)
     c_tail = np.zeros(n_cpu, np.int64)
     c_dmin = ce - cs
@@ -419,7 +450,16 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
             ok = j >= 0
             op = order_end[np.clip(j, 0, None)]
             W = ge[op]
-            ok &= (W >= cs[ci]) & (ce[ci] - W <= WAIT_TAIL_MAX_NS) & (ready[op] <= ce[ci])
+            # a call waited for work that ended at most WAIT_TAIL_MAX_NS before it returned; a polling run for work
+            # that ended at most that long before its last-but-one query, which still saw it unfinished (completion
+            # shows a few us after the GPU end: in ex_polling_before the last-but-one query of 144 of 505 runs began
+            # 0.1-0.4 us after it); the time from that end to the run's return (the sleeps of a sleep-poll loop
+            # too) is polling delay, part of the wait
+            # (for a loop the work may even have ended just before its first query, which still saw it unfinished)
+            is_poll = poll_prev[ci] != NEVER
+            tail_ok = np.where(is_poll, W >= poll_prev[ci] - WAIT_TAIL_MAX_NS,
+                               (ce[ci] - W <= WAIT_TAIL_MAX_NS) & (W >= cs[ci]))
+            ok &= tail_ok & (ready[op] <= ce[ci])
             # it must not be launched by a later call of the same thread (it cannot wait for its own future)
             lnode = g_launch[op]
             ok &= (lnode < 0) | (lnode <= ci)
@@ -427,6 +467,9 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
             allc = np.flatnonzero(named)
             c_dmin[allc] = np.minimum(_min_by_name(cname[allc], dur[allc])(cname[allc]), dur[allc])
             c_dmin[long] = np.minimum(typical, dur[long])      # a launch that found room costs its typical time
+            # a polling run that finds its work done costs one query (its last)
+            if polls is not None:
+                c_dmin[poll_at] = np.minimum(polls[4][poll_run], dur[poll_at])
             ci, op = ci[ok], op[ok]
             c_wait_op[ci] = op
             c_tail[ci] = ce[ci] - ge[op]
@@ -460,6 +503,7 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
             n_latent = len(lat)
     stats = {"streams": int(n_streams), "threads": int(n_chains), "cpu_nodes": int(n_cpu), "gpu_ops": int(len(gs)),
              "waits": int((c_wait_op >= 0).sum()) - n_latent, "latent_waits": n_latent, "cross_stream": int(bind_x.sum()),
+             "event_waits": int(has_e.sum()),
              "launch_bound": int(bind_l.sum()), "stream_bound": int(bind_s.sum())}
     return Graph(c_chain=cchain, c_start=cs, c_end=ce, c_kind=ckind, c_row=crow, c_name=cname,
                  c_gap=gap, c_wait_op=c_wait_op, c_tail=c_tail, c_dmin=c_dmin, chain_lo=chain_lo, chain_tid=tids,
@@ -467,6 +511,130 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
                  g_launch_off=g_launch_off, g_launch_row=g_launch_row, g_dl=g_dl, g_ds=g_ds, g_fixed=g_fixed,
                  g_xop=g_xop, g_dx=g_dx, g_ready=ready, stream_lo=stream_lo, stream_key=ukeys, nominal_launch_ns=nom_l,
                  nominal_gap_ns=nom_s, span=(t0, width), stats=stats)
+
+
+def _event_waits(trace: Trace, api, g_chain: np.ndarray, ukeys: np.ndarray, L: np.ndarray, has_l: np.ndarray,
+                 gs: np.ndarray, ge: np.ndarray, span: tuple[int, int]) -> np.ndarray | None:
+    """Per GPU operation: the operation of another stream it waited for through a recorded event, -1 when none
+    (None when the profile records no event waits). A cudaStreamWaitEvent call (CUPTI synchronization record with
+    an event id) holds the first operation launched onto its stream after it until the work the event marks is
+    done: the last operation launched onto the recording stream before the latest cudaEventRecord of that event
+    (CUPTI_ACTIVITY_KIND_CUDA_EVENT) preceding the wait."""
+    sy, er = trace.table("syncs"), trace.table("event_records")
+    if table_len(sy) == 0 or table_len(er) == 0 or "event" not in sy or len(gs) == 0:
+        return None
+    w = np.flatnonzero(sy["event"] >= 0)
+    if len(w) == 0:
+        return None
+    akey = api_corr_key(trace)
+    order = None if is_sorted(akey) else np.argsort(akey, kind="stable")
+    ak = akey if order is None else akey[order]
+
+    def call_row(pid, corr):
+        k = corr_key(trace, np.asarray(pid, np.int64), corr)
+        pos = np.clip(np.searchsorted(ak, k), 0, len(ak) - 1)
+        hit = ak[pos] == k
+        return np.where(hit, pos if order is None else order[pos], -1)
+
+    wrow = call_row(sy["pid"][w], sy["correlation"][w])
+    wait_ids = name_ids(trace, api["name_id"][wrow[wrow >= 0]], lambda n: "StreamWaitEvent" in n)
+    ok = wrow >= 0
+    ok[ok] = np.isin(api["name_id"][wrow[ok]], wait_ids)
+    w, wrow = w[ok], wrow[ok]
+    rrow = call_row(er["pid"], er["correlation"])
+    r = np.flatnonzero(rrow >= 0)
+    if len(w) == 0 or len(r) == 0:
+        return None
+    # stream chains by (process, stream id), as _sync_streams matches them
+    ck = (ukeys[:, 1].astype(np.int64) << 32) | (ukeys[:, 2].astype(np.int64) & 0xFFFFFFFF)
+    korder = np.argsort(ck, kind="stable")
+
+    def chain_of(pid, stream):
+        k = (trace.ids.process_key(np.asarray(pid, np.int64)) << 32) | (np.asarray(stream, np.int64) & 0xFFFFFFFF)
+        p = np.clip(np.searchsorted(ck[korder], k), 0, len(ck) - 1)
+        return np.where(ck[korder][p] == k, korder[p], -1)
+
+    # the latest record of the same (process, event) before each wait call
+    rk = (trace.ids.process_key(np.asarray(er["pid"][r], np.int64)) << 32) | (er["event"][r].astype(np.int64)
+                                                                                & 0xFFFFFFFF)
+    rt = api["start_ns"][rrow[r]].astype(np.int64)
+    wk = (trace.ids.process_key(np.asarray(sy["pid"][w], np.int64)) << 32) | (sy["event"][w].astype(np.int64)
+                                                                              & 0xFFFFFFFF)
+    wt = api["start_ns"][wrow].astype(np.int64)
+    # records and waits in (key, time) order: each wait's record is the last record before it with its key
+    allk, allt = np.r_[rk, wk], np.r_[rt, wt]
+    is_w = np.r_[np.zeros(len(rk), bool), np.ones(len(wk), bool)]
+    o = np.lexsort((is_w, allt, allk))
+    last = np.maximum.accumulate(np.where(is_w[o], -1, np.arange(len(o))))
+    at = np.flatnonzero(is_w[o])                       # positions of the waits in that order
+    p = last[at]
+    good = (p >= 0) & (allk[o[np.clip(p, 0, None)]] == allk[o[at]])
+    wi = o[at[good]] - len(rk)                         # wait index
+    w, wt = w[wi], wt[wi]
+    rec = r[o[p[good]]]
+    rec_chain = chain_of(er["pid"][rec], er["stream"][rec])
+    wait_chain = chain_of(sy["pid"][w], sy["stream"][w])
+    good = (rec_chain >= 0) & (wait_chain >= 0) & (rec_chain != wait_chain)
+    w, wt, rec, rec_chain, wait_chain = w[good], wt[good], rec[good], rec_chain[good], wait_chain[good]
+    if len(w) == 0:
+        return None
+    marked = _last_before(g_chain, L, ge, has_l, rec_chain, api["start_ns"][rrow[rec]].astype(np.int64), span)
+    held = _first_after(g_chain, L, has_l, wait_chain, wt, span)
+    good = (marked >= 0) & (held >= 0)
+    out = np.full(len(gs), -1, np.int64)
+    marked, held = marked[good], held[good]
+    good = ge[marked] <= gs[held]                 # a recorded wait the timing contradicts is left to the timing rule
+    marked, held = marked[good], held[good]
+    last = np.argsort(ge[marked], kind="stable")   # several waits before one launch: the work that ends last
+    out[held[last]] = marked[last]
+    return out
+
+
+def _first_after(group: np.ndarray, L: np.ndarray, has_l: np.ndarray, q_group: np.ndarray, q_t: np.ndarray,
+                 span: tuple[int, int]) -> np.ndarray:
+    """For each query (group, time): the operation of that group launched first after the time, -1 when none."""
+    idx = np.flatnonzero(has_l)
+    if len(idx) == 0:
+        return np.full(len(q_t), -1, np.int64)
+    g = np.asarray(group, np.int64)[idx]
+    o = _order_by_chain(g, L[idx], None)
+    if o is not None:
+        idx, g = idx[o], g[o]
+    k = _chain_time_key(g, L[idx], span)
+    pos = np.searchsorted(k, _chain_time_key(np.asarray(q_group, np.int64), q_t, span), side="right")
+    pp = np.clip(pos, 0, len(idx) - 1)
+    ok = (pos < len(idx)) & (g[pp] == q_group)
+    return np.where(ok, idx[pp], -1)
+
+
+def _poll_runs(trace: Trace, api, name_of: np.ndarray, special: np.ndarray):
+    """The polling runs of the whole trace (host_waits.query_runs over every CUDA call of the threads that query):
+    (first query row, sorted; the run's first start; its last end; the last-but-one query's start; the last query's
+    duration), None when there is none."""
+    # the query names among the blocking ones already found (no second pass over every call's name)
+    qids = np.array([i for i in special.tolist() if base_name(trace.name(i)) in QUERY_CALLS], np.int64)
+    if len(qids) == 0:
+        return None
+    is_q = id_mask(name_of, qids)
+    if int(is_q.sum()) < POLL_MIN_QUERIES_SEEN:
+        return None
+    tids = uniq(api["tid"][is_q].astype(np.int64))
+    rows = np.flatnonzero(np.isin(api["tid"], tids)) if len(tids) < len(uniq(api["tid"])) else np.arange(len(is_q))
+    first, last, prev_start, _, _ = query_runs(trace, api, rows, is_q[rows])
+    if len(first) == 0:
+        return None
+    o = np.argsort(first, kind="stable")
+    first, last, prev_start = first[o], last[o], prev_start[o]
+    return (first, api["start_ns"][first].astype(np.int64), api["end_ns"][last].astype(np.int64),
+            prev_start.astype(np.int64), (api["end_ns"][last] - api["start_ns"][last]).astype(np.int64))
+
+
+def _poll_nodes(polls, n_api: int, crow: np.ndarray, ckind: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions among the CPU rows (crow/ckind) of the polling runs' first queries, and each one's run index."""
+    mark = np.zeros(n_api, bool)
+    mark[polls[0]] = True
+    at = np.flatnonzero((ckind == 0) & mark[np.where(ckind == 0, crow, 0)])
+    return at, np.searchsorted(polls[0], crow[at])
 
 
 def name_ids(trace: Trace, ids: np.ndarray, pred) -> np.ndarray:

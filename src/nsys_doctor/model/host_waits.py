@@ -6,7 +6,8 @@ to it; the replay (issue 16) removes them.
 Explicit waits are the *Synchronize calls (runtime and driver, version suffixes ignored); implicit ones are copies
 that block the host: cudaMemcpy (not Async) and device-to-host copies into pageable memory (Async or not), and the
 frees that synchronise the device (cudaFree, cudaFreeHost, cuMemFree). A run of completion queries on one thread
-(cudaEventQuery/cudaStreamQuery spun until the work is done) is one wait from its first to its last query.
+(cudaEventQuery/cudaStreamQuery spun until the work is done, with or without sleeps between the queries) is one
+wait from its first to its last query (query_runs; model/graph.py folds the run into one host wait the same way).
 
 Who claims which wait (each millisecond has one owner): a free's wait (kind FREE_WAIT) is memory_allocation's, which
 counts the whole allocation call plus the GPU idle after it; cuda_sync counts every other kind and leaves the frees
@@ -17,7 +18,9 @@ from __future__ import annotations
 import numpy as np
 
 from .api_names import FREE_WAIT_CALLS, QUERY_CALLS, SYNC_CALLS, base_name
+from . import activity
 from .arrays import distinct_ids
+from .intervals import covered, union
 from .projection import GPU_TABLES, corr_key, device_busy_unions, gpu_corr_key
 from .requests import Requests
 from .trace import Trace, table_len
@@ -39,6 +42,12 @@ POLL_MIN_QUERIES = 3           # a spin is 3+ queries in a row: ex_polling_befor
                                # are a completion check on work already done, not a spin
 POLL_GAP_MAX_NS = 100_000      # queries of one spin follow each other within 100 us: ex_polling_before's gaps are
                                # < 1 us for 7820 of 8580, the largest 59 us (the Python loop preempted)
+NOT_READY = 600                # cudaErrorNotReady / CUDA_ERROR_NOT_READY: the query found the work unfinished
+POLL_MIN_QUERIES_SEEN = 2      # with return codes recorded, a loop is one or more not-ready queries then the one that
+                               # found the work done (ex_sleep_before: 0.5 ms sleeps, often one not-ready query a wait);
+                               # a first query that found the work done (ex_fusion_before's checks) starts no loop
+POLL_SLEEP_SHARE = 0.5         # a longer gap still belongs to the spin when the thread slept through most of it
+                               # (`while not ev.query(): time.sleep(t)`): the CPU did nothing else then
 REFILL_MAX_NS = 1_000_000      # GPU idle after a sync counted up to 1 ms: the refill after a drain is the framework
                                # dispatching the next op (sync_heavy: median 0.21, p99 0.63 ms per sync); a longer gap
                                # is a CPU stage of its own (cpu_processing's), which removing the sync would not shorten
@@ -115,7 +124,7 @@ def host_waits(trace: Trace, rq: Requests) -> dict:
         return out
     rows = np.flatnonzero(inreq)
     k = kinds[np.searchsorted(ids, api["name_id"][rows])]
-    polls = _poll_runs(api, rq, rows, k) if (k == POLL).any() else None
+    polls = _poll_runs(trace, rq, rows, k) if (k == POLL).any() else None
     keep = (k > 0) & (k != POLL)
     rows, k = rows[keep], k[keep]
     # copies: which ones block the host, and how long the call waited before its copy started on the GPU
@@ -156,23 +165,79 @@ def select(waits: dict, keep: np.ndarray) -> dict:
     return out
 
 
-def _poll_runs(api, rq: Requests, rows: np.ndarray, k: np.ndarray):
-    """Runs of completion queries: POLL_MIN_QUERIES or more in a row on one thread within one request, each within
-    POLL_GAP_MAX_NS of the previous one's return, no other CUDA call between. Returns (last query row, first
-    query's start, last query's end) per run, and every member row with its run's last row."""
+def _poll_runs(trace: Trace, rq: Requests, rows: np.ndarray, k: np.ndarray):
+    """Runs of completion queries inside requests (query_runs, each run inside one request). Returns (last query
+    row, first query's start, last query's end) per run, and every member row with its run's last row."""
+    api = trace.table("api_calls")
+    first, last, _, members, run = query_runs(trace, api, rows, k == POLL, group=rq.api_request[rows])
+    return last, api["start_ns"][first], api["end_ns"][last], members, last[run]
+
+
+def query_runs(trace: Trace | None, api, rows: np.ndarray, is_query: np.ndarray, group: np.ndarray | None = None):
+    """Runs of completion queries (cudaEventQuery/cudaStreamQuery spun until the work is done) among these api_calls
+    rows: queries in a row on one thread (no other CUDA call among `rows` between them, the same `group` where
+    given), each within POLL_GAP_MAX_NS of the previous one's return, or after a longer gap that the thread spent at
+    least POLL_SLEEP_SHARE asleep (a sleep-poll loop; needs `trace` for its OS runtime calls). Where the export has
+    the calls' return codes, every query but a loop's last found the work unfinished (NOT_READY) and a loop has
+    POLL_MIN_QUERIES_SEEN or more; otherwise POLL_MIN_QUERIES or more.
+    Returns per run its first and last query row and the start of its last-but-one query (the latest time the work
+    was seen unfinished), and every member row with the index of its run."""
+    rows = np.asarray(rows, np.int64)
+    none = np.zeros(0, np.int64)
+    if int(np.count_nonzero(is_query)) < POLL_MIN_QUERIES_SEEN:
+        return none, none, none, none, none
     tid, start, end = api["tid"][rows], api["start_ns"][rows], api["end_ns"][rows]
-    o = np.lexsort((start, tid))            # each thread's calls in time order
-    r, t, s, e, q = rows[o], tid[o], start[o], end[o], k[o] == POLL
-    req = rq.api_request[r]
-    joined = q[1:] & q[:-1] & (t[1:] == t[:-1]) & (req[1:] == req[:-1]) & (s[1:] - e[:-1] <= POLL_GAP_MAX_NS)
+    status = _query_status(api, rows, is_query)
+    if len(tid) and int(tid.min()) == int(tid.max()) and bool(np.all(start[1:] >= start[:-1])):
+        o = np.arange(len(rows))             # one thread, in time order (most inference processes): no sort
+    else:
+        o = np.lexsort((start, tid))         # each thread's calls in time order
+    r, t, s, e, q = rows[o], tid[o], start[o], end[o], np.asarray(is_query, bool)[o]
+    joined = q[1:] & q[:-1] & (t[1:] == t[:-1])
+    if status is not None:
+        joined &= status[o][:-1] == NOT_READY    # the query before found the work unfinished: the loop goes on
+    if group is not None:
+        g = np.asarray(group)[o]
+        joined &= g[1:] == g[:-1]
+    gap = s[1:] - e[:-1]
+    long_gap = joined & (gap > POLL_GAP_MAX_NS)
+    if long_gap.any():
+        li = np.flatnonzero(long_gap)
+        joined[li] = _asleep(trace, t[li], e[li], s[li + 1]) >= POLL_SLEEP_SHARE * gap[li]
     new = np.r_[True, ~joined]                # a run starts wherever a query does not continue the previous one
     run = np.cumsum(new) - 1
     size = np.bincount(run)
-    member = q & (size[run] >= POLL_MIN_QUERIES)
+    member = q & (size[run] >= (POLL_MIN_QUERIES if status is None else POLL_MIN_QUERIES_SEEN))
     first = np.flatnonzero(new & member)     # positions of each kept run's first query
     last_i = first + size[run[first]] - 1    # a run's members are consecutive in this order
     idx = np.searchsorted(first, np.flatnonzero(member), side="right") - 1
-    return r[last_i], s[first], e[last_i], r[member], r[last_i][idx]
+    return r[first], r[last_i], s[last_i - 1], r[member], idx
+
+
+def _query_status(api, rows: np.ndarray, is_query: np.ndarray) -> np.ndarray | None:
+    """The return codes of these rows, None when the export has none for their queries (the column absent, or -1)."""
+    if "status" not in api and "status" not in getattr(api, "lazy_names", ()):   # a LazyTable reads it on first use
+        return None
+    st = np.asarray(api["status"])[rows]
+    q = np.asarray(is_query, bool)
+    return st if q.any() and bool((st[q] >= 0).all()) else None
+
+
+def _asleep(trace: Trace | None, tid: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per window (thread, lo, hi): the time that thread spent in sleep calls (model/activity.py SLEEP_CALLS)."""
+    out = np.zeros(len(tid), np.int64)
+    osc = trace.table("os_calls") if trace is not None else None
+    if osc is None or table_len(osc) == 0:
+        return out
+    sleeping = activity.os_call_class(trace, osc["name_id"]) == activity.CAUSES.index("sleep")
+    for t in np.unique(tid).tolist():
+        on = np.flatnonzero(sleeping & (osc["tid"] == t))
+        if len(on) == 0:
+            continue
+        us, ue = union(osc["start_ns"][on].astype(np.int64), osc["end_ns"][on].astype(np.int64))
+        m = tid == t
+        out[m] = covered(us, ue, lo[m].astype(np.int64), hi[m].astype(np.int64))
+    return out
 
 
 def _idle_after(trace: Trace, rq: Requests, req: np.ndarray, e: np.ndarray) -> np.ndarray:

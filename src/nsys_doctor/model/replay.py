@@ -132,7 +132,7 @@ class Change:
         if self.remove_syncs:
             out.append("host waits inside requests removed, but each request's last")
         if self.remove_wait_rows is not None:
-            out.append(f"{len(self.remove_wait_rows)} host waits removed")
+            out.append(f"the host waits of {len(self.remove_wait_rows)} CUDA calls removed")   # a loop: each query
         for pat, f in self.kernel_factor:
             what = (f"kernels matching {getattr(pat, 'pattern', pat)!r}" if isinstance(pat, (str, re.Pattern))
                     else f"{len(pat)} kernels")

@@ -350,7 +350,7 @@ class _Builder:
                 "correlation": np.array([_int(a.get("correlation")) for a in args], np.int64),
                 "name_id": np.array([self.intern(str(e.get("name", ""))) for e in evs], np.int64),
                 "driver": np.r_[np.zeros(len(runtime), bool), np.ones(len(driver), bool)],
-                "callchain": np.full(len(evs), -1, np.int64)}
+                "callchain": np.full(len(evs), -1, np.int64), "status": np.full(len(evs), -1, np.int64)}
 
     def _ranges(self, evs: list) -> dict:
         start, end = self._times(evs)
@@ -406,7 +406,8 @@ class _Builder:
 
     def _syncs(self, evs: list, host: "_HostOf") -> dict:
         t = self._gpu(evs, host, {"sync_type": lambda a, e: SYNC_TYPE.get(
-            str(a.get("cuda_sync_kind", e.get("name", ""))), 0)})
+            str(a.get("cuda_sync_kind", e.get("name", ""))), 0),
+            "event": lambda a, e: -1})      # Kineto's cuda_sync events carry no event id
         return {c: t[c] for c in TABLES["syncs"]["columns"]}
 
     def _rebase(self, tables: dict, window: list) -> int:

@@ -64,9 +64,11 @@ COLUMNS = {   # export table -> (model table, required, optional, alternatives)
     "CUPTI_ACTIVITY_KIND_GRAPH_TRACE": ("graphs", ("start", "end", "correlationId", "deviceId", "streamId"),
                                         ("globalPid", "graphId"), ()),
     "CUPTI_ACTIVITY_KIND_SYNCHRONIZATION": ("syncs", ("start", "end", "correlationId"),
-                                            ("streamId", "globalPid", "syncType"), ()),
+                                            ("streamId", "globalPid", "syncType", "eventId"), ()),
+    "CUPTI_ACTIVITY_KIND_CUDA_EVENT": ("event_records", ("correlationId", "streamId", "eventId"),
+                                       ("globalPid", "deviceId"), ()),
     "CUPTI_ACTIVITY_KIND_RUNTIME": ("api_calls", ("start", "end", "correlationId", "globalTid", "nameId"),
-                                    ("eventClass", "callchainId"), ()),
+                                    ("eventClass", "callchainId", "returnValue"), ()),
     "NVTX_EVENTS": ("ranges", ("start", "end", "globalTid"), ("domainId", "eventType"), (("text", "textId"),)),
     "OSRT_API": ("os_calls", ("start", "end", "globalTid", "nameId"), ("callchainId",), ()),
     "SCHED_EVENTS": ("sched", ("start", "globalTid", "isSchedIn"), ("cpu", "threadState", "threadBlock"), ()),
@@ -82,6 +84,11 @@ WAL_MODE = 2       # byte 18 of the SQLite header (read version): 2 in a WAL-mod
 # SQLite's message about a damaged schema can carry the damage (invalid UTF-8), and Python then fails to decode
 # the message itself: that is a damaged file too
 DB_ERRORS = (sqlite3.DatabaseError, UnicodeDecodeError)
+
+
+def _event_id(expr: str) -> str:
+    """CUPTI's event id column as an expression: 0xFFFFFFFF (CUPTI's 'none') and NULL read as -1."""
+    return f"coalesce(nullif({expr}, 4294967295), -1)" if expr != "-1" else "-1"
 
 
 def read(path: str, display_path: str | None = None) -> Trace:
@@ -230,7 +237,7 @@ class _Reader:
             "syncs": self._syncs, "api_calls": self._api_calls, "ranges": self._ranges, "os_calls": self._os_calls,
             "sched": self._sched, "samples": self._samples, "callchains": self._callchains,
             "os_callchains": self._os_callchains, "gpu_metrics": self._gpu_metrics, "threads": self._threads,
-            "processes": self._processes,
+            "processes": self._processes, "event_records": self._event_records,
         }
         source = {"kernels": "CUPTI_ACTIVITY_KIND_KERNEL", "copies": "CUPTI_ACTIVITY_KIND_MEMCPY",
                   "memsets": "CUPTI_ACTIVITY_KIND_MEMSET", "graphs": "CUPTI_ACTIVITY_KIND_GRAPH_TRACE",
@@ -238,7 +245,7 @@ class _Reader:
                   "ranges": "NVTX_EVENTS", "os_calls": "OSRT_API", "sched": "SCHED_EVENTS",
                   "samples": "COMPOSITE_EVENTS", "callchains": "SAMPLING_CALLCHAINS",
                   "os_callchains": "OSRT_CALLCHAINS", "gpu_metrics": "GPU_METRICS", "threads": "ThreadNames",
-                  "processes": "PROCESSES"}
+                  "processes": "PROCESSES", "event_records": "CUPTI_ACTIVITY_KIND_CUDA_EVENT"}
         unread = self._check_columns(t)
         for name, loader in specs.items():
             if name in unread:
@@ -394,7 +401,14 @@ class _Reader:
         else:
             sync_type = c("syncType")
         cols = [("start_ns", c("start")), ("end_ns", c("end")), ("stream", c("streamId")), ("pid", c("globalPid")),
-                ("correlation", c("correlationId")), ("sync_type", sync_type)]
+                ("correlation", c("correlationId")), ("sync_type", sync_type), ("event", _event_id(c("eventId")))]
+        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"', [n for n, _ in cols], table=t)
+
+    def _event_records(self):
+        t = "CUPTI_ACTIVITY_KIND_CUDA_EVENT"
+        c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
+        cols = [("correlation", c("correlationId")), ("stream", c("streamId")), ("device", c("deviceId")),
+                ("pid", c("globalPid")), ("event", _event_id(c("eventId")))]
         return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"', [n for n, _ in cols], table=t)
 
     # ---------------------------------------------------------------- CPU side
@@ -405,7 +419,7 @@ class _Reader:
         cols = [("start_ns", c("start")), ("end_ns", c("end")), ("tid", c("globalTid")),
                 ("correlation", c("correlationId")), ("name_id", c("nameId")),
                 ("driver", f"({c('eventClass', '0')} = 1)")]     # eager: the timeline labels API lanes with it
-        lazy = {"callchain": f"coalesce({c('callchainId')}, -1)"}
+        lazy = {"callchain": f"coalesce({c('callchainId')}, -1)", "status": f"coalesce({c('returnValue')}, -1)"}
         # eventClass 67 (CUDA backtrace, 2022 exports) repeats real calls with the same correlation id
         where = '"eventClass" IN (0, 1)' if "eventClass" in self.tables[t] else ""
         rows = self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"',
