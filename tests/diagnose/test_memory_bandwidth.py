@@ -1,5 +1,5 @@
 """memory_bandwidth on real zoo profiles: membw_bound's fp32 elementwise/LayerNorm/softmax kernels run at the DRAM
-limit (GPU metrics, read+write % of peak); healthy's short fp16 kernels and fp32_gemm's SGEMM do not count."""
+limit (GPU metrics, read+write % of peak); fp32_gemm's SGEMM does not count; healthy's BatchNorm/ReLU chains fuse."""
 import sqlite3
 
 from tests.conftest import zoo, zoo_report
@@ -28,13 +28,21 @@ def test_membw_bound_ranks_bandwidth_first():
     assert top.category == "memory_bandwidth"
 
 
-def test_absent_where_compute_bound_or_healthy():
+def test_absent_where_compute_bound():
     f = _finding(zoo_report("fp32_gemm"), "memory_bandwidth")
     assert f is None or f.severity == "low"
-    # healthy (ResNet-50 fp16, eager): its elementwise and batch-norm kernels do stream at 65-70% of DRAM peak once
-    # the samples landing on them are counted per name; fusion cuts a quarter of 16-bit traffic: never high, and
-    # never its convolutions / GEMMs (tensor-core matrix kernels are precision's, not fewer bytes)
+
+
+def test_healthy_batchnorm_relu_chains_fused():
+    # healthy (ResNet-50 fp16, eager): its elementwise and batch-norm kernels stream at 65-70% of DRAM peak once the
+    # samples landing on them are counted per name, never its convolutions / GEMMs (tensor-core matrix kernels are
+    # precision's, not fewer bytes). After each convolution a BatchNorm, then the ReLU (and residual add) passes:
+    # fused, each chain costs its longest member, so the ReLU/add passes go: about 29% of the request interval.
+    # The real fix on this model (benchmarks/fusion_resnet50.py: torch.compile, H200) saved 39% of its time, so
+    # the prediction is below the real saving, not above it.
     f = _finding(zoo_report("healthy"), "memory_bandwidth")
-    assert f is None or f.severity != "high"
-    if f is not None:
-        assert all(("elementwise" in (w.name or "")) or ("batch_norm" in (w.name or "")) for w in f.evidence.worst)
+    assert f is not None and f.whatif["used"]
+    assert all(("elementwise" in (w.name or "")) or ("batch_norm" in (w.name or "")) for w in f.evidence.worst)
+    n = f.evidence.numbers
+    assert 2.5 <= n["kernels_in_chains_per_request"] / n["fusable_chains_per_request"] <= 4
+    assert 20 <= f.impact_pct <= 40

@@ -31,11 +31,11 @@ GRAPH_LAUNCH_CALLS = ("cudaGraphLaunch", "cuGraphLaunch")
 # tests/data/pairs.json: predicted / measured within [0.75, 1.33]); their impact_ms is the replay's prediction. The
 # others carry the replay's `whatif` too, but keep their diagnosis's estimate as impact_ms until pairs validate them:
 # cuda_sync's replay was 3.2x the real saving on ex_sync (the fix added GPU work) and 0.26x on ex_polling (a polling
-# loop is CPU time the replay keeps); memory_bandwidth and communication have no replayed pair yet.
+# loop is CPU time the replay keeps); communication has no replayed pair yet. memory_bandwidth (ex_fusion: 1.04),
 # memory_allocation (ex_alloc: 0.95) and model_loading (ex_reload: 1.00) since their fixes are replayed by mechanism
-# (the CPU time between allocation calls goes with them; the upload calls leave with the uploads).
+# (a fused chain launched once; the CPU time between allocation calls; the upload calls leaving with the uploads).
 CALIBRATED = ("launch_overhead", "memory_transfer", "cpu_preprocessing", "cpu_postprocessing", "precision",
-              "gpu_underutilization", "thread_contention", "memory_allocation", "model_loading")
+              "gpu_underutilization", "thread_contention", "memory_bandwidth", "memory_allocation", "model_loading")
 # The profile formats the pairs were recorded in: every pair is an nsys export. A PyTorch profiler trace replays
 # unchanged exactly, but its changed replays are unchecked, and on kineto-tbplugin-samples resnet50 (0 vs 4
 # DataLoader workers: 33 ms per step measured) removing the DataLoader stage predicts nothing; there the findings
@@ -96,6 +96,19 @@ def to_replay(trace, changes: list) -> tuple[R.Change, list[str]]:
                                                                                                    c.rows)])
             ch.remove_cpu_windows.append((np.asarray(c.tid, np.int64), np.asarray(c.start_ns, np.int64),
                                           np.asarray(c.end_ns, np.int64)))
+        elif isinstance(c, C.FuseKernels):
+            # one kernel per chain: the members share the fused time in proportion to their own; one launch
+            rows, chain = np.asarray(c.rows, np.int64), np.asarray(c.chain, np.int64)
+            k = trace.table("kernels")
+            dur = (k["end_ns"][rows] - k["start_ns"][rows]).astype(np.float64)
+            tot = np.bincount(chain, weights=dur, minlength=len(c.fused_ns))
+            ch.gpu_scale.append(("kernels", rows, np.asarray(c.fused_ns, np.float64)[chain] / np.maximum(tot[chain], 1)))
+            ch.remove_cpu_rows["api_calls"] = np.concatenate([np.asarray(ch.remove_cpu_rows.get("api_calls", []),
+                                                                         np.int64), np.asarray(c.launch_rows, np.int64)])
+            ch.remove_cpu_windows.append((np.asarray(c.tid, np.int64), np.asarray(c.start_ns, np.int64),
+                                          np.asarray(c.end_ns, np.int64)))
+            how.append(f"{len(c.fused_ns)} chains of {len(rows)} kernels each fused into one kernel as long as its "
+                       "longest member, launched once (the other launches and the CPU dispatch between them go)")
         elif isinstance(c, C.OwnStreams):
             ch.stream_per_thread = ch.stream_per_thread or len(c.tid) > 1
         else:
