@@ -107,7 +107,7 @@ def to_replay(trace, changes: list) -> tuple[R.Change, list[str]]:
                                                                          np.int64), np.asarray(c.launch_rows, np.int64)])
             ch.remove_cpu_windows.append((np.asarray(c.tid, np.int64), np.asarray(c.start_ns, np.int64),
                                           np.asarray(c.end_ns, np.int64)))
-            how.append(f"{len(c.fused_ns)} chains of {len(rows)} kernels each fused into one kernel as long as its "
+            how.append(f"{len(c.fused_ns)} chains ({len(rows)} kernels) each fused into one kernel as long as its "
                        "longest member, launched once (the other launches and the CPU dispatch between them go)")
         elif isinstance(c, C.OwnStreams):
             ch.stream_per_thread = ch.stream_per_thread or len(c.tid) > 1

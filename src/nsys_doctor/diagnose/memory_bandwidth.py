@@ -139,7 +139,7 @@ def measure(ctx) -> Measurement | None:
         return None
     chains = _chains(ctx, np.sort(np.concatenate([r["rows"] for r in flagged])), kreq)
     # fused: each chain saves all but its longest member; a lone 32-bit kernel saves half its bytes in 16-bit
-    ch_rows, ch_id = chains["rows"], chains["chain"]
+    ch_rows = chains["rows"]
     np.add.at(saved, kreq[ch_rows], dur[ch_rows])
     np.subtract.at(saved, kreq[chains["first"]], chains["fused_ns"])
     in_chain = np.zeros(len(dur), bool)
@@ -168,14 +168,15 @@ def _chains(ctx, flagged: np.ndarray, kreq: np.ndarray) -> dict:
                end_ns=empty)
     if len(flagged) < 2:
         return out
-    # every GPU operation of the requests' streams, in stream order: (table, row), kernels flagged or not
+    # every GPU operation of the requests on the flagged kernels' streams, in stream order: (table, row)
+    streams = uniq(k["stream"][flagged])
     parts = []
     for ti, t in enumerate(("kernels", "copies", "memsets")):
         g = trace.table(t)
         proj = rq.gpu_request.get(t)
         if proj is None or len(proj) != len(g["start_ns"]) or len(proj) == 0:
             continue
-        r = np.flatnonzero(proj >= 0)
+        r = np.flatnonzero((proj >= 0) & np.isin(g["stream"], streams))
         parts.append((np.full(len(r), ti, np.int64), r, g["pid"][r], g["device"][r], g["stream"][r],
                       g["start_ns"][r]))
     tab, row, pid, dev, stream, start = (np.concatenate(c) for c in zip(*parts))
@@ -216,14 +217,14 @@ def _chains(ctx, flagged: np.ndarray, kreq: np.ndarray) -> dict:
     hi = np.where(both, api["start_ns"][np.maximum(call, 0)], 0)
     win = both & (hi >= lo) & (hi - lo <= FUSED_DISPATCH_MAX_NS)
     # a host wait between two launches stays: its window does not go (the fused kernel cannot hold a wait)
-    hw = host_waits(ctx)
-    if len(hw["row"]) and win.any():
-        wt = api["tid"][hw["row"]]
-        for i in np.flatnonzero(win):
-            t0 = int(api["tid"][call[i]])
-            if bool(((wt == t0) & (hw["start_ns"] >= lo[i]) & (hw["start_ns"] < hi[i])).any()):
-                win[i] = False
     tid = api["tid"][np.maximum(call, 0)]
+    hw = host_waits(ctx)
+    wt = api["tid"][hw["row"]]
+    for t0 in uniq(wt).tolist():
+        ws = np.sort(hw["start_ns"][wt == t0])
+        on = win & (tid == t0)
+        on[on] = np.searchsorted(ws, lo[on]) < np.searchsorted(ws, hi[on])     # a wait starts in [lo, hi)
+        win &= ~on
     return dict(rows=rows, chain=chain, first=first, fused_ns=fused, launch_rows=call[later & (call >= 0)],
                 tid=tid[win], start_ns=lo[win], end_ns=hi[win])
 
