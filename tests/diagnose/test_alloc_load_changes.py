@@ -65,3 +65,27 @@ def test_moved_uploads_take_their_calls_with_them():
         assert 40 < per_req < 60 and per_req * len(m.loading) <= ms
     finally:
         trace.close()
+
+
+def test_a_swap_leaves_from_its_first_file_read():
+    # tests/data/dist/model_server: every 10th request swaps in a 384 MiB model (fread, then a pageable upload)
+    src = DATA / "dist" / "model_server.sqlite.xz"
+    if not src.exists():
+        pytest.skip(f"{src} not found")
+    trace = open_trace(expand(src))
+    try:
+        ctx = Context(trace, find_requests(trace))
+        m = model_loading.measure(ctx)
+        (mv,) = model_loading.change(m)
+        db = sqlite3.connect(expand(src))
+        # SQL: per Inference range holding a 384 MiB upload, its first fread's start and the upload's GPU end
+        want = db.execute(
+            "SELECT (SELECT min(o.start) FROM OSRT_API o JOIN StringIds s ON s.id = o.nameId WHERE s.value = 'fread' "
+            "AND o.start >= e.start AND o.start < c.start), c.[end] FROM CUPTI_ACTIVITY_KIND_MEMCPY c JOIN NVTX_EVENTS e "
+            "ON c.start >= e.start AND c.start < e.[end] LEFT JOIN StringIds t ON e.textId = t.id WHERE c.copyKind = 1 "
+            "AND c.bytes = 402653184 AND coalesce(e.text, t.value) = 'Inference' ORDER BY c.start").fetchall()
+        assert len(want) == 4 and all(a is not None for a, _ in want)
+        got = sorted(zip(mv.start_ns.tolist(), mv.end_ns.tolist()))
+        assert got == [tuple(w) for w in want]
+    finally:
+        trace.close()
