@@ -8,8 +8,8 @@ import numpy as np
 
 from ..model.arrays import dense_groups, median, uniq
 from ..model.changes import FuseKernels, ScaleGpuWork
-from ..model.gpu_metrics import metric_ids, per_name, running_at
-from ..model.kernel_classes import MATMUL
+from ..model.gpu_metrics import metric_ids, per_name, running_at, unmixed_per_name
+from ..model.kernel_classes import MATMUL, classify
 from ..model.projection import api_corr_key, gpu_corr_key
 from ..model.replay import GRAPH_DISPATCH_MAX_NS
 from ..report import Evidence
@@ -24,6 +24,13 @@ MIN_NAME_SAMPLES = 20       # samples landing on a kernel name's instances befor
                             # period after it (500 us at 2 kHz), so one blends the kernels that follow; 20 average that
                             # out (ex_fusion_before's 65 us elementwise kernels: 37-567 samples per name, 70-79%;
                             # membw_bound's 22-128, healthy's top names 31-490)
+# With every kernel on one device, a name's rate is unmixed from the samples' windows instead (model/gpu_metrics.py
+# unmixed_per_name: each window split among the names that ran in it), and judged when the estimate is precise:
+MAX_RATE_SE_PCT = 5.0       # standard error of the unmixed rate, percentage points: ex_lnfuse_before's three main
+                            # names 1.3-2.0 (26 sample windows each), healthy's judged names 0.5-3.9; a name seen in
+                            # 2.5 windows (ex_lnfuse's reduce_kernel) 18
+MIN_NAME_WINDOWS = 5.0      # and the name ran for at least this many sample periods inside the samples used (below,
+                            # a handful of samples decide and the standard error itself is unreliable)
 TOP_KERNELS = 12            # kernel names judged, by time inside measured requests
 BYTES_CUT_FP32 = 0.5        # fp32/fp64 data in bf16/fp16 halves the bytes, so a bandwidth-bound kernel's time:
                             # the fix for a DRAM-bound kernel with no DRAM-bound neighbour to fuse with
@@ -57,6 +64,7 @@ class Measurement:
     flagged: list = field(default_factory=list)
     chains: dict = field(default_factory=dict)      # _chains(): the fusable chains and their launches
     lone_fp32: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # flagged rows in no chain, 32-bit
+    unmixed: dict | None = None     # unmixed_per_name's fit when the rates were unmixed (one device), else None
 
 
 def _series(g, ids, gpu):
@@ -121,6 +129,15 @@ def measure(ctx) -> Measurement | None:
         issue_n = per_name(running_at(k["start_ns"], k["end_ns"], issue[0]), issue[1], group, len(order))[0]
     else:
         issue_n = np.full(len(order), np.nan)
+    # one device: each name's own rate unmixed from the windows (the samples' GPU and the kernels' then agree)
+    unmixed = None
+    if len(uniq(k["device"])) == 1:
+        unmixed = unmixed_per_name(k["start_ns"], k["end_ns"], group, len(order), ts_rd, dram, period)
+    if unmixed is not None:
+        dram_n = unmixed["rate"]
+        if len(issue[0]):
+            iu = unmixed_per_name(k["start_ns"], k["end_ns"], group, len(order), issue[0], issue[1], period)
+            issue_n = iu["rate"] if iu is not None else issue_n
     n_meas = len(ctx.measured)
     saved = np.zeros(rq.count)
     flagged = []
@@ -128,8 +145,13 @@ def measure(ctx) -> Measurement | None:
         row = {"kernel": trace.name(ids[j]), "ms_per_request": float(tot[j]) / 1e6 / n_meas,
                "dram_pct": float(dram_n[jj]), "samples": int(samples[jj]),
                "median_us": float(median(dur[mk])) / 1e3, "rows": mk, "sm_issue_pct": float(issue_n[jj])}
+        if unmixed is not None:
+            row.update(dram_se=float(unmixed["se"][jj]), windows=float(unmixed["windows"][jj]))
+            judged = row["dram_se"] <= MAX_RATE_SE_PCT and row["windows"] >= MIN_NAME_WINDOWS
+        else:
+            judged = samples[jj] >= MIN_NAME_SAMPLES
         # matrix kernels (GEMM/conv) are judged by precision: fewer bytes moved by fusion is not their fix
-        if (samples[jj] >= MIN_NAME_SAMPLES and row["dram_pct"] >= DRAM_BOUND_PCT
+        if (judged and row["dram_pct"] >= DRAM_BOUND_PCT
                 and not MATMUL.search(row["kernel"].lower())
                 and not row["sm_issue_pct"] > SM_ISSUE_MAX_PCT):
             full = trace.name(k["full_name_id"][mk[0]])
@@ -137,7 +159,12 @@ def measure(ctx) -> Measurement | None:
             flagged.append(row)
     if not flagged:
         return None
-    chains = _chains(ctx, np.sort(np.concatenate([r["rows"] for r in flagged])), kreq)
+    # a chain may also take the request's other memory-class kernels (elementwise, reductions, norms: model/
+    # kernel_classes.py) between and around the DRAM-bound ones: fused, their intermediates stay on chip too, whatever
+    # rate each reached on its own (ex_lnfuse_before: the 84 us broadcast `elementwise_kernel`s at 32% of peak are
+    # in the one Triton kernel of its fix); each chain holds at least one DRAM-bound kernel
+    core = np.sort(np.concatenate([r["rows"] for r in flagged]))
+    chains = _chains(ctx, np.union1d(core, _memory_class_rows(trace, k, inreq)), kreq, core=core)
     # fused: each chain saves all but its longest member; a lone 32-bit kernel saves half its bytes in 16-bit
     ch_rows = chains["rows"]
     np.add.at(saved, kreq[ch_rows], dur[ch_rows])
@@ -152,10 +179,18 @@ def measure(ctx) -> Measurement | None:
         return None
     return Measurement(metrics=True, impact_ns=impact, factor=factor, period_ns=period, saved=saved,
                        own_ns=float(rq.table["busy_ns"][ctx.measured].mean()), flagged=flagged, chains=chains,
-                       lone_fp32=lone_fp32)
+                       lone_fp32=lone_fp32, unmixed=unmixed)
 
 
-def _chains(ctx, flagged: np.ndarray, kreq: np.ndarray) -> dict:
+def _memory_class_rows(trace, k, inreq) -> np.ndarray:
+    """Kernel rows inside measured requests whose name is memory-class work (kernel_classes.classify by name)."""
+    rows = np.flatnonzero(inreq)
+    ids, inv = dense_groups(k["name_id"][rows])
+    mem = np.array([classify(trace.name(int(i)), 0, None) == "memory_bound" for i in ids], bool)
+    return rows[mem[inv]] if len(ids) else np.zeros(0, np.int64)
+
+
+def _chains(ctx, flagged: np.ndarray, kreq: np.ndarray, core: np.ndarray | None = None) -> dict:
     """The fusable chains among the flagged kernel rows (sorted): runs of at least two of them that follow each other
     on one stream of one process in one request, nothing else of that stream (kernel, copy, memset) between.
     Returns rows (chain members, by chain and start), chain (each member's chain id), first (each chain's first
@@ -191,6 +226,11 @@ def _chains(ctx, flagged: np.ndarray, kreq: np.ndarray) -> dict:
     starts = np.flatnonzero(np.r_[False, link] == False)          # noqa: E712 (an op that does not extend a chain)
     length = np.diff(np.r_[starts, len(row)])
     ok = (length >= 2) & fl[starts]
+    if core is not None and ok.any():               # a chain needs a DRAM-bound member, not only memory-class ones
+        is_core = np.zeros(len(k["start_ns"]), bool)
+        is_core[core] = True
+        hit = (tab == 0) & is_core[np.where(tab == 0, row, 0)]
+        ok &= np.add.reduceat(hit.astype(np.int64), starts) > 0
     if not ok.any():
         return out
     cs, cl = starts[ok], length[ok]
@@ -281,10 +321,20 @@ def finding(ctx, m: Measurement) -> list:
                               f"SM issue {r['sm_issue_pct']:.0f}%, {'16-bit' if r['half'] else '32-bit'} data",
                               tid=int(rq.table["tid"][kreq[i]]), name=r["kernel"]))
     fp32 = any(not r["half"] for r in flagged)
-    notes = [f"metrics: DRAM read+write throughput samples (every {period / 1e3:.0f} us), each attributed to the "
-             f"kernel running at its timestamp and averaged per kernel name over all its instances; a name is judged "
-             f"from {MIN_NAME_SAMPLES} samples on (a sample reads the period after it, so it mixes in the kernels "
-             f"that follow)"]
+    if m.unmixed is not None:
+        u = m.unmixed
+        notes = [f"metrics: DRAM read+write throughput samples (every {period / 1e3:.0f} us); a sample is the mean "
+                 f"over the period after it, so each kernel name's own rate was unmixed from {u['samples']} samples "
+                 f"by least squares (each window split by the time each name, the other kernels and idle took in "
+                 f"it; residual {u['rms']:.1f} points rms); a name is judged when its rate's standard error is <= "
+                 f"{MAX_RATE_SE_PCT:g} points and it ran >= {MIN_NAME_WINDOWS:g} sample periods"]
+        for r in flagged[:4]:
+            numbers[f"dram_rate_se_pct[{r['kernel'][:60]}]"] = round(r["dram_se"], 1)
+    else:
+        notes = [f"metrics: DRAM read+write throughput samples (every {period / 1e3:.0f} us), each attributed to the "
+                 f"kernel running at its timestamp and averaged per kernel name over all its instances; a name is "
+                 f"judged from {MIN_NAME_SAMPLES} samples on (a sample reads the period after it, so it mixes in the "
+                 f"kernels that follow; kernels on several devices: not unmixed)"]
     return [make_finding(
         ctx, "memory_bandwidth",
         f"{len(flagged)} kernel(s) run at the DRAM bandwidth limit: {bound_ms:.1f} ms of {own_ms:.1f} ms GPU "
