@@ -32,6 +32,10 @@ READ_MATCH = 0.5                # file reads before the uploads on their thread,
                                 # time, make a weight load: ex_reload_before reads for 3.4x its upload time per request
                                 # (torch.load of a 270 MB checkpoint, then .to('cuda')); memcpy_pageable uploads its
                                 # inputs with no file reads at all
+STATE_DICT_MIN_TENSORS = 16    # or, inside one request, at least this many uploads that together reach LOAD_MIN_BYTES:
+                                # a checkpoint's tensors copied one by one (load_state_dict; ex_sdreload_before: 96
+                                # copies of <= 8 MiB, 201 MB per request), where a request's inputs are one batch
+                                # tensor or a few
 COLD_MIN_BYTES = 256 << 20      # a cold start worth a line: 256 MiB of weights uploaded before the first request
 FILE_READS = ("read", "pread", "pread64", "readv", "preadv", "preadv2", "fread", "fread_unlocked", "__read_chk",
               "__fread_chk", "__pread_chk", "__pread64_chk")   # OS runtime calls that read a file (or a socket)
@@ -63,10 +67,21 @@ def _window_uploads(ctx, u) -> tuple[float, float, np.ndarray, np.ndarray]:
             np.flatnonzero(own))
 
 
-def _uploads(trace):
-    """Large HtoD copies, by GPU start: (copy rows, start_ns, end_ns, bytes, issuing thread, CPU start of the call)."""
+def _uploads(trace, proj: np.ndarray | None = None):
+    """Large HtoD copies, by GPU start: (copy rows, start_ns, end_ns, bytes, issuing thread, CPU start of the call).
+    Large: LOAD_MIN_BYTES alone, or one of the STATE_DICT_MIN_TENSORS or more uploads of one request (`proj`: each
+    copy's request, -1 outside) that together move LOAD_MIN_BYTES."""
     c, api = trace.table("copies"), trace.table("api_calls")
-    big = np.flatnonzero(_htod(trace) & (c["bytes"] >= LOAD_MIN_BYTES))
+    htod = _htod(trace)
+    large = htod & (c["bytes"] >= LOAD_MIN_BYTES)
+    if proj is not None and len(proj) == table_len(c) and len(proj):
+        inr = htod & (proj >= 0)
+        n_req = int(proj.max()) + 1
+        cnt = np.bincount(proj[inr], minlength=n_req)
+        tot = np.bincount(proj[inr], weights=c["bytes"][inr].astype(np.float64), minlength=n_req)
+        burst = (cnt >= STATE_DICT_MIN_TENSORS) & (tot >= LOAD_MIN_BYTES)
+        large |= inr & burst[np.maximum(proj, 0)]
+    big = np.flatnonzero(large)
     tid = np.full(len(big), -1, np.int64)
     cpu = c["start_ns"][big].astype(np.int64)
     if len(big) and table_len(api):
@@ -203,7 +218,7 @@ def measure(ctx) -> Measurement | None:
         return not_evaluated(ctx, CATEGORIES, no_data(trace, "copies", "CUDA memory copies"))
     if "copies" in trace.absent or ctx.mean_latency_ns <= 0 or len(ctx.measured) == 0:
         return None
-    rows, gs, ge, nbytes, tid, cpu = _uploads(trace)
+    rows, gs, ge, nbytes, tid, cpu = _uploads(trace, rq.gpu_request.get("copies"))
     if len(gs) == 0:
         return None
     cold = cpu < int(rq.table["start_ns"].min())
