@@ -76,7 +76,7 @@ def _uploads(trace, proj: np.ndarray | None = None):
     large = htod & (c["bytes"] >= LOAD_MIN_BYTES)
     if proj is not None and len(proj) == table_len(c) and len(proj):
         inr = htod & (proj >= 0)
-        n_req = int(proj.max()) + 1
+        n_req = max(int(proj.max()) + 1, 1)      # all -1 (no copy inside a request): one empty bin
         cnt = np.bincount(proj[inr], minlength=n_req)
         tot = np.bincount(proj[inr], weights=c["bytes"][inr].astype(np.float64), minlength=n_req)
         burst = (cnt >= STATE_DICT_MIN_TENSORS) & (tot >= LOAD_MIN_BYTES)
