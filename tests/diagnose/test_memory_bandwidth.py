@@ -19,7 +19,11 @@ def test_membw_bound_kernels_at_dram_peak():
     assert mx >= 40
     f = _finding(zoo_report("membw_bound"), "memory_bandwidth")
     assert f is not None and f.severity == "high"
-    assert f.evidence.numbers["bandwidth_bound_share_of_gpu_pct"] >= 80
+    # elementwise, LayerNorm and reduce kernels: 3.5 of 4.5 ms GPU per request. The softmax (0.9 ms) is not among
+    # them since the rates are unmixed per name: 69% of DRAM peak but 67% SM issue, compute-heavy too
+    # (SM_ISSUE_MAX_PCT); it still fuses into the chains as memory-class work (5 kernels per chain either way)
+    assert f.evidence.numbers["bandwidth_bound_share_of_gpu_pct"] >= 75
+    assert f.evidence.numbers["kernels_in_chains_per_request"] >= 5
     assert any("vectorized_elementwise" in (w.name or "") for w in f.evidence.worst)
 
 
@@ -44,5 +48,8 @@ def test_healthy_batchnorm_relu_chains_fused():
     assert f is not None and f.whatif["used"]
     assert all(("elementwise" in (w.name or "")) or ("batch_norm" in (w.name or "")) for w in f.evidence.worst)
     n = f.evidence.numbers
-    assert 2.5 <= n["kernels_in_chains_per_request"] / n["fusable_chains_per_request"] <= 4
+    # per chain: the BatchNorm, the ReLU / residual add passes and, since a chain also takes the memory-class
+    # kernels around its DRAM-bound ones, the `unrolled_elementwise_kernel` pass beside them (53 per request, one
+    # per BatchNorm): up to 5 kernels
+    assert 2.5 <= n["kernels_in_chains_per_request"] / n["fusable_chains_per_request"] <= 5
     assert 20 <= f.impact_pct <= 40
