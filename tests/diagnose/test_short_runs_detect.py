@@ -122,6 +122,8 @@ def test_sdreload_state_dict_uploads_make_a_load_per_request():
         assert len(m.window_rows) == sum(ups) and m.window_bytes == sum(nbytes)
         assert min(ups) >= model_loading.STATE_DICT_MIN_TENSORS and max(ups) < 100
         assert m.reads == sum(reads) > 100 * len(ranges)
+        (f,) = model_loading.finding(ctx, m)
+        assert f.evidence.numbers["uploads_per_load"] == pytest.approx(sum(ups) / len(ranges), abs=0.05)
         # the change moves each request's whole load: from its first read to its last upload, inside the
         # 'load_weights' phase and most of it (SQL)
         (mv,) = model_loading.change(m)

@@ -292,6 +292,7 @@ def finding(ctx, m: Measurement) -> list:
     numbers.update(loading_requests=int(len(loading)), loading_request_share_pct=round(100 * m.share, 1),
                    loads_inside_requests=int((m.inside & sel).sum()), loads_between_requests=int(between.sum()),
                    upload_mib_per_load=round(float(m.nbytes[sel].sum()) / 2**20 / max(len(loading), 1), 1),
+                   uploads_per_load=round(float(sel.sum()) / max(len(loading), 1), 1),
                    upload_ms_per_load=round(float((m.ge - m.gs)[sel].sum()) / 1e6 / len(loading), 1),
                    all_uploads_mib_per_load=round(m.window_bytes / 2**20 / len(loading), 1),
                    all_uploads_ms_per_load=round(m.window_ns / 1e6 / len(loading), 1),
@@ -304,6 +305,9 @@ def finding(ctx, m: Measurement) -> list:
         worst.append(instance(ctx, int(r), t["start_ns"][r], t["start_ns"][r] + lat[r],
                               f"request waited on a model load: {lat[r] / 1e6:.1f} ms against "
                               f"{typical / 1e6:.2f} ms typical", tid=int(t["tid"][r])))
+    notes.append(f"a load: one host-to-device upload of >= {LOAD_MIN_BYTES >> 20} MiB, or >= "
+                 f"{STATE_DICT_MIN_TENSORS} uploads of one request adding up to that (a checkpoint's tensors copied one "
+                 f"by one); in most requests only after file reads of at least {READ_MATCH:g}x the uploads' time")
     if "os_calls" in trace.absent:
         notes.append(f"file reads not measured: {trace.absent['os_calls']}")
     title = (f"{len(loading)} requests waited on a model load (file read {numbers['file_read_ms_per_load']:g} ms + "
