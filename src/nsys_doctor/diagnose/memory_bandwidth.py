@@ -157,7 +157,7 @@ def measure(ctx) -> Measurement | None:
 
 def _chains(ctx, flagged: np.ndarray, kreq: np.ndarray) -> dict:
     """The fusable chains among the flagged kernel rows (sorted): runs of at least two of them that follow each other
-    on one stream of one process in one request, nothing else of that stream (kernel, copy, memset) between.
+    on one stream of one process in one request, no other kernel nor copy of that stream between.
     Returns rows (chain members, by chain and start), chain (each member's chain id), first (each chain's first
     row), fused_ns (per chain: its longest member), launch_rows (api_calls rows launching the members but each
     chain's first), and the dispatch windows before those launches (tid, start_ns, end_ns; parallel arrays)."""
@@ -168,10 +168,12 @@ def _chains(ctx, flagged: np.ndarray, kreq: np.ndarray) -> dict:
                end_ns=empty)
     if len(flagged) < 2:
         return out
-    # every GPU operation of the requests on the flagged kernels' streams, in stream order: (table, row)
+    # the kernels and copies of the requests on the flagged kernels' streams, in stream order: (table, row). A copy
+    # between two kernels breaks a chain; a memset does not (a reduction's output zeroed before it: membw_bound's
+    # 4-byte memset between its softmax and its sum, which a fused kernel writes instead)
     streams = uniq(k["stream"][flagged])
     parts = []
-    for ti, t in enumerate(("kernels", "copies", "memsets")):
+    for ti, t in enumerate(("kernels", "copies")):
         g = trace.table(t)
         proj = rq.gpu_request.get(t)
         if proj is None or len(proj) != len(g["start_ns"]) or len(proj) == 0:
