@@ -212,8 +212,11 @@ def _chains(ctx, flagged: np.ndarray, kreq: np.ndarray) -> dict:
     at = np.clip(np.searchsorted(key[ko], kk), 0, max(len(ko) - 1, 0))
     found = (key[ko][at] == kk) if len(ko) else np.zeros(len(rows), bool)
     call = np.where(found, ko[at], -1)
+    # a member launched by the same call as the chain's first (kernels of one CUDA graph launch) has no launch of
+    # its own to remove
+    own = later & (call >= 0) & (call != call[np.searchsorted(chain, chain)])
     prev = np.r_[-1, call[:-1]]
-    both = later & (call >= 0) & (prev >= 0)
+    both = own & (prev >= 0) & (prev != call)
     both[both] &= api["tid"][call[both]] == api["tid"][prev[both]]
     lo = np.where(both, api["end_ns"][np.maximum(prev, 0)], 0)
     hi = np.where(both, api["start_ns"][np.maximum(call, 0)], 0)
@@ -227,7 +230,7 @@ def _chains(ctx, flagged: np.ndarray, kreq: np.ndarray) -> dict:
         on = win & (tid == t0)
         on[on] = np.searchsorted(ws, lo[on]) < np.searchsorted(ws, hi[on])     # a wait starts in [lo, hi)
         win &= ~on
-    return dict(rows=rows, chain=chain, first=first, fused_ns=fused, launch_rows=call[later & (call >= 0)],
+    return dict(rows=rows, chain=chain, first=first, fused_ns=fused, launch_rows=uniq(call[own]),
                 tid=tid[win], start_ns=lo[win], end_ns=hi[win])
 
 
