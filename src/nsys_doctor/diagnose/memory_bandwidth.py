@@ -192,7 +192,7 @@ def _memory_class_rows(trace, k, inreq) -> np.ndarray:
 
 def _chains(ctx, flagged: np.ndarray, kreq: np.ndarray, core: np.ndarray | None = None) -> dict:
     """The fusable chains among the flagged kernel rows (sorted): runs of at least two of them that follow each other
-    on one stream of one process in one request, nothing else of that stream (kernel, copy, memset) between.
+    on one stream of one process in one request, no other kernel nor copy of that stream between.
     Returns rows (chain members, by chain and start), chain (each member's chain id), first (each chain's first
     row), fused_ns (per chain: its longest member), launch_rows (api_calls rows launching the members but each
     chain's first), and the dispatch windows before those launches (tid, start_ns, end_ns; parallel arrays)."""
@@ -203,10 +203,12 @@ def _chains(ctx, flagged: np.ndarray, kreq: np.ndarray, core: np.ndarray | None 
                end_ns=empty)
     if len(flagged) < 2:
         return out
-    # every GPU operation of the requests on the flagged kernels' streams, in stream order: (table, row)
+    # the kernels and copies of the requests on the flagged kernels' streams, in stream order: (table, row). A copy
+    # between two kernels breaks a chain; a memset does not (a reduction's output zeroed before it: membw_bound's
+    # 4-byte memset between its softmax and its sum, which a fused kernel writes instead)
     streams = uniq(k["stream"][flagged])
     parts = []
-    for ti, t in enumerate(("kernels", "copies", "memsets")):
+    for ti, t in enumerate(("kernels", "copies")):
         g = trace.table(t)
         proj = rq.gpu_request.get(t)
         if proj is None or len(proj) != len(g["start_ns"]) or len(proj) == 0:
@@ -250,8 +252,11 @@ def _chains(ctx, flagged: np.ndarray, kreq: np.ndarray, core: np.ndarray | None 
     at = np.clip(np.searchsorted(key[ko], kk), 0, max(len(ko) - 1, 0))
     found = (key[ko][at] == kk) if len(ko) else np.zeros(len(rows), bool)
     call = np.where(found, ko[at], -1)
+    # a member launched by the same call as the chain's first (kernels of one CUDA graph launch) has no launch of
+    # its own to remove
+    own = later & (call >= 0) & (call != call[np.searchsorted(chain, chain)])
     prev = np.r_[-1, call[:-1]]
-    both = later & (call >= 0) & (prev >= 0)
+    both = own & (prev >= 0) & (prev != call)
     both[both] &= api["tid"][call[both]] == api["tid"][prev[both]]
     lo = np.where(both, api["end_ns"][np.maximum(prev, 0)], 0)
     hi = np.where(both, api["start_ns"][np.maximum(call, 0)], 0)
@@ -265,7 +270,7 @@ def _chains(ctx, flagged: np.ndarray, kreq: np.ndarray, core: np.ndarray | None 
         on = win & (tid == t0)
         on[on] = np.searchsorted(ws, lo[on]) < np.searchsorted(ws, hi[on])     # a wait starts in [lo, hi)
         win &= ~on
-    return dict(rows=rows, chain=chain, first=first, fused_ns=fused, launch_rows=call[later & (call >= 0)],
+    return dict(rows=rows, chain=chain, first=first, fused_ns=fused, launch_rows=uniq(call[own]),
                 tid=tid[win], start_ns=lo[win], end_ns=hi[win])
 
 
