@@ -1,5 +1,5 @@
 """memory_bandwidth on real zoo profiles: membw_bound's fp32 elementwise/LayerNorm/softmax kernels run at the DRAM
-limit (GPU metrics, read+write % of peak); healthy's short fp16 kernels and fp32_gemm's SGEMM do not count."""
+limit (GPU metrics, read+write % of peak); fp32_gemm's SGEMM does not count; healthy's BatchNorm/ReLU chains fuse."""
 import sqlite3
 
 from tests.conftest import zoo, zoo_report
@@ -19,7 +19,11 @@ def test_membw_bound_kernels_at_dram_peak():
     assert mx >= 40
     f = _finding(zoo_report("membw_bound"), "memory_bandwidth")
     assert f is not None and f.severity == "high"
-    assert f.evidence.numbers["bandwidth_bound_share_of_gpu_pct"] >= 80
+    # elementwise, LayerNorm and reduce kernels: 3.5 of 4.5 ms GPU per request. The softmax (0.9 ms) is not among
+    # them since the rates are unmixed per name: 69% of DRAM peak but 67% SM issue, compute-heavy too
+    # (SM_ISSUE_MAX_PCT); it still fuses into the chains as memory-class work (5 kernels per chain either way)
+    assert f.evidence.numbers["bandwidth_bound_share_of_gpu_pct"] >= 75
+    assert f.evidence.numbers["kernels_in_chains_per_request"] >= 5
     assert any("vectorized_elementwise" in (w.name or "") for w in f.evidence.worst)
 
 
@@ -28,13 +32,24 @@ def test_membw_bound_ranks_bandwidth_first():
     assert top.category == "memory_bandwidth"
 
 
-def test_absent_where_compute_bound_or_healthy():
+def test_absent_where_compute_bound():
     f = _finding(zoo_report("fp32_gemm"), "memory_bandwidth")
     assert f is None or f.severity == "low"
-    # healthy (ResNet-50 fp16, eager): its elementwise and batch-norm kernels do stream at 65-70% of DRAM peak once
-    # the samples landing on them are counted per name; fusion cuts a quarter of 16-bit traffic: never high, and
-    # never its convolutions / GEMMs (tensor-core matrix kernels are precision's, not fewer bytes)
+
+
+def test_healthy_batchnorm_relu_chains_fused():
+    # healthy (ResNet-50 fp16, eager): its elementwise and batch-norm kernels stream at 65-70% of DRAM peak once the
+    # samples landing on them are counted per name, never its convolutions / GEMMs (tensor-core matrix kernels are
+    # precision's, not fewer bytes). After each convolution a BatchNorm, then the ReLU (and residual add) passes:
+    # fused, each chain costs its longest member, so the ReLU/add passes go: about 29% of the request interval.
+    # The real fix on this model (benchmarks/fusion_resnet50.py: torch.compile, H200) saved 39% of its time, so
+    # the prediction is below the real saving, not above it.
     f = _finding(zoo_report("healthy"), "memory_bandwidth")
-    assert f is None or f.severity != "high"
-    if f is not None:
-        assert all(("elementwise" in (w.name or "")) or ("batch_norm" in (w.name or "")) for w in f.evidence.worst)
+    assert f is not None and f.whatif["used"]
+    assert all(("elementwise" in (w.name or "")) or ("batch_norm" in (w.name or "")) for w in f.evidence.worst)
+    n = f.evidence.numbers
+    # per chain: the BatchNorm, the ReLU / residual add passes and, since a chain also takes the memory-class
+    # kernels around its DRAM-bound ones, the `unrolled_elementwise_kernel` pass beside them (53 per request, one
+    # per BatchNorm): up to 5 kernels
+    assert 2.5 <= n["kernels_in_chains_per_request"] / n["fusable_chains_per_request"] <= 5
+    assert 20 <= f.impact_pct <= 40

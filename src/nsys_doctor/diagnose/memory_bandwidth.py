@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..model.arrays import dense_groups, median, uniq
-from ..model.changes import ScaleGpuWork
-from ..model.gpu_metrics import metric_ids, per_name, running_at
-from ..model.kernel_classes import MATMUL
+from ..model.changes import FuseKernels, ScaleGpuWork
+from ..model.gpu_metrics import metric_ids, per_name, running_at, unmixed_per_name
+from ..model.kernel_classes import MATMUL, classify
+from ..model.projection import api_corr_key, gpu_corr_key
+from ..model.replay import GRAPH_DISPATCH_MAX_NS
 from ..report import Evidence
-from .common import WORST, instance, latency_saving, make_finding
+from .common import WORST, host_waits, instance, latency_saving, make_finding
 from .common import no_data, not_evaluated
 
 DRAM_BOUND_PCT = 65.0       # read+write % of peak while the kernel ran; membw_bound's kernels 73-89, compute kernels
@@ -22,10 +24,25 @@ MIN_NAME_SAMPLES = 20       # samples landing on a kernel name's instances befor
                             # period after it (500 us at 2 kHz), so one blends the kernels that follow; 20 average that
                             # out (ex_fusion_before's 65 us elementwise kernels: 37-567 samples per name, 70-79%;
                             # membw_bound's 22-128, healthy's top names 31-490)
+# With every kernel on one device, a name's rate is unmixed from the samples' windows instead (model/gpu_metrics.py
+# unmixed_per_name: each window split among the names that ran in it), and judged when the estimate is precise:
+MAX_RATE_SE_PCT = 5.0       # standard error of the unmixed rate, percentage points: ex_lnfuse_before's three main
+                            # names 1.3-2.0 (26 sample windows each), healthy's judged names 0.5-3.9; a name seen in
+                            # 2.5 windows (ex_lnfuse's reduce_kernel) 18
+MIN_NAME_WINDOWS = 5.0      # and the name ran for at least this many sample periods inside the samples used (below,
+                            # a handful of samples decide and the standard error itself is unreliable)
 TOP_KERNELS = 12            # kernel names judged, by time inside measured requests
-BYTES_CUT_FP32 = 0.5        # fp32/fp64 data in bf16/fp16 halves the bytes, so a bandwidth-bound kernel's time
-BYTES_CUT_16BIT = 0.25      # already 16-bit: only fusion helps; fusing two elementwise passes removes the intermediate
-                            # write+read, conservatively a quarter of the traffic
+BYTES_CUT_FP32 = 0.5        # fp32/fp64 data in bf16/fp16 halves the bytes, so a bandwidth-bound kernel's time:
+                            # the fix for a DRAM-bound kernel with no DRAM-bound neighbour to fuse with
+# A chain (consecutive DRAM-bound kernels of one stream in one request) fused into one kernel reads the chain's inputs
+# and writes its outputs once, launched once. Its GPU time is modelled as the chain's longest member: the fused kernel
+# moves at least the bytes of the member that touches the most external data, and does all members' arithmetic.
+# Checked on ex_fusion (H200, 13-kernel fp32 chain, torch.compile): longest member 99.8 us, the fused Triton kernel
+# in ex_fusion_after 112.4 us (0.89); the chain's bytes at its achieved rate (the 128 MB input read once at the
+# 3.8 TB/s the members reached) would be 34 us (0.30). The CPU dispatch between two of its launches goes with the
+# launches, up to this long (the framework's per-op work, as a graph replay skips it: model/replay.py); a longer gap
+# is other CPU work that stays.
+FUSED_DISPATCH_MAX_NS = GRAPH_DISPATCH_MAX_NS
 MIN_SHARE_PCT = 1.0         # below 1% of latency: not worth a line
 METRICS_FLAG = "--gpu-metrics-devices=all"
 
@@ -43,8 +60,11 @@ class Measurement:
     saved: np.ndarray = field(default_factory=lambda: np.zeros(0))   # per request: GPU ns saved
     own_ns: float = 0.0             # mean own GPU busy time per measured request
     # the kernel names at the DRAM limit, most time first: name, ms_per_request, dram_pct, sm_issue_pct, samples,
-    # median_us, half (16-bit data), cut (share of their time saved), rows (kernel rows inside measured requests)
+    # median_us, half (16-bit data), rows (kernel rows inside measured requests)
     flagged: list = field(default_factory=list)
+    chains: dict = field(default_factory=dict)      # _chains(): the fusable chains and their launches
+    lone_fp32: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # flagged rows in no chain, 32-bit
+    unmixed: dict | None = None     # unmixed_per_name's fit when the rates were unmixed (one device), else None
 
 
 def _series(g, ids, gpu):
@@ -109,6 +129,15 @@ def measure(ctx) -> Measurement | None:
         issue_n = per_name(running_at(k["start_ns"], k["end_ns"], issue[0]), issue[1], group, len(order))[0]
     else:
         issue_n = np.full(len(order), np.nan)
+    # one device: each name's own rate unmixed from the windows (the samples' GPU and the kernels' then agree)
+    unmixed = None
+    if len(uniq(k["device"])) == 1:
+        unmixed = unmixed_per_name(k["start_ns"], k["end_ns"], group, len(order), ts_rd, dram, period)
+    if unmixed is not None:
+        dram_n = unmixed["rate"]
+        if len(issue[0]):
+            iu = unmixed_per_name(k["start_ns"], k["end_ns"], group, len(order), issue[0], issue[1], period)
+            issue_n = iu["rate"] if iu is not None else issue_n
     n_meas = len(ctx.measured)
     saved = np.zeros(rq.count)
     flagged = []
@@ -116,22 +145,133 @@ def measure(ctx) -> Measurement | None:
         row = {"kernel": trace.name(ids[j]), "ms_per_request": float(tot[j]) / 1e6 / n_meas,
                "dram_pct": float(dram_n[jj]), "samples": int(samples[jj]),
                "median_us": float(median(dur[mk])) / 1e3, "rows": mk, "sm_issue_pct": float(issue_n[jj])}
+        if unmixed is not None:
+            row.update(dram_se=float(unmixed["se"][jj]), windows=float(unmixed["windows"][jj]))
+            judged = row["dram_se"] <= MAX_RATE_SE_PCT and row["windows"] >= MIN_NAME_WINDOWS
+        else:
+            judged = samples[jj] >= MIN_NAME_SAMPLES
         # matrix kernels (GEMM/conv) are judged by precision: fewer bytes moved by fusion is not their fix
-        if (samples[jj] >= MIN_NAME_SAMPLES and row["dram_pct"] >= DRAM_BOUND_PCT
+        if (judged and row["dram_pct"] >= DRAM_BOUND_PCT
                 and not MATMUL.search(row["kernel"].lower())
                 and not row["sm_issue_pct"] > SM_ISSUE_MAX_PCT):
             full = trace.name(k["full_name_id"][mk[0]])
             row["half"] = any(w in full for w in HALF_WORDS)
-            row["cut"] = BYTES_CUT_16BIT if row["half"] else BYTES_CUT_FP32
-            np.add.at(saved, kreq[mk], dur[mk] * row["cut"])
             flagged.append(row)
     if not flagged:
         return None
+    # a chain may also take the request's other memory-class kernels (elementwise, reductions, norms: model/
+    # kernel_classes.py) between and around the DRAM-bound ones: fused, their intermediates stay on chip too, whatever
+    # rate each reached on its own (ex_lnfuse_before: the 84 us broadcast `elementwise_kernel`s at 32% of peak are
+    # in the one Triton kernel of its fix); each chain holds at least one DRAM-bound kernel
+    core = np.sort(np.concatenate([r["rows"] for r in flagged]))
+    chains = _chains(ctx, np.union1d(core, _memory_class_rows(trace, k, inreq)), kreq, core=core)
+    # fused: each chain saves all but its longest member; a lone 32-bit kernel saves half its bytes in 16-bit
+    ch_rows = chains["rows"]
+    np.add.at(saved, kreq[ch_rows], dur[ch_rows])
+    np.subtract.at(saved, kreq[chains["first"]], chains["fused_ns"])
+    in_chain = np.zeros(len(dur), bool)
+    in_chain[ch_rows] = True
+    lone = [r["rows"][~in_chain[r["rows"]]] for r in flagged if not r["half"]]
+    lone_fp32 = np.sort(np.concatenate(lone)) if lone else np.zeros(0, np.int64)
+    np.add.at(saved, kreq[lone_fp32], dur[lone_fp32] * BYTES_CUT_FP32)
     impact, factor = latency_saving(ctx, saved)
     if 100.0 * impact / ctx.mean_latency_ns < MIN_SHARE_PCT:
         return None
     return Measurement(metrics=True, impact_ns=impact, factor=factor, period_ns=period, saved=saved,
-                       own_ns=float(rq.table["busy_ns"][ctx.measured].mean()), flagged=flagged)
+                       own_ns=float(rq.table["busy_ns"][ctx.measured].mean()), flagged=flagged, chains=chains,
+                       lone_fp32=lone_fp32, unmixed=unmixed)
+
+
+def _memory_class_rows(trace, k, inreq) -> np.ndarray:
+    """Kernel rows inside measured requests whose name is memory-class work (kernel_classes.classify by name)."""
+    rows = np.flatnonzero(inreq)
+    ids, inv = dense_groups(k["name_id"][rows])
+    mem = np.array([classify(trace.name(int(i)), 0, None) == "memory_bound" for i in ids], bool)
+    return rows[mem[inv]] if len(ids) else np.zeros(0, np.int64)
+
+
+def _chains(ctx, flagged: np.ndarray, kreq: np.ndarray, core: np.ndarray | None = None) -> dict:
+    """The fusable chains among the flagged kernel rows (sorted): runs of at least two of them that follow each other
+    on one stream of one process in one request, no other kernel nor copy of that stream between.
+    Returns rows (chain members, by chain and start), chain (each member's chain id), first (each chain's first
+    row), fused_ns (per chain: its longest member), launch_rows (api_calls rows launching the members but each
+    chain's first), and the dispatch windows before those launches (tid, start_ns, end_ns; parallel arrays)."""
+    trace, rq = ctx.trace, ctx.requests
+    k = trace.table("kernels")
+    empty = np.zeros(0, np.int64)
+    out = dict(rows=empty, chain=empty, first=empty, fused_ns=empty, launch_rows=empty, tid=empty, start_ns=empty,
+               end_ns=empty)
+    if len(flagged) < 2:
+        return out
+    # the kernels and copies of the requests on the flagged kernels' streams, in stream order: (table, row). A copy
+    # between two kernels breaks a chain; a memset does not (a reduction's output zeroed before it: membw_bound's
+    # 4-byte memset between its softmax and its sum, which a fused kernel writes instead)
+    streams = uniq(k["stream"][flagged])
+    parts = []
+    for ti, t in enumerate(("kernels", "copies")):
+        g = trace.table(t)
+        proj = rq.gpu_request.get(t)
+        if proj is None or len(proj) != len(g["start_ns"]) or len(proj) == 0:
+            continue
+        r = np.flatnonzero((proj >= 0) & np.isin(g["stream"], streams))
+        parts.append((np.full(len(r), ti, np.int64), r, g["pid"][r], g["device"][r], g["stream"][r],
+                      g["start_ns"][r]))
+    tab, row, pid, dev, stream, start = (np.concatenate(c) for c in zip(*parts))
+    o = np.lexsort((start, stream, dev, pid))
+    tab, row, pid, dev, stream = tab[o], row[o], pid[o], dev[o], stream[o]
+    is_flag = np.zeros(len(k["start_ns"]), bool)
+    is_flag[flagged] = True
+    fl = (tab == 0) & is_flag[np.where(tab == 0, row, 0)]
+    # a member follows the previous operation of its stream when both are flagged kernels of the same request
+    same = (pid[1:] == pid[:-1]) & (dev[1:] == dev[:-1]) & (stream[1:] == stream[:-1])
+    link = same & fl[1:] & fl[:-1] & (kreq[np.where(fl[1:], row[1:], 0)] == kreq[np.where(fl[:-1], row[:-1], 0)])
+    starts = np.flatnonzero(np.r_[False, link] == False)          # noqa: E712 (an op that does not extend a chain)
+    length = np.diff(np.r_[starts, len(row)])
+    ok = (length >= 2) & fl[starts]
+    if core is not None and ok.any():               # a chain needs a DRAM-bound member, not only memory-class ones
+        is_core = np.zeros(len(k["start_ns"]), bool)
+        is_core[core] = True
+        hit = (tab == 0) & is_core[np.where(tab == 0, row, 0)]
+        ok &= np.add.reduceat(hit.astype(np.int64), starts) > 0
+    if not ok.any():
+        return out
+    cs, cl = starts[ok], length[ok]
+    chain = np.repeat(np.arange(len(cs)), cl)
+    pos = np.concatenate([np.arange(s, s + n) for s, n in zip(cs.tolist(), cl.tolist())])
+    rows = row[pos]
+    dur = (k["end_ns"][rows] - k["start_ns"][rows]).astype(np.int64)
+    fused = np.zeros(len(cs), np.int64)
+    np.maximum.at(fused, chain, dur)
+    first = row[cs]
+    # the launch calls of the members after each chain's first, and the CPU time since the previous member's launch
+    later = np.r_[False, chain[1:] == chain[:-1]]
+    api = trace.table("api_calls")
+    key = api_corr_key(trace)
+    ko = np.argsort(key, kind="stable")
+    kk = gpu_corr_key(trace, "kernels")[rows]
+    at = np.clip(np.searchsorted(key[ko], kk), 0, max(len(ko) - 1, 0))
+    found = (key[ko][at] == kk) if len(ko) else np.zeros(len(rows), bool)
+    call = np.where(found, ko[at], -1)
+    # a member launched by the same call as the chain's first (kernels of one CUDA graph launch) has no launch of
+    # its own to remove
+    own = later & (call >= 0) & (call != call[np.searchsorted(chain, chain)])
+    prev = np.r_[-1, call[:-1]]
+    both = own & (prev >= 0) & (prev != call)
+    both[both] &= api["tid"][call[both]] == api["tid"][prev[both]]
+    lo = np.where(both, api["end_ns"][np.maximum(prev, 0)], 0)
+    hi = np.where(both, api["start_ns"][np.maximum(call, 0)], 0)
+    win = both & (hi >= lo) & (hi - lo <= FUSED_DISPATCH_MAX_NS)
+    # a host wait between two launches stays: its window does not go (the fused kernel cannot hold a wait)
+    tid = api["tid"][np.maximum(call, 0)]
+    hw = host_waits(ctx)
+    wt = api["tid"][hw["row"]]
+    for t0 in uniq(wt).tolist():
+        ws = np.sort(hw["start_ns"][wt == t0])
+        on = win & (tid == t0)
+        on[on] = np.searchsorted(ws, lo[on]) < np.searchsorted(ws, hi[on])     # a wait starts in [lo, hi)
+        win &= ~on
+    return dict(rows=rows, chain=chain, first=first, fused_ns=fused, launch_rows=uniq(call[own]),
+                tid=tid[win], start_ns=lo[win], end_ns=hi[win])
 
 
 def _unmeasured(ctx, reason: str) -> Measurement:
@@ -141,8 +281,16 @@ def _unmeasured(ctx, reason: str) -> Measurement:
 
 
 def change(m: Measurement) -> list:
-    """The DRAM-bound kernels move fewer bytes: their time x (1 - the bytes cut)."""
-    return [ScaleGpuWork("kernels", r["rows"], 1.0 - r["cut"]) for r in m.flagged]
+    """The DRAM-bound kernels move fewer bytes: each chain fused into one kernel (its longest member's time, one
+    launch); a lone 32-bit kernel in 16-bit (half its time)."""
+    out = []
+    c = m.chains
+    if len(c.get("rows", ())):
+        out.append(FuseKernels(rows=c["rows"], chain=c["chain"], fused_ns=c["fused_ns"], launch_rows=c["launch_rows"],
+                               tid=c["tid"], start_ns=c["start_ns"], end_ns=c["end_ns"]))
+    if len(m.lone_fp32):
+        out.append(ScaleGpuWork("kernels", m.lone_fp32, 1.0 - BYTES_CUT_FP32))
+    return out
 
 
 def finding(ctx, m: Measurement) -> list:
@@ -160,6 +308,13 @@ def finding(ctx, m: Measurement) -> list:
                "bandwidth_bound_share_of_gpu_pct": round(100 * bound_ms / own_ms, 1) if own_ms else 0.0,
                "gpu_saving_ms_per_request": round(float(m.saved[ctx.measured].mean()) / 1e6, 3),
                "queue_factor": round(factor, 2), "metric_sample_period_us": round(period / 1e3, 1)}
+    c, n_meas = m.chains, max(len(ctx.measured), 1)
+    if len(c["rows"]):
+        numbers.update(fusable_chains_per_request=round(len(c["fused_ns"]) / n_meas, 2),
+                       kernels_in_chains_per_request=round(len(c["rows"]) / n_meas, 2),
+                       fused_chain_ms_per_request=round(float(c["fused_ns"].sum()) / 1e6 / n_meas, 3))
+    if len(m.lone_fp32):
+        numbers["lone_32bit_kernels_per_request"] = round(len(m.lone_fp32) / n_meas, 2)
     for r in flagged[:4]:
         numbers[f"dram_rd_wr_pct[{r['kernel'][:60]}]"] = round(r["dram_pct"], 1)
     worst = []
@@ -171,16 +326,27 @@ def finding(ctx, m: Measurement) -> list:
                               f"SM issue {r['sm_issue_pct']:.0f}%, {'16-bit' if r['half'] else '32-bit'} data",
                               tid=int(rq.table["tid"][kreq[i]]), name=r["kernel"]))
     fp32 = any(not r["half"] for r in flagged)
-    notes = [f"metrics: DRAM read+write throughput samples (every {period / 1e3:.0f} us), each attributed to the "
-             f"kernel running at its timestamp and averaged per kernel name over all its instances; a name is judged "
-             f"from {MIN_NAME_SAMPLES} samples on (a sample reads the period after it, so it mixes in the kernels "
-             f"that follow)"]
+    if m.unmixed is not None:
+        u = m.unmixed
+        notes = [f"metrics: DRAM read+write throughput samples (every {period / 1e3:.0f} us); a sample is the mean "
+                 f"over the period after it, so each kernel name's own rate was unmixed from {u['samples']} samples "
+                 f"by least squares (each window split by the time each name, the other kernels and idle took in "
+                 f"it; residual {u['rms']:.1f} points rms); a name is judged when its rate's standard error is <= "
+                 f"{MAX_RATE_SE_PCT:g} points and it ran >= {MIN_NAME_WINDOWS:g} sample periods"]
+        for r in flagged[:4]:
+            numbers[f"dram_rate_se_pct[{r['kernel'][:60]}]"] = round(r["dram_se"], 1)
+    else:
+        notes = [f"metrics: DRAM read+write throughput samples (every {period / 1e3:.0f} us), each attributed to the "
+                 f"kernel running at its timestamp and averaged per kernel name over all its instances; a name is "
+                 f"judged from {MIN_NAME_SAMPLES} samples on (a sample reads the period after it, so it mixes in the "
+                 f"kernels that follow; kernels on several devices: not unmixed)"]
     return [make_finding(
         ctx, "memory_bandwidth",
         f"{len(flagged)} kernel(s) run at the DRAM bandwidth limit: {bound_ms:.1f} ms of {own_ms:.1f} ms GPU "
         "per request", impact,
-        f"bytes cut x time of kernels at >= {DRAM_BOUND_PCT:g}% DRAM peak ({BYTES_CUT_FP32:g} for 32-bit data moved "
-        f"to bf16/fp16, {BYTES_CUT_16BIT:g} for 16-bit data by fusion) = {numbers['gpu_saving_ms_per_request']} ms "
+        f"GPU time of the kernels at >= {DRAM_BOUND_PCT:g}% DRAM peak that fusion or 16-bit data removes: each "
+        "chain of them (consecutive on one stream) fused into one kernel as long as its longest member, a lone "
+        f"32-bit one at {1 - BYTES_CUT_FP32:g}x in bf16/fp16 = {numbers['gpu_saving_ms_per_request']} ms "
         f"GPU per request; x{factor:.1f} because requests queue on a saturated GPU behind the same work",
         Evidence(numbers=numbers, worst=worst, notes=notes),
         ("Move fewer bytes: " + ("run activations in bf16/fp16 (torch.autocast, model.half(), TensorRT fp16) to "

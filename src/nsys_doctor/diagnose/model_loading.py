@@ -32,6 +32,10 @@ READ_MATCH = 0.5                # file reads before the uploads on their thread,
                                 # time, make a weight load: ex_reload_before reads for 3.4x its upload time per request
                                 # (torch.load of a 270 MB checkpoint, then .to('cuda')); memcpy_pageable uploads its
                                 # inputs with no file reads at all
+STATE_DICT_MIN_TENSORS = 16    # or, inside one request, at least this many uploads that together reach LOAD_MIN_BYTES:
+                                # a checkpoint's tensors copied one by one (load_state_dict; ex_sdreload_before: 96
+                                # copies of <= 8 MiB, 201 MB per request), where a request's inputs are one batch
+                                # tensor or a few
 COLD_MIN_BYTES = 256 << 20      # a cold start worth a line: 256 MiB of weights uploaded before the first request
 FILE_READS = ("read", "pread", "pread64", "readv", "preadv", "preadv2", "fread", "fread_unlocked", "__read_chk",
               "__fread_chk", "__pread_chk", "__pread64_chk")   # OS runtime calls that read a file (or a socket)
@@ -63,10 +67,21 @@ def _window_uploads(ctx, u) -> tuple[float, float, np.ndarray, np.ndarray]:
             np.flatnonzero(own))
 
 
-def _uploads(trace):
-    """Large HtoD copies, by GPU start: (copy rows, start_ns, end_ns, bytes, issuing thread, CPU start of the call)."""
+def _uploads(trace, proj: np.ndarray | None = None):
+    """Large HtoD copies, by GPU start: (copy rows, start_ns, end_ns, bytes, issuing thread, CPU start of the call).
+    Large: LOAD_MIN_BYTES alone, or one of the STATE_DICT_MIN_TENSORS or more uploads of one request (`proj`: each
+    copy's request, -1 outside) that together move LOAD_MIN_BYTES."""
     c, api = trace.table("copies"), trace.table("api_calls")
-    big = np.flatnonzero(_htod(trace) & (c["bytes"] >= LOAD_MIN_BYTES))
+    htod = _htod(trace)
+    large = htod & (c["bytes"] >= LOAD_MIN_BYTES)
+    if proj is not None and len(proj) == table_len(c) and len(proj):
+        inr = htod & (proj >= 0)
+        n_req = max(int(proj.max()) + 1, 1)      # all -1 (no copy inside a request): one empty bin
+        cnt = np.bincount(proj[inr], minlength=n_req)
+        tot = np.bincount(proj[inr], weights=c["bytes"][inr].astype(np.float64), minlength=n_req)
+        burst = (cnt >= STATE_DICT_MIN_TENSORS) & (tot >= LOAD_MIN_BYTES)
+        large |= inr & burst[np.maximum(proj, 0)]
+    big = np.flatnonzero(large)
     tid = np.full(len(big), -1, np.int64)
     cpu = c["start_ns"][big].astype(np.int64)
     if len(big) and table_len(api):
@@ -203,7 +218,7 @@ def measure(ctx) -> Measurement | None:
         return not_evaluated(ctx, CATEGORIES, no_data(trace, "copies", "CUDA memory copies"))
     if "copies" in trace.absent or ctx.mean_latency_ns <= 0 or len(ctx.measured) == 0:
         return None
-    rows, gs, ge, nbytes, tid, cpu = _uploads(trace)
+    rows, gs, ge, nbytes, tid, cpu = _uploads(trace, rq.gpu_request.get("copies"))
     if len(gs) == 0:
         return None
     cold = cpu < int(rq.table["start_ns"].min())
@@ -222,8 +237,8 @@ def measure(ctx) -> Measurement | None:
 
 def change(m: Measurement) -> list:
     """The weights stay resident (or load ahead): the uploads that requests waited on, and the CPU time from each
-    upload's call to its end (a per-request reload: from its first file read), leave the requests. A cold start is no
-    request's: nothing to change."""
+    load's first file read (else its upload call) to the end of its last upload, leave the requests. A cold start is
+    no request's: nothing to change."""
     if m.cold_only:
         return []
     if m.share > MAX_LOADING_SHARE:
@@ -231,7 +246,12 @@ def change(m: Measurement) -> list:
         return [MoveOutOfRequests("copies", m.window_rows, m.load_tid, m.load_start, m.load_end)]
     sel = m.req >= 0
     sel &= ~m.cold
-    return [MoveOutOfRequests("copies", m.rows[sel], m.tid[sel], m.cpu[sel], m.ge[sel])]
+    rest = sel & ~np.isin(m.req, m.loading)       # uploads of warm-up requests: no load window of their own
+    # each load's CPU time from its upload call to the upload's end, and from its first file read on (the window of
+    # each loading request: the read of the weights is the load too; tests/data/dist/model_server: 4 swaps of
+    # ~270 ms, of which the uploads' windows alone are 51 ms, the rest fread of the 384 MiB file)
+    return [MoveOutOfRequests("copies", m.rows[sel], np.r_[m.load_tid, m.tid[rest]], np.r_[m.load_start, m.cpu[rest]],
+                              np.r_[m.load_end, m.ge[rest]])]
 
 
 def _cold_numbers(ctx, m: Measurement) -> dict:
@@ -272,6 +292,7 @@ def finding(ctx, m: Measurement) -> list:
     numbers.update(loading_requests=int(len(loading)), loading_request_share_pct=round(100 * m.share, 1),
                    loads_inside_requests=int((m.inside & sel).sum()), loads_between_requests=int(between.sum()),
                    upload_mib_per_load=round(float(m.nbytes[sel].sum()) / 2**20 / max(len(loading), 1), 1),
+                   uploads_per_load=round(float(sel.sum()) / max(len(loading), 1), 1),
                    upload_ms_per_load=round(float((m.ge - m.gs)[sel].sum()) / 1e6 / len(loading), 1),
                    all_uploads_mib_per_load=round(m.window_bytes / 2**20 / len(loading), 1),
                    all_uploads_ms_per_load=round(m.window_ns / 1e6 / len(loading), 1),
@@ -284,6 +305,9 @@ def finding(ctx, m: Measurement) -> list:
         worst.append(instance(ctx, int(r), t["start_ns"][r], t["start_ns"][r] + lat[r],
                               f"request waited on a model load: {lat[r] / 1e6:.1f} ms against "
                               f"{typical / 1e6:.2f} ms typical", tid=int(t["tid"][r])))
+    notes.append(f"a load: one host-to-device upload of >= {LOAD_MIN_BYTES >> 20} MiB, or >= "
+                 f"{STATE_DICT_MIN_TENSORS} uploads of one request adding up to that (a checkpoint's tensors copied one "
+                 f"by one); in most requests only after file reads of at least {READ_MATCH:g}x the uploads' time")
     if "os_calls" in trace.absent:
         notes.append(f"file reads not measured: {trace.absent['os_calls']}")
     title = (f"{len(loading)} requests waited on a model load (file read {numbers['file_read_ms_per_load']:g} ms + "

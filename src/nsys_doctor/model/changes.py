@@ -76,6 +76,21 @@ class MoveOutOfRequests:
 
 
 @dataclass(frozen=True)
+class FuseKernels:
+    """These kernels (kernels rows) are fused: each chain of them (`chain`: each row's chain id, consecutive kernels
+    of one stream) becomes one kernel taking `fused_ns[chain]` of GPU time, launched once. The launch calls of all
+    but each chain's first member (api_calls rows `launch_rows`) and the CPU dispatch before them (the intervals
+    `tid`, `start_ns`, `end_ns`: the framework's per-op work between two launches) leave their thread."""
+    rows: np.ndarray
+    chain: np.ndarray
+    fused_ns: np.ndarray
+    launch_rows: np.ndarray
+    tid: np.ndarray
+    start_ns: np.ndarray
+    end_ns: np.ndarray
+
+
+@dataclass(frozen=True)
 class OwnStreams:
     """The GPU work these threads launch onto a stream they share goes on a stream of each thread's own: one
     thread's work, and its waits, no longer queue behind another thread's (a CUDA stream per worker thread)."""
@@ -83,7 +98,7 @@ class OwnStreams:
 
 
 Change = RemoveHostWaits | ScaleGpuWork | ShortenGpuWork | CopiesAtRate | GraphLaunches | RemoveCpuTime \
-    | MoveOutOfRequests | OwnStreams
+    | MoveOutOfRequests | FuseKernels | OwnStreams
 # every kind a diagnosis may state; the replay handles each (a test checks every diagnosis's changes are among them)
 CHANGE_KINDS = (RemoveHostWaits, ScaleGpuWork, ShortenGpuWork, CopiesAtRate, GraphLaunches, RemoveCpuTime,
-                MoveOutOfRequests, OwnStreams)
+                MoveOutOfRequests, FuseKernels, OwnStreams)
