@@ -47,7 +47,7 @@ def test_evaluated_categories_still_pass(tmp_path):
     assert len(dram) == 2 and {"OSRT_API", "SCHED_EVENTS"} <= tables(p)
     assert analysed(p).profile["not_evaluated"] == {}
     # every category was evaluated, so rules on categories healthy has no finding of pass (its one finding,
-    # memory_bandwidth's fusion of BatchNorm/ReLU chains, is high: tests/diagnose/test_memory_bandwidth.py)
+    # memory_bandwidth's fusion of BatchNorm/ReLU chains, is medium: tests/diagnose/test_memory_bandwidth.py)
     r = nsd("check", p, "--fail-on", "thread_contention", "--fail-on", "precision:high", "--fail-on",
             "cuda_sync:medium", cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -103,8 +103,8 @@ def test_healthy_verdict_and_timeline_say_requests_queue():
     assert "Requests queue" in r.verdict and "behind 4 earlier ones" in r.verdict
     typical = next(e for e in r.timeline["excerpts"] if e["id"] == "typical")
     assert "waited" in typical["title"] and "its own work took" in typical["title"]
-    # nothing high but the fusion of its BatchNorm/ReLU chains (tests/diagnose/test_memory_bandwidth.py)
-    assert not any(f.severity == "high" for f in r.findings if f.category != "memory_bandwidth")
+    # nothing high: the fusion of its BatchNorm/ReLU chains is at most medium (tests/diagnose/test_memory_bandwidth.py)
+    assert not any(f.severity == "high" for f in r.findings)
 
 
 @pytest.mark.parametrize("name", ["sync_heavy", "cpu_preproc", "dataload_starved"])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..diagnose import Context, diagnose_all, not_evaluated
+from ..diagnose import Context, cap_severity, diagnose_all, not_evaluated
 from ..errors import OutOfMemory, is_out_of_memory
 from ..diagnose import needs as diagnosis_needs
 from .kernel_summary import kernel_summary, syncs_per_request
@@ -60,6 +60,7 @@ def analyze_trace(trace: Trace, range_name: str | None = None, skip: int | None 
     load = run_load(ctx)                   # after the diagnoses: the request threads' activity is cached by then
     findings, pnotes = predict_findings(ctx, findings, load)    # each fix replayed: the predicted saving
     findings = rebase(findings, load)      # the others' estimates: impact in the metric that bounds the run
+    findings = cap_severity(findings)      # after every step that sets severity from impact
     report = Report(profile=describe_profile(trace, req), requests=summarize_requests(trace, req, load),
                     findings=findings, per_request=per_request_columns(req))
     report.requests["whatif_combined"] = predict_combined(ctx, findings, load)

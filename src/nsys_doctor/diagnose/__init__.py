@@ -28,6 +28,20 @@ from . import (communication, cpu_processing, cuda_sync, gpu_underutilization, l
 DIAGNOSES: list = [cuda_sync, memory_allocation, launch_overhead, cpu_processing, memory_transfer, memory_bandwidth, precision,
                    thread_contention, communication, model_loading, gpu_underutilization]
 LAST = gpu_underutilization
+def cap_severity(findings: list) -> list:
+    """A diagnosis may declare MAX_SEVERITY (with its reason beside it): the most its findings are reported at,
+    whatever their predicted impact; the impact itself is shown unchanged, and the finding says it was capped."""
+    caps = {c: m.MAX_SEVERITY for m in DIAGNOSES if hasattr(m, "MAX_SEVERITY") for c in m.CATEGORIES}
+    order = {"high": 0, "medium": 1, "low": 2}
+    for f in findings:
+        cap = caps.get(f.category)
+        if cap is not None and order[f.severity] < order[cap]:
+            f.estimate = (f"{f.estimate} Reported as {cap}, not {f.severity}: the most this category is "
+                          f"reported at ({f.category}.MAX_SEVERITY).").strip()
+            f.severity = cap
+    return findings
+
+
 # one per core, at most 4: measured on 2 cores only; the Python-level part of each diagnosis (which holds the GIL)
 # bounds what more threads could add
 DIAGNOSE_THREADS = max(1, min(4, os.cpu_count() or 1))
