@@ -125,6 +125,29 @@ class _Extrapolated:
     interval_ns: float
 
 
+# A window whose requests' recorded mean latency is off the run's by more than this share is not the steady state
+# of the run (tests/data ex_contention_before: 7 requests contend for a lock at the start, 120-770 ms against 10 ms
+# after; the window's 10 ms against the run's 48 ms): the report says its extrapolation is rough.
+WINDOW_STEADY_SHARE = 0.2
+
+
+def _throughput_interval(out, lead_in: int) -> float:
+    """The window's request interval in steady state: the time its measured requests took to finish after the
+    lead-in's had, per request (Outcome.interval_ns, the span over the count, adds one request's latency)."""
+    m = out.measured
+    if lead_in == 0 or len(m) == 0:
+        return out.interval_ns
+    return float(out.finish_ns[m].max() - out.finish_ns[:lead_in].max()) / len(m)
+
+
+def _extrapolate(whole: _Extrapolated, lead_in: int, base, out) -> _Extrapolated:
+    """The whole run after the fix: its recorded latency and interval, less the window's saving per request in
+    latency and in steady-state interval."""
+    d_lat = base.mean_latency_ns - out.mean_latency_ns
+    d_iv = _throughput_interval(base, lead_in) - _throughput_interval(out, lead_in)
+    return _Extrapolated(max(0.0, whole.mean_latency_ns - d_lat), max(0.0, whole.interval_ns - d_iv))
+
+
 class _Replayer:
     """The unchanged replay (the baseline every saving is measured from) and the graph, built once per analysis.
     A profile over MAX_REPLAY_EVENTS is replayed over a window of its requests (`window`; `base` is then the whole
@@ -136,6 +159,7 @@ class _Replayer:
         self.base = None
         self.window: W.Window | None = None
         self.how: list[str] = []
+        self.steady = True
         events = sum(len(self.trace.table(t)["start_ns"]) for t in ("api_calls", "kernels", "copies", "memsets"))
         if len(self.reqs.measured) == 0:
             self.error = "no measured requests"
@@ -154,6 +178,12 @@ class _Replayer:
                             f"but not measured: the profile has {events:,} CUDA calls and GPU operations, more "
                             f"than the {MAX_REPLAY_EVENTS:,} replayed whole), their saving per request taken for "
                             "every request"]
+                self.steady = abs(self.win_base.mean_latency_ns - self.base.mean_latency_ns) <= (
+                    WINDOW_STEADY_SHARE * self.base.mean_latency_ns)
+                if not self.steady:
+                    self.how[0] += (f"; the window's requests took {self.win_base.mean_latency_ns / 1e6:.3g} ms on "
+                                    f"average against the run's {self.base.mean_latency_ns / 1e6:.3g} ms: the run "
+                                    "is not in a steady state, so this is a rough extrapolation")
             else:
                 self.base = R.replay(self.trace, self.reqs)
         except (R.ReplayError, ValueError) as err:
@@ -168,9 +198,7 @@ class _Replayer:
             out = R.replay(w.trace, w.reqs, W.change_in(ch, w))
         except (R.ReplayError, ValueError) as err:
             return None, f"the replay cannot follow this fix in this profile ({err})"
-        b = self.win_base
-        return _Extrapolated(max(0.0, self.base.mean_latency_ns - (b.mean_latency_ns - out.mean_latency_ns)),
-                             max(0.0, self.base.interval_ns - (b.interval_ns - out.interval_ns))), None
+        return _extrapolate(self.base, w.lead_in, self.win_base, out), None
 
 
 # A fix that makes requests overlap (the replayed mean latency over this many replayed request intervals: more than
@@ -230,7 +258,10 @@ def predict(ctx, findings: list[Finding], load: dict | None) -> tuple[list[Findi
     if rp.window is not None:
         w = rp.window
         notes.append(f"Savings were replayed over requests {w.first + 1}-{w.last + 1} of {w.total} (the profile is "
-                     f"too large to replay whole in the time of an analysis) and taken per request for the whole run.")
+                     f"too large to replay whole in the time of an analysis) and taken per request for the whole run"
+                     + ("." if rp.steady else f"; those requests took {rp.win_base.mean_latency_ns / 1e6:.3g} ms on "
+                        f"average against the run's {rp.base.mean_latency_ns / 1e6:.3g} ms, so the run is not in a "
+                        "steady state and the extrapolation is rough."))
     basis = _basis(load)
     for f in todo:
         ch, how = to_replay(ctx.trace, store[id(f)])
