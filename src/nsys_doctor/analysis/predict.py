@@ -20,6 +20,7 @@ from ..diagnose.common import HIGH_PCT, MEDIUM_PCT
 from ..model import changes as C
 from ..model import replay as R
 from ..model import window as W
+from ..model.arrays import median, uniq
 from ..model.api_names import base_name
 from ..report import Finding, severity_for
 
@@ -58,11 +59,13 @@ def median_graph_launch_ns(trace) -> int | None:
     api = trace.table("api_calls")
     out = None
     if len(api["name_id"]):
-        ids = np.unique(api["name_id"])
+        names = api["name_id"]
+        # the distinct name ids: a count per id (ids are small ints) instead of a sort of every call
+        ids = np.flatnonzero(np.bincount(names)) if int(names.min()) >= 0 else uniq(names)
         gl = [i for i in ids if base_name(trace.name(int(i))) in GRAPH_LAUNCH_CALLS]
         if gl:
             sel = np.isin(api["name_id"], gl)
-            out = int(np.median(api["end_ns"][sel] - api["start_ns"][sel]))
+            out = int(median(api["end_ns"][sel] - api["start_ns"][sel]))
     trace._cache["_median_graph_launch"] = out
     return out
 
@@ -160,6 +163,7 @@ class _Replayer:
         self.window: W.Window | None = None
         self.how: list[str] = []
         self.steady = True
+        self.done: dict = {}              # id(finding) -> run()'s result for its fix (combined() reuses it)
         events = sum(len(self.trace.table(t)["start_ns"]) for t in ("api_calls", "kernels", "copies", "memsets"))
         if len(self.reqs.measured) == 0:
             self.error = "no measured requests"
@@ -268,7 +272,7 @@ def predict(ctx, findings: list[Finding], load: dict | None) -> tuple[list[Findi
         how = rp.how + how
         if _empty(ch):
             continue
-        out, err = rp.run(ch)
+        out, err = rp.done[id(f)] = rp.run(ch)
         if out is None:
             f.estimate = f"{f.estimate} (the diagnosis's own estimate: {err})"
             continue
@@ -315,7 +319,8 @@ def combined(ctx, findings: list[Finding], load: dict | None) -> dict | None:
         ch, how = ch.combined(c), how + [x for x in h if x not in how]
     if _empty(ch):
         return None
-    out, err = rp.run(ch)
+    # one finding: its own replay is this one (the same change)
+    out, err = rp.done[id(chosen[0])] if len(chosen) == 1 and id(chosen[0]) in rp.done else rp.run(ch)
     if out is None:
         return {"findings": [f.category for f in chosen], "error": err}
     b = _basis_after(_basis(load), rp.base, out)
