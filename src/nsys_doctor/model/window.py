@@ -73,7 +73,8 @@ def cut(trace: Trace, reqs: Requests, a0: int, a: int, b: int) -> Window:
     lo = int(rt["start_ns"][a0])
     hi = int(np.maximum(rt["end_ns"][a0:b], rt["gpu_end_ns"][a0:b]).max())
     rows: dict = {}
-    loaders = dict(trace.loaders)
+    # every other table is the whole trace's, as loaded there (never read again)
+    loaders = {name: (lambda name=name: trace.table(name)) for name in trace.loaders}
     for name in WINDOWED:
         if name not in trace.loaders:
             continue
