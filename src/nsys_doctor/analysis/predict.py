@@ -243,6 +243,17 @@ def _whatif(words: list[str], how: list[str], base, out, basis: str) -> tuple[di
     return w, saved, before
 
 
+def start(ctx):
+    """Build the replayer (the graph and the unchanged replay) on a thread of its own while the diagnoses run, which
+    leave a core idle while they wait for tables (launch_bound: ~40 ms of the diagnoses' ~170); predict() takes it
+    from ctx.once. Returns the future, to wait for before the trace is closed (its result or error is predict's)."""
+    from concurrent.futures import ThreadPoolExecutor
+    pool = ThreadPoolExecutor(1, thread_name_prefix="nsys-doctor-replay")
+    fut = pool.submit(ctx.once, "replayer", lambda: _Replayer(ctx))
+    pool.shutdown(wait=False)
+    return fut
+
+
 def predict(ctx, findings: list[Finding], load: dict | None) -> tuple[list[Finding], list[str]]:
     """Replay each finding's fix; set whatif, impact_ms, impact_pct, impact_basis and severity from the prediction.
     Findings without a change, whose replay failed, or of a category not in CALIBRATED keep the diagnosis's estimate
