@@ -3,14 +3,16 @@
 #
 #   NSYS=/path/to/nsys OUTDIR=out bash examples/record_examples.sh [JOB...]      (default: every job)
 #
-# JOB is one of (or "new" for the second set): sync_before sync_after sync_after_run2 sync_after_run3 graph_before graph_after
+# JOB is one of (or "new" for the second set, "third" for the third): sync_before sync_after sync_after_run2 sync_after_run3 graph_before graph_after
 #   pinned_before pinned_after gpupre_before gpupre_after mixed_before mixed_after demo
 #   dataload_before dataload_after postproc_before postproc_after contention_before contention_after
 #   alloc_before alloc_after reload_before reload_after polling_before polling_after rowwise_before rowwise_after
 #   llm_layers fusion_before fusion_after                                          (the second set, H200)
+#   exit_before exit_after sleep_before sleep_after lnfuse_before lnfuse_after readback_before readback_after
+#   convprec_before convprec_after sdreload_before sdreload_after                 (the third set, H200)
 # Each job profiles one example (`--fixed` for *_after*), exports `ex_NAME.sqlite` (or `demo.sqlite`), xz's it and
 # appends it to OUTDIR/GROUP.tar (tar -xf to unpack). DEADLINE (epoch seconds) stops starting new jobs after it.
-# The export of one job runs in the background while the next job is profiled.
+# The export of one job runs in the background while the next job is profiled. XZ (default -6) sets xz's preset.
 set -u
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 NSYS=${NSYS:-nsys}
@@ -19,9 +21,14 @@ OUTDIR=${OUTDIR:-$PWD/recordings}; mkdir -p "$OUTDIR"
 DEADLINE=${DEADLINE:-0}
 FULL="--trace=cuda,nvtx,osrt,cudnn,cublas --sample=process-tree --cpuctxsw=process-tree --gpu-metrics-devices=0 --gpu-metrics-frequency=2000"
 BASIC="--trace=cuda,nvtx,osrt --sample=none --cpuctxsw=none"
+# FULLCAP (third set): FULL, recording only from the program's cudaProfilerStart (before its warm-up) to its
+# cudaProfilerStop (after its last request): start-up and exit are left out, which keeps the exports small.
+FULLCAP="$FULL --capture-range=cudaProfilerApi --capture-range-end=stop"
 FIRST="sync_before sync_after sync_after_run2 sync_after_run3 graph_before graph_after pinned_before pinned_after gpupre_before gpupre_after mixed_before mixed_after demo"
 NEW="dataload_before dataload_after postproc_before postproc_after contention_before contention_after alloc_before alloc_after reload_before reload_after polling_before polling_after rowwise_before rowwise_after llm_layers fusion_before fusion_after"
-ALL="$FIRST $NEW"
+THIRD="exit_before exit_after sleep_before sleep_after lnfuse_before lnfuse_after readback_before readback_after convprec_before convprec_after sdreload_before sdreload_after"
+ALL="$FIRST $NEW $THIRD"
+XZ=${XZ:--6}
 
 spec() {  # job -> "output-name group flags-kind script args..."
   case $1 in
@@ -55,6 +62,18 @@ spec() {  # job -> "output-name group flags-kind script args..."
     llm_layers)        echo "ex_llm_layers new_c FULL llm_layer_ranges.py";;
     fusion_before)     echo "ex_fusion_before new_c FULL elementwise_fusion.py";;
     fusion_after)      echo "ex_fusion_after new_c FULL elementwise_fusion.py --fixed";;
+    exit_before)       echo "ex_exit_before third_a FULLCAP early_exit_sync.py";;
+    exit_after)        echo "ex_exit_after third_a FULLCAP early_exit_sync.py --fixed";;
+    sleep_before)      echo "ex_sleep_before third_a FULLCAP sleep_poll.py";;
+    sleep_after)       echo "ex_sleep_after third_a FULLCAP sleep_poll.py --fixed";;
+    lnfuse_before)     echo "ex_lnfuse_before third_b FULLCAP fused_layernorm.py";;
+    lnfuse_after)      echo "ex_lnfuse_after third_b FULLCAP fused_layernorm.py --fixed";;
+    readback_before)   echo "ex_readback_before third_b FULLCAP pageable_readback.py";;
+    readback_after)    echo "ex_readback_after third_b FULLCAP pageable_readback.py --fixed";;
+    convprec_before)   echo "ex_convprec_before third_c FULLCAP conv_precision.py";;
+    convprec_after)    echo "ex_convprec_after third_c FULLCAP conv_precision.py --fixed";;
+    sdreload_before)   echo "ex_sdreload_before third_c FULLCAP state_dict_reload.py";;
+    sdreload_after)    echo "ex_sdreload_after third_c FULLCAP state_dict_reload.py --fixed";;
     *) return 1;;
   esac
 }
@@ -70,11 +89,14 @@ nvtx = c.execute("select count(*) from NVTX_EVENTS").fetchone()[0] if "NVTX_EVEN
 k = c.execute("select count(*) from CUPTI_ACTIVITY_KIND_KERNEL").fetchone()[0] \
     if "CUPTI_ACTIVITY_KIND_KERNEL" in tabs else 0
 calls = dict(c.execute("select case when s.value like 'cudaMalloc%' then 'malloc' when s.value like 'cudaFree%' "
-                       "then 'free' when s.value like 'cudaEventQuery%' then 'query' else 'other' end, count(*) "
+                       "then 'free' when s.value like 'cudaEventQuery%' then 'query' "
+                       "when s.value like 'cudaStreamQuery%' then 'squery' when s.value like 'cuda%Synchronize%' "
+                       "then 'sync' else 'other' end, count(*) "
                        "from CUPTI_ACTIVITY_KIND_RUNTIME r join StringIds s on r.nameId = s.id group by 1").fetchall()) \
     if "CUPTI_ACTIVITY_KIND_RUNTIME" in tabs else {}
 print(f"Inference={inf} nvtx={nvtx} kernels={k} cudaMalloc={calls.get('malloc', 0)} cudaFree={calls.get('free', 0)} "
-      f"cudaEventQuery={calls.get('query', 0)} gpu_metrics={'GPU_METRICS' in tabs}")
+      f"cudaEventQuery={calls.get('query', 0)} cudaStreamQuery={calls.get('squery', 0)} "
+      f"syncs={calls.get('sync', 0)} gpu_metrics={'GPU_METRICS' in tabs}")
 EOF
 }
 
@@ -83,7 +105,7 @@ export_job() {  # name group
   "$NSYS" export --type sqlite --force-overwrite true -o "$W/$n.sqlite" "$W/$n.nsys-rep" > "$W/$n.export.log" 2>&1 \
     || { echo "$n: EXPORT FAILED"; tail -3 "$W/$n.export.log"; return; }
   local f; f=$(facts "$W/$n.sqlite")
-  xz -T4 -6 -c "$W/$n.sqlite" > "$W/$n.sqlite.xz"
+  xz -T4 "$XZ" -c "$W/$n.sqlite" > "$W/$n.sqlite.xz"
   (cd "$W" && tar -rf "$OUTDIR/$grp.tar" "$n.sqlite.xz")
   echo "$n: exported in $((SECONDS - t))s, sqlite $(stat -c %s "$W/$n.sqlite") B, xz $(stat -c %s "$W/$n.sqlite.xz") B, $f"
   rm -f "$W/$n.sqlite" "$W/$n.nsys-rep"
@@ -91,11 +113,13 @@ export_job() {  # name group
 
 EXPORT_PID=
 JOBS=${*:-$ALL}; [ "$JOBS" = new ] && JOBS=$NEW      # "new": the second set only
+[ "$JOBS" = third ] && JOBS=$THIRD                    # "third": the third set only
 for job in $JOBS; do
   read -r name grp kind script args <<< "$(spec "$job")"
   [ -n "$name" ] || { echo "unknown job $job"; continue; }
   if [ "$DEADLINE" -gt 0 ] && [ "$(date +%s)" -gt "$DEADLINE" ]; then echo "$job: SKIPPED (deadline)"; continue; fi
-  for k in $kind BASIC; do
+  fallback=BASIC; [ "$kind" = FULLCAP ] && fallback="FULL BASIC"
+  for k in $kind $fallback; do
     flags=${!k}
     rm -f "$W/$name".*
     t=$SECONDS
@@ -106,7 +130,7 @@ for job in $JOBS; do
     echo "$name: nsys failed (rc=$rc) with: $flags"; tail -5 "$W/$name.log"
   done
   echo "$name: profiled in $((SECONDS - t))s rc=$rc flags=[$flags] cmd=[python3 examples/$script $args]"
-  grep -E "requests in|Traceback|Error|error" "$W/$name.log" | head -5 | sed "s/^/  $name program: /"
+  grep -E "requests in|difference|Traceback|Error|error" "$W/$name.log" | head -5 | sed "s/^/  $name program: /"
   [ -f "$W/$name.nsys-rep" ] || continue
   [ -n "$EXPORT_PID" ] && wait "$EXPORT_PID"
   export_job "$name" "$grp" &

@@ -272,3 +272,20 @@ def test_empty_fleet_renders():
     buf = io.StringIO()
     fleet_text.render(d, file=buf)
     assert d["straggler"] is None and "FAILED /x/[red]bad.sqlite: no such file" in buf.getvalue()
+
+
+@pytest.mark.filterwarnings("ignore:Port .* is already in use")     # Dask's dashboard port, held by another run
+def test_cli_scans_a_folder_once(tmp_path, monkeypatch):
+    # the folder scan reads (and for .xz decompresses) the head of every file: the CLI scanned it once to check
+    # its output against the inputs and analyze_many scanned it again
+    import nsys_doctor.fleet as fleet
+    from nsys_doctor.cli import main
+    d = tmp_path / "in"
+    d.mkdir()
+    os.symlink(DATA / "demo.sqlite.xz", d / "demo.sqlite.xz")
+    calls = []
+    real = fleet.expand_paths
+    monkeypatch.setattr(fleet, "expand_paths", lambda args: calls.append(args) or real(args))
+    out = tmp_path / "fleet.json"
+    assert main(["analyze", str(d), "--workers", "1", "--format", "json", "-o", str(out)]) == 0
+    assert len(calls) == 1 and json.loads(out.read_text())["analysed"] == 1

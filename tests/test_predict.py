@@ -22,11 +22,30 @@ PAIRS = {p["name"]: p for p in json.loads((DATA / "pairs.json").read_text())["pa
 # diagnoses (memory_allocation, polling waits, model loading, the DRAM-bound chain): they are checked as soon as
 # their finding exists
 PREDICTED = ("ex_graph", "ex_pinned", "ex_gpupre", "ex_mixed", "ex_dataload", "ex_postproc", "ex_contention",
-             "ex_rowwise", "ex_sync")
+             "ex_rowwise", "ex_sync", "ex_readback")
 # ex_sync: the fix moved the NaN guard onto the GPU (20 more kernels per request, tests/data/README), which no replay
 # of the `before` trace can see; its measured saving (0.27 ms, 4%) is inside the noise pair's 5% spread. Asserted
 # instead: a small saving (under 15% of the interval), as the replay's own test does.
 NOISE = ("ex_sync",)
+# The third set (tests/data/README, H200, 2026-12-02): pairs that miss a bound on main 2447ce1, left as strict xfails
+# (issue 16: the mechanisms are being improved; an xpass means a mark to remove). Ratios = predicted / measured
+# (program clocks), from benchmarks/calibrate.py on that commit.
+MISS_TIGHT: dict = {}
+MISS_LOOSE = {
+    "ex_exit": "cuda_sync estimate 1.37 ms against 2.89 ms measured (ratio 0.47; replay 0.11): 24 syncs/request "
+               "between ~0.4 ms layers of launch-bound batch-1 work",
+    "ex_sleep": "no cuda_sync finding: the sleep-poll (cudaEventQuery + nanosleep) is reported as "
+                "gpu_underutilization, 2.89 ms against 2.65 ms measured",
+    "ex_lnfuse": "no memory_bandwidth finding: the unfused bf16 epilogue (22 kernels, GPU 88% busy, latency-bound) "
+                 "gets no finding; measured saving 0.91 ms of 1.45",
+    "ex_sdreload": "no model_loading finding: the per-request torch.load + load_state_dict (phase 'load_weights') "
+                   "is reported as cpu_preprocessing, 60.7 ms against 97.66 ms measured",
+}
+
+
+def _marked(names, misses):
+    return [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=misses[n])) if n in misses else n
+            for n in names]
 
 _REPORTS: dict = {}
 
@@ -43,7 +62,7 @@ def measured_ms(name: str) -> float:
     return p["before"]["ms_per_request"] - p["after"]["ms_per_request"]
 
 
-@pytest.mark.parametrize("name", sorted(PAIRS))
+@pytest.mark.parametrize("name", _marked(sorted(PAIRS), MISS_TIGHT))
 def test_prediction_within_bounds_of_the_real_fix(name):
     f = calibrate.finding_of(report(name), PAIRS[name]["category"])
     if f is None:
@@ -63,7 +82,7 @@ def test_prediction_within_bounds_of_the_real_fix(name):
         assert TIGHT[0] <= ratio <= TIGHT[1], f"{name}: predicted {pred:.2f} ms, measured {measured_ms(name):.2f}"
 
 
-@pytest.mark.parametrize("name", sorted(set(PAIRS) - set(NOISE)))
+@pytest.mark.parametrize("name", _marked(sorted(set(PAIRS) - set(NOISE)), MISS_LOOSE))
 def test_the_saving_the_report_states_is_within_2x_of_the_real_fix(name):
     # what a user reads (the replay's saving where the report uses it, else the diagnosis's estimate) against the
     # saving the fix made by the program's own clock; the noise-level sync pair is left out (its own test above)
@@ -164,7 +183,7 @@ def test_a_window_of_the_requests_predicts_what_the_whole_replay_does(path):
         if not store.get(id(f)):
             continue
         ch, _ = P.to_replay(trace, store[id(f)])
-        if P._empty(ch):
+        if ch.is_empty():
             continue
         a, _ = whole.run(ch)
         b, _ = win.run(ch)

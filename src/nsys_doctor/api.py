@@ -1,7 +1,7 @@
 """The Python API: `analyze(path) -> Report` for notebooks and scripts (docs/python-api.md).
 
 A top layer like cli/: it calls analysis/ for the numbers, render/ for HTML and JSON, and writes files through
-cli/_output.py as the command line does. The Report it returns is `report.Report` (the JSON contract) plus tables
+files.py as the command line does. The Report it returns is `report.Report` (the JSON contract) plus tables
 (pandas, optional), a short repr and a Jupyter view.
 """
 from __future__ import annotations
@@ -66,14 +66,14 @@ class Report(_report.Report):
 
     def to_json(self, path) -> None:
         """Write the report as `analyze --format json -o PATH` does (docs/json-schema.md)."""
-        from .cli._output import output
+        from .files import output
         from .render import json_report
         with output(_target(path), "report", self._inputs()) as f:
             f.write(json_report.render(self) + "\n")
 
     def to_html(self, path) -> None:
         """Write the self-contained HTML report (with the timeline) as `analyze --html PATH` does."""
-        from .cli._output import output
+        from .files import output
         from .render import html
         with output(_target(path), "html", self._inputs()) as f:
             f.write(html.render(self))
@@ -87,7 +87,7 @@ def _inputs_of(report) -> list[str]:
 
 def _target(path) -> str:
     if path is None or not os.fspath(path):
-        raise BadInput(None, "give the file to write")    # cli/_output.output(None) would mean stdout
+        raise BadInput(None, "give the file to write")    # files.output(None) would mean stdout
     return os.fspath(path)
 
 
@@ -128,5 +128,5 @@ def analyze(path, *, range: str | None = None, skip: int | None = None) -> Repor
 def load(path, *, range: str | None = None, skip: int | None = None) -> Report:   # noqa: A002
     """A report saved with `analyze --format json` (or `Report.to_json`), read back without the profile; a
     profile given here is analysed as `analyze` does."""
-    from .cli._input import load_report     # the same choice as diff/check/export: saved report or profile
+    from .files import load_report     # the same choice as diff/check/export: saved report or profile
     return _wrap(load_report(path, range_name=range, skip=skip))

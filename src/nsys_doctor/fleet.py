@@ -198,15 +198,18 @@ def _have_dask() -> bool:
 
 def analyze_many(paths, scheduler: str | None = None, workers: int | None = None,
                  progress: Callable[[int, int, Result | Failure], None] | None = None,
-                 range_name: str | None = None, skip: int | None = None, use_dask: bool | None = None) -> "Fleet":
+                 range_name: str | None = None, skip: int | None = None, use_dask: bool | None = None,
+                 expanded: tuple | None = None) -> "Fleet":
     """Analyse every profile under `paths` in parallel; `progress(done, total, outcome)` after each one.
 
     scheduler: address of a running Dask scheduler (its workers must have nsys-doctor installed and see the same
     paths); default: `workers` local processes (default the CPU count), one analysis each at a time (the analysis
     holds the GIL in places, so processes, not threads, run in parallel): a Dask LocalCluster when Dask is
-    installed, else a standard-library process pool. use_dask: force one or the other (None: Dask when present)."""
+    installed, else a standard-library process pool. use_dask: force one or the other (None: Dask when present).
+    expanded: `expand_paths(paths)` when the caller has it already (the CLI checks its output against those files
+    before the work), so that a folder is not scanned twice."""
     t0 = time.perf_counter()
-    found, failures, skipped = expand_paths(paths)
+    found, failures, skipped = expanded if expanded is not None else expand_paths(paths)
     if workers is not None and workers < 1:
         raise BadInput(None, "--workers must be 1 or more")
     if use_dask is None:

@@ -157,3 +157,20 @@ def test_no_step_summary_without_github(baseline, tmp_path):
     summary = tmp_path / "summary.md"
     r = nsd("check", baseline, "--max-p99-ms", 100, cwd=tmp_path, env_extra={"GITHUB_STEP_SUMMARY": str(summary)})
     assert r.returncode == 0 and not summary.exists()
+
+
+@pytest.mark.parametrize("where", ["the baseline", "a folder", "a link to nothing"])
+def test_step_summary_never_appended_to_an_input_a_folder_or_through_a_dangling_link(baseline, tmp_path, where):
+    # $GITHUB_STEP_SUMMARY is the runner's file, appended to; named wrongly, it once got Markdown appended to the
+    # user's saved baseline report (an input) or to whatever file a dangling link pointed at
+    import hashlib
+    before = hashlib.sha256(baseline.read_bytes()).hexdigest()
+    target = {"the baseline": baseline, "a folder": tmp_path, "a link to nothing": tmp_path / "link.md"}[where]
+    if where == "a link to nothing":
+        target.symlink_to(tmp_path / "elsewhere" / "summary.md")
+    r = nsd("check", baseline, "--max-p99-ms", 100, "--github", cwd=tmp_path,
+            env_extra={"GITHUB_STEP_SUMMARY": str(target)})
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.startswith("nsys-doctor: ") and r.stderr.count("\n") == 1 and "step summary" in r.stderr
+    assert hashlib.sha256(baseline.read_bytes()).hexdigest() == before
+    assert r.stdout == ""                                   # refused before any result was printed

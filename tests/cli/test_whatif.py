@@ -31,6 +31,19 @@ def test_graph_prediction_json_matches_the_fixed_program():
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest        # the input is never changed
 
 
+def test_pinned_prediction_matches_the_fixed_program():
+    # before: 11.32 ms/request by the program's own clock; after --fixed (pinned buffers): 1.33 (tests/data/pairs.json).
+    # --pinned takes the rate the memory_transfer finding replays (diagnose/memory_transfer.pinned_gbps: this H100's
+    # documented 55 GB/s link); whatif's own rule, the best pinned copy in the profile else 12 GB/s, predicted 0.38x
+    pair = next(p for p in json.loads((DATA / "pairs.json").read_text())["pairs"] if p["name"] == "ex_pinned")
+    before_ms, after_ms = pair["before"]["ms_per_request"], pair["after"]["ms_per_request"]
+    r = nsd("whatif", DATA / pair["before"]["file"], "--pinned", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["before"]["interval_ms"] == pytest.approx(before_ms, rel=0.02)
+    assert 0.75 <= (before_ms - res["after"]["interval_ms"]) / (before_ms - after_ms) <= 1.33
+
+
 def test_text_output_names_before_and_after():
     r = nsd("whatif", DATA / "ex_gpupre_before.sqlite.xz", "--drop-phase", "preprocess")
     assert r.returncode == 0, r.stderr

@@ -25,7 +25,12 @@ FIDELITY = 0.02                    # issue 16: 2% median absolute error per requ
 # the programs' own ms per request under the profiler (tests/data/README.md, "program output")
 PROGRAM_MS = {"ex_sync_before": 6.72, "ex_sync_after": 6.45, "ex_graph_before": 8.10, "ex_graph_after": 1.61,
               "ex_pinned_before": 11.32, "ex_pinned_after": 1.33, "ex_gpupre_before": 114.63,
-              "ex_gpupre_after": 1.52, "ex_mixed_before": 65.84, "ex_mixed_after": 13.98, "demo": 8.58}
+              "ex_gpupre_after": 1.52, "ex_mixed_before": 65.84, "ex_mixed_after": 13.98, "demo": 8.58,
+              # third set (H200, capture range from the program's cudaProfilerStart to its cudaProfilerStop)
+              "ex_exit_before": 10.23, "ex_exit_after": 7.34, "ex_sleep_before": 11.62, "ex_sleep_after": 8.97,
+              "ex_lnfuse_before": 1.45, "ex_lnfuse_after": 0.54, "ex_readback_before": 51.13,
+              "ex_readback_after": 3.32, "ex_convprec_before": 24.26, "ex_convprec_after": 7.56,
+              "ex_sdreload_before": 100.53, "ex_sdreload_after": 2.87}
 
 ZOO = ["healthy", "dataload_starved", "cpu_preproc", "cpu_postproc", "sync_heavy", "launch_bound",
        "launch_bound_graphed", "memcpy_pageable", "membw_bound", "fp32_gemm", "thread_contention", "no_nvtx"]

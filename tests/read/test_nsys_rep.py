@@ -54,3 +54,20 @@ def test_report_without_cuda_says_so(report):
     from nsys_doctor.analysis import analyze
     with pytest.raises(NoData, match="no CUDA activity"):
         analyze(report)
+
+
+@pytest.mark.parametrize("packer, suffix", [("xz", ".xz"), ("gzip", ".gz")])
+def test_compressed_report_is_expanded_and_exported(report, tmp_path, monkeypatch, packer, suffix):
+    # the reader's names decide (nsys_rep.accepts): a .nsys-rep.xz was refused as "not a profile (neither SQLite
+    # nor JSON)" by a list of names of read/__init__'s own that knew only .nsys-rep.gz
+    import shutil
+    monkeypatch.setenv("NSYS_DOCTOR_CACHE", str(tmp_path / "cache"))
+    packed = tmp_path / "r.nsys-rep"
+    shutil.copyfile(report, packed)
+    subprocess.run([packer, str(packed)], check=True)
+    packed = packed.with_name("r.nsys-rep" + suffix)
+    plain = open_trace(report)
+    trace = open_trace(packed)
+    assert trace.table("os_calls")["start_ns"].size == plain.table("os_calls")["start_ns"].size > 0
+    trace.close()
+    plain.close()

@@ -173,6 +173,17 @@ def test_file_name_with_newline_is_one_error_line(tmp_path):
     assert "a\\nb\\x1b[2J.sqlite: no such file" in line
 
 
+def test_notebook_view_shows_names_as_escapes(hostile):
+    # Report._repr_html_ (render/notebook.py) escaped HTML only: the range name's ESC sequences and its U+202E
+    # right-to-left override (which reorders what the reader sees) reached the notebook raw
+    import nsys_doctor
+    before = sha(hostile)
+    page = nsys_doctor.analyze(hostile)._repr_html_()
+    assert_safe(page)
+    assert "\\x1b]0;PWNED" in page and "\\u202etxt" in page      # shown, as escapes
+    assert sha(hostile) == before
+
+
 # ------------------------------------------------------------------------------------------ CI output injection
 def test_check_github_junit_and_step_summary(hostile, saved, tmp_path):
     def hostile_title(d):

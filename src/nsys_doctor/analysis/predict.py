@@ -111,21 +111,16 @@ def to_replay(trace, changes: list) -> tuple[R.Change, list[str]]:
     return ch, how
 
 
-def _empty(ch: R.Change) -> bool:
-    return not (ch.remove_wait_rows is not None and len(ch.remove_wait_rows) or ch.remove_syncs or ch.kernel_factor
-                or ch.graph_launch_ns is not None or ch.drop_phase or ch.pageable_rate or ch.remove_lock_waits
-                or any(len(r) for r in ch.remove_cpu_rows.values())
-                or any(len(x[1]) for x in ch.gpu_scale) or any(len(x[1]) for x in ch.gpu_shorten)
-                or any(len(x[0]) for x in ch.copy_rate) or any(len(x[1]) for x in ch.remove_cpu_windows)
-                or ch.stream_per_thread)
-
-
 @dataclass
 class _Extrapolated:
     """The whole run's mean latency and request interval, as a windowed replay predicts them: the recorded values,
     less the saving per request replayed in the window."""
     mean_latency_ns: float
     interval_ns: float
+
+
+class _Replayer:
+    """The unchanged replay (the baseline every saving is measured from) and the graph, built once per analysis."""
 
 
 # A window whose requests' recorded mean latency is off the run's by more than this share is not the steady state
@@ -281,7 +276,7 @@ def predict(ctx, findings: list[Finding], load: dict | None) -> tuple[list[Findi
     for f in todo:
         ch, how = to_replay(ctx.trace, store[id(f)])
         how = rp.how + how
-        if _empty(ch):
+        if ch.is_empty():
             continue
         out, err = rp.done[id(f)] = rp.run(ch)
         if out is None:
@@ -328,7 +323,7 @@ def combined(ctx, findings: list[Finding], load: dict | None) -> dict | None:
     for f in chosen:
         c, h = to_replay(ctx.trace, store[id(f)])
         ch, how = ch.combined(c), how + [x for x in h if x not in how]
-    if _empty(ch):
+    if ch.is_empty():
         return None
     # one finding: its own replay is this one (the same change)
     out, err = rp.done[id(chosen[0])] if len(chosen) == 1 and id(chosen[0]) in rp.done else rp.run(ch)

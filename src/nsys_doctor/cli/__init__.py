@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         if err.filename is not None or err.errno not in WRITE_ERRORS:
             raise           # not a failed write of stdout: a bug to see whole
-        from ._output import stdout_error
+        from ..files import stdout_error
         print(stdout_error(err), file=sys.stderr)
         return 2
 
@@ -184,7 +184,7 @@ def console_main() -> None:
     except BrokenPipeError:
         pass
     except OSError as err:
-        from ._output import stdout_error
+        from ..files import stdout_error
         print(stdout_error(err), file=sys.stderr)
         code = 2
     try:

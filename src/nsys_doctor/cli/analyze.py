@@ -16,7 +16,7 @@ import os
 import sys
 
 from ..errors import BadInput
-from ._output import check_outputs, output
+from ..files import check_outputs, output
 
 
 def add_arguments(p) -> None:
@@ -53,7 +53,7 @@ def run(args) -> int:
                      export_beside=getattr(args, "export_beside", False))
     if html_file:
         from ..render import html
-        from ._output import write
+        from ..files import write
         write(html_file, html.render(report), "html", inputs)
     with output(args.output, "report", inputs) as out:
         if args.format == "json":
@@ -67,20 +67,21 @@ def run(args) -> int:
 
 def run_fleet(args, paths) -> int:
     """Fleet mode: a progress bar on stderr while the workers run, then the summary; exit 2 when any failed."""
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..fleet import analyze_many, expand_paths
     from ..render import fleet_text, json_report
+    from ..render.console import console
     from ..render.safe import escape
     from . import error_line
     if args.html:
         raise BadInput(args.html, "--html takes one profile; in fleet mode use --format json -o FILE")
     if getattr(args, "export_beside", False):
         raise BadInput(None, "--export-beside takes one profile; fleet mode exports .nsys-rep reports into the cache")
-    inputs = expand_paths(paths)[0]         # the files that will be read
+    expanded = expand_paths(paths)
+    inputs = expanded[0]                    # the files that will be read
     check_outputs([(args.output, "fleet")], inputs)
-    err = Console(stderr=True)
+    err = console(sys.stderr)
     bar = Progress(TextColumn("analysing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TextColumn("{task.description}"), console=err, transient=True, disable=not err.is_terminal)
     with bar:
@@ -90,7 +91,7 @@ def run_fleet(args, paths) -> int:
             failed = "failed " if hasattr(outcome, "problem") else ""
             bar.update(task, completed=done, total=total, description=failed + escape(os.path.basename(outcome.path)))
         fleet = analyze_many(paths, scheduler=args.scheduler, workers=args.workers, progress=progress,
-                             range_name=args.range_name, skip=args.skip).to_dict()
+                             range_name=args.range_name, skip=args.skip, expanded=expanded).to_dict()
     with output(args.output, "fleet", inputs) as out:
         if args.format == "json":
             out.write(json_report.render(fleet) + "\n")

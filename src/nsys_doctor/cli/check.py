@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from ..errors import BadInput
-from ._output import check_outputs, write
+from ..files import append, check_outputs, write
 
 
 def add_arguments(p) -> None:
@@ -68,7 +68,7 @@ def rules_from(args) -> dict:
 def run(args) -> int:
     from ..compare.gate import check_rules, evaluate
     from ..render import check_text
-    from ._input import load_report
+    from ..files import load_report
     rules = rules_from(args)
     if not any(rules.get(k) is not None for k in ("max_p99_ms", "max_p50_ms", "min_gpu_busy_pct", "fail_on",
                                                   "baseline", "max_interval_ms", "min_throughput",
@@ -81,23 +81,19 @@ def run(args) -> int:
         raise BadInput(None, "--max-regression needs --baseline FILE (a profile or saved JSON report)")
     inputs = [args.profile, rules.get("baseline"), args.config or ("pyproject.toml" if os.path.exists(
         "pyproject.toml") else None)]
-    check_outputs([(args.junit, "junit")], inputs)
+    summary_file = os.environ.get("GITHUB_STEP_SUMMARY") if args.github else None
+    check_outputs([(args.junit, "junit"), (summary_file, "step_summary")], inputs)
     report = load_report(args.profile, args.range_name)
     baseline = load_report(rules["baseline"], args.range_name) if rules.get("baseline") else None
     results = evaluate(report, rules, baseline)
     if args.junit:
         write(args.junit, check_text.junit_xml(results) + "\n", "junit", inputs)
-    if args.github and os.environ.get("GITHUB_STEP_SUMMARY"):
+    if summary_file:
         latency = [(args.profile, (report.requests or {}).get("latency_ms") or {})]
         if baseline is not None:
             latency.append((f"baseline {rules['baseline']}", (baseline.requests or {}).get("latency_ms") or {}))
-        summary = check_text.step_summary(results, args.profile, latency, report.verdict)
-        path = os.environ["GITHUB_STEP_SUMMARY"]
-        try:
-            with open(path, "a", encoding="utf-8") as f:    # appended: every step of a job shares the file
-                f.write(summary)
-        except OSError as err:
-            raise BadInput(path, f"cannot append the step summary ($GITHUB_STEP_SUMMARY) ({err.strerror})")
+        append(summary_file, check_text.step_summary(results, args.profile, latency, report.verdict),
+               "step_summary", inputs)
     check_text.render(results, args.profile)
     if args.github:
         for line in check_text.github_annotations(results):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from ._output import check_outputs, output
+from ..files import check_outputs, output
 
 
 def add_arguments(p) -> None:
@@ -25,7 +25,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ..compare import compare
-    from ._input import load_report
+    from ..files import load_report
     inputs = [args.before, args.after]
     check_outputs([(args.output, "diff")], inputs)
     diff = compare(load_report(args.before, args.range_name), load_report(args.after, args.range_name))

@@ -26,11 +26,12 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0 if env.nsys else 2
 
-    from rich.console import Console
-    from ..render.safe import escape
     from rich.table import Table
 
-    console = Console(file=sys.stdout)
+    from ..render.console import console as _console
+    from ..render.safe import escape
+
+    console = _console(sys.stdout)
     nsys_line = f"{escape(env.nsys)} ({env.nsys_version or 'version unknown'})" if env.nsys else \
         f"[red]not found[/]: {escape(HOW_TO_GET_NSYS)}"
     gpus = ", ".join(env.gpus) if env.gpus else "none found (nvidia-smi)"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 from ..errors import BadInput
-from ._output import check_outputs, write
+from ..files import check_outputs, write
 
 
 def add_arguments(p) -> None:
@@ -23,7 +23,7 @@ def add_arguments(p) -> None:
 
 def load(args):
     # a saved report or a profile (a Kineto .json trace is a profile): one place decides, shared with diff/check
-    from ._input import load_report
+    from ..files import load_report
     return load_report(args.profile, range_name=args.range_name, skip=args.skip)
 
 

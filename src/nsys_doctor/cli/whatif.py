@@ -15,9 +15,10 @@ Changes (combine any):
         costing US microseconds of CPU (default: cudaGraphLaunch
         as measured in the profile, else 150)
     --pinned [GBPS]
-        pageable copies at GBPS (default: the best pinned rate in
-        the profile, else 12), not blocking the CPU, input copies
-        prefetched
+        pageable copies at GBPS (default: the best copy rate in the
+        profile or the GPU's documented pinned link rate, whichever
+        is higher, else 12); their calls only enqueue (a read-back
+        is still waited for), input copies prefetched
     --drop-phase NVTX_NAME[=SHARE]
         remove SHARE (default 1) of the CPU time inside ranges of
         that name; repeatable
@@ -34,11 +35,8 @@ import re
 import numpy as np
 
 from ..errors import BadInput, NoData
-from ._output import check_outputs, output
+from ..files import check_outputs, output
 
-PINNED_FLOOR_GBPS = 12.0     # pinned PCIe Gen3 x16, the slowest link a current datacenter GPU sits on (the same
-                             # floor as diagnose/memory_transfer.py)
-MIN_RATE_BYTES = 1 << 20     # copies under 1 MiB are mostly fixed latency: their rate says nothing
 # Largest values the options take: beyond them no fix is being described, and times x factor leave the int64 ns the
 # replay computes in (--graph 1e30 and --faster-kernels .=1e308 overflowed: a traceback, or a latency that fell)
 MAX_FACTOR = 1e3             # kernels 1000x slower: a 1 s kernel becomes 17 minutes, far inside int64 ns
@@ -58,7 +56,8 @@ def add_arguments(p) -> None:
                    help="replay each request's launches as one CUDA graph launch costing US microseconds "
                         f"(0 to {MAX_GRAPH_US:g})")
     p.add_argument("--pinned", nargs="?", const=MEASURED, type=float, metavar="GBPS",
-                   help="pageable copies at GBPS GB/s, not blocking, input copies prefetched")
+                   help="pageable copies at GBPS GB/s, their calls only enqueuing (read-backs still "
+                        "waited for), input copies prefetched")
     p.add_argument("--drop-phase", action="append", default=[], metavar="NVTX_NAME[=SHARE]",
                    help="remove SHARE (default 1) of the CPU time inside the NVTX ranges of that name")
     p.add_argument("--remove-lock-waits", action="store_true", help="OS lock and condition waits take no time")
@@ -94,26 +93,17 @@ def _phase(spec: str) -> tuple[str, float]:
     return name, s
 
 
-def _graph_cost_ns(trace) -> tuple[int, str]:
-    from ..analysis.predict import median_graph_launch_ns
-    from ..model.replay import GRAPH_LAUNCH_FALLBACK_NS
-    cost = median_graph_launch_ns(trace)
-    if cost is not None:
-        return cost, "median cudaGraphLaunch in this profile"
-    return GRAPH_LAUNCH_FALLBACK_NS, "cudaGraphLaunch measured in the zoo's launch_bound_graphed (H100)"
+def _or_measured(value, measure, trace, say: str, notes: list):
+    """An option's value; given without one (MEASURED), what `measure(trace)` finds, noted with where it came from."""
+    if value != MEASURED:
+        return value
+    found, why = measure(trace)
+    notes.append(f"{say.format(found)}: {why}")
+    return found
 
 
-def _pinned_rate(trace) -> tuple[float, str]:
-    cp = trace.table("copies")
-    if len(cp["start_ns"]):
-        dur = (cp["end_ns"] - cp["start_ns"]).astype(np.float64)
-        ok = (cp["src_kind"] != 0) & (cp["dst_kind"] != 0) & np.isin(cp["kind"], (1, 2))
-        ok &= (cp["bytes"] >= MIN_RATE_BYTES) & (dur > 0)
-        if ok.any():
-            gbps = float((cp["bytes"][ok] / dur[ok]).max())
-            if gbps > PINNED_FLOOR_GBPS:
-                return gbps, "the best pinned copy rate in this profile"
-    return PINNED_FLOOR_GBPS, "pinned PCIe Gen3 x16 (no faster pinned copy in this profile)"
+def _us(ns: int, why: str) -> tuple[float, str]:
+    return ns / 1e3, why
 
 
 def _printable(s: str, n: int = 80) -> str:
@@ -157,22 +147,14 @@ def run(args) -> int:
         for name in phases:
             if not len(r["name"]) or not (r["name"] == name).any():
                 raise BadInput(args.profile, f"--drop-phase: no NVTX range named {_printable(name)!r}")
+        from ..analysis.predict import graph_launch_cost_ns
+        from ..diagnose.memory_transfer import pinned_gbps      # the rate the memory_transfer finding's fix replays
         notes = []
-        graph_ns = None
-        if args.graph is not None:
-            if args.graph == MEASURED:
-                graph_ns, why = _graph_cost_ns(trace)
-                notes.append(f"graph launch cost {graph_ns / 1e3:.0f} us: {why}")
-            else:
-                graph_ns = int(args.graph * 1e3)
-        rate = None
-        if args.pinned is not None:
-            if args.pinned == MEASURED:
-                gbps, why = _pinned_rate(trace)
-                notes.append(f"pinned rate {gbps:.1f} GB/s: {why}")
-            else:
-                gbps = args.pinned
-            rate = gbps * 1e9
+        graph_us = _or_measured(args.graph, lambda t: _us(*graph_launch_cost_ns(t)), trace,
+                                "graph launch cost {:.0f} us", notes)
+        gbps = _or_measured(args.pinned, pinned_gbps, trace, "pinned rate {:.1f} GB/s", notes)
+        graph_ns = None if graph_us is None else round(graph_us * 1e3)
+        rate = None if gbps is None else gbps * 1e9
         change = R.Change(kernel_factor=factors, remove_syncs=args.remove_syncs, graph_launch_ns=graph_ns,
                           drop_phase=phases, pageable_rate=rate, remove_lock_waits=args.remove_lock_waits)
         try:

@@ -20,12 +20,16 @@ TENSOR_CORE_SPEEDUP = ((r"H100|H200|H800|GH200", 989 / 67), (r"A100|A800", 312 /
 # Pinned host<->device copy rate of the GPU's host link, GB/s: PCIe Gen5 x16 (H100, H200): 55 GB/s, the best pinned
 # rate in the zoo's healthy profile (H100, 256 MiB copies); PCIe Gen4 x16 (A100, L40S, L4, A10): ~25 GB/s
 # (half of Gen5, as diagnose/memory_transfer.py's notes say); Grace Hopper's NVLink-C2C is faster still, 55 is a floor.
+# The same links as PEAKS' host link column below, as a copy reaches them: PEAKS holds the theoretical peak per
+# direction (Gen5 x16 64 GB/s: the ceiling a measured rate is compared with), this the rate a pinned copy achieves
+# (55 of 64 on H100, 86%): the one a fix is replayed at. A GPU added to one table belongs in the other.
 PINNED_LINK_GBPS = ((r"H100|H200|H800|GH200", 55.0), (r"A100|A800|L40|\bL4\b|\bA10\b", 25.0))
 
 # name pattern -> (DRAM GB/s, host link GB/s per direction). Source: NVIDIA's product datasheets (H200: 4.8 TB/s,
 # H100 SXM 3.35 / PCIe 2.0 TB/s, A100 80GB 2.04 / 40GB 1.56 TB/s, L40S 864, L4 300, A10 600, T4 320, V100 900,
 # RTX 4090 1008, RTX 3090 936 GB/s) and the PCIe generation each uses (Gen5 x16 64, Gen4 x16 32, Gen3 x16 16 GB/s
-# per direction, theoretical). First match wins: longer names first.
+# per direction, theoretical; the rate a pinned copy achieves on the same link is PINNED_LINK_GBPS above). First
+# match wins: longer names first.
 PEAKS = (
     (r"H200", 4800.0, 64.0), (r"H100.*PCIe", 2000.0, 64.0), (r"H100", 3350.0, 64.0), (r"GH200", 4000.0, 64.0),
     (r"A100.*80GB", 2039.0, 32.0), (r"A100", 1555.0, 32.0), (r"L40S", 864.0, 32.0), (r"L40", 864.0, 32.0),

@@ -24,7 +24,7 @@ import numpy as np
 
 from .activity import LOCK_CALLS
 from .api_names import SYNC_CALLS, base_name
-from .arrays import id_mask, is_sorted, median, percentiles, uniq
+from .arrays import dense_groups, id_mask, is_sorted, median, percentiles, uniq
 from .projection import GPU_TABLES, api_corr_key, corr_key, gpu_corr_key, launch_calls
 from .trace import Trace, table_len
 
@@ -181,9 +181,9 @@ def _groups3(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, n
     for col in (a, b, c):
         if int(col.min()) == int(col.max()):
             continue
-        u, inv = np.unique(col, return_inverse=True)
+        u, inv = dense_groups(col)
         key = key * len(u) + inv.ravel()
-    u, g = np.unique(key, return_inverse=True) if int(key.max()) > 0 else (np.zeros(1, np.int64), key)
+    u, g = dense_groups(key) if int(key.max()) > 0 else (np.zeros(1, np.int64), key)
     g = g.ravel().astype(np.int64)
     first = np.zeros(len(u), np.int64)
     first[g[::-1]] = np.arange(n - 1, -1, -1)      # any row of each group
@@ -250,14 +250,14 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
     # time between CUDA calls like any other (a phase's I/O goes with the phase's gaps)
     os_keep = np.zeros(0, np.int64)
     if table_len(osc):
-        lock_ids = _name_ids(trace, osc["name_id"], lambda n: n.lstrip("_").startswith(LOCK_CALLS))
+        lock_ids = name_ids(trace, osc["name_id"], lambda n: n.lstrip("_").startswith(LOCK_CALLS))
         if len(lock_ids):
             os_keep = np.flatnonzero(np.isin(osc["name_id"], lock_ids) & (_chain_of(tids, osc["tid"]) >= 0))
     # API calls that can matter: those that launched GPU work, may block, a change removes, or took long; any
     # other call is CPU time between them from the start (half of launch_bound's calls are cuKernelGetName beside
     # each launch). A launch nested in a dropped call becomes a node of its own, which changes no time.
     name_of = api["name_id"].astype(np.int64, copy=False)
-    special = _name_ids(trace, name_of, lambda n: any(b in n for b in BLOCKING_CALLS + KEPT_CALLS))
+    special = name_ids(trace, name_of, lambda n: any(b in n for b in BLOCKING_CALLS + KEPT_CALLS))
     api_keep = launch_calls(trace) | id_mask(name_of, special)
     api_keep |= (api["end_ns"] - api["start_ns"]) >= BACKPRESSURE_MIN_NS
     ar = None if bool(api_keep.all()) else np.flatnonzero(api_keep)
@@ -440,7 +440,7 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
     # (a stream sync, whose stream CUPTI's synchronization record names) or in its process (device, context, event)
     n_latent = 0
     if n_cpu and len(gs) and has_l.any():
-        sync_ids = _name_ids(trace, cname[ckind == 0], lambda n: n.startswith(SYNC_CALLS))
+        sync_ids = name_ids(trace, cname[ckind == 0], lambda n: n.startswith(SYNC_CALLS))
         lat = np.flatnonzero((ckind == 0) & np.isin(cname, sync_ids) & (c_wait_op < 0))
         if len(lat):
             real = c_wait_op >= 0
@@ -474,8 +474,9 @@ def build(trace: Trace, threads: np.ndarray | None = None) -> Graph:
                  nominal_gap_ns=nom_s, span=(t0, width), stats=stats)
 
 
-def _name_ids(trace: Trace, name_ids: np.ndarray, pred) -> np.ndarray:
-    ids = uniq(name_ids[name_ids >= 0]) if len(name_ids) else np.zeros(0, np.int64)
+def name_ids(trace: Trace, ids: np.ndarray, pred) -> np.ndarray:
+    """The distinct string ids among `ids` whose CUDA API base name satisfies `pred` (replay.py's name_mask too)."""
+    ids = uniq(ids[ids >= 0]) if len(ids) else np.zeros(0, np.int64)
     return np.array([i for i in ids if pred(base_name(trace.name(i)))], np.int64)
 
 
@@ -534,9 +535,8 @@ def _last_before(group: np.ndarray, L: np.ndarray, ge: np.ndarray, has_l: np.nda
     return np.where(ok, idx[best], -1)
 
 
-def _blocking_name_ids(trace: Trace, name_ids: np.ndarray) -> np.ndarray:
-    ids = uniq(name_ids[name_ids >= 0]) if len(name_ids) else np.zeros(0, np.int64)
-    return np.array([i for i in ids if any(b in base_name(trace.name(i)) for b in BLOCKING_CALLS)], np.int64)
+def _blocking_name_ids(trace: Trace, ids: np.ndarray) -> np.ndarray:
+    return name_ids(trace, ids, lambda n: any(b in n for b in BLOCKING_CALLS))
 
 
 def _typical_by_name(names: np.ndarray, dur: np.ndarray, pool: np.ndarray, q: np.ndarray) -> np.ndarray:

@@ -17,9 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 from .api_names import FREE_WAIT_CALLS, QUERY_CALLS, SYNC_CALLS, base_name
-from .arrays import distinct_ids, uniq
-from .intervals import union
-from .projection import GPU_TABLES, corr_key, gpu_corr_key
+from .arrays import distinct_ids
+from .projection import GPU_TABLES, corr_key, device_busy_unions, gpu_corr_key
 from .requests import Requests
 from .trace import Trace, table_len
 
@@ -183,16 +182,7 @@ def _idle_after(trace: Trace, rq: Requests, req: np.ndarray, e: np.ndarray) -> n
     req_end = t["start_ns"][req] + t["latency_ns"][req]
     dev = t["device"][req]
     idle = np.zeros(len(req), np.int64)
-    for d in uniq(dev):
-        # union of each table's union (tables are usually time-sorted: no sort of all GPU rows)
-        parts = []
-        for n in GPU_TABLES:
-            g = trace.table(n)
-            on = np.flatnonzero(g["device"] == d)
-            if len(on):
-                parts.append(union(g["start_ns"][on], g["end_ns"][on]))
-        us, ue = union(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])) if parts \
-            else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    for d, (us, ue) in device_busy_unions(trace, dev).items():
         m = np.flatnonzero(dev == d)
         if len(us) == 0:
             continue

@@ -102,6 +102,21 @@ def gpu_busy_union(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
     return out
 
 
+def device_busy_unions(trace: Trace, devices: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Busy union of all GPU work per device in `devices` (the whole GPU's union when there is one device)."""
+    devs = [int(d) for d in uniq(devices)]
+    cols = [trace.table(t) for t in GPU_TABLES if table_len(trace.table(t))]
+    # one device in the whole trace (min == max per table, no concatenation of millions of rows): the cached union
+    if not cols or (len(devs) == 1 and all(int(c["device"].min()) == int(c["device"].max()) == devs[0]
+                                           for c in cols)):
+        u = gpu_busy_union(trace)
+        return {d: u for d in devs}
+    all_dev = np.concatenate([c["device"] for c in cols])
+    s = np.concatenate([c["start_ns"].astype(np.int64, copy=False) for c in cols])
+    e = np.concatenate([c["end_ns"].astype(np.int64, copy=False) for c in cols])
+    return {d: union(s[all_dev == d], e[all_dev == d]) for d in devs}
+
+
 def pid_of(trace: Trace, tid: np.ndarray) -> np.ndarray:
     """The processes of these threads (the `pid` values of the reader's numbering)."""
     return trace.ids.process_of(tid)

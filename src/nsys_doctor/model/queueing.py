@@ -19,8 +19,8 @@ import numpy as np
 
 from .arrays import median, uniq
 from .intervals import covered, union
-from .projection import GPU_TABLES, gpu_busy_union, is_sorted, launch_calls
-from .trace import Trace, table_len
+from .projection import device_busy_unions, is_sorted, launch_calls
+from .trace import Trace
 
 # A run is throughput-bound when queueing is at least this share of the mean latency. Measured over the 74
 # analysable profiles (../shared/profiles, tests/data, ../shared/external): the queued runs healthy 72%,
@@ -40,21 +40,6 @@ GPU_BOUND_PCT = 95.0
 # A request's latency is "mostly queueing" (said in verdicts and on the timeline) from this share on.
 MOSTLY_QUEUE_PCT = 50.0
 ON_CPU_CAUSES = ("cpu", "launch", "copy")   # model/activity.py causes that keep the thread on the CPU
-
-
-def _device_unions(trace: Trace, devices: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Busy union of all GPU work per device in `devices` (the whole GPU's union when there is one device)."""
-    devs = [int(d) for d in uniq(devices)]
-    cols = [trace.table(t) for t in GPU_TABLES if table_len(trace.table(t))]
-    # one device in the whole trace (min == max per table, no concatenation of millions of rows): the cached union
-    if not cols or (len(devs) == 1 and all(int(c["device"].min()) == int(c["device"].max()) == devs[0]
-                                           for c in cols)):
-        u = gpu_busy_union(trace)
-        return {d: u for d in devs}
-    all_dev = np.concatenate([c["device"] for c in cols])
-    s = np.concatenate([c["start_ns"].astype(np.int64, copy=False) for c in cols])
-    e = np.concatenate([c["end_ns"].astype(np.int64, copy=False) for c in cols])
-    return {d: union(s[all_dev == d], e[all_dev == d]) for d in devs}
 
 
 def measure_queue(trace: Trace, req) -> None:
@@ -77,7 +62,7 @@ def measure_queue(trace: Trace, req) -> None:
     launch = np.where(has_gpu, np.minimum(first, np.where(has_gpu, gs, first)), t["start_ns"])
     queue = np.zeros(n, np.int64)
     ahead = np.zeros(n, np.int64)
-    for d, (us, ue) in _device_unions(trace, t["device"][has_gpu]).items():
+    for d, (us, ue) in device_busy_unions(trace, t["device"][has_gpu]).items():
         rows = np.flatnonzero(has_gpu & (t["device"] == d))
         queue[rows] = covered(us, ue, launch[rows], gs[rows])
         # requests on this device whose GPU work began before this one's and had not ended at its first launch
@@ -112,7 +97,7 @@ def run_load(ctx) -> dict:
     interval = span / len(m)
     devs = t["device"][m][t["gpu_end_ns"][m] >= 0]
     gpu_busy = 0.0
-    for _, (us, ue) in _device_unions(trace, devs).items():
+    for _, (us, ue) in device_busy_unions(trace, devs).items():
         gpu_busy = max(gpu_busy, float(covered(us, ue, np.array([lo]), np.array([hi]))[0]) / span)
     lat = t["latency_ns"][m].astype(np.float64)
     queue = t["queue_ns"][m].astype(np.float64)

@@ -75,9 +75,10 @@ class _XzStreams:
 
 
 def _looks_like_a_profile(head: bytes, original: pathlib.Path) -> bool:
-    if head.startswith(nsys_sqlite.SQLITE_MAGIC) or head.lstrip()[:1] in (b"{", b"["):
-        return True
-    return original.name.lower().endswith(tuple(s + ".gz" for s in nsys_rep.SUFFIXES))   # the reader's own names
+    """Whether a reader in READERS knows this content: it accepts it, or it says why it is none of its format (a
+    JSON without traceEvents in this first chunk: _judge decides on the whole head and gives that reader's reason)."""
+    return any(r.accepts(head, original) or getattr(r, "rejects", lambda h, p: None)(head, original)
+               for r in READERS)
 
 
 def _expand(path: pathlib.Path, opener, suffix: str) -> pathlib.Path:
@@ -95,7 +96,7 @@ def _expand(path: pathlib.Path, opener, suffix: str) -> pathlib.Path:
         with opener(path) as src, os.fdopen(fd, "wb") as dst:
             written, next_check = 0, 0
             while chunk := src.read(CHUNK):
-                if written == 0 and not _looks_like_a_profile(chunk[:4096], path):
+                if written == 0 and not _looks_like_a_profile(chunk[:HEAD_BYTES], path):
                     raise BadInput(path, "expands to something that is not a profile (neither SQLite nor JSON); "
                                          "nothing was kept")
                 if written >= next_check:

@@ -14,8 +14,7 @@ import re
 import sys
 import xml.etree.ElementTree as ET
 
-from rich.console import Console
-
+from .console import console
 from .safe import clean, escape
 
 PERCENTILES = ("p50", "p90", "p99", "max", "mean")
@@ -25,7 +24,7 @@ def render(results, profile: str, file=None) -> None:
     """One line per rule, then the verdict. Lines are not wrapped (soft_wrap): a terminal wraps them itself, and a
     CI log then runs only the lines the tool wrote, each starting PASS, FAIL or nsys-doctor."""
     file = file or sys.stdout
-    con = Console(file=file, highlight=False, soft_wrap=True)
+    con = console(file, soft_wrap=True)
     failed = sum(not r.passed for r in results)
     for r in results:
         mark = "[green]PASS[/green]" if r.passed else "[bold red]FAIL[/bold red]"

@@ -12,11 +12,12 @@ PIPED_WIDTH = 110
 MIN_BODY = 20      # a hanging indent never squeezes the text itself narrower than this
 
 
-def console(file, width: int | None = None, color: bool | None = None) -> Console:
+def console(file, width: int | None = None, color: bool | None = None, soft_wrap: bool = False) -> Console:
+    """soft_wrap: lines are never wrapped here (the terminal wraps them; check's PASS/FAIL lines, see check_text)."""
     if width is None and not file.isatty() and not os.environ.get("COLUMNS", "").strip().isdigit():
         width = PIPED_WIDTH      # rich reads COLUMNS itself, and the terminal's size when there is one
     return Console(file=file, width=width, highlight=False, force_terminal=color, no_color=color is False,
-                   soft_wrap=False)
+                   soft_wrap=soft_wrap)
 
 
 def hang(con: Console, prefix: str, body: str) -> None:

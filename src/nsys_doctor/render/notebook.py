@@ -1,20 +1,21 @@
 """Report -> a short HTML fragment for Jupyter (`Report._repr_html_`): verdict, latency summary, findings.
 
-Every string from the profile (paths, range names, titles, evidence) goes through html.escape; numbers are
-formatted here. The full page with the timeline is render/html.py (`Report.to_html`).
+Every string from the profile (paths, range names, titles, evidence) goes through render.safe.clean (control
+characters, escape sequences and bidi overrides shown as escapes) and html.escape; numbers are formatted here. The full page with the timeline is render/html.py (`Report.to_html`).
 """
 from __future__ import annotations
 
 from html import escape
 
 from ..report import Report
+from .safe import clean
 
 COLUMNS = ("p50", "p90", "p99", "max", "mean")
 SEVERITY_COLOR = {"high": "#c0392b", "medium": "#b7791f", "low": "#777"}
 
 
 def _e(x) -> str:
-    return escape(str(x), quote=True)
+    return escape(clean(x), quote=True)
 
 
 def _row(label: str, stats: dict) -> str:

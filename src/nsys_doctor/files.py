@@ -1,5 +1,10 @@
-"""Every file a command writes goes through here: stdout, or a file the user named (-o, --html, --perfetto, --junit).
+"""What a command reads and writes, shared by cli/ and api.py (the two top layers): `load_report`, a saved report or
+a profile; and every file written, through one guard (`check_outputs` before the work, `output`/`write` after).
 
+Input: what `diff`, `check`, `export` and `nsys_doctor.load` take is a report saved by `analyze --format json` (read
+back and validated against its schema) or a profile (analysed now).
+
+Output: stdout, or a file the user named (-o, --html, --perfetto, --junit).
 A named output is refused (BadInput: one line, exit 2) when it is an input of the same command (the same file by
 device and inode, so symlinks and hard links count), another output of the same command, a folder, or an existing
 file that is not a previous output of the same kind (told by its content, `KINDS`). It is written to a new private
@@ -15,8 +20,27 @@ import re
 import stat
 import sys
 import tempfile
+from typing import TYPE_CHECKING
 
-from ..errors import BadInput
+from .errors import BadInput
+
+if TYPE_CHECKING:
+    from .report import Report
+
+def load_report(path, range_name: str | None = None, skip: int | None = None) -> Report:
+    """A saved report (validated), else the profile analysed; BadInput when it is neither or cannot be read."""
+    from .compare.saved import read_saved
+    from .read import require_file
+    require_file(path, "profile or saved report")
+    try:
+        report = read_saved(path, range_name)
+    except OSError as err:
+        raise BadInput(path, f"cannot be read ({err.strerror or err})")
+    if report is not None:
+        return report
+    from .analysis import analyze
+    return analyze(path, range_name=range_name, skip=skip)
+
 
 # A previous output is recognised by parsing it; the largest we write (a fleet summary of 1000 reports, a report
 # with its 5000-event timeline) is a few MB, so a bigger file is no output of ours and is never parsed whole.
@@ -81,11 +105,16 @@ def _whatif(head: str, path: str, size: int) -> bool:
     return isinstance(d, dict) and {"change", "before", "after", "method"} <= set(d)
 
 
+def _runners(head: str, path: str, size: int) -> bool:
+    return True         # GitHub's runner makes the file and every step appends to it (`append`): any content is its
+
+
 # kind -> (what it is called in messages, recogniser of a previous output of that kind)
 KINDS = {
     "report": ("report", _report), "diff": ("diff", _diff), "fleet": ("fleet summary", _fleet),
     "html": ("HTML report", _html), "perfetto": ("Perfetto trace", _perfetto), "junit": ("JUnit XML", _junit),
     "whatif": ("what-if prediction", _whatif),
+    "step_summary": ("step summary ($GITHUB_STEP_SUMMARY)", _runners),
 }
 
 
@@ -200,6 +229,17 @@ def output(path: str | None, kind: str = "report", inputs=()):
 def write(path: str, text: str, kind: str, inputs=()) -> None:
     with output(path, kind, inputs) as f:
         f.write(text)
+
+
+def append(path: str, text: str, kind: str, inputs=()) -> None:
+    """`text` added at the end of `path`, for a file that is not ours to replace (the runner's step summary, which
+    every step of a job appends to); refused as check_target refuses (an input, a folder, a link to nothing)."""
+    check_target(path, kind, inputs)
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as err:
+        raise BadInput(path, f"cannot append the {KINDS[kind][0]} ({_problem(err)})") from None
 
 
 def stdout_error(err: OSError) -> str:
