@@ -13,7 +13,7 @@ from ..model.queueing import measure_queue, queue_sentence, run_load
 from ..model.requests import Requests, find_requests
 from .impact import rebase
 from . import gpu_bound
-from .predict import combined as predict_combined, predict as predict_findings
+from .predict import combined as predict_combined, predict as predict_findings, start as predict_start
 from ..model.trace import Trace
 from ..read import open_trace
 from ..report import Report
@@ -56,6 +56,14 @@ def analyze_trace(trace: Trace, range_name: str | None = None, skip: int | None 
     req = find_requests(trace, range_name, skip)
     measure_queue(trace, req)
     ctx = Context(trace, req)
+    replayer = predict_start(ctx)          # the replay's graph, built while the diagnoses wait for tables
+    try:
+        return _report(trace, req, ctx, timeline)
+    finally:
+        replayer.exception()               # done before the trace may close (an error in it is predict's to raise)
+
+
+def _report(trace: Trace, req: Requests, ctx: Context, timeline: bool) -> Report:
     findings = diagnose_all(ctx)
     load = run_load(ctx)                   # after the diagnoses: the request threads' activity is cached by then
     findings, pnotes = predict_findings(ctx, findings, load)    # each fix replayed: the predicted saving

@@ -12,20 +12,30 @@ recording of the fixed program.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..diagnose.common import HIGH_PCT, MEDIUM_PCT
 from ..model import changes as C
 from ..model import replay as R
+from ..model import window as W
+from ..model.arrays import median, uniq
 from ..model.api_names import base_name
 from ..model.projection import api_corr_key, gpu_corr_key
 from ..report import Finding, severity_for
 
-# Above this many CUDA calls and GPU operations the replay is skipped (the diagnoses' own estimates stand, a note
-# says so): building the graph costs ~0.4 s CPU per million (benchmarks/bench_replay.py: 6.3 s for launch_bound x40's
-# 16M), and each finding's replay ~0.1 s per million; at 2M that is ~1.5 s, about what analyze itself costs there.
-# Measured in analyze on launch_bound (0.37M): +0.11 s CPU (0.33 -> 0.44 s), one finding replayed.
+# Above this many CUDA calls and GPU operations the replay covers a window of consecutive measured requests in the
+# middle of the run (model/window.py) instead of the whole run, and each fix's saving per request in that window is
+# taken for every request: building the graph costs ~0.4 s CPU per million events and each replay ~0.1 s per million
+# (benchmarks/bench_replay.py: 6.3 s for launch_bound x40's 16M), which alone would take analyze on launch_bound x40
+# past twice the raw scan of its columns (issue 16). Profiles up to this size (all of ../shared and tests/data: the
+# largest, launch_bound, has 0.37M) are replayed whole.
 MAX_REPLAY_EVENTS = 2_000_000
+# The window's size in events (CUDA calls and GPU operations): launch_bound x40 (1.8k events per request) replays
+# ~270 of its 8,120 requests, ~0.4 s of analyze's ~7 s there. Windowed predictions of a window of half the requests
+# match the whole replay on every profile small enough to replay whole (tests/test_predict.py).
+REPLAY_WINDOW_EVENTS = 500_000
 GRAPH_LAUNCH_CALLS = ("cudaGraphLaunch", "cuGraphLaunch")
 # The categories whose replayed fix matched the real fix on before/after pairs (benchmarks/calibrate.py over
 # tests/data/pairs.json: predicted / measured within [0.75, 1.33]); their impact_ms is the replay's prediction. The
@@ -49,16 +59,22 @@ CALIBRATED_SOURCES = ("nsys-sqlite",)
 
 
 def median_graph_launch_ns(trace) -> int | None:
-    """The median cudaGraphLaunch of this profile, None when it has none (cli/whatif.py's --graph uses it too)."""
+    """The median cudaGraphLaunch of this profile, None when it has none (cli/whatif.py's --graph uses it too).
+    Computed once per trace: every finding's fix and the combined one ask (0.15 s each on launch_bound x40)."""
+    if "_median_graph_launch" in trace._cache:
+        return trace._cache["_median_graph_launch"]
     api = trace.table("api_calls")
-    if len(api["name_id"]) == 0:
-        return None
-    ids = np.unique(api["name_id"])
-    gl = [i for i in ids if base_name(trace.name(int(i))) in GRAPH_LAUNCH_CALLS]
-    if not gl:
-        return None
-    sel = np.isin(api["name_id"], gl)
-    return int(np.median(api["end_ns"][sel] - api["start_ns"][sel]))
+    out = None
+    if len(api["name_id"]):
+        names = api["name_id"]
+        # the distinct name ids: a count per id (ids are small ints) instead of a sort of every call
+        ids = np.flatnonzero(np.bincount(names)) if int(names.min()) >= 0 else uniq(names)
+        gl = [i for i in ids if base_name(trace.name(int(i))) in GRAPH_LAUNCH_CALLS]
+        if gl:
+            sel = np.isin(api["name_id"], gl)
+            out = int(median(api["end_ns"][sel] - api["start_ns"][sel]))
+    trace._cache["_median_graph_launch"] = out
+    return out
 
 
 def graph_launch_cost_ns(trace) -> tuple[int, str]:
@@ -133,30 +149,93 @@ def _issuing_calls(trace, table: str, rows) -> np.ndarray:
     return o[at][key[o][at] == gk].astype(np.int64)
 
 
+@dataclass
+class _Extrapolated:
+    """The whole run's mean latency and request interval, as a windowed replay predicts them: the recorded values,
+    less the saving per request replayed in the window."""
+    mean_latency_ns: float
+    interval_ns: float
+
+
 class _Replayer:
     """The unchanged replay (the baseline every saving is measured from) and the graph, built once per analysis."""
 
-    def __init__(self, ctx):
+
+# A window whose requests' recorded mean latency is off the run's by more than this share is not the steady state
+# of the run (tests/data ex_contention_before: 7 requests contend for a lock at the start, 120-770 ms against 10 ms
+# after; the window's 10 ms against the run's 48 ms): the report says its extrapolation is rough.
+WINDOW_STEADY_SHARE = 0.2
+
+
+def _throughput_interval(out, lead_in: int) -> float:
+    """The window's request interval in steady state: the time its measured requests took to finish after the
+    lead-in's had, per request (Outcome.interval_ns, the span over the count, adds one request's latency)."""
+    m = out.measured
+    if lead_in == 0 or len(m) == 0:
+        return out.interval_ns
+    return float(out.finish_ns[m].max() - out.finish_ns[:lead_in].max()) / len(m)
+
+
+def _extrapolate(whole: _Extrapolated, lead_in: int, base, out) -> _Extrapolated:
+    """The whole run after the fix: its recorded latency and interval, less the window's saving per request in
+    latency and in steady-state interval."""
+    d_lat = base.mean_latency_ns - out.mean_latency_ns
+    d_iv = _throughput_interval(base, lead_in) - _throughput_interval(out, lead_in)
+    return _Extrapolated(max(0.0, whole.mean_latency_ns - d_lat), max(0.0, whole.interval_ns - d_iv))
+
+
+class _Replayer:
+    """The unchanged replay (the baseline every saving is measured from) and the graph, built once per analysis.
+    A profile over MAX_REPLAY_EVENTS is replayed over a window of its requests (`window`; `base` is then the whole
+    run's recording and each run()'s outcome extrapolated from the window)."""
+
+    def __init__(self, ctx, window_events: int | None = None):
         self.trace, self.reqs = ctx.trace, ctx.requests       # not ctx: ctx.cache holds this (no cycle)
         self.error: str | None = None
         self.base = None
+        self.window: W.Window | None = None
+        self.how: list[str] = []
+        self.steady = True
+        self.done: dict = {}              # id(finding) -> run()'s result for its fix (combined() reuses it)
         events = sum(len(self.trace.table(t)["start_ns"]) for t in ("api_calls", "kernels", "copies", "memsets"))
         if len(self.reqs.measured) == 0:
             self.error = "no measured requests"
-        elif events > MAX_REPLAY_EVENTS:
-            self.error = (f"the profile has {events:,} CUDA calls and GPU operations, more than the replay's "
-                          f"limit of {MAX_REPLAY_EVENTS:,}")
-        else:
-            try:
+            return
+        if window_events is None and events > MAX_REPLAY_EVENTS:
+            window_events = REPLAY_WINDOW_EVENTS
+        try:
+            if window_events is not None:
+                self.window = W.cut(self.trace, self.reqs, *W.pick(self.reqs, events, window_events))
+                w = self.window
+                self.win_base = R.replay(w.trace, w.reqs)
+                lat, iv = R.recorded(self.reqs)
+                self.base = _Extrapolated(float(lat[self.reqs.measured].mean()), iv)
+                self.how = [f"replayed requests {w.first + 1}-{w.last + 1} of {w.total} ({w.last - w.first + 1} "
+                            f"consecutive measured requests in the middle of the run, after {w.lead_in} replayed "
+                            f"but not measured: the profile has {events:,} CUDA calls and GPU operations, more "
+                            f"than the {MAX_REPLAY_EVENTS:,} replayed whole), their saving per request taken for "
+                            "every request"]
+                self.steady = abs(self.win_base.mean_latency_ns - self.base.mean_latency_ns) <= (
+                    WINDOW_STEADY_SHARE * self.base.mean_latency_ns)
+                if not self.steady:
+                    self.how[0] += (f"; the window's requests took {self.win_base.mean_latency_ns / 1e6:.3g} ms on "
+                                    f"average against the run's {self.base.mean_latency_ns / 1e6:.3g} ms: the run "
+                                    "is not in a steady state, so this is a rough extrapolation")
+            else:
                 self.base = R.replay(self.trace, self.reqs)
-            except (R.ReplayError, ValueError) as err:
-                self.error = f"the replay cannot follow this profile ({err})"
+        except (R.ReplayError, ValueError) as err:
+            self.base = None
+            self.error = f"the replay cannot follow this profile ({err})"
 
     def run(self, ch: R.Change):
         try:
-            return R.replay(self.trace, self.reqs, ch), None
+            if self.window is None:
+                return R.replay(self.trace, self.reqs, ch), None
+            w = self.window
+            out = R.replay(w.trace, w.reqs, W.change_in(ch, w))
         except (R.ReplayError, ValueError) as err:
             return None, f"the replay cannot follow this fix in this profile ({err})"
+        return _extrapolate(self.base, w.lead_in, self.win_base, out), None
 
 
 # A fix that makes requests overlap (the replayed mean latency over this many replayed request intervals: more than
@@ -197,6 +276,17 @@ def _whatif(words: list[str], how: list[str], base, out, basis: str) -> tuple[di
     return w, saved, before
 
 
+def start(ctx):
+    """Build the replayer (the graph and the unchanged replay) on a thread of its own while the diagnoses run, which
+    leave a core idle while they wait for tables (launch_bound: ~40 ms of the diagnoses' ~170); predict() takes it
+    from ctx.once. Returns the future, to wait for before the trace is closed (its result or error is predict's)."""
+    from concurrent.futures import ThreadPoolExecutor
+    pool = ThreadPoolExecutor(1, thread_name_prefix="nsys-doctor-replay")
+    fut = pool.submit(ctx.once, "replayer", lambda: _Replayer(ctx))
+    pool.shutdown(wait=False)
+    return fut
+
+
 def predict(ctx, findings: list[Finding], load: dict | None) -> tuple[list[Finding], list[str]]:
     """Replay each finding's fix; set whatif, impact_ms, impact_pct, impact_basis and severity from the prediction.
     Findings without a change, whose replay failed, or of a category not in CALIBRATED keep the diagnosis's estimate
@@ -213,12 +303,20 @@ def predict(ctx, findings: list[Finding], load: dict | None) -> tuple[list[Findi
         for f in todo:
             f.estimate = f"{f.estimate} (not replayed: {rp.error})"
         return findings, notes
+    if rp.window is not None:
+        w = rp.window
+        notes.append(f"Savings were replayed over requests {w.first + 1}-{w.last + 1} of {w.total} (the profile is "
+                     f"too large to replay whole in the time of an analysis) and taken per request for the whole run"
+                     + ("." if rp.steady else f"; those requests took {rp.win_base.mean_latency_ns / 1e6:.3g} ms on "
+                        f"average against the run's {rp.base.mean_latency_ns / 1e6:.3g} ms, so the run is not in a "
+                        "steady state and the extrapolation is rough."))
     basis = _basis(load)
     for f in todo:
         ch, how = to_replay(ctx.trace, store[id(f)])
+        how = rp.how + how
         if ch.is_empty():
             continue
-        out, err = rp.run(ch)
+        out, err = rp.done[id(f)] = rp.run(ch)
         if out is None:
             f.estimate = f"{f.estimate} (the diagnosis's own estimate: {err})"
             continue
@@ -259,13 +357,14 @@ def combined(ctx, findings: list[Finding], load: dict | None) -> dict | None:
     rp = ctx.once("replayer", lambda: _Replayer(ctx))
     if rp.base is None:
         return None
-    ch, how = R.Change(), []
+    ch, how = R.Change(), list(rp.how)
     for f in chosen:
         c, h = to_replay(ctx.trace, store[id(f)])
         ch, how = ch.combined(c), how + [x for x in h if x not in how]
     if ch.is_empty():
         return None
-    out, err = rp.run(ch)
+    # one finding: its own replay is this one (the same change)
+    out, err = rp.done[id(chosen[0])] if len(chosen) == 1 and id(chosen[0]) in rp.done else rp.run(ch)
     if out is None:
         return {"findings": [f.category for f in chosen], "error": err}
     b = _basis_after(_basis(load), rp.base, out)

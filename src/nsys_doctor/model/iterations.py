@@ -85,7 +85,7 @@ def infer_iterations(trace: Trace) -> tuple[Table, str, str]:
     starts = np.empty(len(heavy), np.int64)
     starts[1:] = it_ends[:-1]
     # the first: back as many blocking calls as an iteration usually spans, else from its first launch
-    span = int(np.median(np.diff(heavy)))
+    span = int(median(np.diff(heavy)))
     j = heavy[0] - span
     starts[0] = ends[j] if j >= 0 else l_t[0]
     inst = {"start_ns": starts, "end_ns": it_ends, "tid": np.full(len(starts), tid),

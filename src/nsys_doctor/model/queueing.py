@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .arrays import uniq
+from .arrays import median, uniq
 from .intervals import covered, union
 from .projection import device_busy_unions, is_sorted, launch_calls
 from .trace import Trace
@@ -139,7 +139,7 @@ def run_load(ctx) -> dict:
             (table_class(ctx, "api_calls") == CAUSES.index("launch"))
         dur = (api["end_ns"][sel] - api["start_ns"][sel]).astype(np.int64, copy=False)
         if len(dur):
-            blocked = max(0.0, launch_time - len(dur) * float(np.median(dur)))
+            blocked = max(0.0, launch_time - len(dur) * median(dur))
     return {"load": load, "bound_by": bound_by, "interval_ns": interval, "throughput_per_s": 1e9 / interval,
             "gpu_busy_share": gpu_busy, "cpu_share": cpu_share, "sync_share": sync_share, "queue_share": queue_share,
             "gpu_need_ns": interval * min(gpu_busy, 1.0),

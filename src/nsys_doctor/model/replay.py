@@ -16,7 +16,7 @@ import numpy as np
 
 from .activity import LOCK_CALLS
 from .api_names import SYNC_CALLS
-from .arrays import id_mask
+from .arrays import id_mask, median, uniq
 from .graph import MIN_SAMPLES, NEVER, WAIT_CALL_FALLBACK_NS, WAKE_UP_FALLBACK_NS, Graph, build, name_ids
 from .intervals import covered, union
 from .projection import GPU_TABLES
@@ -401,7 +401,7 @@ def _apply(g: Graph, trace: Trace, reqs: Requests | None, ch: Change) -> _Params
         if isinstance(pat, (str, re.Pattern)):
             kt = trace.table("kernels")
             rx = re.compile(pat, re.I) if isinstance(pat, str) else pat
-            ids = np.unique(kt["name_id"])
+            ids = uniq(kt["name_id"])
             good = np.array([i for i in ids if rx.search(trace.name(i))], np.int64)
             hit = np.isin(kt["name_id"], good)
             sel = k & hit[np.clip(g.g_row, 0, len(hit) - 1)] if len(hit) else k & False
@@ -494,14 +494,14 @@ def _enqueue_ns(g: Graph, cp) -> int:
     launchers[g.g_launch[g.g_launch >= 0]] = True
     launchers &= (g.c_wait_op < 0) & ~_staged_callers(g, cp)
     dur = (g.c_end - g.c_start)[launchers]
-    return int(np.median(dur)) if len(dur) >= MIN_SAMPLES else WAIT_CALL_FALLBACK_NS
+    return int(median(dur)) if len(dur) >= MIN_SAMPLES else WAIT_CALL_FALLBACK_NS
 
 
 def _wake_up_ns(g: Graph, cp) -> int:
     """A host wait's end after its GPU work ends: the median of this profile's waits but staged copies (whose tail is
     CPU copying), else WAKE_UP_FALLBACK_NS."""
     real = (g.c_wait_op >= 0) & ~_staged_callers(g, cp)
-    return int(np.median(g.c_tail[real])) if real.sum() >= MIN_SAMPLES else WAKE_UP_FALLBACK_NS
+    return int(median(g.c_tail[real])) if real.sum() >= MIN_SAMPLES else WAKE_UP_FALLBACK_NS
 
 
 def _avoidable_waits(g: Graph, reqs: Requests, p: _Params, sync_named: np.ndarray) -> np.ndarray:

@@ -8,7 +8,6 @@ files of interrupted runs are removed on the next run, and every file in the fol
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -111,6 +110,7 @@ def cache_dir() -> pathlib.Path:
 
 
 def _ends(path: os.PathLike | str, size: int) -> str:
+    import hashlib      # here: 5 ms of import that only a compressed or .nsys-rep input needs
     h = hashlib.sha256()
     with open(path, "rb") as f:
         h.update(f.read(HASHED_BYTES))
@@ -123,6 +123,7 @@ def _ends(path: os.PathLike | str, size: int) -> str:
 def identity(path: pathlib.Path) -> str:
     """A key for the file as it is now: device, inode, size, mtime and a hash of its head and tail (a file
     rewritten in place with its size and mtime kept still gets a new key)."""
+    import hashlib
     st = os.stat(path)
     return hashlib.sha256(f"{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|"
                           f"{_ends(path, st.st_size)}".encode()).hexdigest()[:24]
