@@ -72,6 +72,22 @@ def address_space_limit_mb() -> int | None:
     return min(limits) >> 20 if limits else None
 
 
+def room_to_map() -> float:
+    """Bytes this process may still map under its address-space limit (ulimit -v: RLIMIT_AS, or RLIMIT_DATA);
+    infinite when there is none (the usual case: two getrlimit calls)."""
+    import resource
+    limits = [lim for lim in (resource.getrlimit(resource.RLIMIT_AS)[0], resource.getrlimit(resource.RLIMIT_DATA)[0])
+              if lim != resource.RLIM_INFINITY]
+    if not limits:
+        return float("inf")
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0.0          # a limit and no way to see how close we are: the safe path
+    return float(min(limits) - mapped)
+
+
 # How a failed allocation shows when it is not a MemoryError (CPython and glibc say so only in the message): a
 # thread whose stack could not be mapped, a C extension that could not be mapped in (dlopen) under `ulimit -v`
 # 100 MB, seen on libsqlite3.

@@ -35,7 +35,8 @@ def test_fusion_before_kernels_at_dram_limit_get_memory_bandwidth():
     assert longest < 500_000 // 2             # every kernel is shorter than half a 2 kHz sample period
     r = analysed(expand(DATA / "ex_fusion_before.sqlite.xz"))
     f = _finding(r, "memory_bandwidth")
-    assert f is not None and f.severity == "high" and f.impact_ms > 0
+    # most of the interval (a fusion opportunity is reported at most medium: memory_bandwidth.MAX_SEVERITY)
+    assert f is not None and f.severity == "medium" and f.impact_pct >= 50
     assert "torch.compile" in f.fix
     judged = {k: v for k, v in f.evidence.numbers.items() if k.startswith("dram_rd_wr_pct[")}
     # the judged rate is the name's own (unmixed from the sample windows, memory_bandwidth.py), not the mean of the

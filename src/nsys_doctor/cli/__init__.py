@@ -12,7 +12,8 @@ import signal
 import sys
 import textwrap
 
-# No BLAS call anywhere in nsys-doctor, yet OpenBLAS (under numpy) starts a thread per core at import that spins
+# One small BLAS call in nsys-doctor (model/gpu_metrics.py's least squares), yet OpenBLAS (under numpy) starts a
+# thread per core at import that spins
 # waiting for work: 11% of all CPU time of `analyze launch_bound` on 2 cores (perf: blas_thread_server). Set before
 # numpy is first imported; a value the user set wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

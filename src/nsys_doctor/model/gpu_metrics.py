@@ -7,8 +7,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import room_to_map
 from .intervals import covered, points_inside, union
 from .trace import Trace
+
+# The unmixing's least squares is nsys-doctor's one BLAS call. OpenBLAS maps a buffer for each thread on that thread's
+# first call and ends the process (exit 1, no Python error) when it cannot: seen at `ulimit -v` 300 MB on zoo
+# launch_bound, on a diagnosis thread (tests/robustness/test_hostile_readers.py). With less room than this left under
+# the limit the fit is not tried (undetermined, as with too few samples: the per-name average stands); OpenBLAS's
+# buffer is 32 MB plus its guard pages on x86-64 (its BUFFER_SIZE), with room to spare for the fit's own arrays.
+BLAS_HEADROOM_BYTES = 128 << 20
 
 
 def metric_ids(trace: Trace, prefix: str) -> list[int]:
@@ -96,6 +104,8 @@ def unmixed_per_name(start: np.ndarray, end: np.ndarray, group: np.ndarray, n_gr
     a, v = a[use], values[use].astype(np.float64)
     live = a.sum(axis=0) > 0                    # a column with no coverage stays out (rate undetermined: nan)
     if use.sum() <= live.sum():
+        return None
+    if room_to_map() < BLAS_HEADROOM_BYTES:
         return None
     x, *_ = np.linalg.lstsq(a[:, live], v, rcond=None)
     res = v - a[:, live] @ x

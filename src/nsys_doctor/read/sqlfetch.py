@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
+from ..errors import room_to_map
 from . import arrow_c
 
 try:  # optional fast path; the reader works without it. ADBC's low-level API: its DB-API module needs pyarrow
@@ -126,7 +127,7 @@ class Fetcher:
         slices on several threads and put back together in rowid order, the order of a plain scan."""
         full = f"{sql} WHERE {where}" if where else sql
         self.log.append(full)
-        room = _room_for_driver()
+        room = room_to_map()
         if self.fast and not params and room >= DRIVER_HEADROOM:
             if table and READ_THREADS > 1 and room >= READ_THREADS * DRIVER_HEADROOM:
                 try:
@@ -162,7 +163,7 @@ class Fetcher:
         bounds = [lo + span * k // n for k in range(n)] + [hi + 1]
         cond = f"({where}) AND " if where else ""
         out = {name: np.empty(span, np.float64 if name in floats else np.int64) for name in names}
-        if _room_for_driver() < n * DRIVER_HEADROOM:
+        if room_to_map() < n * DRIVER_HEADROOM:
             return None         # the output took the room the threads' batches need: one query instead
         jobs = []
         with self._lock:
@@ -256,22 +257,6 @@ class Fetcher:
             else:
                 out[name] = np.array([_int(v) for v in vals], dtype=np.int64)
         return out
-
-
-def _room_for_driver() -> float:
-    """Bytes this process may still map under its address-space limit (ulimit -v: RLIMIT_AS, or RLIMIT_DATA);
-    infinite when there is none (the usual case: two getrlimit calls)."""
-    import resource
-    limits = [lim for lim in (resource.getrlimit(resource.RLIMIT_AS)[0], resource.getrlimit(resource.RLIMIT_DATA)[0])
-              if lim != resource.RLIM_INFINITY]
-    if not limits:
-        return float("inf")
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0.0          # a limit and no way to see how close we are: the safe path
-    return float(min(limits) - mapped)
 
 
 @functools.lru_cache(maxsize=1)
