@@ -17,8 +17,8 @@ Changes (combine any):
     --pinned [GBPS]
         pageable copies at GBPS (default: the best copy rate in the
         profile or the GPU's documented pinned link rate, whichever
-        is higher, else 12), not blocking the CPU, input copies
-        prefetched
+        is higher, else 12); their calls only enqueue (a read-back
+        is still waited for), input copies prefetched
     --drop-phase NVTX_NAME[=SHARE]
         remove SHARE (default 1) of the CPU time inside ranges of
         that name; repeatable
@@ -56,7 +56,8 @@ def add_arguments(p) -> None:
                    help="replay each request's launches as one CUDA graph launch costing US microseconds "
                         f"(0 to {MAX_GRAPH_US:g})")
     p.add_argument("--pinned", nargs="?", const=MEASURED, type=float, metavar="GBPS",
-                   help="pageable copies at GBPS GB/s, not blocking, input copies prefetched")
+                   help="pageable copies at GBPS GB/s, their calls only enqueuing (read-backs still "
+                        "waited for), input copies prefetched")
     p.add_argument("--drop-phase", action="append", default=[], metavar="NVTX_NAME[=SHARE]",
                    help="remove SHARE (default 1) of the CPU time inside the NVTX ranges of that name")
     p.add_argument("--remove-lock-waits", action="store_true", help="OS lock and condition waits take no time")

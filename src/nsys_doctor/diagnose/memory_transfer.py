@@ -10,6 +10,7 @@ from ..model.arrays import distinct_ids, id_mask, uniq
 from ..model.device import pinned_link_gbps
 from ..model.changes import CopiesAtRate
 from ..model.intervals import covered, union
+from ..model.projection import corr_key, gpu_corr_key
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, instance, make_finding, per_request_mean
@@ -62,6 +63,7 @@ class Measurement:
     exposed: np.ndarray       # per copy: ns with no kernel on its device
     cost: np.ndarray          # per copy: what the fix saves on it
     link_gbps: float | None = None   # the GPU's documented pinned host link rate (model/device.py), None: unknown
+    staged_tail_ns: float = 0.0      # mean per measured request: CPU time in pageable copy calls after their copy ended
 
 
 def _reference_rates(direction, big, rate):
@@ -72,6 +74,22 @@ def _reference_rates(direction, big, rate):
         ref[d] = max(PINNED_FLOOR_GBPS, float(rate[m].max()) if m.any() else 0.0)
     return ref, np.where(direction == "HtoD", ref["HtoD"], np.where(direction == "DtoH", ref["DtoH"],
                                                                       PINNED_FLOOR_GBPS))
+
+
+def _call_end(trace, c) -> np.ndarray:
+    """Per copy: the end of the API call that launched it (by correlation id), -1 when none was traced."""
+    api = trace.table("api_calls")
+    out = np.full(table_len(c), -1, np.int64)
+    if table_len(api) == 0 or table_len(c) == 0:
+        return out
+    ak = corr_key(trace, trace.ids.process_of(api["tid"]), api["correlation"])
+    o = np.argsort(ak, kind="stable")
+    ak = ak[o]
+    key = gpu_corr_key(trace, "copies")
+    pos = np.clip(np.searchsorted(ak, key), 0, len(ak) - 1)
+    found = ak[pos] == key
+    out[found] = api["end_ns"][o[pos[found]]]
+    return out
 
 
 def _rates(trace, c):
@@ -135,6 +153,9 @@ def measure(ctx) -> Measurement | None:
     host = direction != ""
     pageable = host & (_pageable(trace, c["src_kind"]) | _pageable(trace, c["dst_kind"]))
     ref, ref_rate = _reference_rates(direction, big, rate)
+    link = pinned_link_gbps(trace)
+    if link:   # a profile of only pageable copies never shows the pinned rate: the GPU's documented link rate
+        ref_rate = np.where(pageable, np.maximum(ref_rate, link), ref_rate)
     inreq = host & (req >= rq.warmup)
     if not inreq.any():
         return None
@@ -154,23 +175,26 @@ def measure(ctx) -> Measurement | None:
     meas = np.arange(rq.count) >= rq.warmup
     overlap_ns = float(hide[meas].mean()) if meas.any() else 0.0
     slow_mean = per_request_mean(slow_ns, np.where(inreq, req, -1), ctx)
-    impact = slow_mean + overlap_ns
+    # 3) a pageable copy's call goes on after its copy ends: the CPU finishing the staged copy (out of the driver's
+    # bounce buffer, page faults of fresh host memory); a pinned copy has no such step. Under MIN_MEASURE_BYTES the
+    # call's end after the copy is the thread's wake-up, not staging
+    tail = np.where(inreq & pageable & big, np.clip(_call_end(trace, c) - c["end_ns"], 0, None), 0).astype(np.float64)
+    staged_tail = per_request_mean(tail, np.where(inreq, req, -1), ctx)
+    impact = slow_mean + overlap_ns + staged_tail
     if 100.0 * impact / ctx.mean_latency_ns < MIN_SHARE_PCT:
         return None
     return Measurement(impact_ns=impact, slow_ns=slow_mean, overlap_ns=overlap_ns, direction=direction,
                        pageable=pageable, inreq=inreq, big=big, rate=rate, ref=ref, ref_rate=ref_rate,
-                       exposed=exposed, cost=slow_ns + exposed_after, link_gbps=pinned_link_gbps(trace))
+                       exposed=exposed, cost=slow_ns + exposed_after + tail, link_gbps=link,
+                       staged_tail_ns=staged_tail)
 
 
 def change(m: Measurement) -> list:
-    """The host copies inside requests move at the reference (pinned) rate of their direction, on a side stream;
-    pageable ones at least at the GPU's documented pinned link rate (a profile of only pageable copies never shows
-    the pinned rate)."""
+    """The host copies inside requests move at the reference (pinned) rate of their direction (pageable ones at least
+    at the GPU's documented pinned link rate), on a side stream; their calls only enqueue, and a read-back is waited
+    for once (model/replay.py)."""
     rows = np.flatnonzero(m.inreq)
-    rate = m.ref_rate[rows]
-    if m.link_gbps:
-        rate = np.where(m.pageable[rows], np.maximum(rate, m.link_gbps), rate)
-    return [CopiesAtRate(rows=rows, gbps=rate, overlap=True)]
+    return [CopiesAtRate(rows=rows, gbps=m.ref_rate[rows], overlap=True)]
 
 
 def _numbers(ctx, m: Measurement, c) -> dict:
@@ -188,12 +212,13 @@ def _numbers(ctx, m: Measurement, c) -> dict:
         "slow_excess_ms_per_request": round(m.slow_ns / 1e6, 3),
         "gpu_waits_on_copy_ms_per_request": round(per_request_mean(m.exposed, rq_of, ctx) / 1e6, 3),
         "hideable_by_overlap_ms_per_request": round(m.overlap_ns / 1e6, 3),
+        "staged_copy_cpu_after_copy_ms_per_request": round(m.staged_tail_ns / 1e6, 3),
     }
     for d in ("HtoD", "DtoH"):
         dm = inreq & (m.direction == d) & m.big
         if dm.any():
             numbers[f"{d}_GBps_in_requests"] = round(float(nbytes[dm].sum() / dur[dm].sum()), 2)
-            numbers[f"{d}_reference_GBps"] = round(m.ref[d], 2)
+            numbers[f"{d}_reference_GBps"] = round(float(m.ref_rate[dm].max()), 2)
     blocked, n_sync = _host_blocking(ctx)
     numbers["memcpy_api_blocked_ms_per_request"] = round(blocked / 1e6, 3)
     numbers["synchronous_memcpy_calls_per_request"] = round(n_sync, 2)
@@ -217,7 +242,9 @@ def finding(ctx, m: Measurement) -> list:
         worst.append(instance(ctx, int(req[i]), int(c["start_ns"][i]), int(c["end_ns"][i]), what,
                               tid=int(rq.table["tid"][req[i]]), name=f"memcpy {direction[i]}"))
     notes = [f"reference rate: the best host<->device rate of copies >= 1 MiB in this profile per direction, at least "
-             f"{PINNED_FLOOR_GBPS:g} GB/s (pinned PCIe Gen3 x16); pinned PCIe Gen4/Gen5 reach ~25/~50 GB/s"]
+             f"{PINNED_FLOOR_GBPS:g} GB/s (pinned PCIe Gen3 x16); pinned PCIe Gen4/Gen5 reach ~25/~50 GB/s"
+             + (f"; pageable copies at least this GPU's documented pinned link rate, {m.link_gbps:g} GB/s "
+                "(model/device.py)" if m.link_gbps else "")]
     pag_share = pag_ms / copy_ms if copy_ms > 0 else 0.0
     if pag_share >= PAGEABLE_TITLE_SHARE:
         title = f"Pageable host copies take {copy_ms:.1f} ms per request"
@@ -237,7 +264,9 @@ def finding(ctx, m: Measurement) -> list:
                "Copy engines run independently of the SMs, so on another stream the same copy costs nothing.")
     estimate = (f"per request: copy time above bytes / reference rate ({m.slow_ns / 1e6:.2f} ms; what pinned buffers "
                 f"would save) + copy time with no kernel running between the request's first and last kernel, which a side stream "
-                f"could overlap with its compute, at most the request's compute time ({m.overlap_ns / 1e6:.2f} ms)")
+                f"could overlap with its compute, at most the request's compute time ({m.overlap_ns / 1e6:.2f} ms) "
+                f"+ CPU time in pageable copy calls after their copy ended, the staging a pinned copy does not do "
+                f"({m.staged_tail_ns / 1e6:.2f} ms)")
     return [make_finding(ctx, "memory_transfer", title, m.impact_ns, estimate,
                          Evidence(numbers=numbers, worst=worst, notes=notes), fix, why)]
 

@@ -41,7 +41,8 @@ class ShortenGpuWork:
 @dataclass(frozen=True)
 class CopiesAtRate:
     """These copies (copies rows) move their bytes at `gbps` (one rate, or one per row) and, where `overlap` is
-    set, run on a side stream, free to overlap the request's compute."""
+    set, run on a side stream, free to overlap the request's compute: from/to pinned buffers, their calls only
+    enqueue (a staged pageable copy's CPU time goes), and a device-to-host copy is still waited for by its call."""
     rows: np.ndarray
     gbps: float | np.ndarray
     overlap: bool = True

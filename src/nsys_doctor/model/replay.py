@@ -17,7 +17,7 @@ import numpy as np
 from .activity import LOCK_CALLS
 from .api_names import SYNC_CALLS
 from .arrays import id_mask
-from .graph import NEVER, Graph, build, name_ids
+from .graph import MIN_SAMPLES, NEVER, WAIT_CALL_FALLBACK_NS, WAKE_UP_FALLBACK_NS, Graph, build, name_ids
 from .intervals import covered, union
 from .projection import GPU_TABLES
 from .requests import Requests
@@ -25,6 +25,7 @@ from .trace import Trace, table_len
 
 KERNELS = GPU_TABLES.index("kernels")
 COPIES = GPU_TABLES.index("copies")
+HTOD, DTOH, PAGEABLE = 1, 2, 0     # ENUM_CUDA_MEMCPY_OPER host-to-device / device-to-host, ENUM_CUDA_MEM_KIND pageable
 # Launch calls a CUDA graph replaces (base-name substrings).
 LAUNCH_CALLS = ("LaunchKernel", "cuLaunch", "MemsetAsync", "MemcpyAsync")
 # GPU gap between consecutive kernels of one graph replay: H100, tests/data ex_graph_after (graph of 321 kernels,
@@ -38,6 +39,10 @@ GRAPH_LAUNCH_FALLBACK_NS = 150_000
 # us of Python between layers, CPU samples in the interpreter; dataload_starved's stalls). Chosen between those:
 # 50 us under-predicts ex_rowwise's fix (0.748), 100 us takes part of sync_heavy's layer code for dispatch.
 GRAPH_DISPATCH_MAX_NS = 75_000
+
+
+# what a copy moved to pinned memory on a side stream does to its thread (_prefetch), in the change's words
+NOT_BLOCKING = "their calls only enqueue (a read-back is still waited for), overlapping compute"
 
 
 class ReplayError(RuntimeError):
@@ -138,7 +143,7 @@ class Change:
         for name, share in self.drop_phase.items():
             out.append(f"{share:.0%} of the CPU time of phase {name!r} removed")
         if self.pageable_rate:
-            out.append(f"pageable copies at {self.pageable_rate / 1e9:.1f} GB/s, not blocking the CPU, overlapping")
+            out.append(f"pageable copies at {self.pageable_rate / 1e9:.1f} GB/s, {NOT_BLOCKING}")
         if self.remove_lock_waits:
             out.append("lock waits removed")
         for t, rows in self.remove_cpu_rows.items():
@@ -153,7 +158,7 @@ class Change:
             r = np.asarray(rate, np.float64)
             out.append(f"{len(rows)} copies at {float(r.min()) / 1e9:.1f}"
                        + (f"-{float(r.max()) / 1e9:.1f}" if r.size > 1 and r.max() > r.min() else "") + " GB/s"
-                       + (", not blocking the CPU, overlapping" if overlap else ""))
+                       + (f", {NOT_BLOCKING}" if overlap else ""))
         if self.stream_per_thread:
             out.append("each thread's GPU work on a stream of its own")
         for tid, start, end in self.remove_cpu_windows:
@@ -200,12 +205,15 @@ class _Params:
     g_launch: np.ndarray
     g_launch_off: np.ndarray
     g_free: np.ndarray           # operations no longer behind the earlier work of their stream (prefetched copies)
+    c_dmin: np.ndarray           # a wait's cost had it not waited (a change may lower it: a staged copy's call)
+    c_tail: np.ndarray           # a wait's end after its operation's end (a change may add waits)
 
 
 def _params(g: Graph) -> _Params:
     return _Params(c_gap=g.c_gap.copy(), c_dur=g.c_end - g.c_start, c_wait_op=g.c_wait_op.copy(),
                    g_dur=g.g_end - g.g_start, g_dl=g.g_dl.copy(), g_ds=g.g_ds.copy(), g_launch=g.g_launch.copy(),
-                   g_launch_off=g.g_launch_off.copy(), g_free=np.zeros(g.n_gpu, bool))
+                   g_launch_off=g.g_launch_off.copy(), g_free=np.zeros(g.n_gpu, bool), c_dmin=g.c_dmin.copy(),
+                   c_tail=g.c_tail.copy())
 
 
 def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -327,7 +335,7 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         if ge2[op] == NEVER:
             raise ReplayError("a host wait's GPU operation was not yet placed")
         # a wait ends when its GPU work does (plus the recorded wake-up), or after the call's own cost
-        e = max(int(cs2[w]) + int(g.c_dmin[w]), int(ge2[op]) + int(g.c_tail[w]))
+        e = max(int(cs2[w]) + int(p.c_dmin[w]), int(ge2[op]) + int(p.c_tail[w]))
         ce2[w] = e
         c = int(g.c_chain[w])
         hi = int(g.chain_lo[c + 1])
@@ -403,11 +411,11 @@ def _apply(g: Graph, trace: Trace, reqs: Requests | None, ch: Change) -> _Params
     if ch.pageable_rate:
         cp = trace.table("copies")
         if table_len(cp):
-            pageable = (cp["src_kind"] == 0) | (cp["dst_kind"] == 0)
+            pageable = (cp["src_kind"] == PAGEABLE) | (cp["dst_kind"] == PAGEABLE)
             sel = (g.g_table == COPIES) & pageable[np.clip(g.g_row, 0, len(pageable) - 1)]
             nbytes = cp["bytes"][g.g_row[sel]].astype(np.float64)
             p.g_dur[sel] = np.rint(nbytes / float(ch.pageable_rate) * 1e9).astype(np.int64)
-            _prefetch(g, p, cp, sel)
+            _prefetch(g, p, cp, np.flatnonzero(sel))
     for t, rows, factor in ch.gpu_scale:
         nodes, keep = _gpu_nodes(g, t, rows)
         f = np.broadcast_to(np.asarray(factor, np.float64), (len(keep),))[keep]
@@ -438,14 +446,62 @@ def _apply(g: Graph, trace: Trace, reqs: Requests | None, ch: Change) -> _Params
 
 
 def _prefetch(g: Graph, p: _Params, cp, nodes) -> None:
-    """These copy nodes run on a side stream: input copies no longer wait for earlier work on their stream
-    (prefetched); result copies still follow the work that produced them. The copy call itself no longer blocks
-    (a wait on its own copy, or a staged pageable copy)."""
-    p.g_free[nodes] = cp["kind"][g.g_row[nodes]] == 1
+    """These copy nodes move from/to pinned buffers on a side stream: input copies no longer wait for earlier work
+    on their stream (prefetched); result copies still follow the work that produced them. The copy call no longer
+    blocks the thread: a call that staged a pageable copy (the DMA through the driver's bounce buffer, the CPU's
+    own copy into or out of it, page faults of fresh host memory) now only enqueues, at what a launch call costs in
+    this profile. A read-back (device to host) that its call waited through is still waited for by it, returning
+    when the copy ends (the host asked for those bytes): the fix's one event wait before the result is read."""
+    p.g_free[nodes] = cp["kind"][g.g_row[nodes]] == HTOD
+    launched = p.g_launch[nodes] >= 0
+    nodes = nodes[launched]
     callers = p.g_launch[nodes]
-    callers = callers[callers >= 0]
-    p.c_wait_op[callers] = -1
-    p.c_dur[callers] = g.c_dmin[callers]
+    if len(callers) == 0:
+        return
+    rows = g.g_row[nodes]
+    staged = (cp["src_kind"][rows] == PAGEABLE) | (cp["dst_kind"][rows] == PAGEABLE)
+    # a read-back its call waited through in the recording (a call that returned before its copy ended is waited
+    # for by a later sync, if at all)
+    back = (cp["kind"][rows] == DTOH) & (g.g_end[nodes] <= g.c_end[callers]) & (g.g_ready[nodes] <= g.c_end[callers])
+    cost = np.where(staged, np.minimum(g.c_dmin[callers], _enqueue_ns(g, cp)), g.c_dmin[callers])
+    # a staged copy's recorded tail is the CPU finishing the last chunk: a pinned read-back wakes up like a sync
+    tail = np.where(staged | (g.c_wait_op[callers] != nodes), _wake_up_ns(g, cp), g.c_tail[callers])
+    # the wait stays unless this change removed it already (a sync found avoidable: cuda_sync's fix combined)
+    removed = (g.c_wait_op[callers] >= 0) & (p.c_wait_op[callers] < 0)
+    back &= ~removed
+    p.c_wait_op[callers] = np.where(back, nodes, -1)
+    p.c_dmin[callers] = cost
+    p.c_tail[callers] = np.where(back, tail, p.c_tail[callers])
+    p.c_dur[callers] = cost
+
+
+def _staged_callers(g: Graph, cp) -> np.ndarray:
+    """Per CPU node: it launched a pageable (staged) copy."""
+    out = np.zeros(g.n_cpu, bool)
+    sel = np.flatnonzero((g.g_table == COPIES) & (g.g_launch >= 0))
+    if len(sel):
+        rows = g.g_row[sel]
+        pag = (cp["src_kind"][rows] == PAGEABLE) | (cp["dst_kind"][rows] == PAGEABLE)
+        out[g.g_launch[sel][pag]] = True
+    return out
+
+
+def _enqueue_ns(g: Graph, cp) -> int:
+    """CPU cost of a call that only enqueues GPU work: the median of this profile's launch calls (those that launched
+    an operation, waited for none and staged no copy), else the cost of a call that did not wait
+    (WAIT_CALL_FALLBACK_NS)."""
+    launchers = np.zeros(g.n_cpu, bool)
+    launchers[g.g_launch[g.g_launch >= 0]] = True
+    launchers &= (g.c_wait_op < 0) & ~_staged_callers(g, cp)
+    dur = (g.c_end - g.c_start)[launchers]
+    return int(np.median(dur)) if len(dur) >= MIN_SAMPLES else WAIT_CALL_FALLBACK_NS
+
+
+def _wake_up_ns(g: Graph, cp) -> int:
+    """A host wait's end after its GPU work ends: the median of this profile's waits but staged copies (whose tail is
+    CPU copying), else WAKE_UP_FALLBACK_NS."""
+    real = (g.c_wait_op >= 0) & ~_staged_callers(g, cp)
+    return int(np.median(g.c_tail[real])) if real.sum() >= MIN_SAMPLES else WAKE_UP_FALLBACK_NS
 
 
 def _avoidable_waits(g: Graph, reqs: Requests, p: _Params, sync_named: np.ndarray) -> np.ndarray:
