@@ -74,6 +74,8 @@ def to_replay(trace, changes: list) -> tuple[R.Change, list[str]]:
         if isinstance(c, C.RemoveHostWaits):
             rows = np.asarray(c.api_rows, np.int64)
             ch = ch.combined(R.Change(remove_wait_rows=rows))
+            if c.read_calls is not None and len(c.read_calls):
+                ch = ch.combined(R.Change(remove_cpu_rows={"api_calls": np.asarray(c.read_calls, np.int64)}))
         elif isinstance(c, C.ScaleGpuWork):
             ch.gpu_scale.append((c.table, np.asarray(c.rows, np.int64), c.factor))
         elif isinstance(c, C.ShortenGpuWork):
