@@ -17,9 +17,9 @@ import numpy as np
 class RemoveHostWaits:
     """These host waits (api_calls rows: synchronize calls, blocking copies) no longer block the calling thread:
     the thread goes on as soon as the call itself would return without waiting for the GPU.
-    `read_calls`: the other api_calls rows of the host reads these waits end (the small device-to-host copy call that
-    fed a wait, an event record), which the fix drops with their waits: they take no time (the copies they launched,
-    the dispatch before them and the wait calls themselves are stated as ScaleGpuWork and RemoveCpuTime)."""
+    `read_calls`: the api_calls rows of the host reads these waits end, which the fix drops with their waits: they
+    take no time (the wait calls themselves, the small device-to-host copy call that fed a wait, an event record;
+    the copies they launched and the CPU dispatch before them are stated as ScaleGpuWork and RemoveCpuTime)."""
     api_rows: np.ndarray
     read_calls: np.ndarray | None = None
 

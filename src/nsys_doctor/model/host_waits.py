@@ -284,7 +284,8 @@ def read_calls(trace: Trace, waits: dict, keep: np.ndarray, max_cpu_ns: int) -> 
     (the framework's dispatch of `.item()`/`.cpu()`/`event.record()`), the calls wholly inside that stretch (the
     small device-to-host copy that fed the wait, an event record), and the device-to-host copies those calls
     launched. A code change that drops the read drops all of them. As parallel arrays: tid, start_ns, end_ns (one
-    window per kept wait, ending at the wait's end), call_rows (api_calls), copy_rows (copies)."""
+    window of that CPU time per kept wait, ending where the wait starts), call_rows (api_calls: the calls inside
+    the windows, and the wait calls themselves, a polling loop's every query), copy_rows (copies)."""
     api = trace.table("api_calls")
     rows = waits["row"][keep]
     out = {"tid": api["tid"][rows].astype(np.int64), "start_ns": waits["start_ns"][keep].astype(np.int64),
@@ -325,7 +326,11 @@ def read_calls(trace: Trace, waits: dict, keep: np.ndarray, max_cpu_ns: int) -> 
                 calls.append(o[j])
             j -= 1
     cr = np.unique(np.asarray(calls, np.int64))
-    out["call_rows"] = cr
+    loops = waits["poll_rows"][np.isin(waits["poll_wait"], rows)]
+    out["call_rows"] = np.union1d(np.union1d(cr, rows), loops)
+    out["end_ns"] = out["end_ns"].copy()
+    out["end_ns"][:] = waits["start_ns"][keep]
+    cr = out["call_rows"]
     if len(cr) and trace.has("copies"):
         ck = gpu_corr_key(trace, "copies")
         key = api_corr_key(trace)[cr[dtoh[cr]]]
