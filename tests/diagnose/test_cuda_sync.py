@@ -108,3 +108,44 @@ def test_a_removed_host_read_takes_its_copy_call_and_dispatch_with_it():
     whole, _ = P.to_replay(trace, changes)
     assert base.interval_ns - R.replay(trace, rq, whole).interval_ns > \
         base.interval_ns - R.replay(trace, rq, waits_only).interval_ns
+
+
+def test_a_removed_polling_read_takes_its_event_record_with_it():
+    # ex_polling_before (tests/data): `ev.record(); while not ev.query(): pass` after each block; each avoidable loop
+    # is fed by one cudaEventRecord on its thread, the latest before the loop's first query (SQL, by the wait's
+    # correlation id); the fix drops the record with the loop, every query of it included.
+    import numpy as np
+    from nsys_doctor.diagnose import Context
+    from nsys_doctor.diagnose import cuda_sync as CS
+    from nsys_doctor.model import replay as R
+    from nsys_doctor.model.changes import RemoveCpuTime, RemoveHostWaits
+    from nsys_doctor.model.requests import find_requests
+    from nsys_doctor.read import open_trace
+    from tests.conftest import DATA, expand
+    path = expand(DATA / "ex_polling_before.sqlite.xz")
+    trace = open_trace(path)
+    m = CS.measure(Context(trace, find_requests(trace)))
+    changes = CS.change(m)
+    hw = next(c for c in changes if isinstance(c, RemoveHostWaits))
+    api = trace.table("api_calls")
+    rows = m.waits["row"][m.avoid]
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        want = set()
+        for corr, start in zip(api["correlation"][rows], m.waits["start_ns"][m.avoid]):
+            (tid,) = db.execute("SELECT globalTid FROM CUPTI_ACTIVITY_KIND_RUNTIME WHERE correlationId = ?",
+                                (int(corr),)).fetchone()
+            (c,) = db.execute("SELECT r.correlationId FROM CUPTI_ACTIVITY_KIND_RUNTIME r JOIN StringIds i ON "
+                              "i.id = r.nameId WHERE r.globalTid = ? AND r.start < ? AND i.value LIKE "
+                              "'cudaEventRecord%' ORDER BY r.start DESC LIMIT 1", (tid, int(start))).fetchone()
+            want.add(c)
+    finally:
+        db.close()
+    assert len(want) == len(rows) > 0
+    records = {int(api["correlation"][r]) for r in hw.read_calls
+               if trace.name(int(api["name_id"][r])).startswith("cudaEventRecord")}
+    assert records == want
+    loops = m.waits["poll_rows"][np.isin(m.waits["poll_wait"], rows)]
+    assert np.isin(loops, hw.read_calls).all()
+    cpu = next(c for c in changes if isinstance(c, RemoveCpuTime))
+    assert ((cpu.end_ns - cpu.start_ns) <= R.GRAPH_DISPATCH_MAX_NS).all()
