@@ -289,7 +289,7 @@ def read_calls(trace: Trace, waits: dict, keep: np.ndarray, max_cpu_ns: int) -> 
     api = trace.table("api_calls")
     rows = waits["row"][keep]
     out = {"tid": api["tid"][rows].astype(np.int64), "start_ns": waits["start_ns"][keep].astype(np.int64),
-           "end_ns": waits["end_ns"][keep].astype(np.int64), "call_rows": np.zeros(0, np.int64),
+           "end_ns": waits["start_ns"][keep].astype(np.int64), "call_rows": np.zeros(0, np.int64),
            "copy_rows": np.zeros(0, np.int64)}
     if len(rows) == 0:
         return out
@@ -306,9 +306,8 @@ def read_calls(trace: Trace, waits: dict, keep: np.ndarray, max_cpu_ns: int) -> 
     pos = np.empty(len(o), np.int64)
     pos[o] = np.arange(len(o))
     k = pos[rows]
-    # walk to the call that starts the wait (a loop's first query starts at waits.start_ns)
-    tid_key = tid_o.astype(np.int64)
-    lo = np.searchsorted(tid_key, tid_key[k], side="left")
+    # walk to the call that starts the wait (a loop's first query starts at waits.start_ns); lo: its thread's first
+    lo = np.searchsorted(tid_o, tid_o[k], side="left")
     for i in range(len(k)):
         while k[i] > lo[i] and s_o[k[i] - 1] >= out["start_ns"][i]:
             k[i] -= 1
@@ -328,8 +327,6 @@ def read_calls(trace: Trace, waits: dict, keep: np.ndarray, max_cpu_ns: int) -> 
     cr = np.unique(np.asarray(calls, np.int64))
     loops = waits["poll_rows"][np.isin(waits["poll_wait"], rows)]
     out["call_rows"] = np.union1d(np.union1d(cr, rows), loops)
-    out["end_ns"] = out["end_ns"].copy()
-    out["end_ns"][:] = waits["start_ns"][keep]
     cr = out["call_rows"]
     if len(cr) and trace.has("copies"):
         ck = gpu_corr_key(trace, "copies")
