@@ -56,3 +56,96 @@ def test_final_wait_only_is_not_flagged():
     # memcpy_pageable waits once, for its output copy at the end: needed, so at most a low finding
     f = _finding(zoo_report("memcpy_pageable"))
     assert f is None or f.severity == "low"
+
+
+def test_a_removed_host_read_takes_its_copy_call_and_dispatch_with_it():
+    # ex_exit_before (tests/data): `if conf.item() > THRESHOLD` after each of 24 layers: a 4-byte device-to-host
+    # cudaMemcpyAsync then a cudaStreamSynchronize; the request's last read (logits, 40 bytes) is the one it needs.
+    # SQL: the 4-byte copies inside the measured 'Inference' ranges are the reads the fix drops, with their calls.
+    import numpy as np
+    from nsys_doctor.analysis import predict as P
+    from nsys_doctor.diagnose import Context
+    from nsys_doctor.diagnose import cuda_sync as CS
+    from nsys_doctor.model import replay as R
+    from nsys_doctor.model.changes import RemoveCpuTime, RemoveHostWaits, ScaleGpuWork
+    from nsys_doctor.model.requests import find_requests
+    from nsys_doctor.read import open_trace
+    from tests.conftest import DATA, expand
+    path = expand(DATA / "ex_exit_before.sqlite.xz")
+    trace = open_trace(path)
+    rq = find_requests(trace)
+    ctx = Context(trace, rq)
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        want = set()
+        for i in rq.measured:
+            s, e = int(rq.table["start_ns"][i]), int(rq.table["end_ns"][i])
+            want |= {c for (c,) in db.execute(
+                "SELECT m.correlationId FROM CUPTI_ACTIVITY_KIND_MEMCPY m JOIN CUPTI_ACTIVITY_KIND_RUNTIME r "
+                "ON r.correlationId = m.correlationId WHERE m.copyKind = 2 AND m.bytes = 4 AND r.start BETWEEN ? "
+                "AND ?", (s, e))}
+    finally:
+        db.close()
+    assert len(want) == 24 * len(rq.measured)
+    m = CS.measure(ctx)
+    changes = CS.change(m)
+    hw = next(c for c in changes if isinstance(c, RemoveHostWaits))
+    api = trace.table("api_calls")
+    copy_calls = [r for r in hw.read_calls if trace.name(int(api["name_id"][r])).startswith("cudaMemcpyAsync")]
+    assert {int(api["correlation"][r]) for r in copy_calls} == want
+    gpu = next(c for c in changes if isinstance(c, ScaleGpuWork))
+    cp = trace.table("copies")
+    assert gpu.table == "copies" and gpu.factor == 0.0
+    assert {int(c) for c in cp["correlation"][gpu.rows]} == want
+    cpu = next(c for c in changes if isinstance(c, RemoveCpuTime))
+    assert len(cpu.start_ns) == len(want)            # one window per avoidable read
+    # the dispatch before a read is bounded as the per-op dispatch elsewhere
+    assert (np.asarray(hw.api_rows).size and
+            (m.waits["start_ns"][m.avoid] - cpu.start_ns <= R.GRAPH_DISPATCH_MAX_NS).all())
+    # the run is CPU-bound: dropping the reads' CPU time saves more than dropping their waits alone
+    base = R.replay(trace, rq)
+    waits_only, _ = P.to_replay(trace, [RemoveHostWaits(api_rows=hw.api_rows)])
+    whole, _ = P.to_replay(trace, changes)
+    assert base.interval_ns - R.replay(trace, rq, whole).interval_ns > \
+        base.interval_ns - R.replay(trace, rq, waits_only).interval_ns
+
+
+def test_a_removed_polling_read_takes_its_event_record_with_it():
+    # ex_polling_before (tests/data): `ev.record(); while not ev.query(): pass` after each block; each avoidable loop
+    # is fed by one cudaEventRecord on its thread, the latest before the loop's first query (SQL, by the wait's
+    # correlation id); the fix drops the record with the loop, every query of it included.
+    import numpy as np
+    from nsys_doctor.diagnose import Context
+    from nsys_doctor.diagnose import cuda_sync as CS
+    from nsys_doctor.model import replay as R
+    from nsys_doctor.model.changes import RemoveCpuTime, RemoveHostWaits
+    from nsys_doctor.model.requests import find_requests
+    from nsys_doctor.read import open_trace
+    from tests.conftest import DATA, expand
+    path = expand(DATA / "ex_polling_before.sqlite.xz")
+    trace = open_trace(path)
+    m = CS.measure(Context(trace, find_requests(trace)))
+    changes = CS.change(m)
+    hw = next(c for c in changes if isinstance(c, RemoveHostWaits))
+    api = trace.table("api_calls")
+    rows = m.waits["row"][m.avoid]
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        want = set()
+        for corr, start in zip(api["correlation"][rows], m.waits["start_ns"][m.avoid]):
+            (tid,) = db.execute("SELECT globalTid FROM CUPTI_ACTIVITY_KIND_RUNTIME WHERE correlationId = ?",
+                                (int(corr),)).fetchone()
+            (c,) = db.execute("SELECT r.correlationId FROM CUPTI_ACTIVITY_KIND_RUNTIME r JOIN StringIds i ON "
+                              "i.id = r.nameId WHERE r.globalTid = ? AND r.start < ? AND i.value LIKE "
+                              "'cudaEventRecord%' ORDER BY r.start DESC LIMIT 1", (tid, int(start))).fetchone()
+            want.add(c)
+    finally:
+        db.close()
+    assert len(want) == len(rows) > 0
+    records = {int(api["correlation"][r]) for r in hw.read_calls
+               if trace.name(int(api["name_id"][r])).startswith("cudaEventRecord")}
+    assert records == want
+    loops = m.waits["poll_rows"][np.isin(m.waits["poll_wait"], rows)]
+    assert np.isin(loops, hw.read_calls).all()
+    cpu = next(c for c in changes if isinstance(c, RemoveCpuTime))
+    assert ((cpu.end_ns - cpu.start_ns) <= R.GRAPH_DISPATCH_MAX_NS).all()

@@ -16,8 +16,9 @@ import numpy as np
 
 from ..model.api_names import QUERY_CALLS, base_name
 from ..model.arrays import dense_groups
-from ..model.changes import RemoveHostWaits
-from ..model.host_waits import ASYNC_COPY, COPY, FREE_WAIT, POLL, REFILL_MAX_NS, select
+from ..model.changes import RemoveCpuTime, RemoveHostWaits, ScaleGpuWork
+from ..model.host_waits import ASYNC_COPY, COPY, FREE_WAIT, POLL, REFILL_MAX_NS, read_calls, select
+from ..model.replay import GRAPH_DISPATCH_MAX_NS
 from ..model.projection import corr_key
 from ..model.trace import table_len
 from ..report import Evidence
@@ -37,6 +38,7 @@ class Measurement:
     waits: dict             # model.host_waits: the host waits inside measured requests (parallel arrays)
     avoid: np.ndarray       # per wait: avoidable (not a request's final wait for its result)
     cost: np.ndarray        # per wait: ns blocked plus the GPU refill after it, 0 when not avoidable
+    reads: dict | None = None   # model.host_waits.read_calls of the avoidable waits: what the fix drops with them
 
 
 def measure(ctx) -> Measurement | None:
@@ -60,15 +62,25 @@ def measure(ctx) -> Measurement | None:
     impact_ns = float(saved.mean()) if n_req else 0.0
     if 100.0 * impact_ns / ctx.mean_latency_ns < MIN_REPORT_PCT:
         return None
-    return Measurement(impact_ns=impact_ns, waits=sc, avoid=avoid, cost=cost)
+    # the CPU dispatch of a host read before its call is bounded as the framework's per-op dispatch elsewhere
+    reads = read_calls(trace, sc, avoid, GRAPH_DISPATCH_MAX_NS)
+    return Measurement(impact_ns=impact_ns, waits=sc, avoid=avoid, cost=cost, reads=reads)
 
 
 def change(m: Measurement) -> list:
-    """The avoidable waits no longer block: the CPU queues the next GPU work ahead (a polling loop: all its
-    queries)."""
+    """The avoidable host reads go as a whole: their waits no longer block (a polling loop: all its queries), so
+    the CPU queues the next GPU work ahead; and the code that made them goes with them: the wait calls, the small
+    device-to-host copy (or event record) that fed each wait and its call, and the CPU dispatch right before it
+    (host_waits.read_calls, up to GRAPH_DISPATCH_MAX_NS). The final wait a request needs for its result stays."""
     rows = m.waits["row"][m.avoid]
     loops = m.waits["poll_rows"][np.isin(m.waits["poll_wait"], rows)]
-    return [RemoveHostWaits(api_rows=np.union1d(rows, loops))]
+    out = [RemoveHostWaits(api_rows=np.union1d(rows, loops),
+                           read_calls=m.reads["call_rows"] if m.reads is not None else None)]
+    if m.reads is not None:
+        out.append(RemoveCpuTime(tid=m.reads["tid"], start_ns=m.reads["start_ns"], end_ns=m.reads["end_ns"]))
+        if len(m.reads["copy_rows"]):
+            out.append(ScaleGpuWork(table="copies", rows=m.reads["copy_rows"], factor=0.0))
+    return out
 
 
 def _by_call(trace, rows_name_id: np.ndarray, n_req: int):

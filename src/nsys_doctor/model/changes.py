@@ -16,8 +16,12 @@ import numpy as np
 @dataclass(frozen=True)
 class RemoveHostWaits:
     """These host waits (api_calls rows: synchronize calls, blocking copies) no longer block the calling thread:
-    the thread goes on as soon as the call itself would return without waiting for the GPU."""
+    the thread goes on as soon as the call itself would return without waiting for the GPU.
+    `read_calls`: the api_calls rows of the host reads these waits end, which the fix drops with their waits: they
+    take no time (the wait calls themselves, the small device-to-host copy call that fed a wait, an event record;
+    the copies they launched and the CPU dispatch before them are stated as ScaleGpuWork and RemoveCpuTime)."""
     api_rows: np.ndarray
+    read_calls: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from .api_names import FREE_WAIT_CALLS, QUERY_CALLS, SYNC_CALLS, base_name
 from . import activity
 from .arrays import distinct_ids
 from .intervals import covered, union
-from .projection import GPU_TABLES, corr_key, device_busy_unions, gpu_corr_key
+from .projection import GPU_TABLES, api_corr_key, corr_key, device_busy_unions, gpu_corr_key, launch_calls
 from .requests import Requests
 from .trace import Trace, table_len
 
@@ -276,3 +276,60 @@ def _final(trace: Trace, rq: Requests, req: np.ndarray, s: np.ndarray, e: np.nda
             np.maximum.at(last_gpu, r[r >= 0], trace.table(name)["start_ns"][r >= 0])
     last |= last_gpu[req] <= e
     return last
+
+
+def read_calls(trace: Trace, waits: dict, keep: np.ndarray, max_cpu_ns: int) -> dict:
+    """What a host read costs besides its wait, for the waits `keep` selects: the CPU time on its thread right before
+    the wait back to the previous call that launched other GPU work (kernels, input copies), at most `max_cpu_ns`
+    (the framework's dispatch of `.item()`/`.cpu()`/`event.record()`), the calls wholly inside that stretch (the
+    small device-to-host copy that fed the wait, an event record), and the device-to-host copies those calls
+    launched. A code change that drops the read drops all of them. As parallel arrays: tid, start_ns, end_ns (one
+    window of that CPU time per kept wait, ending where the wait starts), call_rows (api_calls: the calls inside
+    the windows, and the wait calls themselves, a polling loop's every query), copy_rows (copies)."""
+    api = trace.table("api_calls")
+    rows = waits["row"][keep]
+    out = {"tid": api["tid"][rows].astype(np.int64), "start_ns": waits["start_ns"][keep].astype(np.int64),
+           "end_ns": waits["start_ns"][keep].astype(np.int64), "call_rows": np.zeros(0, np.int64),
+           "copy_rows": np.zeros(0, np.int64)}
+    if len(rows) == 0:
+        return out
+    launched = launch_calls(trace)
+    found, _, c_kind, _ = _copy_of_call(trace, np.arange(table_len(api)))
+    dtoh = found & np.isin(c_kind, _enum_values(trace, "CUDA_MEMCPY_OPER", "device-to-host", DTOH))
+    stop = launched & ~dtoh                      # a call that launched other GPU work ends the read's stretch,
+    stop[waits["row"]] = True                    # and so does another wait
+    stop[waits["poll_rows"]] = True
+    o = np.lexsort((api["start_ns"], api["tid"]))
+    tid_o, s_o, e_o = api["tid"][o], api["start_ns"][o], api["end_ns"][o]
+    last_stop = np.maximum.accumulate(np.where(stop[o], np.arange(len(o)), -1))
+    # the wait's first call (a polling loop's first query) in that order, and the stop call before it
+    pos = np.empty(len(o), np.int64)
+    pos[o] = np.arange(len(o))
+    k = pos[rows]
+    # walk to the call that starts the wait (a loop's first query starts at waits.start_ns); lo: its thread's first
+    lo = np.searchsorted(tid_o, tid_o[k], side="left")
+    for i in range(len(k)):
+        while k[i] > lo[i] and s_o[k[i] - 1] >= out["start_ns"][i]:
+            k[i] -= 1
+    prev = np.where(k > 0, last_stop[np.maximum(k - 1, 0)], -1)
+    ok = (prev >= 0) & (prev >= lo)
+    floor = np.where(ok, e_o[np.clip(prev, 0, None)], out["start_ns"])
+    start = np.maximum(floor, out["start_ns"] - int(max_cpu_ns))
+    out["start_ns"] = np.minimum(start, out["start_ns"])
+    # calls wholly inside [start, first call of the wait): the read's own calls
+    calls = []
+    for i in range(len(k)):
+        j = k[i] - 1
+        while j >= lo[i] and s_o[j] >= out["start_ns"][i]:
+            if e_o[j] <= s_o[k[i]]:
+                calls.append(o[j])
+            j -= 1
+    cr = np.unique(np.asarray(calls, np.int64))
+    loops = waits["poll_rows"][np.isin(waits["poll_wait"], rows)]
+    out["call_rows"] = np.union1d(np.union1d(cr, rows), loops)
+    cr = out["call_rows"]
+    if len(cr) and trace.has("copies"):
+        ck = gpu_corr_key(trace, "copies")
+        key = api_corr_key(trace)[cr[dtoh[cr]]]
+        out["copy_rows"] = np.flatnonzero(np.isin(ck, key))
+    return out
