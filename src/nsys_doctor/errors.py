@@ -73,19 +73,17 @@ def address_space_limit_mb() -> int | None:
 
 
 def room_to_map() -> float:
-    """Bytes this process may still map under its address-space limit (ulimit -v: RLIMIT_AS, or RLIMIT_DATA);
-    infinite when there is none (the usual case: two getrlimit calls)."""
-    import resource
-    limits = [lim for lim in (resource.getrlimit(resource.RLIMIT_AS)[0], resource.getrlimit(resource.RLIMIT_DATA)[0])
-              if lim != resource.RLIM_INFINITY]
-    if not limits:
+    """Bytes this process may still map under its address-space limit (address_space_limit_mb); infinite when there
+    is none (the usual case: two getrlimit calls)."""
+    limit = address_space_limit_mb()
+    if limit is None:
         return float("inf")
     try:
         with open("/proc/self/statm", "rb") as f:
             mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0.0          # a limit and no way to see how close we are: the safe path
-    return float(min(limits) - mapped)
+    return float((limit << 20) - mapped)
 
 
 # How a failed allocation shows when it is not a MemoryError (CPython and glibc say so only in the message): a

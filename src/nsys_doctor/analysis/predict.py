@@ -22,7 +22,7 @@ from ..model import replay as R
 from ..model import window as W
 from ..model.arrays import median, uniq
 from ..model.api_names import base_name
-from ..model.projection import api_corr_key, gpu_corr_key
+from ..model.projection import issuing_calls
 from ..report import Finding, severity_for
 
 # Above this many CUDA calls and GPU operations the replay covers a window of consecutive measured requests in the
@@ -143,14 +143,8 @@ def to_replay(trace, changes: list) -> tuple[R.Change, list[str]]:
 
 def _issuing_calls(trace, table: str, rows) -> np.ndarray:
     """The api_calls rows that launched these rows of a GPU table (by process and correlation id)."""
-    rows = np.asarray(rows, np.int64)
-    key = api_corr_key(trace)
-    if len(rows) == 0 or len(key) == 0:
-        return np.zeros(0, np.int64)
-    o = np.argsort(key, kind="stable")
-    gk = gpu_corr_key(trace, table)[rows]
-    at = np.clip(np.searchsorted(key[o], gk), 0, len(o) - 1)
-    return o[at][key[o][at] == gk].astype(np.int64)
+    calls = issuing_calls(trace, table, rows)
+    return calls[calls >= 0]
 
 
 @dataclass

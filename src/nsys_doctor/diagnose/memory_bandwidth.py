@@ -10,7 +10,7 @@ from ..model.arrays import dense_groups, median, uniq
 from ..model.changes import FuseKernels, ScaleGpuWork
 from ..model.gpu_metrics import metric_ids, per_name, running_at, unmixed_per_name
 from ..model.kernel_classes import MATMUL, classify
-from ..model.projection import api_corr_key, gpu_corr_key
+from ..model.projection import issuing_calls
 from ..model.replay import GRAPH_DISPATCH_MAX_NS
 from ..report import Evidence
 from .common import WORST, host_waits, instance, latency_saving, make_finding
@@ -252,12 +252,7 @@ def _chains(ctx, flagged: np.ndarray, kreq: np.ndarray, core: np.ndarray | None 
     # the launch calls of the members after each chain's first, and the CPU time since the previous member's launch
     later = np.r_[False, chain[1:] == chain[:-1]]
     api = trace.table("api_calls")
-    key = api_corr_key(trace)
-    ko = np.argsort(key, kind="stable")
-    kk = gpu_corr_key(trace, "kernels")[rows]
-    at = np.clip(np.searchsorted(key[ko], kk), 0, max(len(ko) - 1, 0))
-    found = (key[ko][at] == kk) if len(ko) else np.zeros(len(rows), bool)
-    call = np.where(found, ko[at], -1)
+    call = issuing_calls(trace, "kernels", rows)
     # a member launched by the same call as the chain's first (kernels of one CUDA graph launch) has no launch of
     # its own to remove
     own = later & (call >= 0) & (call != call[np.searchsorted(chain, chain)])

@@ -10,7 +10,7 @@ from ..model.arrays import distinct_ids, id_mask, uniq
 from ..model.device import pinned_link_gbps
 from ..model.changes import CopiesAtRate
 from ..model.intervals import covered, union
-from ..model.projection import corr_key, gpu_corr_key
+from ..model.projection import issuing_calls
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, instance, make_finding, per_request_mean
@@ -78,18 +78,10 @@ def _reference_rates(direction, big, rate):
 
 def _call_end(trace, c) -> np.ndarray:
     """Per copy: the end of the API call that launched it (by correlation id), -1 when none was traced."""
-    api = trace.table("api_calls")
-    out = np.full(table_len(c), -1, np.int64)
-    if table_len(api) == 0 or table_len(c) == 0:
-        return out
-    ak = corr_key(trace, trace.ids.process_of(api["tid"]), api["correlation"])
-    o = np.argsort(ak, kind="stable")
-    ak = ak[o]
-    key = gpu_corr_key(trace, "copies")
-    pos = np.clip(np.searchsorted(ak, key), 0, len(ak) - 1)
-    found = ak[pos] == key
-    out[found] = api["end_ns"][o[pos[found]]]
-    return out
+    call = issuing_calls(trace, "copies")
+    if not len(call):
+        return np.full(table_len(c), -1, np.int64)
+    return np.where(call >= 0, trace.table("api_calls")["end_ns"][np.maximum(call, 0)], -1).astype(np.int64)
 
 
 def _rates(trace, c):

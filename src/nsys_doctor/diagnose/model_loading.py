@@ -18,7 +18,7 @@ import numpy as np
 
 from ..model.arrays import median
 from ..model.changes import MoveOutOfRequests
-from ..model.projection import api_corr_key, corr_key
+from ..model.projection import issuing_calls
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, instance, make_finding
@@ -85,13 +85,10 @@ def _uploads(trace, proj: np.ndarray | None = None):
     tid = np.full(len(big), -1, np.int64)
     cpu = c["start_ns"][big].astype(np.int64)
     if len(big) and table_len(api):
-        key = api_corr_key(trace)
-        o = np.argsort(key, kind="stable")
-        ck = corr_key(trace, c["pid"][big], c["correlation"][big])
-        pos = np.clip(np.searchsorted(key[o], ck), 0, len(o) - 1)
-        hit = key[o][pos] == ck
-        tid = np.where(hit, api["tid"][o[pos]], -1)
-        cpu = np.where(hit, api["start_ns"][o[pos]], cpu)
+        call = issuing_calls(trace, "copies", big)
+        hit = call >= 0
+        tid = np.where(hit, api["tid"][np.maximum(call, 0)], -1)
+        cpu = np.where(hit, api["start_ns"][np.maximum(call, 0)], cpu)
     order = np.argsort(c["start_ns"][big], kind="stable")
     big = big[order]
     return (big, c["start_ns"][big].astype(np.int64), c["end_ns"][big].astype(np.int64), c["bytes"][big].astype(np.int64),

@@ -61,6 +61,24 @@ def api_corr_key(trace: Trace) -> np.ndarray:
     return key
 
 
+def issuing_calls(trace: Trace, table: str, rows=None) -> np.ndarray:
+    """Per row of a GPU table (every row, or those in `rows`): the api_calls row that launched it (same process and
+    correlation id), -1 where none was traced. The sorted api_calls keys are computed once per trace."""
+    gk = gpu_corr_key(trace, table)
+    if rows is not None:
+        gk = gk[np.asarray(rows, np.int64)]
+    key = api_corr_key(trace)
+    if len(key) == 0 or len(gk) == 0:
+        return np.full(len(gk), -1, np.int64)
+    cached = trace._cache.get("_api_corr_order")
+    if cached is None:
+        o = np.argsort(key, kind="stable")
+        cached = trace._cache["_api_corr_order"] = (o, key[o])
+    o, sk = cached
+    at = np.clip(np.searchsorted(sk, gk), 0, len(sk) - 1)
+    return np.where(sk[at] == gk, o[at], -1).astype(np.int64)
+
+
 def gpu_corr_key(trace: Trace, table: str) -> np.ndarray:
     """corr_key(pid, correlation) of a GPU activity table, computed once per trace. Read-only."""
     ck = ("_gpu_corr_key", table)
