@@ -13,6 +13,10 @@
 # Each job profiles one example (`--fixed` for *_after*), exports `ex_NAME.sqlite` (or `demo.sqlite`), xz's it and
 # appends it to OUTDIR/GROUP.tar (tar -xf to unpack). DEADLINE (epoch seconds) stops starting new jobs after it.
 # The export of one job runs in the background while the next job is profiled. XZ (default -6) sets xz's preset.
+# JOB:rN (e.g. exit_before:r2) records the same job again as ex_NAME_rN, in group rep_PAIR ("repeats" runs them all:
+# each of the cuda_sync pairs three times per side, alternating before/after). SERIAL=1 (set by "repeats") exports
+# nothing until every job is profiled, so no export or xz shares the CPU with a measured run: the launch-bound
+# pairs' own clocks moved by up to 1.4x between single runs, see tests/data/README.md "Repeated runs".
 set -u
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 NSYS=${NSYS:-nsys}
@@ -27,6 +31,8 @@ FULLCAP="$FULL --capture-range=cudaProfilerApi --capture-range-end=stop"
 FIRST="sync_before sync_after sync_after_run2 sync_after_run3 graph_before graph_after pinned_before pinned_after gpupre_before gpupre_after mixed_before mixed_after demo"
 NEW="dataload_before dataload_after postproc_before postproc_after contention_before contention_after alloc_before alloc_after reload_before reload_after polling_before polling_after rowwise_before rowwise_after llm_layers fusion_before fusion_after"
 THIRD="exit_before exit_after sleep_before sleep_after lnfuse_before lnfuse_after readback_before readback_after convprec_before convprec_after sdreload_before sdreload_after"
+REPEATS=""
+for r in r1 r2 r3; do for p in exit polling sleep sync; do REPEATS="$REPEATS ${p}_before:$r ${p}_after:$r"; done; done
 ALL="$FIRST $NEW $THIRD"
 XZ=${XZ:--6}
 
@@ -114,9 +120,14 @@ export_job() {  # name group
 EXPORT_PID=
 JOBS=${*:-$ALL}; [ "$JOBS" = new ] && JOBS=$NEW      # "new": the second set only
 [ "$JOBS" = third ] && JOBS=$THIRD                    # "third": the third set only
+[ "$JOBS" = repeats ] && { JOBS=$REPEATS; SERIAL=1; }  # "repeats": alternating repeated runs, exported at the end
+SERIAL=${SERIAL:-0}
+DEFERRED=""
 for job in $JOBS; do
-  read -r name grp kind script args <<< "$(spec "$job")"
+  rep=${job#*:}; [ "$rep" = "$job" ] && rep=""
+  read -r name grp kind script args <<< "$(spec "${job%%:*}")"
   [ -n "$name" ] || { echo "unknown job $job"; continue; }
+  if [ -n "$rep" ]; then grp=rep_$(echo "$name" | sed -E 's/^ex_//; s/_(before|after).*//'); name=${name}_$rep; fi
   if [ "$DEADLINE" -gt 0 ] && [ "$(date +%s)" -gt "$DEADLINE" ]; then echo "$job: SKIPPED (deadline)"; continue; fi
   fallback=BASIC; [ "$kind" = FULLCAP ] && fallback="FULL BASIC"
   for k in $kind $fallback; do
@@ -132,9 +143,15 @@ for job in $JOBS; do
   echo "$name: profiled in $((SECONDS - t))s rc=$rc flags=[$flags] cmd=[python3 examples/$script $args]"
   grep -E "requests in|difference|Traceback|Error|error" "$W/$name.log" | head -5 | sed "s/^/  $name program: /"
   [ -f "$W/$name.nsys-rep" ] || continue
+  if [ "$SERIAL" = 1 ]; then DEFERRED="$DEFERRED $name:$grp"; continue; fi
   [ -n "$EXPORT_PID" ] && wait "$EXPORT_PID"
   export_job "$name" "$grp" &
   EXPORT_PID=$!
+done
+wait
+# SERIAL: the exports, four at a time, once nothing is measured any more (one tar per group, so one writer each)
+for grp in $(for d in $DEFERRED; do echo "${d#*:}"; done | sort -u); do
+  ( for d in $DEFERRED; do [ "${d#*:}" = "$grp" ] && export_job "${d%%:*}" "$grp"; done ) &
 done
 wait
 ls -l "$OUTDIR"
