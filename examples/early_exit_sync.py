@@ -30,6 +30,11 @@ MEASURED (H200, under nsys, tests/data/ex_exit_*): 10.23 ms/request slow vs 7.34
     request, GPU busy 11% vs 16%: both are launch-bound; each host read adds its round trip (copy call, sync,
     Python's `.item()`) and the layer's own GPU time, which no longer overlaps the launches, ~120 us per layer.
 
+--ab K: both variants in ONE process, K rounds of one block each (--requests requests per block, order
+alternating), printing each variant's median ms/request and the median of the rounds' differences: separate
+processes on the H200 host ran the same code up to 1.4x apart in CPU speed (tests/data/README.md "Repeated
+runs"), which one process shares between both variants.
+
 EXAMPLES_SMOKE=1 shrinks the sizes so the code can be checked on a CPU-only PyTorch; it measures nothing.
 """
 import time
@@ -108,11 +113,31 @@ def serve(model, x_host, fixed):
             return top.indices.cpu(), exited_at
 
 
+def ab_rounds(block, rounds):
+    """--ab: block(fixed) serves one block of requests and returns its ms/request; both variants alternate in one
+    process (slow first in even rounds, fixed first in odd ones)."""
+    ms = {False: [], True: []}
+    for r in range(rounds):
+        for fixed in ((False, True) if r % 2 == 0 else (True, False)):
+            ms[fixed].append(block(fixed))
+    return ms
+
+
+def ab_line(prog, rounds, requests, ms):
+    med = lambda v: sorted(v)[len(v) // 2] if len(v) % 2 else sum(sorted(v)[len(v) // 2 - 1:len(v) // 2 + 1]) / 2
+    diff = [s - f for s, f in zip(ms[False], ms[True])]
+    return (f"{prog} [ab]: {rounds} rounds of {requests} requests per variant in one process: slow {med(ms[False]):.2f} "
+            f"ms/request (blocks {' '.join(f'{v:.2f}' for v in ms[False])}), fixed {med(ms[True]):.2f} ms/request "
+            f"(blocks {' '.join(f'{v:.2f}' for v in ms[True])}); saving {med(diff):.2f} ms/request (median of the "
+            f"rounds' differences)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fixed", action="store_true", help="run the fixed variant (one host read per request)")
     ap.add_argument("--requests", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--ab", type=int, default=0, metavar="K", help="both variants in one process, K rounds")
     args = ap.parse_args()
 
     torch.manual_seed(0)
@@ -123,21 +148,33 @@ def main():
     if DEV == "cuda":
         inputs = [x.pin_memory() for x in inputs]
     layers = 0
-    with torch.inference_mode():
-        if DEV == "cuda":
-            torch.cuda.profiler.start()      # nsys --capture-range=cudaProfilerApi records from here (warm-up on)
-        for i in range(args.warmup):
-            serve(model, inputs[i % 4], args.fixed)
+
+    def block(fixed):
+        nonlocal layers
         if DEV == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         for i in range(args.requests):
-            layers += serve(model, inputs[i % 4], args.fixed)[1]
+            layers += serve(model, inputs[i % 4], fixed)[1]
         if DEV == "cuda":
             torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
+        return time.perf_counter() - t0
+
+    with torch.inference_mode():
+        if DEV == "cuda":
+            torch.cuda.profiler.start()      # nsys --capture-range=cudaProfilerApi records from here (warm-up on)
+        for fixed in ((False, True) if args.ab else (args.fixed,)):
+            for i in range(args.warmup):
+                serve(model, inputs[i % 4], fixed)
+        if args.ab:
+            ms = ab_rounds(lambda fixed: block(fixed) / args.requests * 1e3, args.ab)
+        else:
+            dt = block(args.fixed)
         if DEV == "cuda":
             torch.cuda.profiler.stop()       # ... to here: the served requests, not start-up and exit
+    if args.ab:
+        print(ab_line("early_exit_sync", args.ab, args.requests, ms), flush=True)
+        return
     variant = "fixed" if args.fixed else "slow"
     print(f"early_exit_sync [{variant}]: {args.requests} requests in {dt:.3f}s "
           f"({dt / args.requests * 1e3:.2f} ms/request); {layers / args.requests:.0f} layers/request; "

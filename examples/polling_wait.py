@@ -19,6 +19,11 @@ WHY THE FIX WORKS (--fixed)
     blocks back-to-back and the GPU runs them without gaps. The request waits once, at the end, for the result it
     returns. (Where code must wait for an intermediate event, wait on the GPU with `stream.wait_event`, or block once
     with `event.synchronize()` instead of spinning.)
+
+--ab K: both variants in ONE process, K rounds of one block each (--requests requests per block, order
+alternating), printing each variant's median ms/request and the median of the rounds' differences: separate
+processes on the H200 host ran the same code up to 1.4x apart in CPU speed (tests/data/README.md "Repeated
+runs"), which one process shares between both variants.
 """
 import time
 
@@ -94,11 +99,31 @@ def serve(model, x_host, fixed):
             return top.indices.cpu(), polls              # GOOD (both variants): the one wait a request needs
 
 
+def ab_rounds(block, rounds):
+    """--ab: block(fixed) serves one block of requests and returns its ms/request; both variants alternate in one
+    process (slow first in even rounds, fixed first in odd ones)."""
+    ms = {False: [], True: []}
+    for r in range(rounds):
+        for fixed in ((False, True) if r % 2 == 0 else (True, False)):
+            ms[fixed].append(block(fixed))
+    return ms
+
+
+def ab_line(prog, rounds, requests, ms):
+    med = lambda v: sorted(v)[len(v) // 2] if len(v) % 2 else sum(sorted(v)[len(v) // 2 - 1:len(v) // 2 + 1]) / 2
+    diff = [s - f for s, f in zip(ms[False], ms[True])]
+    return (f"{prog} [ab]: {rounds} rounds of {requests} requests per variant in one process: slow {med(ms[False]):.2f} "
+            f"ms/request (blocks {' '.join(f'{v:.2f}' for v in ms[False])}), fixed {med(ms[True]):.2f} ms/request "
+            f"(blocks {' '.join(f'{v:.2f}' for v in ms[True])}); saving {med(diff):.2f} ms/request (median of the "
+            f"rounds' differences)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fixed", action="store_true", help="run the fixed variant (no per-block polling)")
     ap.add_argument("--requests", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--ab", type=int, default=0, metavar="K", help="both variants in one process, K rounds")
     args = ap.parse_args()
 
     torch.manual_seed(0)
@@ -108,17 +133,29 @@ def main():
     if DEV == "cuda":
         inputs = [x.pin_memory() for x in inputs]
     polls = 0
-    with torch.inference_mode():
-        for i in range(args.warmup):
-            serve(model, inputs[i % 4], args.fixed)
+
+    def block(fixed):
+        nonlocal polls
         if DEV == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         for i in range(args.requests):
-            polls += serve(model, inputs[i % 4], args.fixed)[1]
+            polls += serve(model, inputs[i % 4], fixed)[1]
         if DEV == "cuda":
             torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
+        return time.perf_counter() - t0
+
+    with torch.inference_mode():
+        for fixed in ((False, True) if args.ab else (args.fixed,)):
+            for i in range(args.warmup):
+                serve(model, inputs[i % 4], fixed)
+        if args.ab:
+            ms = ab_rounds(lambda fixed: block(fixed) / args.requests * 1e3, args.ab)
+        else:
+            dt = block(args.fixed)
+    if args.ab:
+        print(ab_line("polling_wait", args.ab, args.requests, ms), flush=True)
+        return
     variant = "fixed" if args.fixed else "slow"
     print(f"polling_wait [{variant}]: {args.requests} requests in {dt:.3f}s "
           f"({dt / args.requests * 1e3:.2f} ms/request); {polls / args.requests:.0f} event queries/request; "

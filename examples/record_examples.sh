@@ -10,9 +10,12 @@
 #   llm_layers fusion_before fusion_after                                          (the second set, H200)
 #   exit_before exit_after sleep_before sleep_after lnfuse_before lnfuse_after readback_before readback_after
 #   convprec_before convprec_after sdreload_before sdreload_after                 (the third set, H200)
+#   laysync_before laysync_after, and exit_ab polling_ab sleep_ab sync_ab laysync_ab  ("ab", H200)
 # Each job profiles one example (`--fixed` for *_after*), exports `ex_NAME.sqlite` (or `demo.sqlite`), xz's it and
 # appends it to OUTDIR/GROUP.tar (tar -xf to unpack). DEADLINE (epoch seconds) stops starting new jobs after it.
 # The export of one job runs in the background while the next job is profiled. XZ (default -6) sets xz's preset.
+# *_ab jobs run a program's --ab mode (both variants alternating in one process) under the same nsys flags and keep
+# only its printed clocks (no export). "ab": the fourth pair (laysync), then three --ab runs of each sync program.
 # JOB:rN (e.g. exit_before:r2) records the same job again as ex_NAME_rN, in group rep_PAIR ("repeats" runs them all:
 # each of the cuda_sync pairs three times per side, alternating before/after). SERIAL=1 (set by "repeats") exports
 # nothing until every job is profiled, so no export or xz shares the CPU with a measured run: the launch-bound
@@ -31,6 +34,8 @@ FULLCAP="$FULL --capture-range=cudaProfilerApi --capture-range-end=stop"
 FIRST="sync_before sync_after sync_after_run2 sync_after_run3 graph_before graph_after pinned_before pinned_after gpupre_before gpupre_after mixed_before mixed_after demo"
 NEW="dataload_before dataload_after postproc_before postproc_after contention_before contention_after alloc_before alloc_after reload_before reload_after polling_before polling_after rowwise_before rowwise_after llm_layers fusion_before fusion_after"
 THIRD="exit_before exit_after sleep_before sleep_after lnfuse_before lnfuse_after readback_before readback_after convprec_before convprec_after sdreload_before sdreload_after"
+AB="laysync_before laysync_after"
+for r in r1 r2 r3; do for p in exit polling sleep sync laysync; do AB="$AB ${p}_ab:$r"; done; done
 REPEATS=""
 for r in r1 r2 r3; do for p in exit polling sleep sync; do REPEATS="$REPEATS ${p}_before:$r ${p}_after:$r"; done; done
 ALL="$FIRST $NEW $THIRD"
@@ -80,6 +85,13 @@ spec() {  # job -> "output-name group flags-kind script args..."
     convprec_after)    echo "ex_convprec_after third_c FULLCAP conv_precision.py --fixed";;
     sdreload_before)   echo "ex_sdreload_before third_c FULLCAP state_dict_reload.py";;
     sdreload_after)    echo "ex_sdreload_after third_c FULLCAP state_dict_reload.py --fixed";;
+    laysync_before)    echo "ex_laysync_before fourth FULLCAP layer_timing_sync.py";;
+    laysync_after)     echo "ex_laysync_after fourth FULLCAP layer_timing_sync.py --fixed";;
+    exit_ab)           echo "ex_exit_ab ab FULLCAP early_exit_sync.py --ab 5";;
+    polling_ab)        echo "ex_polling_ab ab FULL polling_wait.py --ab 5";;
+    sleep_ab)          echo "ex_sleep_ab ab FULLCAP sleep_poll.py --ab 5";;
+    sync_ab)           echo "ex_sync_ab ab FULL sync_per_layer.py --ab 5";;
+    laysync_ab)        echo "ex_laysync_ab ab FULLCAP layer_timing_sync.py --ab 5";;
     *) return 1;;
   esac
 }
@@ -121,6 +133,7 @@ EXPORT_PID=
 JOBS=${*:-$ALL}; [ "$JOBS" = new ] && JOBS=$NEW      # "new": the second set only
 [ "$JOBS" = third ] && JOBS=$THIRD                    # "third": the third set only
 [ "$JOBS" = repeats ] && { JOBS=$REPEATS; SERIAL=1; }  # "repeats": alternating repeated runs, exported at the end
+[ "$JOBS" = ab ] && { JOBS=$AB; SERIAL=1; }            # "ab": the fourth pair, then each sync program's --ab runs
 SERIAL=${SERIAL:-0}
 DEFERRED=""
 for job in $JOBS; do
@@ -141,8 +154,9 @@ for job in $JOBS; do
     echo "$name: nsys failed (rc=$rc) with: $flags"; tail -5 "$W/$name.log"
   done
   echo "$name: profiled in $((SECONDS - t))s rc=$rc flags=[$flags] cmd=[python3 examples/$script $args]"
-  grep -E "requests in|difference|Traceback|Error|error" "$W/$name.log" | head -5 | sed "s/^/  $name program: /"
+  grep -E "requests in|\[ab\]|difference|Traceback|Error|error" "$W/$name.log" | head -5 | sed "s/^/  $name program: /"
   [ -f "$W/$name.nsys-rep" ] || continue
+  case $name in *_ab*) rm -f "$W/$name.nsys-rep"; continue;; esac   # --ab runs: their printed clocks are the result
   if [ "$SERIAL" = 1 ]; then DEFERRED="$DEFERRED $name:$grp"; continue; fi
   [ -n "$EXPORT_PID" ] && wait "$EXPORT_PID"
   export_job "$name" "$grp" &

@@ -28,6 +28,11 @@ MEASURED (H100, under nsys with CUDA tracing): 6.7 ms/request slow vs 6.4 ms fix
     sync round trip costs: the price of a sync is the GPU idling while the CPU wakes up and launches again, so it
     hurts most when the work between syncs is short or the CPU has host work to do between them. A profile still
     shows the pattern plainly: 16 device-to-host copies and cudaStreamSynchronize calls inside every request.
+
+--ab K: both variants in ONE process, K rounds of one block each (--requests requests per block, order
+alternating), printing each variant's median ms/request and the median of the rounds' differences: separate
+processes on the H200 host ran the same code up to 1.4x apart in CPU speed (tests/data/README.md "Repeated
+runs"), which one process shares between both variants.
 """
 import time
 
@@ -114,26 +119,57 @@ def serve_fixed(model, ids_host):
             return packed[:5].long(), packed[5:10]
 
 
+def ab_rounds(block, rounds):
+    """--ab: block(fixed) serves one block of requests and returns its ms/request; both variants alternate in one
+    process (slow first in even rounds, fixed first in odd ones)."""
+    ms = {False: [], True: []}
+    for r in range(rounds):
+        for fixed in ((False, True) if r % 2 == 0 else (True, False)):
+            ms[fixed].append(block(fixed))
+    return ms
+
+
+def ab_line(prog, rounds, requests, ms):
+    med = lambda v: sorted(v)[len(v) // 2] if len(v) % 2 else sum(sorted(v)[len(v) // 2 - 1:len(v) // 2 + 1]) / 2
+    diff = [s - f for s, f in zip(ms[False], ms[True])]
+    return (f"{prog} [ab]: {rounds} rounds of {requests} requests per variant in one process: slow {med(ms[False]):.2f} "
+            f"ms/request (blocks {' '.join(f'{v:.2f}' for v in ms[False])}), fixed {med(ms[True]):.2f} ms/request "
+            f"(blocks {' '.join(f'{v:.2f}' for v in ms[True])}); saving {med(diff):.2f} ms/request (median of the "
+            f"rounds' differences)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fixed", action="store_true", help="run the fixed variant")
     ap.add_argument("--requests", type=int, default=60, help="measured requests (after the warm-up)")
     ap.add_argument("--warmup", type=int, default=3, help="warm-up requests (also marked 'Inference')")
+    ap.add_argument("--ab", type=int, default=0, metavar="K", help="both variants in one process, K rounds")
     args = ap.parse_args()
 
     torch.manual_seed(0)
     model = Model().to(DEV).half().eval()
     reqs = make_requests(8)
-    serve = serve_fixed if args.fixed else serve_slow
-    with torch.inference_mode():
-        for i in range(args.warmup):
-            serve(model, reqs[i % len(reqs)])
+
+    def block(fixed):
+        serve = serve_fixed if fixed else serve_slow
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         for i in range(args.requests):
             serve(model, reqs[i % len(reqs)])
         torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
+        return time.perf_counter() - t0
+
+    with torch.inference_mode():
+        for fixed in ((False, True) if args.ab else (args.fixed,)):
+            for i in range(args.warmup):
+                (serve_fixed if fixed else serve_slow)(model, reqs[i % len(reqs)])
+        if args.ab:
+            ms = ab_rounds(lambda fixed: block(fixed) / args.requests * 1e3, args.ab)
+        else:
+            dt = block(args.fixed)
+    if args.ab:
+        print(ab_line("sync_per_layer", args.ab, args.requests, ms), flush=True)
+        return
     variant = "fixed" if args.fixed else "slow"
     print(f"sync_per_layer [{variant}]: {args.requests} requests in {dt:.3f}s "
           f"({dt / args.requests * 1e3:.2f} ms/request); program wall time {time.perf_counter() - _T_START:.2f}s",
