@@ -22,21 +22,20 @@ PAIRS = {p["name"]: p for p in json.loads((DATA / "pairs.json").read_text())["pa
 # a pair of a predict.CALIBRATED category must be within TIGHT with the replay's saving used as impact_ms
 PREDICTED = ("ex_graph", "ex_pinned", "ex_gpupre", "ex_mixed", "ex_dataload", "ex_postproc", "ex_contention",
              "ex_rowwise", "ex_sync", "ex_readback", "ex_polling", "ex_exit", "ex_sleep", "ex_alloc", "ex_reload",
-             "ex_fusion", "ex_lnfuse", "ex_sdreload")
-# ex_sync: the fix moved the NaN guard onto the GPU (20 more kernels per request, tests/data/README), which no replay
-# of the `before` trace can see; its measured saving (0.27 ms, 4%) is inside the noise pair's 5% spread. Asserted
-# instead: within [0.5, 2] of the mean saving over the three recorded runs of the fixed program (their own clocks,
-# tests/data/README: 6.45, 6.17 and 6.11 ms/request, savings 0.27, 0.55 and 0.61 ms).
-NOISE = ("ex_sync",)
-NOISE_AFTER_MS = {"ex_sync": (6.45, 6.17, 6.11)}
-# The third set (tests/data/README, H200, 2026-12-02): pairs that miss a bound on main 2447ce1, left as strict xfails
-# (issue 16: the mechanisms are being improved; an xpass means a mark to remove). Ratios = predicted / measured
-# (program clocks), from benchmarks/calibrate.py on that commit.
-MISS_TIGHT: dict = {}
-MISS_LOOSE = {
-    "ex_exit": "cuda_sync estimate 1.37 ms against 2.89 ms measured (ratio 0.47; replay 0.72): 24 syncs/request "
-               "between ~0.4 ms layers of launch-bound batch-1 work",
+             "ex_fusion", "ex_lnfuse", "ex_sdreload", "ex_laysync")
+# The measured saving is calibrate.measured: for the cuda_sync pairs recorded on the H200, the median saving of three
+# processes that each alternate both variants (the programs' --ab: pairs.json "ab"); else the difference of the
+# medians of each side's recorded runs (ex_sync: one `before` and three `after` runs). A pair whose processes disagree
+# in sign saved nothing measurable: its report must not tell the user to act (no finding, or severity low).
+# Pairs that miss a bound on main, strict xfails (an xpass means a mark to remove), with the ratio calibrate.py prints:
+MISS_TIGHT = {
+    "ex_sync": "H100, no one-process runs: 0.86 ms predicted against 0.55 (6.72 ms/request before, median of three "
+               "fixed runs 6.17; 0.27-0.61 by run): 1.56",
+    "ex_polling": "0.83 ms predicted against 1.26 (1.23-1.33 in three processes): 0.66; the wait alone explains 0.37",
+    "ex_sleep": "2.97 ms predicted against 1.82 (1.58-2.94): 1.63; the replayed fixed run has 0.3-0.5 ms/request of "
+                "GPU idle where the real one has 0.77-0.84",
 }
+MISS_LOOSE: dict = {}
 
 
 def _marked(names, misses):
@@ -54,8 +53,11 @@ def report(name: str) -> dict:
 
 
 def measured_ms(name: str) -> float:
-    p = PAIRS[name]
-    return p["before"]["ms_per_request"] - p["after"]["ms_per_request"]
+    return calibrate.measured(PAIRS[name])[0]
+
+
+def no_saving(name: str) -> bool:
+    return calibrate.measured(PAIRS[name])[2]
 
 
 @pytest.mark.parametrize("name", _marked(sorted(PAIRS), MISS_TIGHT))
@@ -66,12 +68,11 @@ def test_prediction_within_bounds_of_the_real_fix(name):
         pytest.skip(f"no {PAIRS[name]['category']} finding on this branch yet")
     pred = calibrate.replay_ms(f)
     assert pred is not None, f"{name}: its {f['category']} finding was not replayed"
+    if no_saving(name):
+        assert f["severity"] == "low", f"{name}: the fix saved nothing measurable, the report says {f['severity']}"
+        return
     ratio = pred / measured_ms(name)
-    if name in NOISE:
-        runs = NOISE_AFTER_MS[name]
-        mean_saving = PAIRS[name]["before"]["ms_per_request"] - sum(runs) / len(runs)
-        assert LOOSE[0] <= pred / mean_saving <= LOOSE[1], f"{name}: predicted {pred:.2f} ms, measured {mean_saving:.2f}"
-    elif f["category"] not in P.CALIBRATED:
+    if f["category"] not in P.CALIBRATED:
         # replayed but not used for impact_ms: its bounds are what would let the category into CALIBRATED
         assert not f["whatif"]["used"]
         pytest.skip(f"{f['category']} is not calibrated (predict.CALIBRATED): ratio {ratio:.2f}")
@@ -80,11 +81,14 @@ def test_prediction_within_bounds_of_the_real_fix(name):
         assert TIGHT[0] <= ratio <= TIGHT[1], f"{name}: predicted {pred:.2f} ms, measured {measured_ms(name):.2f}"
 
 
-@pytest.mark.parametrize("name", _marked(sorted(set(PAIRS) - set(NOISE)), MISS_LOOSE))
+@pytest.mark.parametrize("name", _marked(sorted(PAIRS), MISS_LOOSE))
 def test_the_saving_the_report_states_is_within_2x_of_the_real_fix(name):
     # what a user reads (the replay's saving where the report uses it, else the diagnosis's estimate) against the
-    # saving the fix made by the program's own clock; the noise-level sync pair is left out (its own test above)
+    # saving the fix made by the program's own clock
     f = calibrate.finding_of(report(name), PAIRS[name]["category"])
+    if no_saving(name):
+        assert f is None or f["severity"] == "low", f"{name}: no measurable saving, the report says {f['severity']}"
+        return
     assert f is not None, f"{name}: no {PAIRS[name]['category']} finding"
     pred, _ = calibrate.predicted_ms(f)
     assert LOOSE[0] <= pred / measured_ms(name) <= LOOSE[1], f"{name}: predicted {pred:.2f} ms, measured " \
@@ -159,9 +163,15 @@ WINDOWED = ([PROFILES / f"{n}.sqlite.xz" for n in ("cpu_postproc", "cpu_preproc"
                                                     "healthy", "launch_bound", "membw_bound", "memcpy_pageable",
                                                     "no_nvtx", "sync_heavy", "thread_contention")]
             + sorted({DATA / p["before"]["file"] for p in PAIRS.values()}))
+# ex_laysync_before: its requests took 4.3 to 9.3 ms within the one run (the host's CPU speed drifting in the process,
+# as its --ab blocks do: 4.1 to 8.1 ms), while the window's mean stays within WINDOW_STEADY_SHARE of the run's: the
+# window of half the requests predicts launch_overhead's saving at 1.08 ms against the whole run's 0.70.
+WINDOW_MISS = {"ex_laysync_before": "within-run CPU drift: launch_overhead 1.08 ms windowed vs 0.70 whole"}
+WINDOWED = [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=WINDOW_MISS[p.name.split(".")[0]]))
+            if p.name.split(".")[0] in WINDOW_MISS else p for p in WINDOWED]
 
 
-@pytest.mark.parametrize("path", WINDOWED, ids=lambda p: p.name.split(".")[0])
+@pytest.mark.parametrize("path", WINDOWED, ids=lambda p: getattr(p, "name", "").split(".")[0] or None)
 def test_a_window_of_the_requests_predicts_what_the_whole_replay_does(path):
     from nsys_doctor.diagnose import Context, diagnose_all
     from nsys_doctor.model.queueing import measure_queue, run_load

@@ -39,20 +39,18 @@ REPLAY_WINDOW_EVENTS = 500_000
 GRAPH_LAUNCH_CALLS = ("cudaGraphLaunch", "cuGraphLaunch")
 # The categories whose replayed fix matched the real fix on before/after pairs (benchmarks/calibrate.py over
 # tests/data/pairs.json: predicted / measured within [0.75, 1.33]); their impact_ms is the replay's prediction. The
-# others carry the replay's `whatif` too, but keep their diagnosis's estimate as impact_ms until pairs validate them:
-# cuda_sync's replay (each avoidable host read removed whole: its wait, the small copy or event record that fed it
-# and that call, the CPU dispatch right before, up to GRAPH_DISPATCH_MAX_NS) holds where removing the waits leaves the
-# GPU to bound the run (ex_sleep 1.12) but not where the CPU bounds it: 3.3x the real saving on ex_sync (1.84x the
-# mean of its three fixed runs: the fix added GPU work, and one fixed run's CPU was slower), 0.53x on ex_polling (the
-# fixed program's CPU did the rest of a request's work in 2.4 ms against the `before` run's 4.0 ms) and 0.25x on
-# ex_exit (24 reads/request of ~60 us CPU each, 21 us of it before the wait; the fixed run's launch calls are 1.25x
-# faster and the Python between all its ops shorter), which no replay of `before` sees; on zoo sync_heavy it
-# predicts 0.77 ms (its waits find the GPU done: only the reads' CPU time goes) against the estimate's 2.56;
-# communication has no replayed pair yet. memory_bandwidth (ex_fusion: 1.04), memory_allocation (ex_alloc: 0.95)
-# and model_loading (ex_reload: 1.00) since their fixes are replayed by mechanism (a fused chain launched once; the
-# CPU time between allocation calls; the upload calls leaving with the uploads).
+# others carry the replay's `whatif` too, but keep their diagnosis's estimate as impact_ms until pairs validate them.
+# cuda_sync since its fix removes each avoidable wait by what the wait was (diagnose/cuda_sync.event_waits) and its
+# pairs were measured with both variants in one process: its estimate (time blocked plus the GPU idle after each
+# wait) was 1.37 ms on ex_exit and 1.92 on ex_laysync where the fix saved nothing measurable, and 2.56 (28%) on zoo
+# sync_heavy, whose 12 waits per request block 11.6 us each with the GPU busy 5% of the request: the idle after a
+# wait is the CPU launching the next layer, which it does with or without the wait. communication has no replayed
+# pair yet. memory_bandwidth (ex_fusion: 1.04), memory_allocation (ex_alloc: 0.95) and model_loading (ex_reload:
+# 1.00) since their fixes are replayed by mechanism (a fused chain launched once; the CPU time between allocation
+# calls; the upload calls leaving with the uploads).
 CALIBRATED = ("launch_overhead", "memory_transfer", "cpu_preprocessing", "cpu_postprocessing", "precision",
-              "gpu_underutilization", "thread_contention", "memory_bandwidth", "memory_allocation", "model_loading")
+              "gpu_underutilization", "thread_contention", "memory_bandwidth", "memory_allocation", "model_loading",
+              "cuda_sync")
 # The profile formats the pairs were recorded in: every pair is an nsys export. A PyTorch profiler trace replays
 # unchanged exactly, but its changed replays are unchecked, and on kineto-tbplugin-samples resnet50 (0 vs 4
 # DataLoader workers: 33 ms per step measured) removing the DataLoader stage predicts nothing; there the findings

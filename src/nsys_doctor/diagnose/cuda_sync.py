@@ -17,7 +17,7 @@ import numpy as np
 from ..model.api_names import QUERY_CALLS, base_name
 from ..model.arrays import dense_groups
 from ..model.changes import RemoveCpuTime, RemoveHostWaits, ScaleGpuWork
-from ..model.host_waits import ASYNC_COPY, COPY, FREE_WAIT, POLL, REFILL_MAX_NS, read_calls, select
+from ..model.host_waits import ASYNC_COPY, COPY, FREE_WAIT, POLL, REFILL_MAX_NS, SYNC, read_calls, select
 from ..model.replay import GRAPH_DISPATCH_MAX_NS
 from ..model.projection import corr_key
 from ..model.trace import table_len
@@ -25,6 +25,7 @@ from ..report import Evidence
 from .common import WORST, host_waits, instance, make_finding, per_request_mean
 from .common import no_data, not_evaluated
 
+EVENT_SYNC_CALLS = ("cudaEventSynchronize", "cuEventSynchronize")   # waits on one event (CUDA runtime/driver API)
 MIN_REPORT_PCT = 1.0           # under 1% of request latency a sync is not worth a line (memcpy_pageable 0.2%,
                                # cpu_postproc, thread_contention: only the final wait for the result)
 
@@ -62,16 +63,38 @@ def measure(ctx) -> Measurement | None:
     impact_ns = float(saved.mean()) if n_req else 0.0
     if 100.0 * impact_ns / ctx.mean_latency_ns < MIN_REPORT_PCT:
         return None
-    # the CPU dispatch of a host read before its call is bounded as the framework's per-op dispatch elsewhere
-    reads = read_calls(trace, sc, avoid, GRAPH_DISPATCH_MAX_NS)
+    # the CPU dispatch of an event wait before its calls is bounded as the framework's per-op dispatch elsewhere
+    reads = read_calls(trace, sc, avoid & event_waits(trace, sc), GRAPH_DISPATCH_MAX_NS)
     return Measurement(impact_ns=impact_ns, waits=sc, avoid=avoid, cost=cost, reads=reads)
 
 
+def event_waits(trace, waits: dict) -> np.ndarray:
+    """Per host wait: is it a wait on an event recorded only to be waited on (a polling loop of completion queries,
+    an event synchronize)? The fix drops such a wait whole, with its event's record and the code that made it:
+    nothing replaces it. Every other avoidable wait goes as a wait only: a value read (`.item()`, `.cpu()` of a
+    small tensor: a device-to-host copy, then a wait) keeps its value on the GPU, where an op of the same launch cost
+    takes the copy's place; a bare synchronize leaves the code around it (per-layer timing, logging) in another form.
+    Measured with both variants alternating in one process (examples/*.py --ab; tests/data/pairs.json "ab"): the
+    early-exit reads' fix (`confs[i] = conf` for `conf.item()`) saved -0.07 ms/request (per process 0.02, -1.03,
+    -0.07) where removing each read's copy call and dispatch as well predicted 0.72; per-layer synchronize for
+    timing replaced by CUDA events saved -0.11 (0.18, -1.00) where 0.60 was predicted that way; the polling loops'
+    fix saved 1.26 (1.23-1.33), of which the wait alone explained 0.37."""
+    api = trace.table("api_calls")
+    out = waits["kind"] == POLL
+    sync = waits["kind"] == SYNC
+    if sync.any():
+        ids = np.unique(api["name_id"][waits["row"][sync]])
+        ev = [int(i) for i in ids if base_name(trace.name(int(i))).startswith(EVENT_SYNC_CALLS)]
+        out[sync] = np.isin(api["name_id"][waits["row"][sync]], ev)
+    return out
+
+
 def change(m: Measurement) -> list:
-    """The avoidable host reads go as a whole: their waits no longer block (a polling loop: all its queries), so
-    the CPU queues the next GPU work ahead; and the code that made them goes with them: the wait calls, the small
-    device-to-host copy (or event record) that fed each wait and its call, and the CPU dispatch right before it
-    (host_waits.read_calls, up to GRAPH_DISPATCH_MAX_NS). The final wait a request needs for its result stays."""
+    """The avoidable host waits no longer block (a polling loop: all its queries), so the CPU queues the next GPU
+    work ahead. A wait on an event (event_waits) goes whole with the code that made it: the event's record and the
+    CPU dispatch right before it (host_waits.read_calls, up to GRAPH_DISPATCH_MAX_NS); a value read or a bare
+    synchronize keeps its calls and their CPU time (see event_waits). The final wait a request needs for its result
+    stays."""
     rows = m.waits["row"][m.avoid]
     loops = m.waits["poll_rows"][np.isin(m.waits["poll_wait"], rows)]
     out = [RemoveHostWaits(api_rows=np.union1d(rows, loops),
