@@ -18,7 +18,7 @@ pytest.importorskip("distributed")
 
 # Five of the twelve, with distinct top findings and p50s far apart (profiles/README.md; p50 from analyze):
 # fp32_gemm 82.0 ms (precision), membw_bound 67.9 (memory_bandwidth), launch_bound_graphed 61.7 (none high),
-# dataload_starved 24.8 (gpu_underutilization), sync_heavy 8.65 (cuda_sync).
+# dataload_starved 24.8 (gpu_underutilization), sync_heavy 8.65 (launch_overhead).
 NAMES = ("sync_heavy", "fp32_gemm", "launch_bound_graphed", "membw_bound", "dataload_starved")
 CLI = "import sys; from nsys_doctor.cli import main; sys.exit(main())"
 
@@ -159,7 +159,7 @@ def test_cli_single_file_unchanged():
     r = subprocess.run([sys.executable, "-c", CLI, "analyze", str(zoo("sync_heavy")), "--format", "json"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["findings"][0]["category"] == "cuda_sync"
+    assert json.loads(r.stdout)["findings"][0]["category"] == "launch_overhead"
 
 
 HIDE_DASK = "import sys; sys.modules['distributed'] = None; sys.modules['dask'] = None; "   # as if not installed

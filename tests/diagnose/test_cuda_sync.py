@@ -28,20 +28,42 @@ def _finding(report, category="cuda_sync"):
     return next((f for f in report.findings if f.category == category), None)
 
 
-def test_sync_heavy_ranks_sync_first():
-    # 12 transformer layers, torch.cuda.synchronize() after each (zoo.py): 720 device syncs in 60 measured requests
+def test_sync_heavy_syncs_find_the_gpu_done():
+    # 12 transformer layers, torch.cuda.synchronize() after each (zoo.py): 720 device syncs in 60 measured requests.
+    # The layers' kernels take 0.49 ms of a ~9 ms request (SQL below): the CPU bounds the request, every sync finds
+    # the GPU (nearly) done and blocks ~12 us, and the GPU idle after it is the CPU launching the next layer, which
+    # it does with or without the sync. Removing the syncs can save at most their calls' time (the replay: 0.0 ms),
+    # so the finding is low; labels.json names cuda_sync primary for this profile (score.py counts it a miss). The
+    # same pattern on the H200, fixed with CUDA events and measured in one process (tests/data ex_laysync: --ab),
+    # saved -0.11 ms/request (0.18, -0.11, -1.00 in three processes).
     calls, n = _calls_in_requests("sync_heavy", "cudaDeviceSynchronize%")
     assert calls == 12 * n
+    path = zoo("sync_heavy")
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rng = db.execute("SELECT n.start, n.end FROM NVTX_EVENTS n LEFT JOIN StringIds s ON s.id = n.textId WHERE "
+                         "coalesce(n.text, s.value) = 'Inference' ORDER BY n.start").fetchall()[3:]
+        lo, hi = rng[0][0], rng[-1][1]
+        (blocked,) = db.execute("SELECT sum(r.end - r.start) FROM CUPTI_ACTIVITY_KIND_RUNTIME r JOIN StringIds s "
+                                "ON s.id = r.nameId WHERE s.value LIKE 'cudaDeviceSynchronize%' AND r.start BETWEEN "
+                                "? AND ?", (lo, hi)).fetchone()
+        (kernels,) = db.execute("SELECT sum(end - start) FROM CUPTI_ACTIVITY_KIND_KERNEL WHERE start BETWEEN ? AND ?",
+                                (lo, hi)).fetchone()
+    finally:
+        db.close()
+    span_ms = (hi - lo) / 1e6
+    assert kernels / 1e6 < 0.1 * span_ms                       # GPU busy under 10% of the measured span
     report = zoo_report("sync_heavy")
-    top = report.findings[0]
-    assert top.category == "cuda_sync" and top.severity == "high"
+    top = next(f for f in report.findings if f.category == "cuda_sync")
+    assert top.severity == "low" and top.whatif["used"]          # impact_ms is the replay's prediction
+    assert 0 <= top.impact_ms <= blocked / 1e6 / len(rng) + 0.01  # at most the sync calls' own time per request
     num = top.evidence.numbers
     assert num["syncs_by_call_per_request"]["cudaDeviceSynchronize"] == calls / n
     assert num["syncs_per_request"] >= 13              # plus the .item() stream sync
     assert num["avoidable_syncs_per_request"] == 12    # the final wait for the result is needed
-    # the cost is mostly the GPU idling after each return (measured 2.4 ms), not the wait itself (0.15 ms)
+    # the GPU idles after each return (measured 2.4 ms in all), far longer than the waits (0.15 ms): the CPU launching
     assert num["gpu_idle_after_sync_ms_per_request"] > 5 * num["blocked_ms_per_request"]
-    assert 0 < top.impact_ms < num["mean_latency_ms"]
+    assert 0 <= top.impact_ms < num["mean_latency_ms"]
     assert top.evidence.worst and top.evidence.worst[0].name == "cudaDeviceSynchronize"
 
 
@@ -58,10 +80,12 @@ def test_final_wait_only_is_not_flagged():
     assert f is None or f.severity == "low"
 
 
-def test_a_removed_host_read_takes_its_copy_call_and_dispatch_with_it():
+def test_a_value_read_goes_as_its_wait_only():
     # ex_exit_before (tests/data): `if conf.item() > THRESHOLD` after each of 24 layers: a 4-byte device-to-host
     # cudaMemcpyAsync then a cudaStreamSynchronize; the request's last read (logits, 40 bytes) is the one it needs.
-    # SQL: the 4-byte copies inside the measured 'Inference' ranges are the reads the fix drops, with their calls.
+    # SQL: the 4-byte copies inside the measured 'Inference' ranges are the reads; the fix keeps each value on the
+    # GPU (a device op of the same launch cost takes the copy's place), so only their waits go: no copy, call or CPU
+    # dispatch is removed with them. Measured in one process (pairs.json ab): the fix saved 0.02, -1.03, -0.07 ms.
     import numpy as np
     from nsys_doctor.analysis import predict as P
     from nsys_doctor.diagnose import Context
@@ -89,25 +113,19 @@ def test_a_removed_host_read_takes_its_copy_call_and_dispatch_with_it():
     assert len(want) == 24 * len(rq.measured)
     m = CS.measure(ctx)
     changes = CS.change(m)
-    hw = next(c for c in changes if isinstance(c, RemoveHostWaits))
+    assert [type(c) for c in changes] == [RemoveHostWaits]
+    hw = changes[0]
     api = trace.table("api_calls")
-    copy_calls = [r for r in hw.read_calls if trace.name(int(api["name_id"][r])).startswith("cudaMemcpyAsync")]
-    assert {int(api["correlation"][r]) for r in copy_calls} == want
-    gpu = next(c for c in changes if isinstance(c, ScaleGpuWork))
-    cp = trace.table("copies")
-    assert gpu.table == "copies" and gpu.factor == 0.0
-    assert {int(c) for c in cp["correlation"][gpu.rows]} == want
-    cpu = next(c for c in changes if isinstance(c, RemoveCpuTime))
-    assert len(cpu.start_ns) == len(want)            # one window per avoidable read
-    # the dispatch before a read is bounded as the per-op dispatch elsewhere
-    assert (np.asarray(hw.api_rows).size and
-            (m.waits["start_ns"][m.avoid] - cpu.start_ns <= R.GRAPH_DISPATCH_MAX_NS).all())
-    # the run is CPU-bound: dropping the reads' CPU time saves more than dropping their waits alone
+    assert hw.read_calls is None or len(hw.read_calls) == 0
+    # the waits removed are the stream syncs right after the 4-byte copies' calls, one per read
+    corr = {int(api["correlation"][r]) for r in range(len(api["correlation"])) if int(api["correlation"][r]) in want}
+    assert len(corr) == len(want)
+    syncs = [r for r in hw.api_rows if trace.name(int(api["name_id"][r])).startswith("cudaStreamSynchronize")]
+    assert len(syncs) == len(want)
+    # the run is CPU-bound: dropping the waits alone saves under 2% of the interval
     base = R.replay(trace, rq)
-    waits_only, _ = P.to_replay(trace, [RemoveHostWaits(api_rows=hw.api_rows)])
     whole, _ = P.to_replay(trace, changes)
-    assert base.interval_ns - R.replay(trace, rq, whole).interval_ns > \
-        base.interval_ns - R.replay(trace, rq, waits_only).interval_ns
+    assert 0 <= base.interval_ns - R.replay(trace, rq, whole).interval_ns < 0.02 * base.interval_ns
 
 
 def test_a_removed_polling_read_takes_its_event_record_with_it():

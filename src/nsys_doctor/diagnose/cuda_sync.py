@@ -99,7 +99,7 @@ def change(m: Measurement) -> list:
     loops = m.waits["poll_rows"][np.isin(m.waits["poll_wait"], rows)]
     out = [RemoveHostWaits(api_rows=np.union1d(rows, loops),
                            read_calls=m.reads["call_rows"] if m.reads is not None else None)]
-    if m.reads is not None:
+    if m.reads is not None and len(m.reads["start_ns"]):
         out.append(RemoveCpuTime(tid=m.reads["tid"], start_ns=m.reads["start_ns"], end_ns=m.reads["end_ns"]))
         if len(m.reads["copy_rows"]):
             out.append(ScaleGpuWork(table="copies", rows=m.reads["copy_rows"], factor=0.0))
