@@ -53,3 +53,24 @@ def test_sync_heavy_ranks_above_its_syncs():
     report = zoo_report("sync_heavy")
     f, s = _finding(report), _finding(report, "cuda_sync")
     assert f is not None and s is not None and f.impact_ms > s.impact_ms
+
+
+def test_graph_fix_names_the_waits_that_would_break_capture():
+    # a CUDA graph capture fails on a host wait inside it: sync_heavy's 12 cudaDeviceSynchronize per request (SQL
+    # in test_cuda_sync.py) must go first, and the fix says so; launch_bound waits only for each request's result
+    import sqlite3
+    from tests.conftest import zoo
+    db = sqlite3.connect(f"file:{zoo('sync_heavy')}?mode=ro", uri=True)
+    try:
+        rng = db.execute("SELECT n.start, n.end FROM NVTX_EVENTS n LEFT JOIN StringIds s ON s.id = n.textId WHERE "
+                         "coalesce(n.text, s.value) = 'Inference' ORDER BY n.start").fetchall()[3:]
+        (syncs,) = db.execute("SELECT count(*) FROM CUPTI_ACTIVITY_KIND_RUNTIME r JOIN StringIds s ON s.id = "
+                              "r.nameId WHERE s.value LIKE 'cudaDeviceSynchronize%' AND r.start BETWEEN ? AND ?",
+                              (rng[0][0], rng[-1][1])).fetchone()
+    finally:
+        db.close()
+    f = _finding(zoo_report("sync_heavy"))
+    assert f.evidence.numbers["host_waits_before_more_gpu_work_per_request"] == syncs / len(rng) == 12
+    assert "capture fails" in f.fix
+    g = _finding(zoo_report("launch_bound"))
+    assert "host_waits_before_more_gpu_work_per_request" not in g.evidence.numbers and "capture fails" not in g.fix

@@ -262,6 +262,14 @@ def finding(ctx, m: Measurement) -> list:
     fix = ("Capture the request in a CUDA graph (torch.cuda.graphs / CUDAGraph.replay, or torch.compile("
            "mode=\"reduce-overhead\")) so it is one launch; fuse small ops (torch.compile, TensorRT); or batch "
            "requests so each kernel does more work per launch.")
+    # a host wait inside the captured region ends the capture with an error (CUDA programming guide, "Prohibited
+    # and Unhandled Operations"): the request's own waits must go first
+    sc = host_waits(ctx)
+    waits = float((~sc["last"]).sum()) / max(len(ctx.measured), 1) if len(sc["row"]) else 0.0
+    if waits >= 1:
+        numbers["host_waits_before_more_gpu_work_per_request"] = round(waits, 2)
+        fix += (f" First remove its {waits:g} host waits per request before more GPU work (synchronize calls, "
+                "`.item()`/`.cpu()` reads: see cuda_sync): a CUDA graph capture fails on any of them.")
     why = (f"Each of the {numbers['kernels_per_request']:g} kernels runs for ~{med_k / 1e3:.1f} us but takes "
            f"~{med_l / 1e3:.1f} us of launch call plus framework dispatch on the CPU, so the GPU finishes each kernel "
            "before the next is launched and idles in between; the request's latency is set by how fast one CPU "
