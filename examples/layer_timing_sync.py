@@ -4,7 +4,9 @@
     python3 examples/layer_timing_sync.py --fixed    # fast: CUDA events around each layer, read once per request
 
 The model is a 12-layer Transformer encoder (torch.nn.TransformerEncoderLayer, d_model 768, 12 heads, FFN 3072,
-fp16) over a batch of 16 sequences of 256 tokens per request; the server keeps per-layer latency statistics.
+fp16) over a batch of 16 sequences of 256 tokens per request (--batch), and the server keeps per-layer latency
+statistics. At batch 16 the layers' kernels are shorter than their launches (launch-bound); at --batch 96 the GPU
+bounds the run between the syncs.
 
 WHAT IS WRONG (default variant)
     To time each layer on the CPU clock, the code calls `torch.cuda.synchronize()` after it: the thread blocks until
@@ -40,7 +42,7 @@ import torch.nn as nn
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 SMOKE = os.environ.get("EXAMPLES_SMOKE") == "1"   # tiny sizes, to check on a CPU that the code runs: no measurement
-BATCH, SEQ, D, HEADS, FFN, DEPTH = (16, 256, 768, 12, 3072, 12) if not SMOKE else (2, 8, 32, 2, 64, 2)
+SEQ, D, HEADS, FFN, DEPTH = (256, 768, 12, 3072, 12) if not SMOKE else (8, 32, 2, 64, 2)
 
 
 @contextlib.contextmanager
@@ -112,6 +114,8 @@ def main():
     ap.add_argument("--requests", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--ab", type=int, default=0, metavar="K", help="both variants in one process, K rounds")
+    ap.add_argument("--batch", type=int, default=16 if not SMOKE else 2,
+                    help="sequences per request (16: launch-bound, 96: GPU-bound between the syncs)")
     args = ap.parse_args()
 
     torch.manual_seed(0)
@@ -120,7 +124,7 @@ def main():
         head = nn.Linear(D, 1000)
     layers, head = layers.half().eval(), head.half().eval()
     g = torch.Generator().manual_seed(0)
-    inputs = [torch.randn(BATCH, SEQ, D, generator=g) for _ in range(4)]
+    inputs = [torch.randn(args.batch, SEQ, D, generator=g) for _ in range(4)]
     if DEV == "cuda":
         inputs = [x.pin_memory() for x in inputs]
     stats = [0.0] * DEPTH

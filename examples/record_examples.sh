@@ -11,6 +11,7 @@
 #   exit_before exit_after sleep_before sleep_after lnfuse_before lnfuse_after readback_before readback_after
 #   convprec_before convprec_after sdreload_before sdreload_after                 (the third set, H200)
 #   laysync_before laysync_after, and exit_ab polling_ab sleep_ab sync_ab laysync_ab  ("ab", H200)
+#   laysyncgpu_before laysyncgpu_after laysyncgpu_ab                               ("ab2", H200)
 # Each job profiles one example (`--fixed` for *_after*), exports `ex_NAME.sqlite` (or `demo.sqlite`), xz's it and
 # appends it to OUTDIR/GROUP.tar (tar -xf to unpack). DEADLINE (epoch seconds) stops starting new jobs after it.
 # The export of one job runs in the background while the next job is profiled. XZ (default -6) sets xz's preset.
@@ -36,6 +37,7 @@ NEW="dataload_before dataload_after postproc_before postproc_after contention_be
 THIRD="exit_before exit_after sleep_before sleep_after lnfuse_before lnfuse_after readback_before readback_after convprec_before convprec_after sdreload_before sdreload_after"
 AB="laysync_before laysync_after"
 for r in r1 r2 r3; do for p in exit polling sleep sync laysync; do AB="$AB ${p}_ab:$r"; done; done
+AB2="laysyncgpu_before laysyncgpu_after laysyncgpu_ab:r1 laysyncgpu_ab:r2 laysyncgpu_ab:r3"
 REPEATS=""
 for r in r1 r2 r3; do for p in exit polling sleep sync; do REPEATS="$REPEATS ${p}_before:$r ${p}_after:$r"; done; done
 ALL="$FIRST $NEW $THIRD"
@@ -92,6 +94,9 @@ spec() {  # job -> "output-name group flags-kind script args..."
     sleep_ab)          echo "ex_sleep_ab ab FULLCAP sleep_poll.py --ab 5";;
     sync_ab)           echo "ex_sync_ab ab FULL sync_per_layer.py --ab 5";;
     laysync_ab)        echo "ex_laysync_ab ab FULLCAP layer_timing_sync.py --ab 5";;
+    laysyncgpu_before) echo "ex_laysyncgpu_before fifth FULLCAP layer_timing_sync.py --batch 96";;
+    laysyncgpu_after)  echo "ex_laysyncgpu_after fifth FULLCAP layer_timing_sync.py --batch 96 --fixed";;
+    laysyncgpu_ab)     echo "ex_laysyncgpu_ab ab FULLCAP layer_timing_sync.py --batch 96 --ab 5";;
     *) return 1;;
   esac
 }
@@ -134,6 +139,7 @@ JOBS=${*:-$ALL}; [ "$JOBS" = new ] && JOBS=$NEW      # "new": the second set onl
 [ "$JOBS" = third ] && JOBS=$THIRD                    # "third": the third set only
 [ "$JOBS" = repeats ] && { JOBS=$REPEATS; SERIAL=1; }  # "repeats": alternating repeated runs, exported at the end
 [ "$JOBS" = ab ] && { JOBS=$AB; SERIAL=1; }            # "ab": the fourth pair, then each sync program's --ab runs
+[ "$JOBS" = ab2 ] && { JOBS=$AB2; SERIAL=1; }          # "ab2": the GPU-bound per-layer sync pair and its --ab runs
 SERIAL=${SERIAL:-0}
 DEFERRED=""
 for job in $JOBS; do
