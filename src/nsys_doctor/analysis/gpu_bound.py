@@ -184,6 +184,8 @@ def sentence(g: dict) -> str:
         if top.get("dram_how") == "unmixed":
             s += (", the kernels' own rates" if share is None or share >= 99.5 else
                   f", the own rates of the kernels holding {share:.0f}% of that time")
+        elif top.get("dram_how") == "blended":
+            s += ", the mean of the samples landing on them"
         s += ")"
     if top.get("host_link_pct") is not None:
         s += f", host copies at {top['host_link_pct']:.0f}% of the link's peak"
