@@ -186,7 +186,7 @@ def test_a_window_of_the_requests_predicts_what_the_whole_replay_does(path):
     findings = diagnose_all(ctx)
     load = run_load(ctx)
     events = sum(len(trace.table(t)["start_ns"]) for t in ("api_calls", "kernels", "copies", "memsets"))
-    whole, win = P._Replayer(ctx), P._Replayer(ctx, window_events=events // 2)
+    whole, win = P.Replayer(trace, req), P.Replayer(trace, req, window_events=events // 2)
     assert win.window is not None and win.window.last - win.window.first + 1 < len(req.measured)
     store = ctx.cache.get("changes", {})
     checked = 0

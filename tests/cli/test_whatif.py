@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import DATA
@@ -89,3 +91,73 @@ def test_not_a_profile_exits_2(tmp_path):
 def test_profile_strings_are_not_sent_to_the_terminal_raw():
     from nsys_doctor.cli.whatif import _printable
     assert "\x1b" not in _printable("Inference\x1b[2J\x07") and len(_printable("x" * 500)) <= 80
+
+
+def _whatif_in_process(path, *args, out):
+    """whatif run in this process (so that a test can lower predict's size limit), its JSON result."""
+    from nsys_doctor.cli import main
+    assert main(["whatif", str(path), *map(str, args), "--format", "json", "-o", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("args", [("--graph",), ("--remove-syncs",)])
+def test_a_window_forced_on_a_small_profile_predicts_what_the_whole_replay_does(tmp_path, monkeypatch, args):
+    """whatif uses analyze's rule: above predict.MAX_REPLAY_EVENTS a window of the requests is replayed. Forced on
+    ex_graph_before (66k events, replayed whole), its prediction is within the tolerance analyze's windowed
+    predictions are held to (tests/test_predict.py), and the per-request numbers average to the overall ones."""
+    from nsys_doctor.analysis import predict as P
+    from tests.test_predict import WINDOW_ABS_SHARE, WINDOW_TOLERANCE
+    path = DATA / "ex_graph_before.sqlite.xz"
+    whole = _whatif_in_process(path, *args, "--per-request", out=tmp_path / "whole.json")
+    assert whole["replayed"] is None and all(r["replayed"] for r in whole["per_request"])
+    monkeypatch.setattr(P, "MAX_REPLAY_EVENTS", 1000)
+    monkeypatch.setattr(P, "REPLAY_WINDOW_EVENTS", 20_000)
+    win = _whatif_in_process(path, *args, "--per-request", out=tmp_path / "win.json")
+    # ~1.05k events a request: 18 of the 60 measured requests, numbered from 1 (as in tests/test_predict.py)
+    assert win["replayed"] == {"first": 25, "last": 42, "of": 63, "steady": True}
+    assert "replayed requests 25-42 of 63" in win["method"]
+    assert sum(r["replayed"] for r in win["per_request"]) == 18 and len(win["per_request"]) == 60
+    # before: the whole run's recording either way (the unchanged whole replay gives it back exactly)
+    assert win["before"] == whole["before"]
+    for metric in (("latency_ms", "mean"), ("interval_ms",)):
+        def get(res, side):
+            v = res[side]
+            for k in metric:
+                v = v[k]
+            return v
+        before = get(whole, "before")
+        s_whole, s_win = before - get(whole, "after"), before - get(win, "after")
+        assert abs(s_win - s_whole) <= max(WINDOW_TOLERANCE * abs(s_whole), WINDOW_ABS_SHARE * before), metric
+    after = np.array([r["after_ms"] for r in win["per_request"]])
+    assert float(after.mean()) == pytest.approx(win["after"]["latency_ms"]["mean"], abs=2e-3)
+
+
+@pytest.fixture(scope="module")
+def over_the_limit(tmp_path_factory):
+    """zoo launch_bound x6 (benchmarks/make_large.py): 2.2M CUDA calls and GPU operations, over
+    predict.MAX_REPLAY_EVENTS without lowering it."""
+    from tests.conftest import zoo
+    src = zoo("launch_bound")
+    out = tmp_path_factory.mktemp("large") / "launch_bound_x6.sqlite"
+    r = subprocess.run([sys.executable, str(DATA.parent.parent / "benchmarks" / "make_large.py"), str(src), str(out),
+                        "--times", "6"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+# benchmarks/bench_analyze.py's launch_bound x40 (14.7M events), where it has been built on this machine
+X40 = pathlib.Path("/tmp/nsd-bench/launch_bound_x40.sqlite")
+
+
+@pytest.mark.parametrize("which", ["x6", "x40"])
+def test_whatif_on_a_profile_over_the_limit_replays_a_window(which, over_the_limit, tmp_path):
+    if which == "x40" and not X40.exists():
+        pytest.skip(f"{X40} not built (benchmarks/make_large.py)")
+    path = over_the_limit if which == "x6" else X40
+    res = _whatif_in_process(path, "--graph", out=tmp_path / "out.json")
+    w = res["replayed"]
+    n = 203 * (6 if which == "x6" else 40)                 # launch_bound: 203 requests per copy
+    assert w is not None and w["of"] == n and 1 <= w["first"] <= w["last"] < n
+    assert f"replayed requests {w['first']}-{w['last']} of {n}" in res["method"]
+    # a graph launch per request removes CPU launch overhead: the run gets faster, never slower
+    assert 0 < res["after"]["interval_ms"] < res["before"]["interval_ms"]

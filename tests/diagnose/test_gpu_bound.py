@@ -4,6 +4,9 @@ limit; torch.compile fused them into one Triton kernel (ex_fusion_after, 4.4x th
 export: the DRAM read+write samples whose timestamp falls inside a kernel of a name, averaged per name."""
 import sqlite3
 
+import numpy as np
+import pytest
+
 from tests.conftest import DATA, analysed, expand
 
 
@@ -116,3 +119,72 @@ def test_overlapping_ranges_count_cpu_time_once():
     r = analysed(expand(DATA / "ex_fusion_before.sqlite.xz")).requests
     assert len(r["threads"]) == 1
     assert r["load_evidence"]["cpu_ms_per_request"] <= r["interval_ms"]
+
+
+def _breakdown_and_finding(name, force_gpu_bound=False):
+    """The GPU-bound breakdown and the memory_bandwidth finding of one analysis (ex_lnfuse_before is not GPU-bound:
+    its 1.44 ms requests leave the GPU idle between them, so its breakdown is asked for directly)."""
+    from nsys_doctor.analysis import analyze_trace, gpu_bound
+    from nsys_doctor.diagnose import Context, diagnose_all
+    from nsys_doctor.model.queueing import measure_queue
+    from nsys_doctor.model.requests import find_requests
+    from nsys_doctor.read import open_trace
+    trace = open_trace(expand(DATA / f"{name}.sqlite.xz"))
+    if not force_gpu_bound:
+        r = analyze_trace(trace, timeline=False)
+        return r.requests["gpu_bound_by"], _finding(r, "memory_bandwidth")
+    req = find_requests(trace)
+    measure_queue(trace, req)
+    ctx = Context(trace, req)
+    findings = diagnose_all(ctx)
+    return gpu_bound.gpu_bound_by(ctx, {"bound_by": "gpu"}, findings), _finding_in(findings, "memory_bandwidth")
+
+
+def _finding_in(findings, category):
+    return next((f for f in findings if f.category == category), None)
+
+
+@pytest.mark.parametrize("name, force", [("ex_fusion_before", False), ("ex_lnfuse_before", True)])
+def test_the_breakdown_shows_each_kernel_at_the_dram_rate_memory_bandwidth_judged_it_by(name, force):
+    """One kernel, one DRAM % in a report: the breakdown's class rate comes from the names' unmixed rates, which it
+    lists with the value the memory_bandwidth finding's evidence gives them."""
+    g, f = _breakdown_and_finding(name, force)
+    assert f is not None and g is not None
+    judged = {k[len("dram_rd_wr_pct["):-1]: v for k, v in f.evidence.numbers.items() if k.startswith("dram_rd_wr_pct[")}
+    se = {k[len("dram_rate_se_pct["):-1]: v for k, v in f.evidence.numbers.items()
+          if k.startswith("dram_rate_se_pct[")}
+    assert judged and se                     # the finding's rates were unmixed (one device)
+    shown = {x["kernel"][:60]: x for c in g["classes"] for x in c.get("kernels", [])}
+    for kernel, pct in judged.items():
+        assert shown[kernel]["dram_pct"] == pct and shown[kernel]["how"] == "unmixed"
+        assert shown[kernel]["dram_se_pct"] == se[kernel]
+    # each class's DRAM % is the time-weighted mean of its listed names' own rates where they hold most of its
+    # time, and says so
+    from nsys_doctor.analysis.gpu_bound import UNMIXED_CLASS_SHARE_PCT
+    checked = 0
+    for c in g["classes"]:
+        if not c.get("kernels"):
+            continue
+        w = np.array([x["ms_per_request"] for x in c["kernels"]])
+        rate = np.array([x["dram_pct"] for x in c["kernels"]])
+        assert sum(w) <= c["ms_per_request"] + 0.002 * len(w)       # rounding of each name's time
+        assert c["dram_unmixed_share_pct"] == pytest.approx(100 * sum(w) / c["ms_per_request"], abs=0.5)
+        if c["dram_unmixed_share_pct"] < UNMIXED_CLASS_SHARE_PCT:
+            assert c["dram_how"] in ("blended", None)
+            continue
+        assert c["dram_how"] == "unmixed"
+        assert c["dram_pct"] == pytest.approx(float((w * rate).sum() / w.sum()), abs=0.1)
+        checked += 1
+    assert checked
+
+
+def test_fusion_before_class_rate_is_not_the_blended_one():
+    """ex_fusion_before (SQL): the samples landing on its kernels read below the rate of its main kernel, whose own
+    rate the finding and the breakdown show (the 65-100 us kernels share each 500 us sample with their neighbours)."""
+    db = _db("ex_fusion_before")
+    blended, n = _dram_at_kernels(db, "%")
+    g, f = _breakdown_and_finding("ex_fusion_before")
+    top = g["classes"][0]
+    main = max(top["kernels"], key=lambda x: x["ms_per_request"])
+    assert main["kernel"] == "vectorized_elementwise_kernel"
+    assert main["dram_pct"] == f.evidence.numbers["dram_rd_wr_pct[vectorized_elementwise_kernel]"] > blended + 5

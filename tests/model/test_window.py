@@ -83,3 +83,80 @@ def test_a_window_on_a_table_out_of_time_order_takes_its_rows_by_index(graph_bef
     rows, keep = b.rows_in("kernels", np.array([n - 1 - lo]))   # the window's first kernel, reversed
     assert keep.tolist() == [True]
     assert b.trace.table("kernels")["start_ns"][rows[0]] == k["start_ns"][lo]
+
+
+def _change_fields():
+    import dataclasses
+    return dataclasses.fields(R.Change)
+
+
+def _documented():
+    """Change's docstring, field by field: {name: its entry's text} (entries start at four spaces, 'name:')."""
+    import re
+    out, name = {}, None
+    for line in R.Change.__doc__.splitlines():
+        m = re.match(r"    (\w+): (.*)", line)
+        if m and m.group(1) in {f.name for f in _change_fields()}:
+            name = m.group(1)
+            out[name] = m.group(2)
+        elif name and line.startswith("        "):
+            out[name] += " " + line.strip()
+    return out
+
+
+def test_every_change_field_says_whether_it_names_rows():
+    """A new Change field must declare (metadata ROWS) whether it names rows, so that change_in translates it to a
+    window's rows; one documented as naming rows (its docstring entry says 'rows') must declare how."""
+    doc = _documented()
+    for f in _change_fields():
+        assert R.ROWS in f.metadata, f"Change.{f.name} does not declare ROWS"
+        assert f.name in doc, f"Change.{f.name} is not in Change's docstring"
+        names_rows = "rows" in f.name + " " + doc[f.name]
+        assert (f.metadata[R.ROWS] is not None) == names_rows, f.name
+
+
+def test_change_in_refuses_a_field_that_declares_nothing(graph_before, monkeypatch):
+    """Synthetic: a Change class with one more field and no declaration."""
+    import dataclasses
+    _, _, _, win = graph_before
+    Extra = dataclasses.make_dataclass("Extra", [("more_rows", list, dataclasses.field(default_factory=list))],
+                                       bases=(R.Change,))
+    with pytest.raises(TypeError, match="more_rows"):
+        W.change_in(Extra(), win)
+
+
+@pytest.mark.parametrize("name", [f.name for f in _change_fields() if f.metadata.get(R.ROWS) is not None])
+def test_each_row_naming_field_is_translated_to_the_windows_rows(graph_before, name):
+    """Each declared field, set alone to rows before, inside and after the window (and per-row values), comes back
+    with the window's rows and values of the rows inside it; everything else in an entry unchanged."""
+    _, trace, _, win = graph_before
+    lay = next(f for f in _change_fields() if f.name == name).metadata[R.ROWS]
+    table = lay.table or "kernels"
+    lo, hi = win.rows[table]
+    assert lo > 0
+    rows, inside = np.array([lo - 1, lo, lo + 3, hi]), [lo, lo + 3]     # `hi` is past the window (a slice's end)
+    values = np.array([1.0, 2.0, 3.0, 4.0])
+    if lay.kind == "array":
+        value, want = rows, lambda got: got.tolist() == [0, 3]
+    elif lay.kind == "by_table":
+        value, want = {table: rows}, lambda got: got[table].tolist() == [0, 3]
+    else:
+        other = object()
+        width = max([lay.at, lay.table_at or 0, *lay.per_row]) + 1
+        entry = [other] * width
+        entry[lay.at] = rows
+        if lay.table_at is not None:
+            entry[lay.table_at] = table
+        for j in lay.per_row:
+            entry[j] = values
+
+        def want(got):
+            (e,) = got
+            return (e[lay.at].tolist() == [0, 3] and all(e[j].tolist() == [2.0, 3.0] for j in lay.per_row)
+                    and all(e[j] is entry[j] for j in range(width) if j != lay.at and j not in lay.per_row))
+        value = [tuple(entry)]
+    got = getattr(W.change_in(R.Change(**{name: value}), win), name)
+    assert want(got), got
+    # the rows kept are the same operations, by the window's numbering and by the whole trace's
+    full, part = trace.table(table), win.trace.table(table)
+    assert part["start_ns"][[0, 3]].tolist() == full["start_ns"][inside].tolist()

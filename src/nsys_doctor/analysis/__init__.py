@@ -77,7 +77,7 @@ def _report(trace: Trace, req: Requests, ctx: Context, timeline: bool) -> Report
     report.requests["kernels"] = kernel_summary(trace, req)
     report.requests["syncs_per_request"] = syncs_per_request(trace, req)
     report.profile["not_evaluated"] = not_evaluated(ctx)   # categories whose data the profile lacks, and why
-    bound = gpu_bound.gpu_bound_by(trace, req, report.requests, findings)
+    bound = gpu_bound.gpu_bound_by(ctx, report.requests, findings)
     if bound is not None:
         report.requests["gpu_bound_by"] = bound
     report.profile["tensorrt"] = tensorrt.detect(trace) or False

@@ -1,7 +1,14 @@
 """What a GPU-bound run's GPU time is spent on: kernel time per request by class (model/kernel_classes.py), each
 class's DRAM / SM issue / tensor activity from the GPU metric samples landing on its kernels, and the best
 opportunity (the top GPU-side finding). Only for runs the GPU bounds (requests.bound_by == "gpu", or the GPU busy
->= GPU_BOUND_PCT of request latency)."""
+>= GPU_BOUND_PCT of request latency).
+
+A class's DRAM rate is its kernels' own where memory_bandwidth measured them by name (diagnose/memory_bandwidth.py
+name_rates: each name's rate unmixed from the sample windows, one device): the time-weighted mean of the rates of
+its names precise enough to judge, which the class row lists (`kernels`), so a kernel shows one DRAM % in a report,
+when they hold at least UNMIXED_CLASS_SHARE_PCT of the class's time. Otherwise (several devices, no precise name, or
+too few of them) it is blended: the mean of the samples landing on the class's kernels,
+which also counts the kernels that follow them and the idle time in each sample's period."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,6 +18,7 @@ from ..model.device import peaks
 from ..model.kernel_classes import CLASSES, classify_rows
 from ..model.requests import Requests
 from ..model.trace import Trace
+from ..diagnose import memory_bandwidth
 from .impact import GPU_SIDE       # the categories whose fix removes GPU time
 
 GPU_BOUND_PCT = 90.0        # GPU busy share of request latency that makes the GPU the bottleneck (the verdict's rule)
@@ -21,10 +29,16 @@ METRICS = {"dram_pct": ("DRAM Read Bandwidth", "DRAM Write Bandwidth"), "sm_issu
 MS = 1e6
 DEVICE_TO_DEVICE = 8        # ENUM_CUDA_MEMCPY_OPER (model/columns.py)
 HOST_COPIES = (1, 2)        # HtoD, DtoH
+# A class's DRAM % is its precisely measured names' (time-weighted) when they hold at least this share of its time,
+# else the blended one stays (its names still listed with their own rates): the names then stand for most of the
+# class. Measured on ../shared and tests/data: 67-100% on every class with such names but ex_convprec_after's
+# memory-bound one (12%: most of its time is in names whose unmixed rate is too imprecise to judge)
+UNMIXED_CLASS_SHARE_PCT = 50.0
 
 
-def gpu_bound_by(trace: Trace, req: Requests, summary: dict, findings: list) -> dict | None:
+def gpu_bound_by(ctx, summary: dict, findings: list) -> dict | None:
     """The breakdown (JSON `requests.gpu_bound_by`), or None when the GPU does not bound the run."""
+    trace, req = ctx.trace, ctx.requests
     if not (summary.get("bound_by") == "gpu" or summary.get("gpu_busy_pct", 0) >= GPU_BOUND_PCT):
         return None
     k = trace.table("kernels")
@@ -61,7 +75,11 @@ def gpu_bound_by(trace: Trace, req: Requests, summary: dict, findings: list) -> 
         for key, (vals, samples) in acts.items():
             row[key] = round(float(vals[i]), 1) if samples[i] >= MIN_CLASS_SAMPLES else None
         row["samples"] = int(acts["dram_pct"][1][i]) if "dram_pct" in acts else 0
+        row.update(dram_how="blended" if row.get("dram_pct") is not None else None, dram_unmixed_share_pct=None,
+                   kernels=[])
         classes.append(row)
+    if acts:
+        _by_name(ctx, classes, cls, dur, n)
     cp = _copies(trace, req, n)
     if cp is not None:
         classes.append(cp)
@@ -74,6 +92,45 @@ def gpu_bound_by(trace: Trace, req: Requests, summary: dict, findings: list) -> 
             "metrics": bool(acts), "classes": classes,
             "best": None if best is None else {"category": best.category, "impact_ms": best.impact_ms,
                                                "impact_pct": best.impact_pct, "fix": best.fix}}
+
+
+def _by_name(ctx, classes: list, cls: np.ndarray, dur: np.ndarray, n: int) -> None:
+    """Each class's names whose DRAM rate memory_bandwidth measured precisely (its `judged`), with the rate it judged
+    them by; where those rates were unmixed, the class's DRAM % becomes their time-weighted mean. A name counts in
+    the class holding most of its time (its rate is the mean over all its launches: a name's few launches with
+    fewer blocks than SMs, in `small`, are not measured apart)."""
+    nr = memory_bandwidth.name_rates(ctx)
+    if isinstance(nr, str):
+        return
+    unmixed = nr.unmixed is not None
+    measured: dict = {}                     # class -> [(time of the name in it, its rate)]
+    by_class = {r["class"]: r for r in classes}
+    for jj, j in enumerate(nr.order):
+        rows = nr.name_rows[jj]
+        if not nr.judged[jj] or not len(rows):
+            continue
+        t = np.bincount(cls[rows], weights=dur[rows], minlength=len(CLASSES))
+        c = CLASSES[int(np.argmax(t))]
+        if c not in by_class:
+            continue
+        rate = float(nr.dram_pct[jj])
+        by_class[c]["kernels"].append({
+            "kernel": ctx.trace.name(nr.ids[j]), "ms_per_request": round(float(t.max()) / n / MS, 3),
+            "dram_pct": round(rate, 1), "how": "unmixed" if unmixed else "blended",
+            "dram_se_pct": round(float(nr.unmixed["se"][jj]), 1) if unmixed else None})
+        measured.setdefault(c, []).append((float(t.max()), rate))
+    if not unmixed:
+        return
+    for c, tr in measured.items():
+        row = by_class[c]
+        t = np.array([x[0] for x in tr])
+        rate = np.array([x[1] for x in tr])
+        t_all = row["ms_per_request"] * MS * n
+        share = min(100.0, 100 * float(t.sum()) / t_all) if t_all > 0 else 0.0
+        row["dram_unmixed_share_pct"] = round(share, 1)
+        if share >= UNMIXED_CLASS_SHARE_PCT:
+            row["dram_pct"] = round(float((t * rate).sum() / t.sum()), 1)
+            row["dram_how"] = "unmixed"
 
 
 def _copies(trace: Trace, req: Requests, n: int) -> dict | None:
@@ -104,6 +161,7 @@ def _copies(trace: Trace, req: Requests, n: int) -> dict | None:
     pk = peaks(gpus[0]) if gpus else {"dram_GBps": None, "link_GBps": None, "source": None}
     if dd_t > 0 and pk["dram_GBps"]:
         row["dram_pct"] = round(100 * dd_b / dd_t / (pk["dram_GBps"]), 1)    # bytes/ns = GB/s
+        row["dram_how"] = "copy bytes"          # 2 x bytes / time of device-to-device copies, not samples
     if h_t > 0 and pk["link_GBps"]:
         row["host_link_pct"] = round(100 * h_b / h_t / pk["link_GBps"], 1)
     if pk["source"]:
@@ -121,7 +179,14 @@ def sentence(g: dict) -> str:
              "other": "other kernels"}
     s = f"{top['share_pct']:.0f}% of its time is in {words[top['class']]}"
     if top.get("dram_pct") is not None:
-        s += f" at {top['dram_pct']:.0f}% of DRAM peak (read+write)"
+        s += f" at {top['dram_pct']:.0f}% of DRAM peak (read+write"
+        share = top.get("dram_unmixed_share_pct")
+        if top.get("dram_how") == "unmixed":
+            s += (", the kernels' own rates" if share is None or share >= 99.5 else
+                  f", the own rates of the kernels holding {share:.0f}% of that time")
+        elif top.get("dram_how") == "blended":
+            s += ", the mean of the samples landing on them"
+        s += ")"
     if top.get("host_link_pct") is not None:
         s += f", host copies at {top['host_link_pct']:.0f}% of the link's peak"
     if top.get("tensor_active_pct") is not None and top["class"].endswith("matmul"):

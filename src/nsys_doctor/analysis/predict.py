@@ -146,15 +146,16 @@ def _issuing_calls(trace, table: str, rows) -> np.ndarray:
 
 
 @dataclass
-class _Extrapolated:
-    """The whole run's mean latency and request interval, as a windowed replay predicts them: the recorded values,
-    less the saving per request replayed in the window."""
+class Extrapolated:
+    """The whole run, as a windowed replay predicts it: the recorded values less the saving replayed in the window.
+    mean_latency_ns and interval_ns are what analyze uses; latency_ns (per request of the whole run) and measured
+    are what `whatif` prints per request: a request of the window less its own replayed saving, any other less the
+    window's mean saving per request (their mean over the measured requests is mean_latency_ns, unclamped)."""
     mean_latency_ns: float
     interval_ns: float
-
-
-class _Replayer:
-    """The unchanged replay (the baseline every saving is measured from) and the graph, built once per analysis."""
+    latency_ns: np.ndarray
+    measured: np.ndarray
+    replayed: np.ndarray          # per request: in the window (its own saving replayed), else extrapolated
 
 
 # A window whose requests' recorded mean latency is off the run's by more than this share is not the steady state
@@ -172,21 +173,27 @@ def _throughput_interval(out, lead_in: int) -> float:
     return float(out.finish_ns[m].max() - out.finish_ns[:lead_in].max()) / len(m)
 
 
-def _extrapolate(whole: _Extrapolated, lead_in: int, base, out) -> _Extrapolated:
+def _extrapolate(whole: Extrapolated, win: W.Window, base, out) -> Extrapolated:
     """The whole run after the fix: its recorded latency and interval, less the window's saving per request in
     latency and in steady-state interval."""
     d_lat = base.mean_latency_ns - out.mean_latency_ns
-    d_iv = _throughput_interval(base, lead_in) - _throughput_interval(out, lead_in)
-    return _Extrapolated(max(0.0, whole.mean_latency_ns - d_lat), max(0.0, whole.interval_ns - d_iv))
+    d_iv = _throughput_interval(base, win.lead_in) - _throughput_interval(out, win.lead_in)
+    # per request: the window's own savings where replayed, the window's mean saving elsewhere
+    d = np.full(len(whole.latency_ns), d_lat)
+    m = base.measured                                   # the window's measured requests, lead-in first
+    d[m + (win.first - win.lead_in)] = base.latency_ns[m] - out.latency_ns[m]
+    return Extrapolated(max(0.0, whole.mean_latency_ns - d_lat), max(0.0, whole.interval_ns - d_iv),
+                        np.maximum(whole.latency_ns - d, 0.0), whole.measured, whole.replayed)
 
 
-class _Replayer:
-    """The unchanged replay (the baseline every saving is measured from) and the graph, built once per analysis.
-    A profile over MAX_REPLAY_EVENTS is replayed over a window of its requests (`window`; `base` is then the whole
-    run's recording and each run()'s outcome extrapolated from the window)."""
+class Replayer:
+    """The unchanged replay (the baseline every saving is measured from) and the graph, built once per analysis
+    (and once per `whatif`: the same rule). A profile over MAX_REPLAY_EVENTS is replayed over a window of its
+    requests (`window`; `base` is then the whole run's recording and each run()'s outcome extrapolated from the
+    window); `how` says which requests were replayed."""
 
-    def __init__(self, ctx, window_events: int | None = None):
-        self.trace, self.reqs = ctx.trace, ctx.requests       # not ctx: ctx.cache holds this (no cycle)
+    def __init__(self, trace, reqs, window_events: int | None = None):
+        self.trace, self.reqs = trace, reqs
         self.error: str | None = None
         self.base = None
         self.window: W.Window | None = None
@@ -205,7 +212,10 @@ class _Replayer:
                 w = self.window
                 self.win_base = R.replay(w.trace, w.reqs)
                 lat, iv = R.recorded(self.reqs)
-                self.base = _Extrapolated(float(lat[self.reqs.measured].mean()), iv)
+                replayed = np.zeros(self.reqs.count, bool)
+                replayed[w.first:w.last + 1] = True
+                self.base = Extrapolated(float(lat[self.reqs.measured].mean()), iv, lat.astype(np.float64),
+                                         self.reqs.measured, replayed)
                 self.how = [f"replayed requests {w.first + 1}-{w.last + 1} of {w.total} ({w.last - w.first + 1} "
                             f"consecutive measured requests in the middle of the run, after {w.lead_in} replayed "
                             f"but not measured: the profile has {events:,} CUDA calls and GPU operations, more "
@@ -231,7 +241,7 @@ class _Replayer:
             out = R.replay(w.trace, w.reqs, W.change_in(ch, w))
         except (R.ReplayError, ValueError) as err:
             return None, f"the replay cannot follow this fix in this profile ({err})"
-        return _extrapolate(self.base, w.lead_in, self.win_base, out), None
+        return _extrapolate(self.base, w, self.win_base, out), None
 
 
 # A fix that makes requests overlap (the replayed mean latency over this many replayed request intervals: more than
@@ -278,7 +288,7 @@ def start(ctx):
     from ctx.once. Returns the future, to wait for before the trace is closed (its result or error is predict's)."""
     from concurrent.futures import ThreadPoolExecutor
     pool = ThreadPoolExecutor(1, thread_name_prefix="nsys-doctor-replay")
-    fut = pool.submit(ctx.once, "replayer", lambda: _Replayer(ctx))
+    fut = pool.submit(ctx.once, "replayer", lambda: Replayer(ctx.trace, ctx.requests))
     pool.shutdown(wait=False)
     return fut
 
@@ -293,7 +303,7 @@ def predict(ctx, findings: list[Finding], load: dict | None) -> tuple[list[Findi
     notes: list[str] = []
     if not todo:
         return findings, notes
-    rp = ctx.once("replayer", lambda: _Replayer(ctx))
+    rp = ctx.once("replayer", lambda: Replayer(ctx.trace, ctx.requests))
     if rp.base is None:
         notes.append(f"Savings are the diagnoses' own estimates, not replayed: {rp.error}.")
         for f in todo:
@@ -350,7 +360,7 @@ def combined(ctx, findings: list[Finding], load: dict | None) -> dict | None:
     chosen = [f for f in findings if f.severity in ("high", "medium") and store.get(id(f))]
     if not chosen:
         return None
-    rp = ctx.once("replayer", lambda: _Replayer(ctx))
+    rp = ctx.once("replayer", lambda: Replayer(ctx.trace, ctx.requests))
     if rp.base is None:
         return None
     ch, how = R.Change(), list(rp.how)

@@ -25,6 +25,10 @@ Changes (combine any):
     --remove-lock-waits
         lock and condition waits of the OS runtime take no time
 
+A profile of more than 2M CUDA calls and GPU operations (predict.MAX_REPLAY_EVENTS) is replayed over a
+window of the requests in the middle of the run, as analyze's predictions are (analysis/predict.py Replayer);
+`how` names the requests replayed, the other requests' numbers are extrapolated from the window's saving.
+
 Exit codes: 0 predicted, 2 bad input (one line on stderr says what is wrong)."""
 from __future__ import annotations
 
@@ -115,10 +119,12 @@ def _printable(s: str, n: int = 80) -> str:
 
 
 def _summary(out, lat_ns: np.ndarray) -> dict:
+    """Latency statistics over the measured requests and the interval: of a replay's Outcome, or of the whole run
+    extrapolated from a window (analysis/predict.py Extrapolated: its mean and interval are analyze's)."""
     m = out.measured
     lat = lat_ns[m] / 1e6
     iv = out.interval_ns / 1e6
-    return {"latency_ms": {"mean": round(float(lat.mean()), 3), "p50": round(float(np.percentile(lat, 50)), 3),
+    return {"latency_ms": {"mean": round(float(out.mean_latency_ns) / 1e6, 3), "p50": round(float(np.percentile(lat, 50)), 3),
                            "p90": round(float(np.percentile(lat, 90)), 3), "max": round(float(lat.max()), 3)},
             "interval_ms": round(iv, 3), "throughput_per_s": round(1e3 / iv, 1) if iv > 0 else None}
 
@@ -157,23 +163,35 @@ def run(args) -> int:
         rate = None if gbps is None else gbps * 1e9
         change = R.Change(kernel_factor=factors, remove_syncs=args.remove_syncs, graph_launch_ns=graph_ns,
                           drop_phase=phases, pageable_rate=rate, remove_lock_waits=args.remove_lock_waits)
-        try:
-            graph = R.graph_of(trace, reqs)
-            before = R.replay(trace, reqs, None, graph)
-            after = R.replay(trace, reqs, change, graph)
-        except (R.ReplayError, ValueError) as err:
-            raise NoData(args.profile, f"cannot replay this profile: {err}")
+        # analyze's replayer: the whole profile, or above MAX_REPLAY_EVENTS a window of its requests (one rule)
+        from ..analysis.predict import Replayer
+        rp = Replayer(trace, reqs)
+        if rp.base is None:
+            raise NoData(args.profile, f"cannot replay this profile: {rp.error}")
+        after, err = rp.run(change)
+        if after is None:
+            raise NoData(args.profile, f"cannot replay this change: {err}")
+        before = rp.base
     finally:
         trace.close()
+    method = ("replay of the profile's dependency graph with the change applied (model/replay.py); replayed "
+              "unchanged it reproduces the recorded latencies and interval")
+    if rp.window is not None:
+        method += ("; " + "; ".join(rp.how) + ": each request's latency after is its recorded one less its own "
+                   "replayed saving (requests of the window) or less the window's mean saving (the others)")
+    replayed = getattr(before, "replayed", None)
     result = {"profile": str(args.profile), "range": reqs.range_name, "requests": len(reqs.measured),
               "warmup": reqs.warmup, "change": change.describe(), "assumptions": notes,
               "before": _summary(before, before.latency_ns), "after": _summary(after, after.latency_ns),
-              "method": "replay of the profile's dependency graph with the change applied (model/replay.py); "
-                        "replayed unchanged it reproduces the recorded latencies and interval"}
+              "replayed": (None if rp.window is None else
+                           {"first": rp.window.first + 1, "last": rp.window.last + 1, "of": rp.window.total,
+                            "steady": rp.steady}),
+              "method": method}
     if args.per_request:
         m = reqs.measured
         result["per_request"] = [{"request": int(i), "before_ms": round(float(before.latency_ns[i]) / 1e6, 3),
-                                  "after_ms": round(float(after.latency_ns[i]) / 1e6, 3)} for i in m]
+                                  "after_ms": round(float(after.latency_ns[i]) / 1e6, 3),
+                                  "replayed": bool(replayed is None or replayed[i])} for i in m]
     with output(args.output, "whatif", [args.profile]) as out:
         if args.format == "json":
             out.write(json.dumps(result, indent=1) + "\n")
@@ -212,5 +230,6 @@ def _text(res: dict, out) -> None:
     if b["throughput_per_s"] and a["throughput_per_s"]:
         row("throughput (req/s)", b["throughput_per_s"], a["throughput_per_s"])
     for r in res.get("per_request", []):
-        w(f"  request {r['request']:>5}: {r['before_ms']:10.3f} -> {r['after_ms']:10.3f} ms\n")
+        w(f"  request {r['request']:>5}: {r['before_ms']:10.3f} -> {r['after_ms']:10.3f} ms"
+          f"{'' if r['replayed'] else ' (extrapolated)'}\n")
     para("  how: ", res["method"])

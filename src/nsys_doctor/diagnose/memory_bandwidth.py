@@ -99,25 +99,47 @@ def _top_kernel_rows(ctx, k, dur, inreq):
     return ids, tot, order, [rows_t[by[bounds[jj]:bounds[jj + 1]]] for jj in range(len(order))]
 
 
-def measure(ctx) -> Measurement | None:
+@dataclass
+class NameRates:
+    """The TOP_KERNELS kernel names inside measured requests (most time first) and each one's DRAM read+write rate
+    (% of peak) on the busiest GPU: unmixed from the sample windows (one device), else the mean of the samples
+    landing on its instances (blended); SM issue the same way. What the memory_bandwidth finding judges and the
+    GPU-bound breakdown (analysis/gpu_bound.py) shows, computed once per analysis (name_rates)."""
+    period_ns: float
+    ids: np.ndarray                 # name ids, as dense_groups gave them
+    tot: np.ndarray                 # ns inside measured requests per name id
+    order: np.ndarray               # the judged names: indices into ids, most time first
+    name_rows: list                 # per judged name: its kernel rows inside measured requests, ascending
+    dram_pct: np.ndarray            # per judged name
+    samples: np.ndarray             # samples landing on its instances
+    issue_pct: np.ndarray
+    unmixed: dict | None            # unmixed_per_name's fit when the rates were unmixed, else None
+    judged: np.ndarray              # per judged name: its rate is precise enough to judge (and to show)
+
+
+def name_rates(ctx) -> NameRates | str:
+    """Each top kernel name's DRAM rate (NameRates), or why it cannot be measured (no metrics, too few samples);
+    once per analysis (ctx.once)."""
+    return ctx.once("memory_bandwidth.name_rates", lambda: _name_rates(ctx))
+
+
+def _name_rates(ctx) -> NameRates | str:
     trace, rq = ctx.trace, ctx.requests
     k = trace.table("kernels")
     kreq = rq.gpu_request.get("kernels", np.zeros(0, np.int64))
     inreq = kreq >= rq.warmup
-    if not inreq.any() or ctx.mean_latency_ns <= 0:
-        return None
     rd, wr = metric_ids(trace, "DRAM Read Bandwidth"), metric_ids(trace, "DRAM Write Bandwidth")
     if not rd or not wr or "gpu_metrics" in trace.absent:
-        return _unmeasured(ctx, no_data(trace, "gpu_metrics", "GPU metrics") if "gpu_metrics" in trace.absent else
-                           "no DRAM read and write bandwidth among the GPU metrics recorded")
+        return (no_data(trace, "gpu_metrics", "GPU metrics") if "gpu_metrics" in trace.absent else
+                "no DRAM read and write bandwidth among the GPU metrics recorded")
     g = trace.table("gpu_metrics")
     if len(g["start_ns"]) == 0:
-        return _unmeasured(ctx, no_data(trace, "gpu_metrics", "GPU metrics samples"))
+        return no_data(trace, "gpu_metrics", "GPU metrics samples")
     gpu = _busiest_gpu(g, trace)
     ts_rd, v_rd = _series(g, rd[:1], gpu)
     ts_wr, v_wr = _series(g, wr[:1], gpu)
     if len(ts_rd) < 2 or len(ts_rd) != len(ts_wr):
-        return _unmeasured(ctx, "too few DRAM bandwidth samples (fewer than 2, or reads and writes unpaired)")
+        return "too few DRAM bandwidth samples (fewer than 2, or reads and writes unpaired)"
     period = float(median(np.diff(ts_rd)))
     dram = v_rd + v_wr
     issue = _series(g, metric_ids(trace, "SM Issue")[:1], gpu)
@@ -144,6 +166,26 @@ def measure(ctx) -> Measurement | None:
         if len(issue[0]):
             iu = unmixed_per_name(k["start_ns"], k["end_ns"], group, len(order), issue[0], issue[1], period)
             issue_n = iu["rate"] if iu is not None else issue_n
+        # judged (and shown by name) where the estimate is precise
+        judged = (unmixed["se"] <= MAX_RATE_SE_PCT) & (unmixed["windows"] >= MIN_NAME_WINDOWS)
+    else:
+        judged = samples >= MIN_NAME_SAMPLES
+    return NameRates(period, ids, tot, order, name_rows, dram_n, samples, issue_n, unmixed, judged)
+
+
+def measure(ctx) -> Measurement | None:
+    trace, rq = ctx.trace, ctx.requests
+    k = trace.table("kernels")
+    kreq = rq.gpu_request.get("kernels", np.zeros(0, np.int64))
+    inreq = kreq >= rq.warmup
+    if not inreq.any() or ctx.mean_latency_ns <= 0:
+        return None
+    nr = name_rates(ctx)
+    if isinstance(nr, str):
+        return _unmeasured(ctx, nr)
+    period, ids, tot, order, name_rows = nr.period_ns, nr.ids, nr.tot, nr.order, nr.name_rows
+    dram_n, samples, issue_n, unmixed = nr.dram_pct, nr.samples, nr.issue_pct, nr.unmixed
+    dur = (k["end_ns"] - k["start_ns"]).astype(np.float64)
     n_meas = len(ctx.measured)
     saved = np.zeros(rq.count)
     flagged = []
@@ -153,9 +195,7 @@ def measure(ctx) -> Measurement | None:
                "median_us": float(median(dur[mk])) / 1e3, "rows": mk, "sm_issue_pct": float(issue_n[jj])}
         if unmixed is not None:
             row.update(dram_se=float(unmixed["se"][jj]), windows=float(unmixed["windows"][jj]))
-            judged = row["dram_se"] <= MAX_RATE_SE_PCT and row["windows"] >= MIN_NAME_WINDOWS
-        else:
-            judged = samples[jj] >= MIN_NAME_SAMPLES
+        judged = nr.judged[jj]
         # matrix kernels (GEMM/conv) are judged by precision: fewer bytes moved by fusion is not their fix
         if (judged and row["dram_pct"] >= DRAM_BOUND_PCT
                 and not MATMUL.search(row["kernel"].lower())

@@ -50,6 +50,26 @@ class ReplayError(RuntimeError):
     trace, never silently replayed."""
 
 
+# Every field of Change declares, in its metadata under ROWS, whether and how it names rows of the trace's tables
+# (a Rows, or None for a field that names none): model/window.py's change_in translates each declared field to a
+# window's rows from it, so a new field is windowed by its declaration alone (tests/model/test_window.py fails on a
+# field without one).
+ROWS = "rows"
+
+
+@dataclass(frozen=True)
+class Rows:
+    """How a Change field names rows. kind "array": the field is an array of rows of `table` (or None);
+    "by_table": a dict {table: rows}; "entries": a list of tuples, each holding its rows at index `at`, of `table`
+    or of the table named at index `table_at`, and at the indices `per_row` values that are one per row (or one
+    for all); an entry whose rows item is a pattern (a str or a compiled regex) names no rows."""
+    kind: str
+    table: str | None = None
+    table_at: int | None = None
+    at: int = 0
+    per_row: tuple = ()
+
+
 @dataclass
 class Change:
     """A fix, stated as what it does to the graph (all optional; several may be combined).
@@ -83,19 +103,21 @@ class Change:
         work on that stream instead. The GPU is not modelled as a shared engine here: work of several threads may
         overlap, right for small kernels (tests/data ex_contention), optimistic for kernels that fill the GPU.
     """
-    remove_wait_rows: np.ndarray | None = None
-    remove_syncs: bool = False
-    kernel_factor: list = field(default_factory=list)
-    graph_launch_ns: int | None = None
-    drop_phase: dict = field(default_factory=dict)
-    pageable_rate: float | None = None
-    remove_lock_waits: bool = False
-    remove_cpu_rows: dict = field(default_factory=dict)
-    gpu_scale: list = field(default_factory=list)
-    gpu_shorten: list = field(default_factory=list)
-    copy_rate: list = field(default_factory=list)
-    remove_cpu_windows: list = field(default_factory=list)
-    stream_per_thread: bool = False
+    remove_wait_rows: np.ndarray | None = field(default=None, metadata={ROWS: Rows("array", table="api_calls")})
+    remove_syncs: bool = field(default=False, metadata={ROWS: None})
+    kernel_factor: list = field(default_factory=list, metadata={ROWS: Rows("entries", table="kernels", at=0)})
+    graph_launch_ns: int | None = field(default=None, metadata={ROWS: None})
+    drop_phase: dict = field(default_factory=dict, metadata={ROWS: None})          # NVTX names, not rows
+    pageable_rate: float | None = field(default=None, metadata={ROWS: None})
+    remove_lock_waits: bool = field(default=False, metadata={ROWS: None})
+    remove_cpu_rows: dict = field(default_factory=dict, metadata={ROWS: Rows("by_table")})
+    gpu_scale: list = field(default_factory=list, metadata={ROWS: Rows("entries", table_at=0, at=1, per_row=(2,))})
+    gpu_shorten: list = field(default_factory=list, metadata={ROWS: Rows("entries", table_at=0, at=1, per_row=(2,))})
+    copy_rate: list = field(default_factory=list, metadata={ROWS: Rows("entries", table="copies", at=0,
+                                                                       per_row=(1,))})
+    # threads and times, the same in a window as in the whole trace
+    remove_cpu_windows: list = field(default_factory=list, metadata={ROWS: None})
+    stream_per_thread: bool = field(default=False, metadata={ROWS: None})
 
     def combined(self, other: "Change") -> "Change":
         """Both changes at once (the combined prediction of several findings' fixes)."""

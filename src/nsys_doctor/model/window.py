@@ -5,7 +5,7 @@ Requests of its own holding only the window's requests (a few lead-in requests f
 state the window starts in, e.g. a queue of earlier work, is replayed too but not measured). The graph of the window
 is built and replayed like any trace's (model/graph.py, model/replay.py): unchanged it gives back the window's
 recording exactly. A change, whose rows name rows of the whole trace, is translated to the window's rows by
-`change_in` (rows outside the window are dropped).
+`change_in` (rows outside the window are dropped), field by field as each field of model.replay.Change declares.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import numpy as np
 from .arrays import is_sorted
 from .graph import QUICKEST_CALLS, quickest_calls
 from .projection import GPU_TABLES
+from .replay import ROWS, Rows
 from .requests import Requests
 from .trace import Trace, table_len, take
 
@@ -115,30 +116,42 @@ def cut(trace: Trace, reqs: Requests, a0: int, a: int, b: int) -> Window:
 
 def change_in(ch, win: Window):
     """A model.replay.Change whose rows name whole-trace rows, with the window's rows instead (rows outside the
-    window dropped, with their per-row values)."""
-    def per_row(values, keep):
-        v = np.asarray(values)
-        return v[keep] if v.ndim and len(v) == len(keep) else values
-
+    window dropped, with their per-row values). Which fields name rows, and how, each field of Change declares
+    (model/replay.py ROWS); a field without a declaration is an error here, not a change applied to the wrong rows."""
     rep = {}
-    if ch.remove_wait_rows is not None:
-        rep["remove_wait_rows"] = win.rows_in("api_calls", ch.remove_wait_rows)[0]
-    rep["kernel_factor"] = [(pat if isinstance(pat, (str,)) or hasattr(pat, "pattern")
-                             else win.rows_in("kernels", pat)[0], f) for pat, f in ch.kernel_factor]
-    rep["remove_cpu_rows"] = {t: win.rows_in(t, r)[0] for t, r in ch.remove_cpu_rows.items()}
-    scale = []
-    for t, r, f in ch.gpu_scale:
-        new, keep = win.rows_in(t, r)
-        scale.append((t, new, per_row(f, keep)))
-    rep["gpu_scale"] = scale
-    shorten = []
-    for t, r, by in ch.gpu_shorten:
-        new, keep = win.rows_in(t, r)
-        shorten.append((t, new, per_row(by, keep)))
-    rep["gpu_shorten"] = shorten
-    rate = []
-    for r, v, overlap in ch.copy_rate:
-        new, keep = win.rows_in("copies", r)
-        rate.append((new, per_row(v, keep), overlap))
-    rep["copy_rate"] = rate
+    for f in dataclasses.fields(ch):
+        if ROWS not in f.metadata:
+            raise TypeError(f"Change.{f.name} does not declare whether it names rows (model/replay.py ROWS)")
+        layout = f.metadata[ROWS]
+        if layout is not None:
+            rep[f.name] = _rows_in(getattr(ch, f.name), layout, win)
     return dataclasses.replace(ch, **rep)
+
+
+def _per_row(values, keep):
+    v = np.asarray(values)
+    return v[keep] if v.ndim and len(v) == len(keep) else values
+
+
+def _rows_in(value, layout: Rows, win: Window):
+    """One field's value with the window's rows (replay.Rows says where its rows are)."""
+    if layout.kind == "array":
+        return None if value is None else win.rows_in(layout.table, value)[0]
+    if layout.kind == "by_table":
+        return {t: win.rows_in(t, r)[0] for t, r in value.items()}
+    if layout.kind != "entries":
+        raise TypeError(f"no window rule for a Rows of kind {layout.kind!r}")
+    out = []
+    for entry in value:
+        rows = entry[layout.at]
+        if isinstance(rows, str) or hasattr(rows, "pattern"):     # a name pattern: no rows
+            out.append(entry)
+            continue
+        table = layout.table if layout.table_at is None else entry[layout.table_at]
+        new, keep = win.rows_in(table, rows)
+        e = list(entry)
+        e[layout.at] = new
+        for j in layout.per_row:
+            e[j] = _per_row(entry[j], keep)
+        out.append(tuple(e))
+    return out

@@ -122,6 +122,8 @@ def _gpu_bound_line(con: Console, g: dict | None) -> None:
                                                              ("sm_issue_pct", "issue"), ("tensor_active_pct",
                                                                                          "tensor"))
                 if isinstance(c.get(key), (int, float))]
+        if acts and c.get("dram_how") == "blended" and isinstance(c.get("dram_pct"), (int, float)):
+            acts[0] += " blended"          # the samples' mean over the class, neighbours and idle included
         parts.append(f"{CLASS_WORDS.get(c.get('class'), str(c.get('class')))} {c.get('ms_per_request', 0):.2f} ms "
                      f"({c.get('share_pct', 0):.0f}%" + (f"; {', '.join(acts)}" if acts else "") + ")")
     hang(con, "  ", "GPU time by kind: " + escape("; ".join(parts)))
