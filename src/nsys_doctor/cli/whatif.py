@@ -9,7 +9,9 @@ Changes (combine any):
         FACTOR x their GPU time (0.5 = twice as fast); repeatable
     --remove-syncs
         every host wait inside a request but its last (syncs,
-        .item(), blocking copies)
+        .item(), blocking copies), as the cuda_sync finding's fix
+        removes them: a polling loop or event wait with its event
+        record and the dispatch before it, any other wait alone
     --graph [US]
         each request's launches replayed as one CUDA graph launch
         costing US microseconds of CPU (default: cudaGraphLaunch
@@ -129,6 +131,21 @@ def _summary(out, lat_ns: np.ndarray) -> dict:
             "interval_ms": round(iv, 3), "throughput_per_s": round(1e3 / iv, 1) if iv > 0 else None}
 
 
+def _sync_change(trace, reqs):
+    """--remove-syncs as the cuda_sync finding's fix (diagnose/cuda_sync.change: a wait on an event goes whole with
+    its record and dispatch, a value read or a bare synchronize as its wait), so whatif and analyze predict the same;
+    None where cuda_sync measures nothing to remove (under its reporting threshold), and the replay's own rule
+    (every host wait but each request's last, as a wait) applies."""
+    from ..analysis.predict import to_replay
+    from ..diagnose import Context
+    from ..diagnose import cuda_sync
+    m = cuda_sync.measure(Context(trace, reqs))
+    if m is None:
+        return None
+    ch, _ = to_replay(trace, cuda_sync.change(m))
+    return None if ch.is_empty() else ch
+
+
 def run(args) -> int:
     from ..model import replay as R
     from ..model.requests import find_requests
@@ -161,8 +178,12 @@ def run(args) -> int:
         gbps = _or_measured(args.pinned, pinned_gbps, trace, "pinned rate {:.1f} GB/s", notes)
         graph_ns = None if graph_us is None else round(graph_us * 1e3)
         rate = None if gbps is None else gbps * 1e9
-        change = R.Change(kernel_factor=factors, remove_syncs=args.remove_syncs, graph_launch_ns=graph_ns,
-                          drop_phase=phases, pageable_rate=rate, remove_lock_waits=args.remove_lock_waits)
+        sync_change = _sync_change(trace, reqs) if args.remove_syncs else None
+        change = R.Change(kernel_factor=factors, remove_syncs=args.remove_syncs and sync_change is None,
+                          graph_launch_ns=graph_ns, drop_phase=phases, pageable_rate=rate,
+                          remove_lock_waits=args.remove_lock_waits)
+        if sync_change is not None:
+            change = change.combined(sync_change)
         # analyze's replayer: the whole profile, or above MAX_REPLAY_EVENTS a window of its requests (one rule)
         from ..analysis.predict import Replayer
         rp = Replayer(trace, reqs)
