@@ -71,9 +71,10 @@ def measure(ctx) -> Measurement | None:
 def event_waits(trace, waits: dict) -> np.ndarray:
     """Per host wait: is it a wait on an event recorded only to be waited on (a polling loop of completion queries,
     an event synchronize)? The fix drops such a wait whole, with its event's record and the code that made it:
-    nothing replaces it. Every other avoidable wait goes as a wait only: a value read (`.item()`, `.cpu()` of a
-    small tensor: a device-to-host copy, then a wait) keeps its value on the GPU, where an op of the same launch cost
-    takes the copy's place; a bare synchronize leaves the code around it (per-layer timing, logging) in another form.
+    nothing replaces it. Every other avoidable wait goes as a wait (a synchronize call with it): a value read
+    (`.item()`, `.cpu()` of a small tensor: a device-to-host copy, then a wait) keeps its value on the GPU, where an
+    op of the same launch cost takes the copy's place; a bare synchronize leaves the code around it (per-layer
+    timing, logging) in another form.
     Measured with both variants alternating in one process (examples/*.py --ab; tests/data/pairs.json "ab"): the
     early-exit reads' fix (`confs[i] = conf` for `conf.item()`) saved -0.07 ms/request (per process 0.02, -1.03,
     -0.07) where removing each read's copy call and dispatch as well predicted 0.72; per-layer synchronize for
@@ -92,13 +93,17 @@ def event_waits(trace, waits: dict) -> np.ndarray:
 def change(m: Measurement) -> list:
     """The avoidable host waits no longer block (a polling loop: all its queries), so the CPU queues the next GPU
     work ahead. A wait on an event (event_waits) goes whole with the code that made it: the event's record and the
-    CPU dispatch right before it (host_waits.read_calls, up to GRAPH_DISPATCH_MAX_NS); a value read or a bare
-    synchronize keeps its calls and their CPU time (see event_waits). The final wait a request needs for its result
-    stays."""
+    CPU dispatch right before it (host_waits.read_calls, up to GRAPH_DISPATCH_MAX_NS); a bare synchronize goes with
+    its call, and a value read keeps its copy call and the CPU time before it (see event_waits). The final wait a
+    request needs for its result stays."""
     rows = m.waits["row"][m.avoid]
     loops = m.waits["poll_rows"][np.isin(m.waits["poll_wait"], rows)]
-    out = [RemoveHostWaits(api_rows=np.union1d(rows, loops),
-                           read_calls=m.reads["call_rows"] if m.reads is not None else None)]
+    # a synchronize call goes with its wait (nothing is left to call); a copy that waited stays, as the op that
+    # keeps its value on the GPU
+    gone = m.waits["row"][m.avoid & (m.waits["kind"] == SYNC)]
+    if m.reads is not None:
+        gone = np.union1d(gone, m.reads["call_rows"])
+    out = [RemoveHostWaits(api_rows=np.union1d(rows, loops), read_calls=gone if len(gone) else None)]
     if m.reads is not None and len(m.reads["start_ns"]):
         out.append(RemoveCpuTime(tid=m.reads["tid"], start_ns=m.reads["start_ns"], end_ns=m.reads["end_ns"]))
         if len(m.reads["copy_rows"]):
