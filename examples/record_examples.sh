@@ -3,7 +3,7 @@
 #
 #   NSYS=/path/to/nsys OUTDIR=out bash examples/record_examples.sh [JOB...]      (default: every job)
 #
-# JOB is one of (or "new" for the second set, "third" for the third): sync_before sync_after sync_after_run2 sync_after_run3 graph_before graph_after
+# JOB is one of (or a set: "new" the second, "third" the third, "repeats", "ab", "ab2"): sync_before sync_after sync_after_run2 sync_after_run3 graph_before graph_after
 #   pinned_before pinned_after gpupre_before gpupre_after mixed_before mixed_after demo
 #   dataload_before dataload_after postproc_before postproc_after contention_before contention_after
 #   alloc_before alloc_after reload_before reload_after polling_before polling_after rowwise_before rowwise_after
@@ -16,11 +16,12 @@
 # appends it to OUTDIR/GROUP.tar (tar -xf to unpack). DEADLINE (epoch seconds) stops starting new jobs after it.
 # The export of one job runs in the background while the next job is profiled. XZ (default -6) sets xz's preset.
 # *_ab jobs run a program's --ab mode (both variants alternating in one process) under the same nsys flags and keep
-# only its printed clocks (no export). "ab": the fourth pair (laysync), then three --ab runs of each sync program.
+# only its printed clocks (no export). "ab": the fourth pair (laysync), then three --ab runs of each sync program;
+# "ab2": the GPU-bound laysync pair (--batch 96) and three --ab runs of it. Both set SERIAL=1.
 # JOB:rN (e.g. exit_before:r2) records the same job again as ex_NAME_rN, in group rep_PAIR ("repeats" runs them all:
 # each of the cuda_sync pairs three times per side, alternating before/after). SERIAL=1 (set by "repeats") exports
 # nothing until every job is profiled, so no export or xz shares the CPU with a measured run: the launch-bound
-# pairs' own clocks moved by up to 1.4x between single runs, see tests/data/README.md "Repeated runs".
+# pairs' own clocks moved by up to 2x between single runs, see tests/data/README.md "Repeated runs".
 set -u
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 NSYS=${NSYS:-nsys}
