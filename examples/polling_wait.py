@@ -22,7 +22,7 @@ WHY THE FIX WORKS (--fixed)
 
 --ab K: both variants in ONE process, K rounds of one block each (--requests requests per block, order
 alternating), printing each variant's median ms/request and the median of the rounds' differences: separate
-processes on the H200 host ran the same code up to 1.4x apart in CPU speed (tests/data/README.md "Repeated
+processes on the H200 host ran the same code up to 2x apart in CPU speed (tests/data/README.md "Repeated
 runs"), which one process shares between both variants.
 """
 import time
