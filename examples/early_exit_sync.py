@@ -26,9 +26,13 @@ WHY THE FIX WORKS (--fixed)
     really pays, check every K layers (one sync per K) or run the exit decision on the GPU
     (`torch.where`/`torch.cond`) instead of reading it layer by layer.
 
-MEASURED (H200, under nsys, tests/data/ex_exit_*): 10.23 ms/request slow vs 7.34 fixed (-28%), 25 vs 1 syncs per
-    request, GPU busy 11% vs 16%: both are launch-bound; each host read adds its round trip (copy call, sync,
-    Python's `.item()`) and the layer's own GPU time, which no longer overlaps the launches, ~120 us per layer.
+MEASURED (H200, under nsys, tests/data/ex_exit_*, pairs.json): 25 vs 1 syncs per request, GPU busy 11% vs 16%, and
+    NO measurable saving: with both variants alternating in one process (--ab 5, three processes) the fix saved
+    0.02, -1.03 and -0.07 ms/request. Both variants are launch-bound: each `.item()` finds the GPU done, so its wait
+    costs only the sync call, and the fixed code's `confs[i] = conf` (a device-side copy per layer) costs what the
+    read's copy did. The first recording's 10.23 vs 7.34 ms/request (-28%) was the host's CPU speed differing
+    between the two processes (separate runs of the fixed program: 6.60 to 14.14 ms/request). The pattern is worth
+    fixing where the GPU work between reads is long (sync_per_layer.py, layer_timing_sync.py --batch 96).
 
 --ab K: both variants in ONE process, K rounds of one block each (--requests requests per block, order
 alternating), printing each variant's median ms/request and the median of the rounds' differences: separate
