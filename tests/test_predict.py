@@ -210,3 +210,19 @@ def test_a_window_of_the_requests_predicts_what_the_whole_replay_does(path):
         checked += 1
     if win.steady:
         assert checked or not any(store.get(id(f)) for f in findings)
+
+
+def test_the_measured_saving_follows_the_stated_rule():
+    # synthetic pairs.json entries (edge cases of benchmarks/calibrate.measured, not recordings): one-process A/B
+    # runs win over separate runs; separate runs give the median before minus the median after; processes that
+    # disagree in sign mean no measurable saving
+    base = {"before": {"ms_per_request": 10.0}, "after": {"ms_per_request": 7.0}}
+    assert calibrate.measured(base) == (3.0, "runs 1+1", False)
+    rep = dict(base, repeats={"before_ms": [9.0, 12.0], "after_ms": [8.0, 6.0, 6.5]})
+    assert calibrate.measured(rep)[0] == pytest.approx(10.0 - 6.75)
+    ab = dict(rep, ab={"saving_ms": [1.2, 0.9, 1.5]})
+    assert calibrate.measured(ab) == (1.2, "ab x3", False)
+    null = dict(rep, ab={"saving_ms": [0.2, -0.4, 0.1]})
+    assert calibrate.measured(null)[2] is True
+    assert calibrate.passes_null(None) and calibrate.passes_null({"severity": "low"})
+    assert not calibrate.passes_null({"severity": "medium"})
