@@ -127,11 +127,17 @@ def diagnose_all(ctx: Context, threads: int | None = None) -> list[Finding]:
     ctx.cache.setdefault("changes", {})
     first = [m for m in DIAGNOSES if m is not LAST]
     threads = DIAGNOSE_THREADS if threads is None else threads
+    # LAST's work that needs no other finding (its optional `prepare(ctx)`, cached through ctx.once) runs on the
+    # pool with the others, first, instead of alone after them (launch_bound x40: 0.5 s of a 2.2 s stage)
+    prepare = getattr(LAST, "prepare", None) if LAST in DIAGNOSES else None
     if threads > 1 and len(first) > 1:
         with ThreadPoolExecutor(threads, thread_name_prefix="nsys-doctor-diagnose") as pool:
+            ahead = pool.submit(prepare, ctx) if prepare is not None else None
             jobs = [pool.submit(run_one, m, ctx) for m in first]
             for job in jobs:             # in DIAGNOSES order; the first error is raised as it would be in a loop
                 findings.extend(job.result() or [])
+            if ahead is not None:
+                ahead.result()
     else:
         for m in first:
             findings.extend(run_one(m, ctx))
