@@ -10,7 +10,9 @@ The contract of a diagnosis module (diagnose/__init__.py runs them; tests/diagno
   when the profile lacks the data it reads, so that the Report says so and `check --fail-on` cannot pass on it;
 - `change(measurement) -> list[Change]`: what its fix does to the trace, in model/changes.py's vocabulary;
 - `finding(ctx, measurement) -> list[Finding]`: the wording (title, evidence, fix, why);
-- `diagnose(ctx) -> list[Finding]`: measure, then finding (none when measure gives None): what callers use.
+- `diagnose(ctx) -> list[Finding]`: measure, then finding (none when measure gives None): what callers use;
+- optional, LAST only: `prepare(ctx)`, the part of measure that needs no other finding (cached through ctx.once),
+  which diagnose_all runs on the pool beside the others.
 """
 from __future__ import annotations
 

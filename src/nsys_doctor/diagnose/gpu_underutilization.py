@@ -119,15 +119,37 @@ def _blocking_calls(ctx):
     return (osc["tid"][sel], osc["start_ns"][sel], osc["end_ns"][sel]), calls
 
 
-def measure(ctx) -> Measurement | None:
+def _idle_share(ctx) -> float | None:
+    """Device idle / latency over the measured requests; None when there is nothing to measure."""
     t, m = ctx.requests.table, ctx.requests.measured
     if len(m) == 0 or ctx.mean_latency_ns <= 0:
         return None
-    idle_share = float(t["idle_ns"][m].sum()) / max(float(t["latency_ns"][m].sum()), 1.0)
-    if idle_share < MIN_IDLE_SHARE:
+    return float(t["idle_ns"][m].sum()) / max(float(t["latency_ns"][m].sum()), 1.0)
+
+
+def _idle_causes(ctx):
+    """_idle_by_cause over the whole span of the requests, computed once (prepare or measure, whichever is first)."""
+    def compute():
+        t = ctx.requests.table
+        lat_end = t["start_ns"] + t["latency_ns"]
+        return _idle_by_cause(ctx, device_idle(ctx, int(t["start_ns"].min()), int(lat_end.max())))
+    return ctx.once(("gpu_underutilization", "idle_by_cause"), compute)
+
+
+def prepare(ctx) -> None:
+    """What measure computes before it needs the other findings: run beside the other diagnoses
+    (diagnose_all), not alone after them."""
+    share = _idle_share(ctx)
+    if share is not None and share >= MIN_IDLE_SHARE:
+        _idle_causes(ctx)
+
+
+def measure(ctx) -> Measurement | None:
+    idle_share = _idle_share(ctx)
+    if idle_share is None or idle_share < MIN_IDLE_SHARE:
         return None
-    lat_end = t["start_ns"] + t["latency_ns"]
-    by, idle_all = _idle_by_cause(ctx, device_idle(ctx, int(t["start_ns"].min()), int(lat_end.max())))
+    m = ctx.requests.measured
+    by, idle_all = _idle_causes(ctx)
     found = [f for f in ctx.cache.get("findings", []) if f.category != "gpu_underutilization"]
     pools, explained, per_req = _unexplained(ctx, by, found)
     saving = float(per_req[m].mean())

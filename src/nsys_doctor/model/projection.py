@@ -93,10 +93,12 @@ def gpu_corr_key(trace: Trace, table: str) -> np.ndarray:
 
 
 def gpu_busy_union(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
-    """union() of every GPU activity (all tables, all devices) as int64, computed once per trace. Read-only."""
-    cached = trace._cache.get("_gpu_busy_union")
-    if cached is not None:
-        return cached
+    """union() of every GPU activity (all tables, all devices) as int64, computed once per trace (analyze starts it
+    on a thread of its own as soon as the GPU tables are read). Read-only."""
+    return trace.once("_gpu_busy_union", lambda: _gpu_busy_union(trace))
+
+
+def _gpu_busy_union(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
     # each table on its own first (each is in time order: no sort), then the union of those few blocks; the same
     # set as one union of everything, when no interval ends before it starts
     cols = [(trace.table(t)["start_ns"].astype(np.int64, copy=False),
@@ -116,7 +118,6 @@ def gpu_busy_union(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
                     np.concatenate([p[1] for p in parts]).astype(np.int64, copy=False))
     for a in out:
         a.flags.writeable = False
-    trace._cache["_gpu_busy_union"] = out
     return out
 
 

@@ -232,10 +232,11 @@ def _drain_barrier(trace: Trace, tab: Table, api_req: np.ndarray) -> int:
     api = trace.table("api_calls")
     if limit < 1 or len(api_req) == 0 or n < MIN_REQUESTS_FOR_WARMUP:
         return 0
-    drain = id_mask(api["name_id"], sync_name_ids(trace, DRAIN_CALLS))
-    drain &= api_req < 0
+    # the few drain calls first, then their processes (not the process of every call: 10M calls, 0.3 s)
+    drain = np.flatnonzero(id_mask(api["name_id"], sync_name_ids(trace, DRAIN_CALLS)))
+    drain = drain[api_req[drain] < 0]
     pids = uniq(pid_of(trace, tab["tid"]))
-    drain &= np.isin(pid_of(trace, api["tid"]), pids)
+    drain = drain[np.isin(pid_of(trace, api["tid"][drain]), pids)]
     t = np.sort(api["start_ns"][drain])
     if len(t) == 0:
         return 0

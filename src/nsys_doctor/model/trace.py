@@ -92,7 +92,9 @@ class Trace:
     def has(self, name: str) -> bool:
         return name in self.loaders and table_len(self.table(name)) > 0
 
-    def table(self, name: str) -> Table:
+    def table(self, name: str, in_turn: bool = False) -> Table:
+        """The table, read on first use. `in_turn`: one still queued by prefetch() is waited for in its turn, not
+        read here out of order (a helper thread that needs it only when the analysis would have it anyway)."""
         got = self._cache.get(name)
         if got is not None:
             return got
@@ -101,12 +103,25 @@ class Trace:
         with lock:
             if name not in self._cache:
                 fut = self._pending.pop(name, None)
-                if fut is not None and not fut.cancel():   # being read: wait for it; still queued: read it here
-                    self._cache[name] = fut.result()
+                if fut is not None and (in_turn or not fut.cancel()):   # being read (or queued, in_turn): wait for
+                    self._cache[name] = fut.result()                     # it; still queued: read it here
                 else:
                     loader = self.loaders.get(name)
                     self._cache[name] = loader() if loader else empty_table(name)
         return self._cache[name]
+
+    def once(self, key: str, compute: Callable[[], object]):
+        """A per-trace intermediate (projection.py's keys, caches and unions), computed by the first thread that asks;
+        one asking meanwhile waits for that result instead of computing it again."""
+        got = self._cache.get(key)
+        if got is not None:
+            return got
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            if key not in self._cache:
+                self._cache[key] = compute()
+        return self._cache[key]
 
     def prefetch(self, names) -> None:
         """Start reading these tables, in this order, on a background thread while the caller works with the ones

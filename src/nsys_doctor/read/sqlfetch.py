@@ -39,7 +39,10 @@ INT_NULL = -1       # integer NULLs become -1: every id and time in an export is
 # time of one slice (launch_bound x40: 9.8M API calls 3.2 s on one thread, 1.7 s on two)
 READ_THREADS = max(1, min(4, os.cpu_count() or 1))     # one per core, at most 4 (measured on 2 cores only)
 SLICE_ROWS = 1 << 15     # rows per slice at least: below, a slice costs more in query set-up than it saves
-MAX_SLICES = READ_THREADS    # one per thread (two per thread measured no better on launch_bound x1 or x40)
+# two per thread: when one thread is slowed (another process on its core), the other takes the remaining slice
+# instead of idling (launch_bound x40 on the 2-core VM under load 2.7-3.2, best of 3-4: 9.8M API calls 2.73 -> 2.07 s,
+# 4.9M kernels 1.76 -> 1.53 s; eight per thread no better than two)
+MAX_SLICES = 2 * READ_THREADS
 MAX_SPAN = 1 << 28   # rowid spans beyond this (gaps in a damaged file) are read whole: no span-sized buffers
 SHRINK = 0.75    # a sliced result below this share of its rowid span is copied out of the span-sized buffer
 # The ADBC SQLite driver (1.13) crashes the process (SIGSEGV in ArrowBufferReset) when an allocation fails while it
@@ -163,7 +166,7 @@ class Fetcher:
         bounds = [lo + span * k // n for k in range(n)] + [hi + 1]
         cond = f"({where}) AND " if where else ""
         out = {name: np.empty(span, np.float64 if name in floats else np.int64) for name in names}
-        if room_to_map() < n * DRIVER_HEADROOM:
+        if room_to_map() < min(n, READ_THREADS) * DRIVER_HEADROOM:   # batches being built at once: one per thread
             return None         # the output took the room the threads' batches need: one query instead
         jobs = []
         with self._lock:
