@@ -3,7 +3,7 @@
 #
 #   NSYS=/path/to/nsys OUTDIR=out bash examples/record_examples.sh [JOB...]      (default: every job)
 #
-# JOB is one of (or a set: "new" the second, "third" the third, "repeats", "ab", "ab2"): sync_before sync_after sync_after_run2 sync_after_run3 graph_before graph_after
+# JOB is one of (or a set: "new" the second, "third" the third, "repeats", "ab", "ab2", "ab3"): sync_before sync_after sync_after_run2 sync_after_run3 graph_before graph_after
 #   pinned_before pinned_after gpupre_before gpupre_after mixed_before mixed_after demo
 #   dataload_before dataload_after postproc_before postproc_after contention_before contention_after
 #   alloc_before alloc_after reload_before reload_after polling_before polling_after rowwise_before rowwise_after
@@ -12,6 +12,7 @@
 #   convprec_before convprec_after sdreload_before sdreload_after                 (the third set, H200)
 #   laysync_before laysync_after, and exit_ab polling_ab sleep_ab sync_ab laysync_ab  ("ab", H200)
 #   laysyncgpu_before laysyncgpu_after laysyncgpu_ab                               ("ab2", H200)
+#   sync2_before sync2_after sync2_ab                                              ("ab3", H200)
 # Each job profiles one example (`--fixed` for *_after*), exports `ex_NAME.sqlite` (or `demo.sqlite`), xz's it and
 # appends it to OUTDIR/GROUP.tar (tar -xf to unpack). DEADLINE (epoch seconds) stops starting new jobs after it.
 # The export of one job runs in the background while the next job is profiled. XZ (default -6) sets xz's preset.
@@ -39,6 +40,7 @@ THIRD="exit_before exit_after sleep_before sleep_after lnfuse_before lnfuse_afte
 AB="laysync_before laysync_after"
 for r in r1 r2 r3; do for p in exit polling sleep sync laysync; do AB="$AB ${p}_ab:$r"; done; done
 AB2="laysyncgpu_before laysyncgpu_after laysyncgpu_ab:r1 laysyncgpu_ab:r2 laysyncgpu_ab:r3"
+AB3="sync2_before sync2_after sync2_ab:r1 sync2_ab:r2 sync2_ab:r3"
 REPEATS=""
 for r in r1 r2 r3; do for p in exit polling sleep sync; do REPEATS="$REPEATS ${p}_before:$r ${p}_after:$r"; done; done
 ALL="$FIRST $NEW $THIRD"
@@ -98,6 +100,9 @@ spec() {  # job -> "output-name group flags-kind script args..."
     laysyncgpu_before) echo "ex_laysyncgpu_before fifth FULLCAP layer_timing_sync.py --batch 96";;
     laysyncgpu_after)  echo "ex_laysyncgpu_after fifth FULLCAP layer_timing_sync.py --batch 96 --fixed";;
     laysyncgpu_ab)     echo "ex_laysyncgpu_ab ab FULLCAP layer_timing_sync.py --batch 96 --ab 5";;
+    sync2_before)      echo "ex_sync2_before sixth FULLCAP sync_per_layer.py";;
+    sync2_after)       echo "ex_sync2_after sixth FULLCAP sync_per_layer.py --fixed";;
+    sync2_ab)          echo "ex_sync2_ab ab FULLCAP sync_per_layer.py --ab 5";;
     *) return 1;;
   esac
 }
@@ -141,6 +146,7 @@ JOBS=${*:-$ALL}; [ "$JOBS" = new ] && JOBS=$NEW      # "new": the second set onl
 [ "$JOBS" = repeats ] && { JOBS=$REPEATS; SERIAL=1; }  # "repeats": alternating repeated runs, exported at the end
 [ "$JOBS" = ab ] && { JOBS=$AB; SERIAL=1; }            # "ab": the fourth pair, then each sync program's --ab runs
 [ "$JOBS" = ab2 ] && { JOBS=$AB2; SERIAL=1; }          # "ab2": the GPU-bound per-layer sync pair and its --ab runs
+[ "$JOBS" = ab3 ] && { JOBS=$AB3; SERIAL=1; }          # "ab3": sync_per_layer on the H200 (FULLCAP) and its --ab runs
 SERIAL=${SERIAL:-0}
 DEFERRED=""
 for job in $JOBS; do

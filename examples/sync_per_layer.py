@@ -162,6 +162,7 @@ def main():
         return time.perf_counter() - t0
 
     with torch.inference_mode():
+        torch.cuda.profiler.start()          # nsys --capture-range=cudaProfilerApi records from here (warm-up on)
         for fixed in ((False, True) if args.ab else (args.fixed,)):
             for i in range(args.warmup):
                 (serve_fixed if fixed else serve_slow)(model, reqs[i % len(reqs)])
@@ -169,6 +170,7 @@ def main():
             ms = ab_rounds(lambda fixed: block(fixed) / args.requests * 1e3, args.ab)
         else:
             dt = block(args.fixed)
+        torch.cuda.profiler.stop()           # ... to here (without the capture option the whole process is recorded)
     if args.ab:
         print(ab_line("sync_per_layer", args.ab, args.requests, ms), flush=True)
         return
