@@ -30,7 +30,10 @@ PROGRAM_MS = {"ex_sync_before": 6.72, "ex_sync_after": 6.45, "ex_graph_before": 
               "ex_exit_before": 10.23, "ex_exit_after": 7.34, "ex_sleep_before": 11.62, "ex_sleep_after": 8.97,
               "ex_lnfuse_before": 1.45, "ex_lnfuse_after": 0.54, "ex_readback_before": 51.13,
               "ex_readback_after": 3.32, "ex_convprec_before": 24.26, "ex_convprec_after": 7.56,
-              "ex_sdreload_before": 100.53, "ex_sdreload_after": 2.87}
+              "ex_sdreload_before": 100.53, "ex_sdreload_after": 2.87,
+              # this session's pairs (H200, capture range)
+              "ex_laysync_before": 6.62, "ex_laysync_after": 7.37, "ex_laysyncgpu_before": 13.50,
+              "ex_laysyncgpu_after": 11.06, "ex_sync2_before": 6.70, "ex_sync2_after": 6.52}
 
 ZOO = ["healthy", "dataload_starved", "cpu_preproc", "cpu_postproc", "sync_heavy", "launch_bound",
        "launch_bound_graphed", "memcpy_pageable", "membw_bound", "fp32_gemm", "thread_contention", "no_nvtx"]
