@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..model.api_names import QUERY_CALLS, base_name
-from ..model.arrays import dense_groups
+from ..model.api_names import EVENT_SYNC_CALLS, QUERY_CALLS, base_name, name_ids
+from ..model.arrays import dense_groups, id_mask
 from ..model.changes import RemoveCpuTime, RemoveHostWaits, ScaleGpuWork
 from ..model.host_waits import ASYNC_COPY, COPY, FREE_WAIT, POLL, REFILL_MAX_NS, SYNC, read_calls, select
 from ..model.replay import GRAPH_DISPATCH_MAX_NS
@@ -25,7 +25,6 @@ from ..report import Evidence
 from .common import WORST, host_waits, instance, make_finding, per_request_mean
 from .common import no_data, not_evaluated
 
-EVENT_SYNC_CALLS = ("cudaEventSynchronize", "cuEventSynchronize")   # waits on one event (CUDA runtime/driver API)
 MIN_REPORT_PCT = 1.0           # under 1% of request latency a sync is not worth a line (memcpy_pageable 0.2%,
                                # cpu_postproc, thread_contention: only the final wait for the result)
 
@@ -80,13 +79,11 @@ def event_waits(trace, waits: dict) -> np.ndarray:
     -0.07) where removing each read's copy call and dispatch as well predicted 0.72; per-layer synchronize for
     timing replaced by CUDA events saved -0.11 (0.18, -1.00) where 0.60 was predicted that way; the polling loops'
     fix saved 1.26 (1.23-1.33), of which the wait alone explained 0.37."""
-    api = trace.table("api_calls")
     out = waits["kind"] == POLL
     sync = waits["kind"] == SYNC
     if sync.any():
-        ids = np.unique(api["name_id"][waits["row"][sync]])
-        ev = [int(i) for i in ids if base_name(trace.name(int(i))).startswith(EVENT_SYNC_CALLS)]
-        out[sync] = np.isin(api["name_id"][waits["row"][sync]], ev)
+        names = trace.table("api_calls")["name_id"][waits["row"][sync]]
+        out[sync] = id_mask(names, name_ids(trace, names, lambda n: n.startswith(EVENT_SYNC_CALLS)))
     return out
 
 

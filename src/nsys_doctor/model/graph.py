@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .activity import LOCK_CALLS
-from .api_names import QUERY_CALLS, SYNC_CALLS, base_name
+from .api_names import QUERY_CALLS, SYNC_CALLS, base_name, name_ids
 from .arrays import dense_groups, id_mask, is_sorted, median, percentiles, uniq
 from .host_waits import POLL_MIN_QUERIES_SEEN, query_runs
 from .projection import GPU_TABLES, api_corr_key, corr_key, gpu_corr_key, launch_calls
@@ -640,12 +640,6 @@ def _poll_nodes(polls, n_api: int, crow: np.ndarray, ckind: np.ndarray) -> tuple
     mark[polls[0]] = True
     at = np.flatnonzero((ckind == 0) & mark[np.where(ckind == 0, crow, 0)])
     return at, np.searchsorted(polls[0], crow[at])
-
-
-def name_ids(trace: Trace, ids: np.ndarray, pred) -> np.ndarray:
-    """The distinct string ids among `ids` whose CUDA API base name satisfies `pred` (replay.py's name_mask too)."""
-    ids = uniq(ids[ids >= 0]) if len(ids) else np.zeros(0, np.int64)
-    return np.array([i for i in ids if pred(base_name(trace.name(i)))], np.int64)
 
 
 def _sync_streams(trace: Trace, api_node: np.ndarray, n_cpu: int, ukeys: np.ndarray) -> np.ndarray:
