@@ -15,7 +15,7 @@ from ..model.projection import GPU_TABLES, gpu_busy_union
 from .impact import rebase
 from . import gpu_bound
 from .predict import combined as predict_combined, predict as predict_findings, start as predict_start
-from ..model.trace import Trace
+from ..model.trace import Trace, on_own_thread
 from ..read import open_trace
 from ..report import Report
 from .timeline import build_timeline
@@ -73,7 +73,7 @@ def _gpu_busy_ahead(trace: Trace):
     its own, computed as soon as the GPU tables are read while find_requests matches calls to requests
     (launch_bound x40: 0.24 s CPU). Returns its future. An error in it is not kept: the analysis asks for the union
     again and meets the error there, on its own thread."""
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures import Future
     if not trace.background:               # tables read on first use: nothing to overlap
         done: Future = Future()
         done.set_result(None)
@@ -86,10 +86,7 @@ def _gpu_busy_ahead(trace: Trace):
             gpu_busy_union(trace)
         except Exception:                  # raised again where the analysis needs the union
             pass
-    pool = ThreadPoolExecutor(1, thread_name_prefix="nsys-doctor-busy")
-    fut = pool.submit(compute)
-    pool.shutdown(wait=False)
-    return fut
+    return on_own_thread(compute, "busy")
 
 
 def _report(trace: Trace, req: Requests, ctx: Context, timeline: bool) -> Report:

@@ -23,6 +23,7 @@ from ..model import window as W
 from ..model.arrays import median, uniq
 from ..model.api_names import base_name
 from ..model.projection import issuing_calls
+from ..model.trace import on_own_thread
 from ..report import Finding, severity_for
 
 # Above this many CUDA calls and GPU operations the replay covers a window of consecutive measured requests in the
@@ -286,11 +287,7 @@ def start(ctx):
     """Build the replayer (the graph and the unchanged replay) on a thread of its own while the diagnoses run, which
     leave a core idle while they wait for tables (launch_bound: ~40 ms of the diagnoses' ~170); predict() takes it
     from ctx.once. Returns the future, to wait for before the trace is closed (its result or error is predict's)."""
-    from concurrent.futures import ThreadPoolExecutor
-    pool = ThreadPoolExecutor(1, thread_name_prefix="nsys-doctor-replay")
-    fut = pool.submit(ctx.once, "replayer", lambda: Replayer(ctx.trace, ctx.requests))
-    pool.shutdown(wait=False)
-    return fut
+    return on_own_thread(lambda: ctx.once("replayer", lambda: Replayer(ctx.trace, ctx.requests)), "replay")
 
 
 def predict(ctx, findings: list[Finding], load: dict | None) -> tuple[list[Finding], list[str]]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..model.requests import Requests
-from ..model.trace import Trace
+from ..model.trace import Trace, once
 from ..report import Finding
 from . import (communication, cpu_processing, cuda_sync, gpu_underutilization, launch_overhead, memory_allocation,
                memory_bandwidth, memory_transfer, model_loading, precision, thread_contention)
@@ -62,14 +62,7 @@ class Context:
 
     def once(self, key, compute):
         """cache[key], computed by the first diagnosis that asks; one asking meanwhile waits for that result."""
-        if key in self.cache:
-            return self.cache[key]
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
-            if key not in self.cache:
-                self.cache[key] = compute()
-        return self.cache[key]
+        return once(self.cache, self._locks, self._guard, key, compute)
 
     @property
     def measured(self) -> np.ndarray:

@@ -18,6 +18,27 @@ from .columns import TABLES
 Table = dict[str, np.ndarray]
 
 
+def once(cache: dict, locks: dict, guard: threading.Lock, key, compute: Callable[[], object]):
+    """cache[key], computed by the first thread that asks; one asking meanwhile waits for that result (a lock per key,
+    made under `guard`). Trace.once and diagnose.Context.once."""
+    if key in cache:
+        return cache[key]
+    with guard:
+        lock = locks.setdefault(key, threading.Lock())
+    with lock:
+        if key not in cache:
+            cache[key] = compute()
+    return cache[key]
+
+
+def on_own_thread(fn: Callable[[], object], name: str) -> Future:
+    """fn() on a thread of its own (named nsys-doctor-NAME), started now; its future, for the caller to wait on
+    before the trace it reads is closed."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix=f"nsys-doctor-{name}")
+    fut = pool.submit(fn)
+    pool.shutdown(wait=False)              # the thread ends when fn does
+    return fut
+
 @dataclass(frozen=True)
 class Ids:
     """How the reader numbers threads and processes (the `tid` and `pid` columns, model/columns.py): the model
@@ -113,15 +134,7 @@ class Trace:
     def once(self, key: str, compute: Callable[[], object]):
         """A per-trace intermediate (projection.py's keys, caches and unions), computed by the first thread that asks;
         one asking meanwhile waits for that result instead of computing it again."""
-        got = self._cache.get(key)
-        if got is not None:
-            return got
-        with self._guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
-            if key not in self._cache:
-                self._cache[key] = compute()
-        return self._cache[key]
+        return once(self._cache, self._locks, self._guard, key, compute)
 
     def prefetch(self, names) -> None:
         """Start reading these tables, in this order, on a background thread while the caller works with the ones
