@@ -38,6 +38,7 @@ import os
 import pathlib
 import sys
 import time
+from statistics import median
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -95,11 +96,6 @@ def replay_ms(f: dict | None) -> float | None:
 
 def within(r: float | None, lo_hi: tuple[float, float]) -> bool:
     return r is not None and lo_hi[0] <= r <= lo_hi[1]
-
-
-def median(v: list[float]) -> float:
-    v = sorted(v)
-    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
 
 
 def separate_runs_ms(p: dict) -> float:
