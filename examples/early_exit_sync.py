@@ -53,6 +53,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ab import ab_line, ab_rounds    # --ab: both variants in one process (examples/ab.py)
+
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 SMOKE = os.environ.get("EXAMPLES_SMOKE") == "1"   # tiny sizes, to check on a CPU that the code runs: no measurement
 D, HIDDEN, DEPTH, EXITS = (2048, 8192, 24, 16) if not SMOKE else (32, 64, 3, 4)
@@ -115,25 +117,6 @@ def serve(model, x_host, fixed):
                 exited_at = int(over[0]) + 1 if len(over) else DEPTH
                 return packed[:5].long(), exited_at
             return top.indices.cpu(), exited_at
-
-
-def ab_rounds(block, rounds):
-    """--ab: block(fixed) serves one block of requests and returns its ms/request; both variants alternate in one
-    process (slow first in even rounds, fixed first in odd ones)."""
-    ms = {False: [], True: []}
-    for r in range(rounds):
-        for fixed in ((False, True) if r % 2 == 0 else (True, False)):
-            ms[fixed].append(block(fixed))
-    return ms
-
-
-def ab_line(prog, rounds, requests, ms):
-    med = lambda v: sorted(v)[len(v) // 2] if len(v) % 2 else sum(sorted(v)[len(v) // 2 - 1:len(v) // 2 + 1]) / 2
-    diff = [s - f for s, f in zip(ms[False], ms[True])]
-    return (f"{prog} [ab]: {rounds} rounds of {requests} requests per variant in one process: slow {med(ms[False]):.2f} "
-            f"ms/request (blocks {' '.join(f'{v:.2f}' for v in ms[False])}), fixed {med(ms[True]):.2f} ms/request "
-            f"(blocks {' '.join(f'{v:.2f}' for v in ms[True])}); saving {med(diff):.2f} ms/request (median of the "
-            f"rounds' differences)")
 
 
 def main():

@@ -40,6 +40,8 @@ import os
 import torch
 import torch.nn as nn
 
+from ab import ab_line, ab_rounds    # --ab: both variants in one process (examples/ab.py)
+
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 SMOKE = os.environ.get("EXAMPLES_SMOKE") == "1"   # tiny sizes, to check on a CPU that the code runs: no measurement
 SEQ, D, HEADS, FFN, DEPTH = (256, 768, 12, 3072, 12) if not SMOKE else (8, 32, 2, 64, 2)
@@ -87,25 +89,6 @@ def serve(layers, head, x_host, fixed, stats):
                 for i in range(len(layers)):      # the events are done: reading them waits for nothing
                     stats[i] += marks[i].elapsed_time(marks[i + 1]) / 1e3
             return idx
-
-
-def ab_rounds(block, rounds):
-    """--ab: block(fixed) serves one block of requests and returns its ms/request; both variants alternate in one
-    process (slow first in even rounds, fixed first in odd ones)."""
-    ms = {False: [], True: []}
-    for r in range(rounds):
-        for fixed in ((False, True) if r % 2 == 0 else (True, False)):
-            ms[fixed].append(block(fixed))
-    return ms
-
-
-def ab_line(prog, rounds, requests, ms):
-    med = lambda v: sorted(v)[len(v) // 2] if len(v) % 2 else sum(sorted(v)[len(v) // 2 - 1:len(v) // 2 + 1]) / 2
-    diff = [s - f for s, f in zip(ms[False], ms[True])]
-    return (f"{prog} [ab]: {rounds} rounds of {requests} requests per variant in one process: slow {med(ms[False]):.2f} "
-            f"ms/request (blocks {' '.join(f'{v:.2f}' for v in ms[False])}), fixed {med(ms[True]):.2f} ms/request "
-            f"(blocks {' '.join(f'{v:.2f}' for v in ms[True])}); saving {med(diff):.2f} ms/request (median of the "
-            f"rounds' differences)")
 
 
 def main():

@@ -47,6 +47,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ab import ab_line, ab_rounds    # --ab: both variants in one process (examples/ab.py)
+
 DEV = "cuda"
 
 
@@ -119,25 +121,6 @@ def serve_fixed(model, ids_host):
             if packed[-1] == 0:
                 raise FloatingPointError("non-finite activations")
             return packed[:5].long(), packed[5:10]
-
-
-def ab_rounds(block, rounds):
-    """--ab: block(fixed) serves one block of requests and returns its ms/request; both variants alternate in one
-    process (slow first in even rounds, fixed first in odd ones)."""
-    ms = {False: [], True: []}
-    for r in range(rounds):
-        for fixed in ((False, True) if r % 2 == 0 else (True, False)):
-            ms[fixed].append(block(fixed))
-    return ms
-
-
-def ab_line(prog, rounds, requests, ms):
-    med = lambda v: sorted(v)[len(v) // 2] if len(v) % 2 else sum(sorted(v)[len(v) // 2 - 1:len(v) // 2 + 1]) / 2
-    diff = [s - f for s, f in zip(ms[False], ms[True])]
-    return (f"{prog} [ab]: {rounds} rounds of {requests} requests per variant in one process: slow {med(ms[False]):.2f} "
-            f"ms/request (blocks {' '.join(f'{v:.2f}' for v in ms[False])}), fixed {med(ms[True]):.2f} ms/request "
-            f"(blocks {' '.join(f'{v:.2f}' for v in ms[True])}); saving {med(diff):.2f} ms/request (median of the "
-            f"rounds' differences)")
 
 
 def main():
