@@ -154,7 +154,7 @@ def main():
             for i in range(args.warmup):
                 serve(model, inputs[i % 4], fixed)
         if args.ab:
-            ms = ab_rounds(lambda fixed: block(fixed) / args.requests * 1e3, args.ab)
+            ms = ab_rounds(lambda fixed: block(fixed) / args.requests * 1e3, args.ab, mark=nvtx)
         else:
             dt = block(args.fixed)
         if DEV == "cuda":

@@ -18,7 +18,8 @@
 # The export of one job runs in the background while the next job is profiled. XZ (default -6) sets xz's preset.
 # *_ab jobs run a program's --ab mode (both variants alternating in one process) under the same nsys flags and keep
 # only its printed clocks (no export). "ab": the fourth pair (laysync), then three --ab runs of each sync program;
-# "ab2": the GPU-bound laysync pair (--batch 96) and three --ab runs of it. Both set SERIAL=1.
+# "ab2": the GPU-bound laysync pair (--batch 96) and three --ab runs of it. Both set SERIAL=1. "abtrace": two --ab 4
+# runs of six sync programs whose exports are kept (SERIAL=1).
 # JOB:rN (e.g. exit_before:r2) records the same job again as ex_NAME_rN, in group rep_PAIR ("repeats" runs them all:
 # each of the cuda_sync pairs three times per side, alternating before/after). SERIAL=1 (set by "repeats") exports
 # nothing until every job is profiled, so no export or xz shares the CPU with a measured run: the launch-bound
@@ -41,6 +42,8 @@ AB="laysync_before laysync_after"
 for r in r1 r2 r3; do for p in exit polling sleep sync laysync; do AB="$AB ${p}_ab:$r"; done; done
 AB2="laysyncgpu_before laysyncgpu_after laysyncgpu_ab:r1 laysyncgpu_ab:r2 laysyncgpu_ab:r3"
 AB3="sync2_before sync2_after sync2_ab:r1 sync2_ab:r2 sync2_ab:r3"
+ABTRACE=""
+for r in r1 r2; do for p in polling sleep laysyncgpu sync2 exit laysync; do ABTRACE="$ABTRACE ${p}_abt:$r"; done; done
 REPEATS=""
 for r in r1 r2 r3; do for p in exit polling sleep sync; do REPEATS="$REPEATS ${p}_before:$r ${p}_after:$r"; done; done
 ALL="$FIRST $NEW $THIRD"
@@ -103,6 +106,12 @@ spec() {  # job -> "output-name group flags-kind script args..."
     sync2_before)      echo "ex_sync2_before sixth FULLCAP sync_per_layer.py";;
     sync2_after)       echo "ex_sync2_after sixth FULLCAP sync_per_layer.py --fixed";;
     sync2_ab)          echo "ex_sync2_ab ab FULLCAP sync_per_layer.py --ab 5";;
+    polling_abt)       echo "ex_polling_abt abt FULL polling_wait.py --ab 4 --requests 20";;
+    sleep_abt)         echo "ex_sleep_abt abt FULLCAP sleep_poll.py --ab 4 --requests 20";;
+    laysyncgpu_abt)    echo "ex_laysyncgpu_abt abt FULLCAP layer_timing_sync.py --batch 96 --ab 4 --requests 20";;
+    sync2_abt)         echo "ex_sync2_abt abt FULLCAP sync_per_layer.py --ab 4 --requests 30";;
+    exit_abt)          echo "ex_exit_abt abt FULLCAP early_exit_sync.py --ab 4 --requests 20";;
+    laysync_abt)       echo "ex_laysync_abt abt FULLCAP layer_timing_sync.py --ab 4 --requests 20";;
     *) return 1;;
   esac
 }
@@ -147,6 +156,7 @@ JOBS=${*:-$ALL}; [ "$JOBS" = new ] && JOBS=$NEW      # "new": the second set onl
 [ "$JOBS" = ab ] && { JOBS=$AB; SERIAL=1; }            # "ab": the fourth pair, then each sync program's --ab runs
 [ "$JOBS" = ab2 ] && { JOBS=$AB2; SERIAL=1; }          # "ab2": the GPU-bound per-layer sync pair and its --ab runs
 [ "$JOBS" = ab3 ] && { JOBS=$AB3; SERIAL=1; }          # "ab3": sync_per_layer on the H200 (FULLCAP) and its --ab runs
+[ "$JOBS" = abtrace ] && { JOBS=$ABTRACE; SERIAL=1; }  # "abtrace": --ab runs of the sync programs, exported
 SERIAL=${SERIAL:-0}
 DEFERRED=""
 for job in $JOBS; do
@@ -169,7 +179,9 @@ for job in $JOBS; do
   echo "$name: profiled in $((SECONDS - t))s rc=$rc flags=[$flags] cmd=[python3 examples/$script $args]"
   grep -E "requests in|\[ab\]|difference|Traceback|Error|error" "$W/$name.log" | head -5 | sed "s/^/  $name program: /"
   [ -f "$W/$name.nsys-rep" ] || continue
-  case $name in *_ab*) rm -f "$W/$name.nsys-rep"; continue;; esac   # --ab runs: their printed clocks are the result
+  case $name in *_abt*) ;; *_ab*) rm -f "$W/$name.nsys-rep"; continue;; esac   # --ab runs: their printed clocks
+  # are the result; *_abt ("abtrace") keep their export too: both variants' requests in one profile, each block in
+  # an NVTX range "ab slow R" / "ab fixed R" (examples/ab.py)
   if [ "$SERIAL" = 1 ]; then DEFERRED="$DEFERRED $name:$grp"; continue; fi
   [ -n "$EXPORT_PID" ] && wait "$EXPORT_PID"
   export_job "$name" "$grp" &

@@ -150,7 +150,7 @@ def main():
             for i in range(args.warmup):
                 (serve_fixed if fixed else serve_slow)(model, reqs[i % len(reqs)])
         if args.ab:
-            ms = ab_rounds(lambda fixed: block(fixed) / args.requests * 1e3, args.ab)
+            ms = ab_rounds(lambda fixed: block(fixed) / args.requests * 1e3, args.ab, mark=nvtx)
         else:
             dt = block(args.fixed)
         torch.cuda.profiler.stop()           # ... to here (without the capture option the whole process is recorded)

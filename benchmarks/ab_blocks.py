@@ -1,0 +1,142 @@
+"""Predicted against measured savings inside one process: the --ab runs of the cuda_sync examples, profiled whole.
+
+usage: python benchmarks/ab_blocks.py EXPORT.sqlite[.xz] ... [--work DIR] [--keep]
+
+An `--ab K` run (examples/ab.py) serves K rounds of one block of each variant, slow and fixed alternating, each block
+in an NVTX range "ab slow R" / "ab fixed R"; record_examples.sh "abtrace" profiles such runs and keeps their exports.
+For every block this cuts the export to the block's time span (a copy: every table with a `start` or `timestamp`
+column keeps only the rows that begin inside the block; the block starts and ends with a device synchronize, so no
+GPU work crosses its edges) and measures the block's time per request from its NVTX range (what the program's own
+clock times: the block from its first synchronize to its last, over its requests). Each slow block's cut is then
+analysed (`analyze --format json`): its cuda_sync finding's impact_ms is the predicted saving, made from that block
+alone. Measured saving of a round: its slow block's ms/request minus its fixed block's (neighbours in time, one
+process: the same CPU and GPU state, tests/data/README.md "Repeated runs"). Prints one row per round and the medians.
+Asserts nothing; the input files are only read.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import lzma
+import pathlib
+import re
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = pathlib.Path(__file__).resolve().parent
+BLOCK = re.compile(r"^ab (slow|fixed) (\d+)$")
+
+
+def plain_copy(src: pathlib.Path, dst: pathlib.Path) -> None:
+    if src.suffix == ".xz":
+        with lzma.open(src) as f, open(dst, "wb") as g:
+            shutil.copyfileobj(f, g, 1 << 20)
+    else:
+        shutil.copyfile(src, dst)
+
+
+def blocks(db: sqlite3.Connection) -> list[dict]:
+    """The --ab blocks (variant, round, start, end) and each one's requests (NVTX "Inference" ranges inside it)."""
+    rows = db.execute("SELECT e.start, e.end, coalesce(e.text, s.value) FROM NVTX_EVENTS e LEFT JOIN StringIds s "
+                      "ON e.textId = s.id WHERE e.end IS NOT NULL").fetchall()
+    out = []
+    for start, end, text in rows:
+        m = BLOCK.match(text or "")
+        if m:
+            n = sum(1 for s, e, t in rows if t == "Inference" and start <= s and e <= end)
+            out.append({"variant": m.group(1), "round": int(m.group(2)), "start": start, "end": end, "requests": n,
+                        "ms_per_request": (end - start) / 1e6 / max(n, 1)})
+    return sorted(out, key=lambda b: b["start"])
+
+
+def cut(src: pathlib.Path, dst: pathlib.Path, start: int, end: int) -> None:
+    """dst: the plain export src with only the rows that begin in [start, end] in its timed tables."""
+    shutil.copyfile(src, dst)
+    db = sqlite3.connect(dst)
+    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    for t in tables:
+        cols = {r[1] for r in db.execute(f"PRAGMA table_info('{t}')")}
+        col = "start" if "start" in cols else "timestamp" if "timestamp" in cols else None
+        if col:
+            db.execute(f"DELETE FROM '{t}' WHERE {col} < ? OR {col} > ?", (start, end))
+    if "ANALYSIS_DETAILS" in tables:
+        db.execute("UPDATE ANALYSIS_DETAILS SET startTime = ?, stopTime = ?, duration = ?", (start, end, end - start))
+    db.commit()
+    db.execute("VACUUM")
+    db.close()
+
+
+def predicted(path: pathlib.Path) -> tuple[float | None, str]:
+    """The cuda_sync finding's impact_ms (and its severity) on one block's cut, by the installed nsys-doctor."""
+    out = subprocess.run([sys.executable, "-m", "nsys_doctor", "analyze", str(path), "--format", "json"],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        return None, out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"
+    rep = json.loads(out.stdout)
+    for f in rep.get("findings", []):
+        if f.get("category") == "cuda_sync":
+            return float(f["impact_ms"]), f.get("severity", "?")
+    return 0.0, "no finding"
+
+
+def one(src: pathlib.Path, work: pathlib.Path) -> dict:
+    plain = work / (src.name.removesuffix(".xz"))
+    plain_copy(src, plain)
+    db = sqlite3.connect(f"file:{plain}?mode=ro", uri=True)
+    bl = blocks(db)
+    db.close()
+    rounds = sorted({b["round"] for b in bl})
+    rows = []
+    for r in rounds:
+        slow = [b for b in bl if b["round"] == r and b["variant"] == "slow"]
+        fixed = [b for b in bl if b["round"] == r and b["variant"] == "fixed"]
+        if not slow or not fixed:
+            continue
+        s, f = slow[0], fixed[0]
+        c = work / f"{plain.stem}.slow{r}.sqlite"
+        cut(plain, c, s["start"], s["end"])
+        pred, sev = predicted(c)
+        rows.append({"round": r, "slow_ms": s["ms_per_request"], "fixed_ms": f["ms_per_request"],
+                     "measured_ms": s["ms_per_request"] - f["ms_per_request"], "predicted_ms": pred,
+                     "severity": sev, "requests": s["requests"]})
+    plain.unlink()
+    return {"file": src.name, "rounds": rows}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("exports", nargs="+", type=pathlib.Path)
+    ap.add_argument("--work", type=pathlib.Path, help="folder for the cuts (default: a temporary one)")
+    ap.add_argument("--keep", action="store_true", help="keep the cuts in --work")
+    a = ap.parse_args()
+    work = a.work or pathlib.Path(tempfile.mkdtemp(prefix="nsd-ab-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print("| export | round | slow ms/req | fixed ms/req | measured saving | predicted (cuda_sync) | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for src in a.exports:
+        res = one(src, work)
+        for r in res["rounds"]:
+            ratio = (f"{r['predicted_ms'] / r['measured_ms']:.2f}" if r["predicted_ms"] is not None
+                     and r["measured_ms"] > 0 else "-")
+            pred = "failed: " + r["severity"] if r["predicted_ms"] is None else \
+                f"{r['predicted_ms']:.2f} ({r['severity']})"
+            print(f"| {res['file']} | {r['round']} | {r['slow_ms']:.2f} | {r['fixed_ms']:.2f} | "
+                  f"{r['measured_ms']:.2f} | {pred} | {ratio} |")
+        ok = [r for r in res["rounds"] if r["predicted_ms"] is not None]
+        if ok:
+            m = statistics.median(r["measured_ms"] for r in ok)
+            p = statistics.median(r["predicted_ms"] for r in ok)
+            print(f"| {res['file']} | median | {statistics.median(r['slow_ms'] for r in ok):.2f} | "
+                  f"{statistics.median(r['fixed_ms'] for r in ok):.2f} | {m:.2f} | {p:.2f} | "
+                  f"{p / m:.2f} |" if m > 0 else f"| {res['file']} | median | | | {m:.2f} | {p:.2f} | - |")
+    if not a.keep and not a.work:
+        shutil.rmtree(work)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
