@@ -70,6 +70,37 @@ def cut(src: pathlib.Path, dst: pathlib.Path, start: int, end: int) -> None:
     db.close()
 
 
+# Tables the stored form leaves empty: CPU samples' and OS calls' backtraces, GPU metrics samples, CPU cycle samples.
+# No prediction reads them (checked: every slow block's cuda_sync impact_ms is the same with and without them); they
+# are most of an export's size.
+UNREAD = ("SAMPLING_CALLCHAINS", "OSRT_CALLCHAINS", "GPU_METRICS", "COMPOSITE_EVENTS")
+
+
+def store(src: pathlib.Path, dst: pathlib.Path) -> None:
+    """dst (plain SQLite): src with only what calibration reads: the rows that begin inside a slow block (every
+    table with a `start` or `timestamp` column), every NVTX range (the fixed blocks' ranges and their requests give
+    their ms/request), and no rows in the UNREAD tables. tests/data keeps the --ab exports in this form (tree size)."""
+    plain_copy(src, dst)
+    db = sqlite3.connect(dst)
+    spans = [(b["start"], b["end"]) for b in blocks(db) if b["variant"] == "slow"]
+    inside = " OR ".join(f"({{c}} BETWEEN {a} AND {b})" for a, b in spans) or "0"
+    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    for t in tables:
+        if t in UNREAD:
+            db.execute(f"DELETE FROM '{t}'")
+            continue
+        cols = {r[1] for r in db.execute(f"PRAGMA table_info('{t}')")}
+        col = "start" if "start" in cols else "timestamp" if "timestamp" in cols else None
+        if col is None:
+            continue
+        if t == "NVTX_EVENTS":       # all ranges stay (a few hundred rows): the fixed blocks' and their requests'
+            continue
+        db.execute(f"DELETE FROM '{t}' WHERE NOT ({inside.format(c=col)})")
+    db.commit()
+    db.execute("VACUUM")
+    db.close()
+
+
 def predicted(path: pathlib.Path) -> tuple[float | None, str]:
     """The cuda_sync finding's impact_ms (and its severity) on one block's cut, by the installed nsys-doctor."""
     out = subprocess.run([sys.executable, "-m", "nsys_doctor", "analyze", str(path), "--format", "json"],
@@ -83,28 +114,38 @@ def predicted(path: pathlib.Path) -> tuple[float | None, str]:
     return 0.0, "no finding"
 
 
-def one(src: pathlib.Path, work: pathlib.Path) -> dict:
+def rounds(src: pathlib.Path, work: pathlib.Path, predict) -> list[dict]:
+    """Per round of the --ab export src: its slow and fixed blocks' ms/request, the measured saving, and
+    predict(cut) -> (predicted ms, severity) on the slow block's cut (made in `work`, removed after)."""
     plain = work / (src.name.removesuffix(".xz"))
     plain_copy(src, plain)
-    db = sqlite3.connect(f"file:{plain}?mode=ro", uri=True)
-    bl = blocks(db)
-    db.close()
-    rounds = sorted({b["round"] for b in bl})
-    rows = []
-    for r in rounds:
-        slow = [b for b in bl if b["round"] == r and b["variant"] == "slow"]
-        fixed = [b for b in bl if b["round"] == r and b["variant"] == "fixed"]
-        if not slow or not fixed:
-            continue
-        s, f = slow[0], fixed[0]
-        c = work / f"{plain.stem}.slow{r}.sqlite"
-        cut(plain, c, s["start"], s["end"])
-        pred, sev = predicted(c)
-        rows.append({"round": r, "slow_ms": s["ms_per_request"], "fixed_ms": f["ms_per_request"],
-                     "measured_ms": s["ms_per_request"] - f["ms_per_request"], "predicted_ms": pred,
-                     "severity": sev, "requests": s["requests"]})
-    plain.unlink()
-    return {"file": src.name, "rounds": rows}
+    try:
+        db = sqlite3.connect(f"file:{plain}?mode=ro", uri=True)
+        bl = blocks(db)
+        db.close()
+        out = []
+        for r in sorted({b["round"] for b in bl}):
+            slow = [b for b in bl if b["round"] == r and b["variant"] == "slow"]
+            fixed = [b for b in bl if b["round"] == r and b["variant"] == "fixed"]
+            if not slow or not fixed or not slow[0]["requests"] or not fixed[0]["requests"]:
+                continue
+            s, f = slow[0], fixed[0]
+            c = work / f"{plain.stem}.slow{r}.sqlite"
+            cut(plain, c, s["start"], s["end"])
+            try:
+                pred, sev = predict(c)
+            finally:
+                c.unlink()
+            out.append({"round": r, "slow_ms": s["ms_per_request"], "fixed_ms": f["ms_per_request"],
+                        "measured_ms": s["ms_per_request"] - f["ms_per_request"], "predicted_ms": pred,
+                        "severity": sev, "requests": s["requests"]})
+        return out
+    finally:
+        plain.unlink()
+
+
+def one(src: pathlib.Path, work: pathlib.Path) -> dict:
+    return {"file": src.name, "rounds": rounds(src, work, predicted)}
 
 
 def main() -> int:
@@ -112,7 +153,17 @@ def main() -> int:
     ap.add_argument("exports", nargs="+", type=pathlib.Path)
     ap.add_argument("--work", type=pathlib.Path, help="folder for the cuts (default: a temporary one)")
     ap.add_argument("--keep", action="store_true", help="keep the cuts in --work")
+    ap.add_argument("--store", type=pathlib.Path, metavar="DIR",
+                    help="only write each export's stored form (store()) as DIR/NAME.sqlite, then stop")
     a = ap.parse_args()
+    if a.store:
+        a.store.mkdir(parents=True, exist_ok=True)
+        for src in a.exports:
+            dst = a.store / src.name.removesuffix(".xz")
+            if dst.exists() or src.resolve() == dst.resolve():
+                sys.exit(f"ab_blocks: {dst}: exists; not overwritten")
+            store(src, dst)
+        return 0
     work = a.work or pathlib.Path(tempfile.mkdtemp(prefix="nsd-ab-"))
     work.mkdir(parents=True, exist_ok=True)
     print("| export | round | slow ms/req | fixed ms/req | measured saving | predicted (cuda_sync) | ratio |")

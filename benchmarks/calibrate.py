@@ -11,14 +11,22 @@ Per pair (the same program recorded without and with one fix, see examples/ and 
                       processes' savings; else the median of the `before` runs minus the median of the `after` runs
                       (the pair's own run and its 'repeats'). Separate processes on the H200 host ran the same
                       code up to 2x apart in CPU speed (ex_exit's fixed program: 6.60 to 14.14 ms/request), which
-                      one process shares between both variants.
+                      one process shares between both variants. Where the pair has 'abtrace' exports (such --ab
+                      processes profiled whole, tests/data/ex_*_abt_*), the median over all their rounds of the
+                      slow block's ms/request minus its round's fixed block's (benchmarks/ab_blocks.py).
   separate runs       that difference of medians over the separate runs, also where the 'ab' one is used
   measured (trace)    drop in the request interval in the trace: (end of the last measured request - start of the
                       first) / measured requests, from each report's per_request columns
   predicted           what the `before` report says fixing the pair's category saves (the largest finding of it):
                       the drop in the request interval its `whatif` predicts where the report uses the replay
                       (analysis/predict.py: the trace replayed with the fix applied; the metric the programs' clocks
-                      measure), else its impact_ms; 'none' when the report has no finding of that category
+                      measure), else its impact_ms; 'none' when the report has no finding of that category.
+                      With 'abtrace' exports: the median over their rounds of that prediction on the round's slow
+                      block alone (cut from the export), so that prediction and measured fix share one process
+                      and its moment: the host's CPU speed moved the sync pairs' savings by up to 2x between
+                      processes, and within one process between minutes (tests/data/README.md "Repeated runs")
+  from before run     that prediction on the pair's own `before` export (the same as 'predicted' without
+                      'abtrace')
   basis               how the report predicted it: 'replay' (analysis/predict.py CALIBRATED categories), or
                       'estimate' (the diagnosis's own formula: impact_ms)
   replay              the replay's predicted drop in the request interval, also where the report does not use it
@@ -36,7 +44,9 @@ import argparse
 import json
 import os
 import pathlib
+import shutil
 import sys
+import tempfile
 import time
 from statistics import median
 
@@ -47,6 +57,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")     # as the command line doe
 
 from nsys_doctor.analysis import analyze_trace        # noqa: E402
 from nsys_doctor.read import open_trace               # noqa: E402
+import ab_blocks                                      # noqa: E402  (benchmarks/, beside this file)
 
 TIGHT = (0.75, 1.33)    # issue 16: "within 25%" (and its reciprocal)
 LOOSE = (0.5, 2.0)      # issue 16: every pair within a factor of 2
@@ -118,6 +129,43 @@ def measured(p: dict) -> tuple[float, str, bool]:
     return separate_runs_ms(p), f"runs {n[0]}+{n[1]}", False
 
 
+def abtrace_rounds(p: dict, data: pathlib.Path) -> list[dict] | None:
+    """The pair's 'abtrace' rounds (ab_blocks.rounds over each export), each slow block's prediction by
+    predicted_ms on its cut; None without 'abtrace' or when one of its files is missing."""
+    files = [data / f for f in (p.get("abtrace") or {}).get("files", [])]
+    if not files or not all(f.exists() for f in files):
+        return None
+
+    def predict(cut: pathlib.Path):
+        f = finding_of(analyze(cut), p["category"])
+        return predicted_ms(f)[0], (f["severity"] if f else None)
+
+    out = []
+    work = pathlib.Path(tempfile.mkdtemp(prefix="nsd-calibrate-"))
+    try:
+        for f in files:
+            out += [dict(r, file=f.name) for r in ab_blocks.rounds(f, work, predict)]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def judged(p: dict, data: pathlib.Path, before_finding: dict | None):
+    """(predicted ms, measured ms, how measured, no measurable saving, abtrace rounds or None) as the table judges
+    the pair: from its 'abtrace' rounds where it has them (predicted and measured both their medians over all rounds
+    of all its processes; no measurable saving when its processes' median savings differ in sign), else the `before`
+    export's finding against `measured`."""
+    abt = abtrace_rounds(p, data)
+    if not abt:
+        saving, how, null = measured(p)
+        return predicted_ms(before_finding)[0], saving, how, null, None
+    per_file = [median(r["measured_ms"] for r in abt if r["file"] == f) for f in sorted({r["file"] for r in abt})]
+    preds = [r["predicted_ms"] for r in abt]
+    pred = None if any(v is None for v in preds) else round(median(preds), 3)
+    return (pred, median(r["measured_ms"] for r in abt), f"one process: {len(abt)} rounds",
+            min(per_file) < 0 < max(per_file), abt)
+
+
 def passes_null(f: dict | None) -> bool:
     """For a fix that saved nothing measurable: the report does not tell the user to act on that category."""
     return f is None or f.get("severity") == "low"
@@ -134,10 +182,13 @@ def calibrate(pairs_path: pathlib.Path) -> dict:
             continue
         t = time.perf_counter()
         rb, ra = analyze(fb), analyze(fa)
-        saving, how, null = measured(p)
         ib, ia = trace_interval_ms(rb), trace_interval_ms(ra)
         fnd = finding_of(rb, p["category"])
-        pred, basis = predicted_ms(fnd)
+        from_before, basis = predicted_ms(fnd)
+        pred, saving, how, null, abt = judged(p, data, fnd)
+        if abt:
+            sev = [r["severity"] for r in abt]
+            fnd = None if pred is None else dict(fnd or {}, severity=max(sorted(set(sev), key=str), key=sev.count))
         left = finding_of(ra, p["category"])
         rows.append({"pair": p["name"], "category": p["category"], "measured_ms": round(saving, 3),
                      "measured_how": how, "null": null, "null_passes": passes_null(fnd) if null else None,
@@ -146,7 +197,8 @@ def calibrate(pairs_path: pathlib.Path) -> dict:
                      "predicted_ms": pred, "predicted_severity": fnd["severity"] if fnd else None,
                      "basis": basis, "impact_ms": fnd["impact_ms"] if fnd else None,
                      "ratio": round(pred / saving, 3) if pred is not None and saving > 0 and not null else None,
-                     "replay_ms": replay_ms(fnd),
+                     "replay_ms": replay_ms(finding_of(rb, p["category"])), "from_before_ms": from_before,
+                     "abtrace_rounds": abt,
                      "after_finding": (f"{left['severity']} {left['impact_ms']:.2f} ms" if left else None),
                      "seconds": round(time.perf_counter() - t, 1)})
     n = len(rows)
@@ -166,16 +218,17 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     res = calibrate(pathlib.Path(args.pairs))
     head = ("pair", "category", "measured (program)", "separate runs", "measured (trace)", "predicted", "ratio",
-            "replay", "after")
+            "replay", "from before run", "after")
     print("| " + " | ".join(head) + " |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in res["rows"]:
         pred = ("none" if r["predicted_ms"] is None else
                 f"{r['predicted_ms']:.2f} ms ({r['predicted_severity']}, {r['basis']})")
         ratio = (("no saving: " + ("pass" if r["null_passes"] else "FAIL")) if r["null"] else fmt(r["ratio"]))
         print(f"| {r['pair']} | {r['category']} | {r['measured_ms']:.2f} ms ({r['measured_how']}) | "
               f"{r['separate_runs_ms']:.2f} ms | {fmt(r['measured_trace_ms'])} ms | "
-              f"{pred} | {ratio} | {fmt(r['replay_ms'])} | {r['after_finding'] or 'no finding'} |")
+              f"{pred} | {ratio} | {fmt(r['replay_ms'])} | {fmt(r['from_before_ms'])} | "
+              f"{r['after_finding'] or 'no finding'} |")
     n = res["pairs"]
     if n:
         print(f"\nwithin [{TIGHT[0]}, {TIGHT[1]}]: {res['within_tight']}/{n} ({100 * res['within_tight'] / n:.0f}%); "
