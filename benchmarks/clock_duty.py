@@ -4,8 +4,9 @@ end, nsys-doctor's own request finder):
   duty      share of the window the GPU ran kernels, copies or memsets (their union)
   gpc       mean GPC clock (MHz) of the GPU_METRICS samples in the window (metric 'GPC Clock Frequency')
   gpc_busy  mean GPC clock of the samples whose 'GR Active' is at least BUSY_SAMPLE_PCT
-  k_ratio   after/before kernel duration of the same kernels: per kernel name (demangled) in both windows, median
-            after / median before; the median of those ratios weighted by the name's total time in `before`
+  kernel ms kernel time per measured request, before and after
+  same      the same kernels after/before: per kernel name (demangled) in both windows, mean after / mean before,
+            averaged weighted by the name's total time in `before`
 Numbers by SQL on the exports; for the study in docs/clock.md. Not a test, not timed.
 
 usage: python benchmarks/clock_duty.py [--pairs tests/data/pairs.json] [--extra BEFORE AFTER ...] [--json OUT]
@@ -127,19 +128,21 @@ def profile(path: pathlib.Path, tmp: pathlib.Path) -> dict:
 
 
 def kernel_ratio(before: dict, after: dict) -> tuple[float | None, int]:
-    """Time-weighted median over kernel names in both of median(after) / median(before)."""
+    """Mean over kernel names in both of mean(after) / mean(before), weighted by the name's time in `before`."""
     r, w = [], []
     for n, d in before["kernels"].items():
         a = after["kernels"].get(n)
-        if a and d and np.median(d) > 0:
-            r.append(np.median(a) / np.median(d))
+        if a and d and np.mean(d) > 0:
+            r.append(np.mean(a) / np.mean(d))
             w.append(float(np.sum(d)))
     if not r:
         return None, 0
-    o = np.argsort(r)
-    r, w = np.array(r)[o], np.array(w)[o]
-    c = np.cumsum(w)
-    return float(r[np.searchsorted(c, c[-1] / 2)]), len(r)
+    return float(np.average(r, weights=w)), len(r)
+
+
+def kernel_ms(p: dict) -> float:
+    """All kernels' time per measured request (ms)."""
+    return sum(sum(d) for d in p["kernels"].values()) / max(len(p["per_request"]), 1) / 1e6
 
 
 def main(argv=None) -> int:
@@ -157,19 +160,21 @@ def main(argv=None) -> int:
              for b, a in args.extra]
     rows = []
     print("| pair | device | duty before | duty after | GPC MHz before | after | busy-sample GPC before | after | "
-          "kernel ratio after/before (names) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          "kernel ms/request before | after | same kernels after/before (names) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = pathlib.Path(tmpd)
         for name, dev, fb, fa in jobs:
             b, a = profile(fb, tmp), profile(fa, tmp)
             kr, nk = kernel_ratio(b, a)
             row = {"pair": name, "device": dev, "before": {k: v for k, v in b.items() if k != "kernels"},
-                   "after": {k: v for k, v in a.items() if k != "kernels"}, "kernel_ratio": kr, "names": nk}
+                   "after": {k: v for k, v in a.items() if k != "kernels"}, "kernel_ratio": kr, "names": nk,
+                   "kernel_ms": [kernel_ms(b), kernel_ms(a)]}
             rows.append(row)
             f = lambda v, s=".0f": "n/a" if v is None else format(v, s)   # noqa: E731
             print(f"| {name} | {dev.replace('NVIDIA ', '')} | {b['duty']:.2f} | {a['duty']:.2f} | {f(b['gpc_mhz'])} | "
-                  f"{f(a['gpc_mhz'])} | {f(b['gpc_busy_mhz'])} | {f(a['gpc_busy_mhz'])} | {f(kr, '.3f')} ({nk}) |",
+                  f"{f(a['gpc_mhz'])} | {f(b['gpc_busy_mhz'])} | {f(a['gpc_busy_mhz'])} | {kernel_ms(b):.3f} | "
+                  f"{kernel_ms(a):.3f} | {f(kr, '.3f')} ({nk}) |",
                   flush=True)
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
