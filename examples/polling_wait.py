@@ -110,12 +110,15 @@ def main():
     ap.add_argument("--requests", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--ab", type=int, default=0, metavar="K", help="both variants in one process, K rounds")
+    ap.add_argument("--tokens", type=int, default=TOKENS,
+                    help="tokens per request (4096: each block ~0.2 ms of GPU work, longer than its launch; at 1024 "
+                         "most blocks are done before the first check)")
     args = ap.parse_args()
 
     torch.manual_seed(0)
     model = Model().to(DEV).half().eval()
     g = torch.Generator().manual_seed(0)
-    inputs = [torch.randn(TOKENS, D, generator=g) for _ in range(4)]
+    inputs = [torch.randn(args.tokens, D, generator=g) for _ in range(4)]
     if DEV == "cuda":
         inputs = [x.pin_memory() for x in inputs]
     polls = 0

@@ -19,7 +19,7 @@
 # *_ab jobs run a program's --ab mode (both variants alternating in one process) under the same nsys flags and keep
 # only its printed clocks (no export). "ab": the fourth pair (laysync), then three --ab runs of each sync program;
 # "ab2": the GPU-bound laysync pair (--batch 96) and three --ab runs of it. Both set SERIAL=1. "abtrace": two --ab 4
-# runs of six sync programs whose exports are kept (SERIAL=1).
+# runs of six sync programs whose exports are kept (SERIAL=1); "abtrace2": the same for polling_wait.py --tokens 1024.
 # JOB:rN (e.g. exit_before:r2) records the same job again as ex_NAME_rN, in group rep_PAIR ("repeats" runs them all:
 # each of the cuda_sync pairs three times per side, alternating before/after). SERIAL=1 (set by "repeats") exports
 # nothing until every job is profiled, so no export or xz shares the CPU with a measured run: the launch-bound
@@ -112,6 +112,7 @@ spec() {  # job -> "output-name group flags-kind script args..."
     sync2_abt)         echo "ex_sync2_abt abt FULLCAP sync_per_layer.py --ab 4 --requests 30";;
     exit_abt)          echo "ex_exit_abt abt FULLCAP early_exit_sync.py --ab 4 --requests 20";;
     laysync_abt)       echo "ex_laysync_abt abt FULLCAP layer_timing_sync.py --ab 4 --requests 20";;
+    pollsmall_abt)     echo "ex_pollsmall_abt abt FULL polling_wait.py --tokens 1024 --ab 4 --requests 20";;
     *) return 1;;
   esac
 }
@@ -157,6 +158,7 @@ JOBS=${*:-$ALL}; [ "$JOBS" = new ] && JOBS=$NEW      # "new": the second set onl
 [ "$JOBS" = ab2 ] && { JOBS=$AB2; SERIAL=1; }          # "ab2": the GPU-bound per-layer sync pair and its --ab runs
 [ "$JOBS" = ab3 ] && { JOBS=$AB3; SERIAL=1; }          # "ab3": sync_per_layer on the H200 (FULLCAP) and its --ab runs
 [ "$JOBS" = abtrace ] && { JOBS=$ABTRACE; SERIAL=1; }  # "abtrace": --ab runs of the sync programs, exported
+[ "$JOBS" = abtrace2 ] && { JOBS="pollsmall_abt:r1 pollsmall_abt:r2"; SERIAL=1; }  # polling_wait at 1024 tokens
 SERIAL=${SERIAL:-0}
 DEFERRED=""
 for job in $JOBS; do
