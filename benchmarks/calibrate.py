@@ -36,7 +36,9 @@ Then the share of pairs whose ratio lies within [0.75, 1.33] and within [0.5, 2]
 counts as outside both): issue 16's calibration target is at least 90% and 100%. A pair whose fix saved nothing
 measurable (its 'ab' processes' savings differ in sign) has no ratio: it counts within both when the report does not
 tell the user to act on it (no finding of the category, or one of severity low), and outside both otherwise.
-Pairs whose files are not in tests/data are listed as missing and left out of the shares.
+Pairs whose files are not in tests/data are listed as missing and left out of the shares. pairs.json
+'one_process' lists programs recorded only as one-process --ab profiles ('abtrace', no separate runs): they are
+judged by those alone and count in the shares ('none' in the columns they lack).
 """
 from __future__ import annotations
 
@@ -201,6 +203,23 @@ def calibrate(pairs_path: pathlib.Path) -> dict:
                      "abtrace_rounds": abt,
                      "after_finding": (f"{left['severity']} {left['impact_ms']:.2f} ms" if left else None),
                      "seconds": round(time.perf_counter() - t, 1)})
+    for p in spec.get("one_process", []):
+        # programs recorded only as one-process --ab profiles (no separate before/after runs): judged by them alone
+        t = time.perf_counter()
+        pred, saving, how, null, abt = judged(p, data, None)
+        if abt is None:
+            missing.append(p["name"])
+            continue
+        sev = [r["severity"] for r in abt]
+        rows.append({"pair": p["name"], "category": p["category"], "measured_ms": round(saving, 3),
+                     "measured_how": how, "null": null, "null_passes": None,
+                     "separate_runs_ms": None, "measured_trace_ms": None, "predicted_ms": pred,
+                     "predicted_severity": max(sorted(set(sev), key=str), key=sev.count), "basis": "replay",
+                     "impact_ms": None, "replay_ms": None, "from_before_ms": None, "abtrace_rounds": abt,
+                     "ratio": round(pred / saving, 3) if pred is not None and saving > 0 and not null else None,
+                     "after_finding": None, "seconds": round(time.perf_counter() - t, 1)})
+        if null:
+            rows[-1]["null_passes"] = all(r["severity"] in (None, "low") for r in abt)
     n = len(rows)
     tight = sum(r["null_passes"] if r["null"] else within(r["ratio"], TIGHT) for r in rows)
     loose = sum(r["null_passes"] if r["null"] else within(r["ratio"], LOOSE) for r in rows)
@@ -226,9 +245,9 @@ def main(argv=None) -> int:
                 f"{r['predicted_ms']:.2f} ms ({r['predicted_severity']}, {r['basis']})")
         ratio = (("no saving: " + ("pass" if r["null_passes"] else "FAIL")) if r["null"] else fmt(r["ratio"]))
         print(f"| {r['pair']} | {r['category']} | {r['measured_ms']:.2f} ms ({r['measured_how']}) | "
-              f"{r['separate_runs_ms']:.2f} ms | {fmt(r['measured_trace_ms'])} ms | "
+              f"{fmt(r['separate_runs_ms'])} ms | {fmt(r['measured_trace_ms'])} ms | "
               f"{pred} | {ratio} | {fmt(r['replay_ms'])} | {fmt(r['from_before_ms'])} | "
-              f"{r['after_finding'] or 'no finding'} |")
+              f"{r['after_finding'] or ('no finding' if r['separate_runs_ms'] is not None else '-')} |")
     n = res["pairs"]
     if n:
         print(f"\nwithin [{TIGHT[0]}, {TIGHT[1]}]: {res['within_tight']}/{n} ({100 * res['within_tight'] / n:.0f}%); "

@@ -239,7 +239,18 @@ def test_the_measured_saving_follows_the_stated_rule():
     assert not calibrate.passes_null({"severity": "medium"})
 
 
-ABTRACE = [(n, f) for n, p in sorted(PAIRS.items()) for f in (p.get("abtrace") or {}).get("files", [])]
+ONE_PROCESS = {p["name"]: p for p in json.loads((DATA / "pairs.json").read_text()).get("one_process", [])}
+ABTRACE = [(n, f) for n, p in sorted({**PAIRS, **ONE_PROCESS}.items()) for f in (p.get("abtrace") or {}).get("files", [])]
+
+
+@pytest.mark.parametrize("name", sorted(ONE_PROCESS))
+def test_a_one_process_program_is_predicted_within_bounds(name):
+    # pairs.json one_process: programs recorded only as one-process --ab profiles, judged by them alone
+    # (calibrate.judged: medians over all rounds of the slow block's prediction and of slow minus fixed)
+    pred, saving, _, null, rounds = calibrate.judged(ONE_PROCESS[name], DATA, None)
+    assert rounds and not null
+    assert all(r["severity"] is not None for r in rounds), "a slow block without a cuda_sync finding"
+    assert TIGHT[0] <= pred / saving <= TIGHT[1], f"{name}: predicted {pred:.2f} ms, measured {saving:.2f}"
 
 
 @pytest.mark.parametrize("name,file", ABTRACE)
@@ -247,7 +258,7 @@ def test_the_one_process_blocks_are_the_programs_own(name, file, tmp_path):
     # benchmarks/ab_blocks.blocks reads each --ab block's ms/request from its NVTX range: against the block times the
     # program printed with its own clock (pairs.json abtrace.program_blocks_ms), and each block's cut holds that
     # block's requests and nothing of the others
-    ab = PAIRS[name]["abtrace"]
+    ab = {**PAIRS, **ONE_PROCESS}[name]["abtrace"]
     plain = tmp_path / "ab.sqlite"
     calibrate.ab_blocks.plain_copy(DATA / file, plain)
     db = sqlite3.connect(plain)

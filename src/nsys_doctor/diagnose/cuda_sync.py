@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..model.api_names import EVENT_SYNC_CALLS, QUERY_CALLS, base_name, name_ids
-from ..model.arrays import dense_groups, id_mask, uniq
+from ..model.api_names import EVENT_RECORD_CALLS, EVENT_SYNC_CALLS, QUERY_CALLS, base_name, name_ids
+from ..model.arrays import dense_groups, distinct_ids, id_mask, uniq
 from ..model.changes import RemoveCpuTime, RemoveHostWaits, ScaleGpuWork
 from ..model.host_waits import ASYNC_COPY, COPY, FREE_WAIT, POLL, REFILL_MAX_NS, SYNC, read_calls, select
 from ..model.replay import GRAPH_DISPATCH_MAX_NS
-from ..model.projection import corr_key
+from ..model.projection import api_corr_key, corr_key, gpu_corr_key, launch_calls
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, host_waits, instance, make_finding, per_request_mean
@@ -39,6 +39,8 @@ class Measurement:
     avoid: np.ndarray       # per wait: avoidable (not a request's final wait for its result)
     cost: np.ndarray        # per wait: ns blocked plus the GPU refill after it, 0 when not avoidable
     reads: dict | None = None   # model.host_waits.read_calls of the avoidable waits: what the fix drops with them
+    checks: np.ndarray | None = None      # completion_checks: api_calls rows of the polling code's one-query checks
+    check_cost: np.ndarray | None = None  # per check: ns of CPU from its record's dispatch to the query's return
 
 
 def measure(ctx) -> Measurement | None:
@@ -49,54 +51,135 @@ def measure(ctx) -> Measurement | None:
         return None
     sc = host_waits(ctx)
     sc = select(sc, sc["kind"] != FREE_WAIT)     # memory_allocation's (see the module's docstring)
-    if len(sc["row"]) == 0:
+    checks = completion_checks(trace, rq, sc)
+    if len(sc["row"]) == 0 and len(checks) == 0:
         return None
     n_req = len(ctx.measured)
     avoid = ~sc["last"]
+    # the CPU dispatch of an event wait before its calls is bounded as the framework's per-op dispatch elsewhere;
+    # the polling code's checks that found the GPU done go the same way (completion_checks)
+    api = trace.table("api_calls")
+    ext = {"row": np.r_[sc["row"], checks], "poll_rows": sc["poll_rows"], "poll_wait": sc["poll_wait"],
+           "start_ns": np.r_[sc["start_ns"], api["start_ns"][checks]].astype(np.int64)}
+    keep = np.r_[avoid & event_waits(trace, sc), np.ones(len(checks), bool)]
+    reads = read_calls(trace, ext, keep, GRAPH_DISPATCH_MAX_NS)
     cost = (sc["blocked_ns"] + sc["refill_ns"]) * avoid
+    # a check's cost: the CPU from the dispatch before its record to the query's return
+    k = len(checks)
+    check_cost = (api["end_ns"][checks] - reads["start_ns"][len(reads["start_ns"]) - k:]).astype(np.float64) \
+        if k else np.zeros(0)
     # fixing can't make a request faster than its own GPU work: bound per request by latency - own busy time
-    per_req = np.bincount(sc["request"], weights=cost, minlength=rq.count)
+    per_req = np.bincount(np.r_[sc["request"], rq.api_request[checks]], weights=np.r_[cost, check_cost],
+                          minlength=rq.count)
     t = rq.table
     bound = np.maximum(t["latency_ns"] - t["busy_ns"], 0)
     saved = np.minimum(per_req, bound)[rq.warmup:]
     impact_ns = float(saved.mean()) if n_req else 0.0
     if 100.0 * impact_ns / ctx.mean_latency_ns < MIN_REPORT_PCT:
         return None
-    # the CPU dispatch of an event wait before its calls is bounded as the framework's per-op dispatch elsewhere;
-    # the polling code's checks that found the GPU done at once go with it (completion_checks)
-    checks = completion_checks(trace, rq, sc, avoid)
-    ext = {"row": np.r_[sc["row"], checks], "poll_rows": sc["poll_rows"], "poll_wait": sc["poll_wait"],
-           "start_ns": np.r_[sc["start_ns"], trace.table("api_calls")["start_ns"][checks]].astype(np.int64)}
-    keep = np.r_[avoid & event_waits(trace, sc), np.ones(len(checks), bool)]
-    reads = read_calls(trace, ext, keep, GRAPH_DISPATCH_MAX_NS)
-    return Measurement(impact_ns=impact_ns, waits=sc, avoid=avoid, cost=cost, reads=reads)
+    return Measurement(impact_ns=impact_ns, waits=sc, avoid=avoid, cost=cost, reads=reads, checks=checks,
+                       check_cost=check_cost)
 
 
-def completion_checks(trace, rq, waits: dict, avoid: np.ndarray) -> np.ndarray:
-    """api_calls rows: the completion queries that the polling code of an avoidable polling wait made without
-    waiting. `while not ev.query(): ...` after an event record is one query when the GPU is done already (the CPU
-    was the slower side that time): no wait, so host_waits counts no loop, but it is the same code, and the fix
-    drops it too, with its record and dispatch. Here: the queries of the calls the polling loops use, on a thread
-    with an avoidable polling wait, inside measured requests, in no loop, and before their request's final wait.
+def completion_checks(trace, rq, waits: dict) -> np.ndarray:
+    """api_calls rows: completion checks of the work just queued that found it done. `ev.record(); while not
+    ev.query(): ...` is one query when the GPU has finished before the first check (the CPU was the slower side):
+    no wait, so host_waits counts no loop, but it is polling code, and the fix drops it with its record and the
+    dispatch before it. A check here: a completion query (QUERY_CALLS) inside a measured request, in no polling
+    loop, that found the work done (its return code, where the export has them), whose thread recorded an event
+    after the request's last launch or host wait before it, of that very event (_asks_its_record), and before the
+    request's final wait. A query of an older event (a pipelined server asking whether request i-16 is done, the
+    caching allocators' checks) follows a launch or a wait instead, or asks about another event, and stays.
     Measured in one process (examples/polling_wait.py --ab, record_examples.sh abtrace, benchmarks/ab_blocks.py):
-    3.8 of the 16 waits per request were such single checks in ex_polling_abt_r2; in a block whose CPU ran slow
-    (5.3 ms/request against 4.5) most were, and the replay without them predicted 0.16 ms where the fix saved 2.0."""
+    3.8 of the 16 waits per request were such checks in ex_polling_abt_r2, and in a block whose CPU ran slow
+    (5.3 ms/request against 4.5) most were: the replay without them predicted 0.16 ms where the fix saved 2.0. At
+    --tokens 1024 (abtrace2) every wait was one: no loop at all, 0.64-1.02 ms/request saved by removing them."""
     none = np.zeros(0, np.int64)
-    poll = avoid & (waits["kind"] == POLL)
-    if not poll.any() or len(rq.api_request) == 0:
-        return none
     api = trace.table("api_calls")
-    ids = uniq(np.asarray(api["name_id"])[waits["poll_rows"]].astype(np.int64))
-    rows = np.flatnonzero(id_mask(api["name_id"], ids) & (rq.api_request >= rq.warmup))
-    rows = rows[~id_mask(rows, waits["poll_rows"])]
-    tid = np.asarray(api["tid"])[rows]
-    rows = rows[np.isin(tid, uniq(np.asarray(api["tid"])[waits["row"][poll]].astype(np.int64)))]
+    if table_len(api) == 0 or len(rq.api_request) != table_len(api):
+        return none
+    names = api["name_id"]
+    qids = name_ids(trace, distinct_ids(names), lambda n: n in QUERY_CALLS)
+    if len(qids) == 0:
+        return none
+    is_q = id_mask(names, qids)
+    inreq = rq.api_request >= rq.warmup
+    cand = np.flatnonzero(is_q & inreq)
+    cand = cand[~id_mask(cand, waits["poll_rows"])]
+    if len(cand) == 0:
+        return none
+    if "status" in api or "status" in getattr(api, "lazy_names", ()):
+        st = np.asarray(api["status"])[cand]
+        if (st >= 0).all():
+            cand = cand[st == 0]                      # found the work done (cudaSuccess)
+    if len(cand) == 0:
+        return none
+    # the calls of those threads inside measured requests, by thread then start
+    tid_all = np.asarray(api["tid"])
+    rows = np.flatnonzero(inreq & np.isin(tid_all, uniq(tid_all[cand])))
+    o = rows[np.lexsort((np.asarray(api["start_ns"])[rows], tid_all[rows]))]
+    rec = id_mask(names[o], name_ids(trace, names[o], lambda n: n.startswith(EVENT_RECORD_CALLS)))
+    stop = launch_calls(trace)[o] | id_mask(o, waits["row"]) | id_mask(o, waits["poll_rows"]) | is_q[o]
+    pos = np.arange(len(o))
+    last_rec = np.maximum.accumulate(np.where(rec, pos, -1))
+    last_stop = np.maximum.accumulate(np.where(stop, pos, -1))
+    at = np.searchsorted(o, cand) if bool(np.all(o[1:] > o[:-1])) else None
+    if at is None:
+        inv = np.empty(table_len(api), np.int64)
+        inv[o] = pos
+        at = inv[cand]
+    prev_rec = np.where(at > 0, last_rec[np.maximum(at - 1, 0)], -1)
+    prev_stop = np.where(at > 0, last_stop[np.maximum(at - 1, 0)], -1)
+    same_thread = (prev_rec >= 0) & (tid_all[o[np.maximum(prev_rec, 0)]] == tid_all[cand])
+    same_req = (prev_rec >= 0) & (rq.api_request[o[np.maximum(prev_rec, 0)]] == rq.api_request[cand])
+    ok = same_thread & same_req & (prev_rec > prev_stop)
+    cand, recs = cand[ok], o[np.maximum(prev_rec, 0)][ok]
+    cand = cand[_asks_its_record(trace, waits, cand, recs)]
     # before the request's final wait (the one for its result stays, and so does what follows it)
     final = np.full(rq.count, np.iinfo(np.int64).max, np.int64)
     last = waits["last"]
     np.minimum.at(final, waits["request"][last], waits["start_ns"][last].astype(np.int64))
-    start = np.asarray(api["start_ns"])[rows].astype(np.int64)
-    return rows[start < final[rq.api_request[rows]]]
+    start = np.asarray(api["start_ns"])[cand].astype(np.int64)
+    return cand[start < final[rq.api_request[cand]]]
+
+
+def _asks_its_record(trace, waits: dict, queries: np.ndarray, records: np.ndarray) -> np.ndarray:
+    """Per (query, the event record before it): does the query ask about that very event? By CUPTI's event ids
+    where the export has them (the synchronisation record of a query that found its event done, the event record
+    of the record call, both by correlation id): PyTorch's pinned-memory allocator also records an event after a
+    copy and queries its oldest events at the next allocation (hta ns_resolution_trace: 79 such queries per step),
+    which is no polling the user wrote. Without event ids (PyTorch profiler traces), only on a thread whose polling
+    code did wait somewhere (an avoidable polling loop in the requests)."""
+    out = np.zeros(len(queries), bool)
+    if len(queries) == 0:
+        return out
+    ev_q = _event_of(trace, "syncs", queries)
+    ev_r = _event_of(trace, "event_records", records)
+    known = (ev_q >= 0) & (ev_r >= 0)
+    out[known] = ev_q[known] == ev_r[known]
+    if (~known).any():
+        api = trace.table("api_calls")
+        poll = ~waits["last"] & (waits["kind"] == POLL)
+        looped = uniq(np.asarray(api["tid"])[waits["row"][poll]].astype(np.int64))
+        out[~known] = np.isin(np.asarray(api["tid"])[queries[~known]], looped)
+    return out
+
+
+def _event_of(trace, table: str, rows: np.ndarray) -> np.ndarray:
+    """The CUPTI event id that table (syncs: a query's or sync's record; event_records: a record call's) holds
+    for these api_calls rows, by (process, correlation id); -1 where it has none."""
+    out = np.full(len(rows), -1, np.int64)
+    if not trace.has(table) or table_len(trace.table(table)) == 0 or "event" not in trace.table(table):
+        return out
+    t = trace.table(table)
+    key = gpu_corr_key(trace, table)
+    ev = np.asarray(t["event"]).astype(np.int64)
+    o = np.argsort(key, kind="stable")
+    want = api_corr_key(trace)[rows]
+    i = np.minimum(np.searchsorted(key[o], want), len(o) - 1)
+    hit = key[o][i] == want
+    out[hit] = ev[o][i][hit]
+    return out
 
 
 def event_waits(trace, waits: dict) -> np.ndarray:
@@ -159,6 +242,8 @@ def finding(ctx, m: Measurement) -> list:
     n_req = len(ctx.measured)
     req = sc["request"]
     api = trace.table("api_calls")
+    if len(sc["row"]) == 0:
+        return _checks_finding(ctx, m)
     names, by_api = _by_call(trace, api["name_id"][sc["row"]], n_req)
     per = lambda v: per_request_mean(v.astype(np.float64), req, ctx) / 1e6  # noqa: E731
     numbers = {
@@ -175,6 +260,8 @@ def finding(ctx, m: Measurement) -> list:
     if polls.any():
         numbers["polling_loops_per_request"] = round(float(polls.sum()) / n_req, 2)
         numbers["queries_per_polling_loop"] = round(len(sc["poll_rows"]) / float(polls.sum()), 1)
+    if m.checks is not None and len(m.checks):
+        numbers.update(_check_numbers(ctx, m))
     notes = []
     types = _sync_types(ctx, sc["row"])
     if types:
@@ -212,6 +299,45 @@ def finding(ctx, m: Measurement) -> list:
            "CPU and GPU time add up instead of overlapping.")
     return [make_finding(ctx, "cuda_sync", title, m.impact_ns, estimate,
                          Evidence(numbers=numbers, worst=worst, notes=notes), fix, why)]
+
+
+def _check_numbers(ctx, m: Measurement) -> dict:
+    n_req = len(ctx.measured)
+    req = ctx.requests.api_request[m.checks]
+    return {"completion_checks_per_request": round(len(m.checks) / n_req, 2),
+            "completion_check_cpu_ms_per_request": round(per_request_mean(m.check_cost, req, ctx) / 1e6, 3)}
+
+
+def _checks_finding(ctx, m: Measurement) -> list:
+    """The finding when the polling code never waited: every check found the GPU done (the CPU is the slower side),
+    and the code's cost is its CPU time (event record, query and the dispatch around them)."""
+    trace = ctx.trace
+    api = trace.table("api_calls")
+    numbers = _check_numbers(ctx, m)
+    numbers["mean_latency_ms"] = round(ctx.mean_latency_ns / 1e6, 3)
+    top = base_name(trace.name(int(api["name_id"][m.checks[0]])))
+    worst = []
+    for i in np.argsort(-m.check_cost)[:WORST]:
+        row = int(m.checks[i])
+        start = int(api["end_ns"][row] - m.check_cost[i])
+        worst.append(instance(ctx, int(ctx.requests.api_request[row]), start, int(api["end_ns"][row]),
+                              f"event record then {top}: {m.check_cost[i] / 1e6:.3f} ms of CPU, the GPU already "
+                              f"done", tid=int(api["tid"][row]), name=top,
+                              code=_call_site(trace, int(api["callchain"][row]))))
+    title = (f"{numbers['completion_checks_per_request']:g} completion checks per request ({top} right after an "
+             f"event record) found the GPU done: the code around them costs "
+             f"{numbers['completion_check_cpu_ms_per_request']:.2f} ms of CPU per request")
+    estimate = ("per request: the CPU time from the dispatch before each check's event record (back to the last "
+                f"launch, at most {GRAPH_DISPATCH_MAX_NS / 1e3:g} us) to the check's return, bounded by latency minus "
+                "the request's own GPU busy time; mean over measured requests")
+    fix = ("Remove the completion checks: a `while not event.query()` loop (or a progress check) after each stage "
+           "found the GPU done every time, because the CPU is the slower side; it waits for nothing and costs an "
+           "event record, a query and the Python around them per stage. Wait once per request, where the host "
+           "needs the result.")
+    why = ("The request's CPU thread bounds its latency (the GPU finishes each stage before the check runs), so "
+           "every microsecond of CPU work in it is latency; the checks add work without ordering anything.")
+    return [make_finding(ctx, "cuda_sync", title, m.impact_ns, estimate,
+                         Evidence(numbers=numbers, worst=worst, notes=[]), fix, why)]
 
 
 def diagnose(ctx) -> list:

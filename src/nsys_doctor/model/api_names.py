@@ -29,6 +29,7 @@ FREE_WAIT_CALLS = ("cudaFree", "cudaFreeHost", "cudaFreeArray", "cudaFreeMipmapp
 EVENT_SYNC_CALLS = ("cudaEventSynchronize", "cuEventSynchronize")
 # Non-blocking completion checks: a loop of them (torch.cuda.Event.query() spun until True) is a host wait.
 QUERY_CALLS = ("cudaEventQuery", "cudaStreamQuery", "cuEventQuery", "cuStreamQuery")
+EVENT_RECORD_CALLS = ("cudaEventRecord", "cuEventRecord")   # base names by prefix (cudaEventRecordWithFlags too)
 
 _SUFFIX = re.compile(r"(_v\d+)?(_ptsz|_ptds)?(_v\d+)?$")
 
