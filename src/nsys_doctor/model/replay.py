@@ -39,6 +39,9 @@ GRAPH_LAUNCH_FALLBACK_NS = 150_000
 # us of Python between layers, CPU samples in the interpreter; dataload_starved's stalls). Chosen between those:
 # 50 us under-predicts ex_rowwise's fix (0.748), 100 us takes part of sync_heavy's layer code for dispatch.
 GRAPH_DISPATCH_MAX_NS = 75_000
+# A stream segment of at most this many operations is placed by a loop over Python ints, a longer one by numpy
+# passes: numpy's fixed cost per pass (~40 us for place_segment's dozen) buys ~1 us per operation of the loop.
+SCALAR_SEGMENT_MAX = 32
 
 
 # what a copy moved to pinned memory on a side stream does to its thread (_prefetch), in the change's words
@@ -246,6 +249,10 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     ge2 = np.full(n_g, NEVER, np.int64)
     waits = np.flatnonzero(p.c_wait_op >= 0)          # chain-sorted node indices
     inc = p.c_gap + p.c_dur
+    # each wait's next wait on its chain (-1: none), so that stepping from one wait to the next is a list look-up
+    chain_hi = g.chain_lo[1:][g.c_chain[waits]] if len(waits) else np.zeros(0, np.int64)
+    nxt = np.r_[waits[1:], -1] if len(waits) else np.zeros(0, np.int64)
+    next_wait_of = dict(zip(waits.tolist(), np.where((nxt >= 0) & (nxt < chain_hi), nxt, -1).tolist()))
 
     def materialise(lo: int, hi: int, e_prev: int):
         """Nodes lo..hi-1 of one chain: no waits among them but perhaps the last (whose end is left unknown)."""
@@ -275,27 +282,37 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     done = g.stream_lo[:-1].astype(np.int64).copy()
     s_hi = g.stream_lo[1:].astype(np.int64)
     has_x = g.g_xop >= 0
+    any_free = bool(p.g_free.any())
+    # an operation's start after its launch call's start: its offset in the call (clipped to the call's replayed
+    # length) plus the launch delay; the call's start is the only part a replay step moves
+    k_all = np.clip(p.g_launch, 0, None)
+    launch_add = np.minimum(p.g_launch_off, np.maximum(p.c_dur[k_all], 0)) + p.g_dl if n_c else p.g_dl
 
     def launch_time(j: np.ndarray) -> np.ndarray:
         k = p.g_launch[j]
         ok = k >= 0
-        kk = np.clip(k, 0, None)
-        t = cs2[kk] + np.minimum(p.g_launch_off[j], np.maximum(p.c_dur[kk], 0))
-        if ok.any() and bool((cs2[kk][ok] == NEVER).any()):
+        kk = k_all[j]
+        t = cs2[kk]
+        if ok.any() and bool((t[ok] == NEVER).any()):
             raise ReplayError("a GPU operation's launch call was not yet placed")
-        return np.where(ok, t + p.g_dl[j], NEVER)
+        return np.where(ok, t + launch_add[j], NEVER)
 
     def place_stream(s: int, q: int):
         a0 = int(done[s])
         if q <= a0:
             return
-        free = np.flatnonzero(p.g_free[a0 + 1:q]) + a0 + 1
-        for b in free.tolist():                   # a free operation starts a new recurrence
-            place_segment(s, a0, b)
-            a0 = b
+        if any_free:
+            free = np.flatnonzero(p.g_free[a0 + 1:q]) + a0 + 1
+            for b in free.tolist():               # a free operation starts a new recurrence
+                place_segment(s, a0, b)
+                a0 = b
         place_segment(s, a0, q)
 
     def place_segment(s: int, a0: int, q: int):
+        chained = a0 > g.stream_lo[s] and not p.g_free[a0]    # the first waits for the operation before it
+        if q - a0 <= SCALAR_SEGMENT_MAX and _place_scalar(a0, q, chained):
+            done[s] = q
+            return
         j = np.arange(a0, q)
         a = np.maximum(launch_time(j), g.g_fixed[j])
         xs = has_x[j]
@@ -309,12 +326,48 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         if len(j) > 1:
             np.cumsum(dur[:-1] + p.g_ds[j[1:]], out=C[1:])
         v = a - C
-        if a0 > g.stream_lo[s] and not p.g_free[a0]:
+        if chained:
             v[0] = max(int(v[0]), int(ge2[a0 - 1]) + int(p.g_ds[a0]))
         st = C + np.maximum.accumulate(v)
         gs2[a0:q] = st
         ge2[a0:q] = st + dur
         done[s] = q
+
+    def _place_scalar(a0: int, q: int, chained: bool) -> bool:
+        """place_segment's recurrence one operation at a time over Python ints (start = the latest of its launch,
+        its fixed time, its cross-stream wait and the end of the one before it plus the stream gap): the same
+        integers, without numpy's per-call cost on the few operations a host wait usually releases. False (nothing
+        written) where a constraint is not yet placed: the array path then raises its error."""
+        ks, add = p.g_launch[a0:q].tolist(), launch_add[a0:q].tolist()
+        fx, xo, dx = g.g_fixed[a0:q].tolist(), g.g_xop[a0:q].tolist(), g.g_dx[a0:q].tolist()
+        dur, ds = p.g_dur[a0:q].tolist(), p.g_ds[a0:q].tolist()
+        starts, ends = [], []
+        prev = ge2.item(a0 - 1) if chained else NEVER
+        for i in range(q - a0):
+            t = NEVER
+            k = ks[i]
+            if k >= 0:
+                c = cs2.item(k)
+                if c == NEVER:
+                    return False
+                t = c + add[i]
+            if fx[i] > t:
+                t = fx[i]
+            x = xo[i]
+            if x >= 0:
+                e = ge2.item(x)
+                if e == NEVER:
+                    return False
+                if e + dx[i] > t:
+                    t = e + dx[i]
+            if (i or chained) and prev + ds[i] > t:
+                t = prev + ds[i]
+            prev = t + dur[i]
+            starts.append(t)
+            ends.append(prev)
+        gs2[a0:q] = starts
+        ge2[a0:q] = ends
+        return True
 
     def place_one(j: int):
         s = int(g.g_chain[j])
@@ -359,10 +412,8 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         # a wait ends when its GPU work does (plus the recorded wake-up), or after the call's own cost
         e = max(int(cs2[w]) + int(p.c_dmin[w]), int(ge2[op]) + int(p.c_tail[w]))
         ce2[w] = e
-        c = int(g.c_chain[w])
-        hi = int(g.chain_lo[c + 1])
-        w2 = next_wait(w + 1, hi)
-        materialise(w + 1, hi if w2 < 0 else w2 + 1, e)
+        w2 = next_wait_of[w]
+        materialise(w + 1, int(g.chain_lo[int(g.c_chain[w]) + 1]) if w2 < 0 else w2 + 1, e)
         if w2 >= 0:
             ce2[w2] = NEVER
     advance(np.iinfo(np.int64).max)
