@@ -455,7 +455,8 @@ def _apply(g: Graph, trace: Trace, reqs: Requests | None, ch: Change) -> _Params
         p.c_dur[sel] = 0
         # a call that is not a node of its own is CPU time before the next node of its thread: take it from there
         tab = trace.table(t)
-        rest = np.setdiff1d(rows, g.c_row[g.c_kind == kind])
+        # np.setdiff1d's np.unique takes numpy's slow hash path (model/arrays.py): a membership mask, then uniq
+        rest = uniq(rows[~id_mask(rows, g.c_row[g.c_kind == kind])])
         if len(rest):
             k = g.node_at(tab["tid"][rest], tab["start_ns"][rest])
             nxt = k + 1
