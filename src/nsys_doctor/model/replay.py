@@ -243,78 +243,96 @@ def _params(g: Graph) -> _Params:
 
 def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     n_c, n_g = g.n_cpu, g.n_gpu
-    cs2 = np.full(n_c, NEVER, np.int64)
-    ce2 = np.full(n_c, NEVER, np.int64)
     gs2 = np.full(n_g, NEVER, np.int64)
     ge2 = np.full(n_g, NEVER, np.int64)
     waits = np.flatnonzero(p.c_wait_op >= 0)          # chain-sorted node indices
-    inc = p.c_gap + p.c_dur
-    # each wait's next wait on its chain (-1: none), so that stepping from one wait to the next is a list look-up
-    chain_hi = g.chain_lo[1:][g.c_chain[waits]] if len(waits) else np.zeros(0, np.int64)
-    nxt = np.r_[waits[1:], -1] if len(waits) else np.zeros(0, np.int64)
-    next_wait_of = dict(zip(waits.tolist(), np.where((nxt >= 0) & (nxt < chain_hi), nxt, -1).tolist()))
-
-    def materialise(lo: int, hi: int, e_prev: int):
-        """Nodes lo..hi-1 of one chain: no waits among them but perhaps the last (whose end is left unknown)."""
-        if hi <= lo:
-            return
-        ends = e_prev + np.cumsum(inc[lo:hi])
-        cs2[lo:hi] = ends - p.c_dur[lo:hi]
-        ce2[lo:hi] = ends
-
-    def next_wait(k: int, hi: int) -> int:
-        i = np.searchsorted(waits, k)
-        return int(waits[i]) if i < len(waits) and waits[i] < hi else -1
-
+    n_w = len(waits)
     n_chains = len(g.chain_lo) - 1
-    for c in range(n_chains):
-        lo, hi = int(g.chain_lo[c]), int(g.chain_lo[c + 1])
+    chain_lo = g.chain_lo.astype(np.int64)
+    # CPU side: a chain's nodes between two waits (a segment: a wait ends the one it is in) follow each other, so a
+    # node's start is its segment's anchor (where the wait before it returned, or the chain's start) plus a prefix
+    # sum: start[k] = corr[seg[k]] + off[k], each anchor set once, when its wait is replayed
+    inc = p.c_gap + p.c_dur
+    is_w = np.zeros(n_c, bool)
+    is_w[waits] = True
+    seg = (np.cumsum(is_w) - is_w) + g.c_chain.astype(np.int64)      # waits before it, one more segment per chain
+    pre = np.cumsum(inc)                               # int64 sums wrap modulo 2**64: the differences below are exact
+    lo_nz = chain_lo[:-1][chain_lo[:-1] < n_c]
+    chain_base = np.zeros(n_chains, np.int64)
+    chain_base[g.c_chain[lo_nz]] = (pre - inc)[lo_nz]
+    pc = pre - chain_base[g.c_chain] if n_c else pre  # per chain: inc summed from its first node through this one
+    off = pc - p.c_dur
+    n_seg = n_w + n_chains
+    corr_a = np.zeros(n_seg, np.int64)
+    anch_a = np.zeros(n_seg, bool)
+    if len(lo_nz):
+        corr_a[seg[lo_nz]] = g.c_start[lo_nz] - p.c_gap[lo_nz]
+        anch_a[seg[lo_nz]] = True
+    corr_l, anch_l = corr_a.tolist(), anch_a.tolist()
+
+    # GPU side: an operation's launch time is its launch call's start (segment anchor + offset) plus its offset in
+    # the call (clipped to the call's replayed length) plus the launch delay
+    k_all = p.g_launch
+    has_l = k_all >= 0
+    kk = np.clip(k_all, 0, None)
+    if n_c:
+        lseg = np.where(has_l, seg[np.minimum(kk, n_c - 1)], 0)
+        loff = off[np.minimum(kk, n_c - 1)] + np.minimum(p.g_launch_off, np.maximum(p.c_dur[np.minimum(kk, n_c - 1)],
+                                                                                    0)) + p.g_dl
+    else:
+        lseg, loff = np.zeros(n_g, np.int64), p.g_dl.copy()
+    has_x = g.g_xop >= 0
+
+    # which operations each host wait's replay step places (those whose start the recording knew by the wait's
+    # recorded end: g_ready is non-decreasing per stream), fixed before the replay: per step and stream a range
+    order = waits[np.argsort(g.c_end[waits], kind="stable")]
+    T = np.r_[g.c_end[order].astype(np.int64), np.iinfo(np.int64).max]
+    n_steps = len(T)
+    n_streams = len(g.stream_lo) - 1
+    r_step, r_s, r_a, r_b = [], [], [], []
+    for st in range(n_streams):
+        lo, hi = int(g.stream_lo[st]), int(g.stream_lo[st + 1])
         if hi <= lo:
             continue
-        w = next_wait(lo, hi)
-        stop = hi if w < 0 else w + 1
-        materialise(lo, stop, int(g.c_start[lo]) - int(p.c_gap[lo]) - 0)
-        if w >= 0:
-            ce2[w] = NEVER
+        q = np.maximum.accumulate(np.searchsorted(g.g_ready[lo:hi], T, side="right") + lo)
+        prev = np.r_[lo, q[:-1]]
+        nz = np.flatnonzero(q > prev)
+        r_step.append(nz), r_s.append(np.full(len(nz), st, np.int64)), r_a.append(prev[nz]), r_b.append(q[nz])
+    cat = (lambda x: np.concatenate(x).astype(np.int64)) if r_step else (lambda x: np.zeros(0, np.int64))
+    r_step, r_s, r_a, r_b = cat(r_step), cat(r_s), cat(r_a), cat(r_b)
+    o = np.lexsort((r_s, r_step))
+    r_step, r_s, r_a, r_b = r_step[o], r_s[o], r_a[o], r_b[o]
+    csx = np.r_[0, np.cumsum(has_x)]
+    cross = np.zeros(n_steps, bool)
+    if n_streams > 1:
+        cross[r_step[csx[r_b] - csx[r_a] > 0]] = True
+    # ranges of ordinary steps, split where an operation no longer waits for the one before it (g_free)
+    seg_a, seg_b, seg_step = r_a, r_b, r_step
+    frees = np.flatnonzero(p.g_free)
+    if len(frees):
+        cut = [], [], []
+        for a, b_, i in zip(r_a.tolist(), r_b.tolist(), r_step.tolist()):
+            inner = frees[np.searchsorted(frees, a, side="right"):np.searchsorted(frees, b_, side="left")].tolist()
+            if cross[i] and n_streams > 1:
+                inner = []
+            for x, y in zip([a] + inner, inner + [b_]):
+                cut[0].append(x), cut[1].append(y), cut[2].append(i)
+        seg_a, seg_b, seg_step = (np.asarray(x, np.int64) for x in cut)
+    chained = (seg_a > g.stream_lo[g.g_chain[np.minimum(seg_a, max(n_g - 1, 0))]]) & ~p.g_free[
+        np.minimum(seg_a, max(n_g - 1, 0))] if len(seg_a) else np.zeros(0, bool)
+    step_lo = np.searchsorted(seg_step, np.arange(n_steps + 1)).tolist()
+    range_lo = np.searchsorted(r_step, np.arange(n_steps + 1)).tolist()
+    seg_al, seg_bl, chained_l = seg_a.tolist(), seg_b.tolist(), chained.tolist()
 
-    # GPU side: per stream, a pointer to the next operation to place
-    n_streams = len(g.stream_lo) - 1
-    done = g.stream_lo[:-1].astype(np.int64).copy()
-    s_hi = g.stream_lo[1:].astype(np.int64)
-    has_x = g.g_xop >= 0
-    any_free = bool(p.g_free.any())
-    # an operation's start after its launch call's start: its offset in the call (clipped to the call's replayed
-    # length) plus the launch delay; the call's start is the only part a replay step moves
-    k_all = np.clip(p.g_launch, 0, None)
-    launch_add = np.minimum(p.g_launch_off, np.maximum(p.c_dur[k_all], 0)) + p.g_dl if n_c else p.g_dl
-
-    def launch_time(j: np.ndarray) -> np.ndarray:
-        k = p.g_launch[j]
-        ok = k >= 0
-        kk = k_all[j]
-        t = cs2[kk]
-        if ok.any() and bool((t[ok] == NEVER).any()):
-            raise ReplayError("a GPU operation's launch call was not yet placed")
-        return np.where(ok, t + launch_add[j], NEVER)
-
-    def place_stream(s: int, q: int):
-        a0 = int(done[s])
-        if q <= a0:
-            return
-        if any_free:
-            free = np.flatnonzero(p.g_free[a0 + 1:q]) + a0 + 1
-            for b in free.tolist():               # a free operation starts a new recurrence
-                place_segment(s, a0, b)
-                a0 = b
-        place_segment(s, a0, q)
-
-    def place_segment(s: int, a0: int, q: int):
-        chained = a0 > g.stream_lo[s] and not p.g_free[a0]    # the first waits for the operation before it
+    def place_segment(a0: int, q: int, chained: bool):
         if q - a0 <= SCALAR_SEGMENT_MAX and _place_scalar(a0, q, chained):
-            done[s] = q
             return
         j = np.arange(a0, q)
-        a = np.maximum(launch_time(j), g.g_fixed[j])
+        ok = has_l[j]
+        ls = lseg[j]
+        if ok.any() and not bool(anch_a[ls[ok]].all()):
+            raise ReplayError("a GPU operation's launch call was not yet placed")
+        a = np.maximum(np.where(ok, corr_a[ls] + loff[j], NEVER), g.g_fixed[j])
         xs = has_x[j]
         if xs.any():
             xo = g.g_xop[j[xs]]
@@ -331,26 +349,23 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         st = C + np.maximum.accumulate(v)
         gs2[a0:q] = st
         ge2[a0:q] = st + dur
-        done[s] = q
 
     def _place_scalar(a0: int, q: int, chained: bool) -> bool:
         """place_segment's recurrence one operation at a time over Python ints (start = the latest of its launch,
         its fixed time, its cross-stream wait and the end of the one before it plus the stream gap): the same
         integers, without numpy's per-call cost on the few operations a host wait usually releases. False (nothing
         written) where a constraint is not yet placed: the array path then raises its error."""
-        ks, add = p.g_launch[a0:q].tolist(), launch_add[a0:q].tolist()
+        ks, ls, lo_ = p.g_launch[a0:q].tolist(), lseg[a0:q].tolist(), loff[a0:q].tolist()
         fx, xo, dx = g.g_fixed[a0:q].tolist(), g.g_xop[a0:q].tolist(), g.g_dx[a0:q].tolist()
         dur, ds = p.g_dur[a0:q].tolist(), p.g_ds[a0:q].tolist()
         starts, ends = [], []
         prev = ge2.item(a0 - 1) if chained else NEVER
         for i in range(q - a0):
             t = NEVER
-            k = ks[i]
-            if k >= 0:
-                c = cs2.item(k)
-                if c == NEVER:
+            if ks[i] >= 0:
+                if not anch_l[ls[i]]:
                     return False
-                t = c + add[i]
+                t = corr_l[ls[i]] + lo_[i]
             if fx[i] > t:
                 t = fx[i]
             x = xo[i]
@@ -372,11 +387,10 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     def place_one(j: int):
         s = int(g.g_chain[j])
         t = NEVER
-        k = int(p.g_launch[j])
-        if k >= 0:
-            if cs2[k] == NEVER:
+        if p.g_launch[j] >= 0:
+            if not anch_l[lseg.item(j)]:
                 raise ReplayError("a GPU operation's launch call was not yet placed")
-            t = int(cs2[k]) + min(int(p.g_launch_off[j]), max(int(p.c_dur[k]), 0)) + int(p.g_dl[j])
+            t = corr_l[lseg.item(j)] + loff.item(j)
         t = max(t, int(g.g_fixed[j]))
         x = int(g.g_xop[j])
         if x >= 0:
@@ -387,36 +401,45 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
             t = max(t, int(ge2[j - 1]) + int(p.g_ds[j]))
         gs2[j] = t
         ge2[j] = t + int(p.g_dur[j])
-        done[s] = j + 1
 
-    def advance(T: int):
-        qs = [int(np.searchsorted(g.g_ready[done[s]:s_hi[s]], T, side="right")) + int(done[s])
-              if done[s] < s_hi[s] else int(done[s]) for s in range(n_streams)]
-        cross = n_streams > 1 and any(bool(has_x[done[s]:qs[s]].any()) for s in range(n_streams))
-        if not cross:
-            for s in range(n_streams):
-                place_stream(s, qs[s])
+    def advance(i: int):
+        if not cross[i]:
+            for m in range(step_lo[i], step_lo[i + 1]):
+                place_segment(seg_al[m], seg_bl[m], chained_l[m])
             return
         # operations waiting on other streams in this slab: place the slab's operations in recorded start order
-        idx = np.concatenate([np.arange(done[s], qs[s]) for s in range(n_streams)])
+        r0, r1 = range_lo[i], range_lo[i + 1]
+        idx = np.concatenate([np.arange(x, y) for x, y in zip(r_a[r0:r1].tolist(), r_b[r0:r1].tolist())])
         idx = idx[np.lexsort((g.g_end[idx], g.g_start[idx]))]
         for j in idx.tolist():
             place_one(j)
 
-    order = waits[np.argsort(g.c_end[waits], kind="stable")]
-    for w in order.tolist():
-        op = int(p.c_wait_op[w])
-        advance(int(g.c_end[w]))
-        if ge2[op] == NEVER:
+    # per wait, in replay order: its operation, segment, offset in it, cost had it not waited, wake-up after its
+    # operation, and whether its chain goes on after it (a segment of its own)
+    w_op, w_seg, w_off = p.c_wait_op[order].tolist(), seg[order].tolist(), off[order].tolist()
+    w_dmin, w_tail, w_pc = p.c_dmin[order].tolist(), p.c_tail[order].tolist(), pc[order].tolist()
+    w_more = (order + 1 < chain_lo[1:][g.c_chain[order]]).tolist() if n_w else []
+    w_end = []
+    for i in range(n_w):
+        advance(i)
+        ge = ge2.item(w_op[i])
+        if ge == NEVER:
             raise ReplayError("a host wait's GPU operation was not yet placed")
+        sid = w_seg[i]
+        cs_w = corr_l[sid] + w_off[i] if anch_l[sid] else NEVER
         # a wait ends when its GPU work does (plus the recorded wake-up), or after the call's own cost
-        e = max(int(cs2[w]) + int(p.c_dmin[w]), int(ge2[op]) + int(p.c_tail[w]))
-        ce2[w] = e
-        w2 = next_wait_of[w]
-        materialise(w + 1, int(g.chain_lo[int(g.c_chain[w]) + 1]) if w2 < 0 else w2 + 1, e)
-        if w2 >= 0:
-            ce2[w2] = NEVER
-    advance(np.iinfo(np.int64).max)
+        e = max(cs_w + w_dmin[i], ge + w_tail[i])
+        w_end.append(e)
+        if w_more[i]:                                  # the next segment of its chain starts where it returned
+            corr_l[sid + 1] = e - w_pc[i]
+            anch_l[sid + 1] = True
+            corr_a[sid + 1] = corr_l[sid + 1]
+            anch_a[sid + 1] = True
+    advance(n_steps - 1)
+    placed = anch_a[seg]
+    cs2 = np.where(placed, corr_a[seg] + off, NEVER)
+    ce2 = np.where(placed, cs2 + p.c_dur, NEVER)
+    ce2[order] = w_end
     return cs2, ce2, gs2, ge2
 
 
