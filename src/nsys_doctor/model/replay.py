@@ -318,15 +318,84 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
             for x, y in zip([a] + inner, inner + [b_]):
                 cut[0].append(x), cut[1].append(y), cut[2].append(i)
         seg_a, seg_b, seg_step = (np.asarray(x, np.int64) for x in cut)
-    chained = (seg_a > g.stream_lo[g.g_chain[np.minimum(seg_a, max(n_g - 1, 0))]]) & ~p.g_free[
-        np.minimum(seg_a, max(n_g - 1, 0))] if len(seg_a) else np.zeros(0, bool)
+    seg_s = g.g_chain[np.minimum(seg_a, max(n_g - 1, 0))].astype(np.int64) if len(seg_a) else np.zeros(0, np.int64)
+    chained = (seg_a > g.stream_lo[seg_s]) & ~p.g_free[np.minimum(seg_a, max(n_g - 1, 0))] if len(seg_a) else (
+        np.zeros(0, bool))
     step_lo = np.searchsorted(seg_step, np.arange(n_steps + 1)).tolist()
     range_lo = np.searchsorted(r_step, np.arange(n_steps + 1)).tolist()
-    seg_al, seg_bl, chained_l = seg_a.tolist(), seg_b.tolist(), chained.tolist()
+    # the short segments of ordinary steps go through the loop over Python ints: their operations' fields gathered
+    # once, in the order they are placed (`flat`), their starts and ends kept in lists and written back in one go
+    small = ((seg_b - seg_a) <= SCALAR_SEGMENT_MAX) & ~cross[seg_step]
+    n_each = np.where(small, seg_b - seg_a, 0)
+    flat_lo = np.r_[0, np.cumsum(n_each)]
+    flat = np.repeat(seg_a - flat_lo[:-1], n_each) + np.arange(int(flat_lo[-1]))
+    fpos = np.full(n_g, -1, np.int64)
+    fpos[flat] = np.arange(len(flat))
+    NO_LAUNCH = n_seg                                  # a segment anchored at NEVER: an operation no call launched
+    corr_l.append(NEVER)
+    anch_l.append(True)
+    f_ls = np.where(has_l[flat], lseg[flat], NO_LAUNCH).tolist()
+    f_lo = np.where(has_l[flat], loff[flat], 0).tolist()
+    f_fx, f_xo = g.g_fixed[flat].tolist(), g.g_xop[flat].tolist()
+    f_dur, f_ds = p.g_dur[flat].tolist(), p.g_ds[flat].tolist()
+    f_start, f_end = [NEVER] * len(flat), [NEVER] * len(flat)
+    flushed = [0]                                      # f_end[:flushed] written to ge2 already
+    last_end = [NEVER] * n_streams                     # each stream's latest placed operation's end
+    seg_al, seg_bl, chained_l, small_l = seg_a.tolist(), seg_b.tolist(), chained.tolist(), small.tolist()
+    seg_sl, flat_lol = seg_s.tolist(), flat_lo.tolist()
 
-    def place_segment(a0: int, q: int, chained: bool):
-        if q - a0 <= SCALAR_SEGMENT_MAX and _place_scalar(a0, q, chained):
+    def flush():
+        """ge2 of the operations the loop placed since the last flush (before numpy passes read ge2)."""
+        f0, f1 = flushed[0], placed_upto[0]
+        if f1 > f0:
+            ge2[flat[f0:f1]] = f_end[f0:f1]
+            flushed[0] = f1
+
+    def end_of(j: int) -> int:
+        f = fpos.item(j)
+        return f_end[f] if f >= 0 else ge2.item(j)
+
+    placed_upto = [0]
+
+    def place_small(m: int) -> bool:
+        """place_segment's recurrence one operation at a time over Python ints (start = the latest of its launch,
+        its fixed time, its cross-stream wait and the end of the one before it plus the stream gap): the same
+        integers, without numpy's per-call cost on the few operations a host wait usually releases. False (nothing
+        kept) where a constraint is not yet placed: the array path then raises its error."""
+        f0, f1 = flat_lol[m], flat_lol[m + 1]
+        s = seg_sl[m]
+        chain = chained_l[m]
+        prev = last_end[s]
+        for f in range(f0, f1):
+            ls = f_ls[f]
+            if not anch_l[ls]:
+                return False
+            t = corr_l[ls] + f_lo[f]
+            if f_fx[f] > t:
+                t = f_fx[f]
+            x = f_xo[f]
+            if x >= 0:
+                e = end_of(x)
+                if e == NEVER:
+                    return False
+                e += g.g_dx.item(flat.item(f))
+                if e > t:
+                    t = e
+            if chain and prev + f_ds[f] > t:
+                t = prev + f_ds[f]
+            chain = True
+            prev = t + f_dur[f]
+            f_start[f] = t
+            f_end[f] = prev
+        last_end[s] = prev
+        placed_upto[0] = f1
+        return True
+
+    def place_segment(m: int):
+        if small_l[m] and place_small(m):
             return
+        flush()
+        a0, q = seg_al[m], seg_bl[m]
         j = np.arange(a0, q)
         ok = has_l[j]
         ls = lseg[j]
@@ -344,45 +413,12 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         if len(j) > 1:
             np.cumsum(dur[:-1] + p.g_ds[j[1:]], out=C[1:])
         v = a - C
-        if chained:
-            v[0] = max(int(v[0]), int(ge2[a0 - 1]) + int(p.g_ds[a0]))
+        if chained_l[m]:
+            v[0] = max(int(v[0]), last_end[seg_sl[m]] + int(p.g_ds[a0]))
         st = C + np.maximum.accumulate(v)
         gs2[a0:q] = st
         ge2[a0:q] = st + dur
-
-    def _place_scalar(a0: int, q: int, chained: bool) -> bool:
-        """place_segment's recurrence one operation at a time over Python ints (start = the latest of its launch,
-        its fixed time, its cross-stream wait and the end of the one before it plus the stream gap): the same
-        integers, without numpy's per-call cost on the few operations a host wait usually releases. False (nothing
-        written) where a constraint is not yet placed: the array path then raises its error."""
-        ks, ls, lo_ = p.g_launch[a0:q].tolist(), lseg[a0:q].tolist(), loff[a0:q].tolist()
-        fx, xo, dx = g.g_fixed[a0:q].tolist(), g.g_xop[a0:q].tolist(), g.g_dx[a0:q].tolist()
-        dur, ds = p.g_dur[a0:q].tolist(), p.g_ds[a0:q].tolist()
-        starts, ends = [], []
-        prev = ge2.item(a0 - 1) if chained else NEVER
-        for i in range(q - a0):
-            t = NEVER
-            if ks[i] >= 0:
-                if not anch_l[ls[i]]:
-                    return False
-                t = corr_l[ls[i]] + lo_[i]
-            if fx[i] > t:
-                t = fx[i]
-            x = xo[i]
-            if x >= 0:
-                e = ge2.item(x)
-                if e == NEVER:
-                    return False
-                if e + dx[i] > t:
-                    t = e + dx[i]
-            if (i or chained) and prev + ds[i] > t:
-                t = prev + ds[i]
-            prev = t + dur[i]
-            starts.append(t)
-            ends.append(prev)
-        gs2[a0:q] = starts
-        ge2[a0:q] = ends
-        return True
+        last_end[seg_sl[m]] = ge2.item(q - 1)
 
     def place_one(j: int):
         s = int(g.g_chain[j])
@@ -401,13 +437,15 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
             t = max(t, int(ge2[j - 1]) + int(p.g_ds[j]))
         gs2[j] = t
         ge2[j] = t + int(p.g_dur[j])
+        last_end[s] = ge2.item(j)
 
     def advance(i: int):
         if not cross[i]:
             for m in range(step_lo[i], step_lo[i + 1]):
-                place_segment(seg_al[m], seg_bl[m], chained_l[m])
+                place_segment(m)
             return
         # operations waiting on other streams in this slab: place the slab's operations in recorded start order
+        flush()
         r0, r1 = range_lo[i], range_lo[i + 1]
         idx = np.concatenate([np.arange(x, y) for x, y in zip(r_a[r0:r1].tolist(), r_b[r0:r1].tolist())])
         idx = idx[np.lexsort((g.g_end[idx], g.g_start[idx]))]
@@ -422,7 +460,7 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     w_end = []
     for i in range(n_w):
         advance(i)
-        ge = ge2.item(w_op[i])
+        ge = end_of(w_op[i])
         if ge == NEVER:
             raise ReplayError("a host wait's GPU operation was not yet placed")
         sid = w_seg[i]
@@ -436,6 +474,9 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
             corr_a[sid + 1] = corr_l[sid + 1]
             anch_a[sid + 1] = True
     advance(n_steps - 1)
+    placed_upto[0] = len(flat)
+    flush()
+    gs2[flat] = f_start
     placed = anch_a[seg]
     cs2 = np.where(placed, corr_a[seg] + off, NEVER)
     ce2 = np.where(placed, cs2 + p.c_dur, NEVER)
