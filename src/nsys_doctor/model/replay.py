@@ -3,7 +3,9 @@
 The replay is a discrete-event simulation done in time slabs: host waits are the only edges from the GPU back to
 the CPU, so between two waits (in recorded order) every thread's timeline is a running sum of its calls and gaps, and
 every stream's is the max-plus recurrence start[j] = max(launch[j] + delay, end[j-1] + gap), solved with one
-np.maximum.accumulate. One Python step per host wait, numpy passes over sorted arrays in between.
+np.maximum.accumulate over a long stretch, by a loop over Python ints over a short one (a polling loop releases a few
+operations per wait). One Python step per host wait; which operations each step places, and every CPU node's offset
+from the wait before it, are fixed before the loop by numpy passes.
 Unchanged, it gives back the recorded times exactly (the delays were fitted so); changed, nodes move as far as the
 next constraint allows.
 """
@@ -241,55 +243,38 @@ def _params(g: Graph) -> _Params:
                    c_tail=g.c_tail.copy())
 
 
-def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    n_c, n_g = g.n_cpu, g.n_gpu
-    gs2 = np.full(n_g, NEVER, np.int64)
-    ge2 = np.full(n_g, NEVER, np.int64)
-    waits = np.flatnonzero(p.c_wait_op >= 0)          # chain-sorted node indices
-    n_w = len(waits)
+def _cpu_segments(g: Graph, p: _Params, waits: np.ndarray):
+    """A chain's nodes between two waits (a segment; a wait ends the one it is in) follow each other, so a node's
+    start is its segment's anchor (where the wait before it returned, or its chain's start) plus a prefix sum:
+    start[k] = corr[seg[k]] + off[k]. Returns seg and off per node, pc (per chain, gap + duration summed from its
+    first node through this one: a wait's next segment is anchored at its return - pc[wait]) and corr, anch per
+    segment (its anchor, and whether it is set: the chains' first segments)."""
+    n_c = g.n_cpu
     n_chains = len(g.chain_lo) - 1
-    chain_lo = g.chain_lo.astype(np.int64)
-    # CPU side: a chain's nodes between two waits (a segment: a wait ends the one it is in) follow each other, so a
-    # node's start is its segment's anchor (where the wait before it returned, or the chain's start) plus a prefix
-    # sum: start[k] = corr[seg[k]] + off[k], each anchor set once, when its wait is replayed
     inc = p.c_gap + p.c_dur
     is_w = np.zeros(n_c, bool)
     is_w[waits] = True
     seg = (np.cumsum(is_w) - is_w) + g.c_chain.astype(np.int64)      # waits before it, one more segment per chain
     pre = np.cumsum(inc)                               # int64 sums wrap modulo 2**64: the differences below are exact
-    lo_nz = chain_lo[:-1][chain_lo[:-1] < n_c]
-    chain_base = np.zeros(n_chains, np.int64)
-    chain_base[g.c_chain[lo_nz]] = (pre - inc)[lo_nz]
-    pc = pre - chain_base[g.c_chain] if n_c else pre  # per chain: inc summed from its first node through this one
-    off = pc - p.c_dur
-    n_seg = n_w + n_chains
-    corr_a = np.zeros(n_seg, np.int64)
-    anch_a = np.zeros(n_seg, bool)
-    if len(lo_nz):
-        corr_a[seg[lo_nz]] = g.c_start[lo_nz] - p.c_gap[lo_nz]
-        anch_a[seg[lo_nz]] = True
-    corr_l, anch_l = corr_a.tolist(), anch_a.tolist()
+    first = g.chain_lo[:-1][g.chain_lo[:-1] < n_c].astype(np.int64)
+    base = np.zeros(n_chains, np.int64)
+    base[g.c_chain[first]] = (pre - inc)[first]
+    pc = pre - base[g.c_chain] if n_c else pre
+    corr = np.zeros(len(waits) + n_chains, np.int64)
+    anch = np.zeros(len(corr), bool)
+    corr[seg[first]] = g.c_start[first] - p.c_gap[first]
+    anch[seg[first]] = True
+    return seg, pc - p.c_dur, pc, corr, anch
 
-    # GPU side: an operation's launch time is its launch call's start (segment anchor + offset) plus its offset in
-    # the call (clipped to the call's replayed length) plus the launch delay
-    k_all = p.g_launch
-    has_l = k_all >= 0
-    kk = np.clip(k_all, 0, None)
-    if n_c:
-        lseg = np.where(has_l, seg[np.minimum(kk, n_c - 1)], 0)
-        loff = off[np.minimum(kk, n_c - 1)] + np.minimum(p.g_launch_off, np.maximum(p.c_dur[np.minimum(kk, n_c - 1)],
-                                                                                    0)) + p.g_dl
-    else:
-        lseg, loff = np.zeros(n_g, np.int64), p.g_dl.copy()
-    has_x = g.g_xop >= 0
 
-    # which operations each host wait's replay step places (those whose start the recording knew by the wait's
-    # recorded end: g_ready is non-decreasing per stream), fixed before the replay: per step and stream a range
-    order = waits[np.argsort(g.c_end[waits], kind="stable")]
+def _steps(g: Graph, p: _Params, order: np.ndarray):
+    """Which operations each replay step places (step i: before the i-th wait of `order` returns, the last step at
+    the end): those whose start the recording knew by that wait's recorded end (g_ready, non-decreasing per stream),
+    fixed before the replay. Returns the ranges (step, stream, first, end) in step then stream order, and which
+    steps have an operation waiting on another stream (placed one at a time, in recorded start order)."""
     T = np.r_[g.c_end[order].astype(np.int64), np.iinfo(np.int64).max]
-    n_steps = len(T)
     n_streams = len(g.stream_lo) - 1
-    r_step, r_s, r_a, r_b = [], [], [], []
+    parts = []
     for st in range(n_streams):
         lo, hi = int(g.stream_lo[st]), int(g.stream_lo[st + 1])
         if hi <= lo:
@@ -297,24 +282,50 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         q = np.maximum.accumulate(np.searchsorted(g.g_ready[lo:hi], T, side="right") + lo)
         prev = np.r_[lo, q[:-1]]
         nz = np.flatnonzero(q > prev)
-        r_step.append(nz), r_s.append(np.full(len(nz), st, np.int64)), r_a.append(prev[nz]), r_b.append(q[nz])
-    cat = (lambda x: np.concatenate(x).astype(np.int64)) if r_step else (lambda x: np.zeros(0, np.int64))
-    r_step, r_s, r_a, r_b = cat(r_step), cat(r_s), cat(r_a), cat(r_b)
-    o = np.lexsort((r_s, r_step))
-    r_step, r_s, r_a, r_b = r_step[o], r_s[o], r_a[o], r_b[o]
-    csx = np.r_[0, np.cumsum(has_x)]
-    cross = np.zeros(n_steps, bool)
+        parts.append((nz, np.full(len(nz), st, np.int64), prev[nz], q[nz]))
+    r = [np.concatenate([x[i] for x in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
+         for i in range(4)]
+    o = np.lexsort((r[1], r[0]))
+    step, stream, a, b = (x[o] for x in r)
+    cross = np.zeros(len(T), bool)
     if n_streams > 1:
-        cross[r_step[csx[r_b] - csx[r_a] > 0]] = True
+        csx = np.r_[0, np.cumsum(g.g_xop >= 0)]
+        cross[step[csx[b] - csx[a] > 0]] = True
+    return step, stream, a, b, cross
+
+
+def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    n_c, n_g = g.n_cpu, g.n_gpu
+    gs2 = np.full(n_g, NEVER, np.int64)
+    ge2 = np.full(n_g, NEVER, np.int64)
+    waits = np.flatnonzero(p.c_wait_op >= 0)          # chain-sorted node indices
+    n_w = len(waits)
+    chain_lo = g.chain_lo.astype(np.int64)
+    seg, off, pc, corr_a, anch_a = _cpu_segments(g, p, waits)
+    n_seg = len(corr_a)
+    corr_l, anch_l = corr_a.tolist(), anch_a.tolist()
+    # an operation's launch time: its launch call's start (anchor + offset) plus its offset in the call (clipped
+    # to the call's replayed length) plus the launch delay
+    has_l = p.g_launch >= 0
+    if n_c:
+        kk = np.clip(p.g_launch, 0, n_c - 1)
+        lseg = np.where(has_l, seg[kk], 0)
+        loff = off[kk] + np.minimum(p.g_launch_off, np.maximum(p.c_dur[kk], 0)) + p.g_dl
+    else:
+        lseg, loff = np.zeros(n_g, np.int64), p.g_dl.copy()
+    has_x = g.g_xop >= 0
+    n_streams = len(g.stream_lo) - 1
+    order = waits[np.argsort(g.c_end[waits], kind="stable")]
+    r_step, r_s, r_a, r_b, cross = _steps(g, p, order)
+    n_steps = len(cross)
     # ranges of ordinary steps, split where an operation no longer waits for the one before it (g_free)
     seg_a, seg_b, seg_step = r_a, r_b, r_step
     frees = np.flatnonzero(p.g_free)
     if len(frees):
         cut = [], [], []
         for a, b_, i in zip(r_a.tolist(), r_b.tolist(), r_step.tolist()):
-            inner = frees[np.searchsorted(frees, a, side="right"):np.searchsorted(frees, b_, side="left")].tolist()
-            if cross[i] and n_streams > 1:
-                inner = []
+            inner = [] if cross[i] else frees[np.searchsorted(frees, a, side="right"):
+                                              np.searchsorted(frees, b_, side="left")].tolist()
             for x, y in zip([a] + inner, inner + [b_]):
                 cut[0].append(x), cut[1].append(y), cut[2].append(i)
         seg_a, seg_b, seg_step = (np.asarray(x, np.int64) for x in cut)
@@ -339,7 +350,7 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     f_fx, f_xo = g.g_fixed[flat].tolist(), g.g_xop[flat].tolist()
     f_dur, f_ds = p.g_dur[flat].tolist(), p.g_ds[flat].tolist()
     f_start, f_end = [NEVER] * len(flat), [NEVER] * len(flat)
-    flushed = [0]                                      # f_end[:flushed] written to ge2 already
+    placed_upto, flushed = [0], [0]                    # f_end[:placed_upto] placed, f_end[:flushed] in ge2 too
     last_end = [NEVER] * n_streams                     # each stream's latest placed operation's end
     seg_al, seg_bl, chained_l, small_l = seg_a.tolist(), seg_b.tolist(), chained.tolist(), small.tolist()
     seg_sl, flat_lol = seg_s.tolist(), flat_lo.tolist()
@@ -354,8 +365,6 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     def end_of(j: int) -> int:
         f = fpos.item(j)
         return f_end[f] if f >= 0 else ge2.item(j)
-
-    placed_upto = [0]
 
     def place_small(m: int) -> bool:
         """place_segment's recurrence one operation at a time over Python ints (start = the latest of its launch,
