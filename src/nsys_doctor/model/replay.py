@@ -12,6 +12,7 @@ next constraint allows.
 from __future__ import annotations
 
 import re
+from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -243,6 +244,14 @@ def _params(g: Graph) -> _Params:
                    c_tail=g.c_tail.copy())
 
 
+def _ints(a: np.ndarray) -> array:
+    """An int64 array as a Python array of int64 (8 bytes an entry, where a list of Python ints takes ~36): what the
+    loop over Python ints reads and writes."""
+    out = array("q")
+    out.frombytes(np.ascontiguousarray(a, np.int64).tobytes())
+    return out
+
+
 def _cpu_segments(g: Graph, p: _Params, waits: np.ndarray):
     """A chain's nodes between two waits (a segment; a wait ends the one it is in) follow each other, so a node's
     start is its segment's anchor (where the wait before it returned, or its chain's start) plus a prefix sum:
@@ -345,11 +354,10 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     NO_LAUNCH = n_seg                                  # a segment anchored at NEVER: an operation no call launched
     corr_l.append(NEVER)
     anch_l.append(True)
-    f_ls = np.where(has_l[flat], lseg[flat], NO_LAUNCH).tolist()
-    f_lo = np.where(has_l[flat], loff[flat], 0).tolist()
-    f_fx, f_xo = g.g_fixed[flat].tolist(), g.g_xop[flat].tolist()
-    f_dur, f_ds = p.g_dur[flat].tolist(), p.g_ds[flat].tolist()
-    f_start, f_end = [NEVER] * len(flat), [NEVER] * len(flat)
+    f_ls = _ints(np.where(has_l[flat], lseg[flat], NO_LAUNCH))
+    f_lo = _ints(np.where(has_l[flat], loff[flat], 0))
+    f_fx, f_xo, f_dur, f_ds = _ints(g.g_fixed[flat]), _ints(g.g_xop[flat]), _ints(p.g_dur[flat]), _ints(p.g_ds[flat])
+    f_start, f_end = _ints(np.full(len(flat), NEVER, np.int64)), _ints(np.full(len(flat), NEVER, np.int64))
     placed_upto, flushed = [0], [0]                    # f_end[:placed_upto] placed, f_end[:flushed] in ge2 too
     last_end = [NEVER] * n_streams                     # each stream's latest placed operation's end
     seg_al, seg_bl, chained_l, small_l = seg_a.tolist(), seg_b.tolist(), chained.tolist(), small.tolist()
@@ -359,7 +367,7 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         """ge2 of the operations the loop placed since the last flush (before numpy passes read ge2)."""
         f0, f1 = flushed[0], placed_upto[0]
         if f1 > f0:
-            ge2[flat[f0:f1]] = f_end[f0:f1]
+            ge2[flat[f0:f1]] = np.frombuffer(f_end, np.int64)[f0:f1]
             flushed[0] = f1
 
     def end_of(j: int) -> int:
@@ -485,7 +493,7 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     advance(n_steps - 1)
     placed_upto[0] = len(flat)
     flush()
-    gs2[flat] = f_start
+    gs2[flat] = np.frombuffer(f_start, np.int64)
     placed = anch_a[seg]
     cs2 = np.where(placed, corr_a[seg] + off, NEVER)
     ce2 = np.where(placed, cs2 + p.c_dur, NEVER)
