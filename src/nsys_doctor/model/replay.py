@@ -43,8 +43,10 @@ GRAPH_LAUNCH_FALLBACK_NS = 150_000
 # 50 us under-predicts ex_rowwise's fix (0.748), 100 us takes part of sync_heavy's layer code for dispatch.
 GRAPH_DISPATCH_MAX_NS = 75_000
 # A stream segment of at most this many operations is placed by a loop over Python ints, a longer one by numpy
-# passes: numpy's fixed cost per pass (~40 us for place_segment's dozen) buys ~1 us per operation of the loop.
-SCALAR_SEGMENT_MAX = 32
+# passes (the same integers either way). Best of 4 unchanged replays, CPU s, for 32 / 64 / 128 / 256 / 512: ex_polling
+# x40 (benchmarks/bench_polling.py) 0.167 / 0.150 / 0.139 / 0.146 / 0.152, zoo sync_heavy 0.0081 / 0.0047 / 0.0045 /
+# 0.0071 / 0.0093; all numpy (0): 0.47 and 0.018; all loop: ex_rowwise_before 0.018 against numpy's 0.003.
+SCALAR_SEGMENT_MAX = 128
 
 
 # what a copy moved to pinned memory on a side stream does to its thread (_prefetch), in the change's words
