@@ -116,6 +116,29 @@ def test_unchanged_replay_reproduces_every_external():
     assert checked >= 30 and not bad
 
 
+# a polling loop every few kernels (short stretches per wait), long stretches between waits, several streams with
+# waits between them (3 streams; 16 and 15 streams with recorded event waits)
+EXACT = [DATA / "ex_polling_before.sqlite.xz", DATA / "ex_rowwise_before.sqlite.xz", DATA / "ex_pinned_after.sqlite.xz",
+         EXTERNAL / "nsys/realcugan-tensorrt__profile.sqlite.xz", EXTERNAL / "nsys/abacus-multidnn__report2.sqlite.xz"]
+
+
+@pytest.mark.parametrize("loop_max", [0, 10 ** 9], ids=["numpy passes", "loop over ints"])
+@pytest.mark.parametrize("path", EXACT, ids=lambda p: p.name.split(".")[0])
+def test_unchanged_replay_gives_back_every_recorded_time(path, loop_max, monkeypatch):
+    """Replayed unchanged, every CPU call and GPU operation of the graph starts and ends at its recorded time to the
+    nanosecond, whichever way a stream's stretches are placed (model/replay.py SCALAR_SEGMENT_MAX: numpy passes or
+    the loop over Python ints)."""
+    if not path.exists():
+        pytest.skip(f"{path} not found")
+    trace, reqs = load(path)
+    g = R.graph_of(trace, reqs)
+    monkeypatch.setattr(R, "SCALAR_SEGMENT_MAX", loop_max)
+    out = R.replay(trace, reqs)
+    assert (g.c_chain[:-1] <= g.c_chain[1:]).all() and g.n_gpu > 0 and (g.c_wait_op >= 0).sum() > 0
+    for got, recorded in ((out.c_start, g.c_start), (out.c_end, g.c_end), (out.g_start, g.g_start),
+                          (out.g_end, g.g_end)):
+        np.testing.assert_array_equal(got, recorded)
+
 def test_graph_edges_match_sql():
     """Independent check of the graph's host waits on ex_sync_before: each request's .item() guards (16) and result
     copies wait for their own one-byte DtoH copy, which SQL finds by correlation id."""

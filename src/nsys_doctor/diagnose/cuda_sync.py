@@ -214,8 +214,10 @@ def change(m: Measurement) -> list:
     # keeps its value on the GPU
     gone = m.waits["row"][m.avoid & (m.waits["kind"] == SYNC)]
     if m.reads is not None:
-        gone = np.union1d(gone, m.reads["call_rows"])
-    out = [RemoveHostWaits(api_rows=np.union1d(rows, loops), read_calls=gone if len(gone) else None)]
+        gone = uniq(np.concatenate([gone, m.reads["call_rows"]]))
+    # np.union1d's np.unique takes numpy's slow hash path (model/arrays.py): uniq sorts
+    out = [RemoveHostWaits(api_rows=uniq(np.concatenate([rows, loops])),
+                           read_calls=gone if len(gone) else None)]
     if m.reads is not None and len(m.reads["start_ns"]):
         out.append(RemoveCpuTime(tid=m.reads["tid"], start_ns=m.reads["start_ns"], end_ns=m.reads["end_ns"]))
         if len(m.reads["copy_rows"]):

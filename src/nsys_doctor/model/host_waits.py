@@ -19,7 +19,7 @@ import numpy as np
 
 from .api_names import FREE_WAIT_CALLS, QUERY_CALLS, SYNC_CALLS, base_name
 from . import activity
-from .arrays import distinct_ids
+from .arrays import distinct_ids, uniq
 from .intervals import covered, union
 from .projection import GPU_TABLES, api_corr_key, corr_key, device_busy_unions, gpu_corr_key, launch_calls
 from .requests import Requests
@@ -223,6 +223,18 @@ def _query_status(api, rows: np.ndarray, is_query: np.ndarray) -> np.ndarray | N
     return st if q.any() and bool((st[q] >= 0).all()) else None
 
 
+def _first_at(tid_o: np.ndarray, s_o: np.ndarray, lo: np.ndarray, tid: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Per (thread, time): the position of that thread's first call starting at or after t, in calls ordered by
+    thread then start (tid_o, s_o; lo: each thread's first position)."""
+    out = np.empty(len(t), np.int64)
+    for u in uniq(tid).tolist():                      # a few threads: one search each over its own calls
+        m = tid == u
+        a = int(lo[m][0])
+        b = int(np.searchsorted(tid_o, u, side="right"))
+        out[m] = np.searchsorted(s_o[a:b], t[m], side="left") + a
+    return out
+
+
 def _asleep(trace: Trace | None, tid: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Per window (thread, lo, hi): the time that thread spent in sleep calls (model/activity.py SLEEP_CALLS)."""
     out = np.zeros(len(tid), np.int64)
@@ -306,27 +318,25 @@ def read_calls(trace: Trace, waits: dict, keep: np.ndarray, max_cpu_ns: int) -> 
     pos = np.empty(len(o), np.int64)
     pos[o] = np.arange(len(o))
     k = pos[rows]
-    # walk to the call that starts the wait (a loop's first query starts at waits.start_ns); lo: its thread's first
+    # the call that starts the wait (a loop's first query starts at waits.start_ns): the first of its thread's calls
+    # (in start order) starting at or after it, never after the wait's own row; lo: its thread's first
     lo = np.searchsorted(tid_o, tid_o[k], side="left")
-    for i in range(len(k)):
-        while k[i] > lo[i] and s_o[k[i] - 1] >= out["start_ns"][i]:
-            k[i] -= 1
+    k = np.minimum(k, _first_at(tid_o, s_o, lo, tid_o[k], out["start_ns"]))
     prev = np.where(k > 0, last_stop[np.maximum(k - 1, 0)], -1)
     ok = (prev >= 0) & (prev >= lo)
     floor = np.where(ok, e_o[np.clip(prev, 0, None)], out["start_ns"])
     start = np.maximum(floor, out["start_ns"] - int(max_cpu_ns))
     out["start_ns"] = np.minimum(start, out["start_ns"])
-    # calls wholly inside [start, first call of the wait): the read's own calls
-    calls = []
-    for i in range(len(k)):
-        j = k[i] - 1
-        while j >= lo[i] and s_o[j] >= out["start_ns"][i]:
-            if e_o[j] <= s_o[k[i]]:
-                calls.append(o[j])
-            j -= 1
-    cr = np.unique(np.asarray(calls, np.int64))
+    # calls wholly inside [start, first call of the wait): the read's own calls (those of its thread starting in the
+    # window before the wait's first call, ending by that call's start)
+    j0 = np.minimum(_first_at(tid_o, s_o, lo, tid_o[k], out["start_ns"]), k)
+    n = k - j0
+    j = np.repeat(j0 - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))     # every position of those ranges
+    inside = e_o[j] <= s_o[np.repeat(k, n)]
+    cr = o[j[inside]]
     loops = waits["poll_rows"][np.isin(waits["poll_wait"], rows)]
-    out["call_rows"] = np.union1d(np.union1d(cr, rows), loops)
+    # np.union1d's np.unique takes numpy's slow hash path (model/arrays.py): one sort instead
+    out["call_rows"] = uniq(np.concatenate([cr, rows, loops]).astype(np.int64))
     cr = out["call_rows"]
     if len(cr) and trace.has("copies"):
         ck = gpu_corr_key(trace, "copies")

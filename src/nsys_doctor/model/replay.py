@@ -3,13 +3,16 @@
 The replay is a discrete-event simulation done in time slabs: host waits are the only edges from the GPU back to
 the CPU, so between two waits (in recorded order) every thread's timeline is a running sum of its calls and gaps, and
 every stream's is the max-plus recurrence start[j] = max(launch[j] + delay, end[j-1] + gap), solved with one
-np.maximum.accumulate. One Python step per host wait, numpy passes over sorted arrays in between.
+np.maximum.accumulate over a long stretch, by a loop over Python ints over a short one (a polling loop releases a few
+operations per wait). One Python step per host wait; which operations each step places, and every CPU node's offset
+from the wait before it, are fixed before the loop by numpy passes.
 Unchanged, it gives back the recorded times exactly (the delays were fitted so); changed, nodes move as far as the
 next constraint allows.
 """
 from __future__ import annotations
 
 import re
+from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +42,11 @@ GRAPH_LAUNCH_FALLBACK_NS = 150_000
 # us of Python between layers, CPU samples in the interpreter; dataload_starved's stalls). Chosen between those:
 # 50 us under-predicts ex_rowwise's fix (0.748), 100 us takes part of sync_heavy's layer code for dispatch.
 GRAPH_DISPATCH_MAX_NS = 75_000
+# A stream segment of at most this many operations is placed by a loop over Python ints, a longer one by numpy
+# passes (the same integers either way). Best of 4 unchanged replays, CPU s, for 32 / 64 / 128 / 256 / 512: ex_polling
+# x40 (benchmarks/bench_polling.py) 0.167 / 0.150 / 0.139 / 0.146 / 0.152, zoo sync_heavy 0.0081 / 0.0047 / 0.0045 /
+# 0.0071 / 0.0093; all numpy (0): 0.47 and 0.018; all loop: ex_rowwise_before 0.018 against numpy's 0.003.
+SCALAR_SEGMENT_MAX = 128
 
 
 # what a copy moved to pinned memory on a side stream does to its thread (_prefetch), in the change's words
@@ -238,66 +246,181 @@ def _params(g: Graph) -> _Params:
                    c_tail=g.c_tail.copy())
 
 
+def _ints(a: np.ndarray) -> array:
+    """An int64 array as a Python array of int64 (8 bytes an entry, where a list of Python ints takes ~36): what the
+    loop over Python ints reads and writes."""
+    out = array("q")
+    out.frombytes(np.ascontiguousarray(a, np.int64).tobytes())
+    return out
+
+
+def _cpu_segments(g: Graph, p: _Params, waits: np.ndarray):
+    """A chain's nodes between two waits (a segment; a wait ends the one it is in) follow each other, so a node's
+    start is its segment's anchor (where the wait before it returned, or its chain's start) plus a prefix sum:
+    start[k] = corr[seg[k]] + off[k]. Returns seg and off per node, pc (per chain, gap + duration summed from its
+    first node through this one: a wait's next segment is anchored at its return - pc[wait]) and corr, anch per
+    segment (its anchor, and whether it is set: the chains' first segments)."""
+    n_c = g.n_cpu
+    n_chains = len(g.chain_lo) - 1
+    inc = p.c_gap + p.c_dur
+    is_w = np.zeros(n_c, bool)
+    is_w[waits] = True
+    seg = (np.cumsum(is_w) - is_w) + g.c_chain.astype(np.int64)      # waits before it, one more segment per chain
+    pre = np.cumsum(inc)                               # int64 sums wrap modulo 2**64: the differences below are exact
+    first = g.chain_lo[:-1][g.chain_lo[:-1] < n_c].astype(np.int64)
+    base = np.zeros(n_chains, np.int64)
+    base[g.c_chain[first]] = (pre - inc)[first]
+    pc = pre - base[g.c_chain] if n_c else pre
+    corr = np.zeros(len(waits) + n_chains, np.int64)
+    anch = np.zeros(len(corr), bool)
+    corr[seg[first]] = g.c_start[first] - p.c_gap[first]
+    anch[seg[first]] = True
+    return seg, pc - p.c_dur, pc, corr, anch
+
+
+def _steps(g: Graph, p: _Params, order: np.ndarray):
+    """Which operations each replay step places (step i: before the i-th wait of `order` returns, the last step at
+    the end): those whose start the recording knew by that wait's recorded end (g_ready, non-decreasing per stream),
+    fixed before the replay. Returns the ranges (step, stream, first, end) in step then stream order, and which
+    steps have an operation waiting on another stream (placed one at a time, in recorded start order)."""
+    T = np.r_[g.c_end[order].astype(np.int64), np.iinfo(np.int64).max]
+    n_streams = len(g.stream_lo) - 1
+    parts = []
+    for st in range(n_streams):
+        lo, hi = int(g.stream_lo[st]), int(g.stream_lo[st + 1])
+        if hi <= lo:
+            continue
+        q = np.maximum.accumulate(np.searchsorted(g.g_ready[lo:hi], T, side="right") + lo)
+        prev = np.r_[lo, q[:-1]]
+        nz = np.flatnonzero(q > prev)
+        parts.append((nz, np.full(len(nz), st, np.int64), prev[nz], q[nz]))
+    r = [np.concatenate([x[i] for x in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
+         for i in range(4)]
+    o = np.lexsort((r[1], r[0]))
+    step, stream, a, b = (x[o] for x in r)
+    cross = np.zeros(len(T), bool)
+    if n_streams > 1:
+        csx = np.r_[0, np.cumsum(g.g_xop >= 0)]
+        cross[step[csx[b] - csx[a] > 0]] = True
+    return step, stream, a, b, cross
+
+
 def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     n_c, n_g = g.n_cpu, g.n_gpu
-    cs2 = np.full(n_c, NEVER, np.int64)
-    ce2 = np.full(n_c, NEVER, np.int64)
     gs2 = np.full(n_g, NEVER, np.int64)
     ge2 = np.full(n_g, NEVER, np.int64)
     waits = np.flatnonzero(p.c_wait_op >= 0)          # chain-sorted node indices
-    inc = p.c_gap + p.c_dur
-
-    def materialise(lo: int, hi: int, e_prev: int):
-        """Nodes lo..hi-1 of one chain: no waits among them but perhaps the last (whose end is left unknown)."""
-        if hi <= lo:
-            return
-        ends = e_prev + np.cumsum(inc[lo:hi])
-        cs2[lo:hi] = ends - p.c_dur[lo:hi]
-        ce2[lo:hi] = ends
-
-    def next_wait(k: int, hi: int) -> int:
-        i = np.searchsorted(waits, k)
-        return int(waits[i]) if i < len(waits) and waits[i] < hi else -1
-
-    n_chains = len(g.chain_lo) - 1
-    for c in range(n_chains):
-        lo, hi = int(g.chain_lo[c]), int(g.chain_lo[c + 1])
-        if hi <= lo:
-            continue
-        w = next_wait(lo, hi)
-        stop = hi if w < 0 else w + 1
-        materialise(lo, stop, int(g.c_start[lo]) - int(p.c_gap[lo]) - 0)
-        if w >= 0:
-            ce2[w] = NEVER
-
-    # GPU side: per stream, a pointer to the next operation to place
-    n_streams = len(g.stream_lo) - 1
-    done = g.stream_lo[:-1].astype(np.int64).copy()
-    s_hi = g.stream_lo[1:].astype(np.int64)
+    n_w = len(waits)
+    chain_lo = g.chain_lo.astype(np.int64)
+    seg, off, pc, corr_a, anch_a = _cpu_segments(g, p, waits)
+    n_seg = len(corr_a)
+    corr_l, anch_l = corr_a.tolist(), anch_a.tolist()
+    # an operation's launch time: its launch call's start (anchor + offset) plus its offset in the call (clipped
+    # to the call's replayed length) plus the launch delay
+    has_l = p.g_launch >= 0
+    if n_c:
+        kk = np.clip(p.g_launch, 0, n_c - 1)
+        lseg = np.where(has_l, seg[kk], 0)
+        loff = off[kk] + np.minimum(p.g_launch_off, np.maximum(p.c_dur[kk], 0)) + p.g_dl
+    else:
+        lseg, loff = np.zeros(n_g, np.int64), p.g_dl.copy()
     has_x = g.g_xop >= 0
+    n_streams = len(g.stream_lo) - 1
+    order = waits[np.argsort(g.c_end[waits], kind="stable")]
+    r_step, r_s, r_a, r_b, cross = _steps(g, p, order)
+    n_steps = len(cross)
+    # ranges of ordinary steps, split where an operation no longer waits for the one before it (g_free)
+    seg_a, seg_b, seg_step = r_a, r_b, r_step
+    frees = np.flatnonzero(p.g_free)
+    if len(frees):
+        cut = [], [], []
+        for a, b_, i in zip(r_a.tolist(), r_b.tolist(), r_step.tolist()):
+            inner = [] if cross[i] else frees[np.searchsorted(frees, a, side="right"):
+                                              np.searchsorted(frees, b_, side="left")].tolist()
+            for x, y in zip([a] + inner, inner + [b_]):
+                cut[0].append(x), cut[1].append(y), cut[2].append(i)
+        seg_a, seg_b, seg_step = (np.asarray(x, np.int64) for x in cut)
+    seg_s = g.g_chain[np.minimum(seg_a, max(n_g - 1, 0))].astype(np.int64) if len(seg_a) else np.zeros(0, np.int64)
+    chained = (seg_a > g.stream_lo[seg_s]) & ~p.g_free[np.minimum(seg_a, max(n_g - 1, 0))] if len(seg_a) else (
+        np.zeros(0, bool))
+    step_lo = np.searchsorted(seg_step, np.arange(n_steps + 1)).tolist()
+    range_lo = np.searchsorted(r_step, np.arange(n_steps + 1)).tolist()
+    # the short segments of ordinary steps go through the loop over Python ints: their operations' fields gathered
+    # once, in the order they are placed (`flat`), their starts and ends kept in lists and written back in one go
+    small = ((seg_b - seg_a) <= SCALAR_SEGMENT_MAX) & ~cross[seg_step]
+    n_each = np.where(small, seg_b - seg_a, 0)
+    flat_lo = np.r_[0, np.cumsum(n_each)]
+    flat = np.repeat(seg_a - flat_lo[:-1], n_each) + np.arange(int(flat_lo[-1]))
+    fpos = np.full(n_g, -1, np.int64)
+    fpos[flat] = np.arange(len(flat))
+    NO_LAUNCH = n_seg                                  # a segment anchored at NEVER: an operation no call launched
+    corr_l.append(NEVER)
+    anch_l.append(True)
+    f_ls = _ints(np.where(has_l[flat], lseg[flat], NO_LAUNCH))
+    f_lo = _ints(np.where(has_l[flat], loff[flat], 0))
+    f_fx, f_xo, f_dur, f_ds = _ints(g.g_fixed[flat]), _ints(g.g_xop[flat]), _ints(p.g_dur[flat]), _ints(p.g_ds[flat])
+    f_start, f_end = _ints(np.full(len(flat), NEVER, np.int64)), _ints(np.full(len(flat), NEVER, np.int64))
+    placed_upto, flushed = [0], [0]                    # f_end[:placed_upto] placed, f_end[:flushed] in ge2 too
+    last_end = [NEVER] * n_streams                     # each stream's latest placed operation's end
+    seg_al, seg_bl, chained_l, small_l = seg_a.tolist(), seg_b.tolist(), chained.tolist(), small.tolist()
+    seg_sl, flat_lol = seg_s.tolist(), flat_lo.tolist()
 
-    def launch_time(j: np.ndarray) -> np.ndarray:
-        k = p.g_launch[j]
-        ok = k >= 0
-        kk = np.clip(k, 0, None)
-        t = cs2[kk] + np.minimum(p.g_launch_off[j], np.maximum(p.c_dur[kk], 0))
-        if ok.any() and bool((cs2[kk][ok] == NEVER).any()):
-            raise ReplayError("a GPU operation's launch call was not yet placed")
-        return np.where(ok, t + p.g_dl[j], NEVER)
+    def flush():
+        """ge2 of the operations the loop placed since the last flush (before numpy passes read ge2)."""
+        f0, f1 = flushed[0], placed_upto[0]
+        if f1 > f0:
+            ge2[flat[f0:f1]] = np.frombuffer(f_end, np.int64)[f0:f1]
+            flushed[0] = f1
 
-    def place_stream(s: int, q: int):
-        a0 = int(done[s])
-        if q <= a0:
+    def end_of(j: int) -> int:
+        f = fpos.item(j)
+        return f_end[f] if f >= 0 else ge2.item(j)
+
+    def place_small(m: int) -> bool:
+        """place_segment's recurrence one operation at a time over Python ints (start = the latest of its launch,
+        its fixed time, its cross-stream wait and the end of the one before it plus the stream gap): the same
+        integers, without numpy's per-call cost on the few operations a host wait usually releases. False (nothing
+        kept) where a constraint is not yet placed: the array path then raises its error."""
+        f0, f1 = flat_lol[m], flat_lol[m + 1]
+        s = seg_sl[m]
+        chain = chained_l[m]
+        prev = last_end[s]
+        for f in range(f0, f1):
+            ls = f_ls[f]
+            if not anch_l[ls]:
+                return False
+            t = corr_l[ls] + f_lo[f]
+            if f_fx[f] > t:
+                t = f_fx[f]
+            x = f_xo[f]
+            if x >= 0:
+                e = end_of(x)
+                if e == NEVER:
+                    return False
+                e += g.g_dx.item(flat.item(f))
+                if e > t:
+                    t = e
+            if chain and prev + f_ds[f] > t:
+                t = prev + f_ds[f]
+            chain = True
+            prev = t + f_dur[f]
+            f_start[f] = t
+            f_end[f] = prev
+        last_end[s] = prev
+        placed_upto[0] = f1
+        return True
+
+    def place_segment(m: int):
+        if small_l[m] and place_small(m):
             return
-        free = np.flatnonzero(p.g_free[a0 + 1:q]) + a0 + 1
-        for b in free.tolist():                   # a free operation starts a new recurrence
-            place_segment(s, a0, b)
-            a0 = b
-        place_segment(s, a0, q)
-
-    def place_segment(s: int, a0: int, q: int):
+        flush()
+        a0, q = seg_al[m], seg_bl[m]
         j = np.arange(a0, q)
-        a = np.maximum(launch_time(j), g.g_fixed[j])
+        ok = has_l[j]
+        ls = lseg[j]
+        if ok.any() and not bool(anch_a[ls[ok]].all()):
+            raise ReplayError("a GPU operation's launch call was not yet placed")
+        a = np.maximum(np.where(ok, corr_a[ls] + loff[j], NEVER), g.g_fixed[j])
         xs = has_x[j]
         if xs.any():
             xo = g.g_xop[j[xs]]
@@ -309,21 +432,20 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         if len(j) > 1:
             np.cumsum(dur[:-1] + p.g_ds[j[1:]], out=C[1:])
         v = a - C
-        if a0 > g.stream_lo[s] and not p.g_free[a0]:
-            v[0] = max(int(v[0]), int(ge2[a0 - 1]) + int(p.g_ds[a0]))
+        if chained_l[m]:
+            v[0] = max(int(v[0]), last_end[seg_sl[m]] + int(p.g_ds[a0]))
         st = C + np.maximum.accumulate(v)
         gs2[a0:q] = st
         ge2[a0:q] = st + dur
-        done[s] = q
+        last_end[seg_sl[m]] = ge2.item(q - 1)
 
     def place_one(j: int):
         s = int(g.g_chain[j])
         t = NEVER
-        k = int(p.g_launch[j])
-        if k >= 0:
-            if cs2[k] == NEVER:
+        if p.g_launch[j] >= 0:
+            if not anch_l[lseg.item(j)]:
                 raise ReplayError("a GPU operation's launch call was not yet placed")
-            t = int(cs2[k]) + min(int(p.g_launch_off[j]), max(int(p.c_dur[k]), 0)) + int(p.g_dl[j])
+            t = corr_l[lseg.item(j)] + loff.item(j)
         t = max(t, int(g.g_fixed[j]))
         x = int(g.g_xop[j])
         if x >= 0:
@@ -334,38 +456,50 @@ def _run(g: Graph, p: _Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
             t = max(t, int(ge2[j - 1]) + int(p.g_ds[j]))
         gs2[j] = t
         ge2[j] = t + int(p.g_dur[j])
-        done[s] = j + 1
+        last_end[s] = ge2.item(j)
 
-    def advance(T: int):
-        qs = [int(np.searchsorted(g.g_ready[done[s]:s_hi[s]], T, side="right")) + int(done[s])
-              if done[s] < s_hi[s] else int(done[s]) for s in range(n_streams)]
-        cross = n_streams > 1 and any(bool(has_x[done[s]:qs[s]].any()) for s in range(n_streams))
-        if not cross:
-            for s in range(n_streams):
-                place_stream(s, qs[s])
+    def advance(i: int):
+        if not cross[i]:
+            for m in range(step_lo[i], step_lo[i + 1]):
+                place_segment(m)
             return
         # operations waiting on other streams in this slab: place the slab's operations in recorded start order
-        idx = np.concatenate([np.arange(done[s], qs[s]) for s in range(n_streams)])
+        flush()
+        r0, r1 = range_lo[i], range_lo[i + 1]
+        idx = np.concatenate([np.arange(x, y) for x, y in zip(r_a[r0:r1].tolist(), r_b[r0:r1].tolist())])
         idx = idx[np.lexsort((g.g_end[idx], g.g_start[idx]))]
         for j in idx.tolist():
             place_one(j)
 
-    order = waits[np.argsort(g.c_end[waits], kind="stable")]
-    for w in order.tolist():
-        op = int(p.c_wait_op[w])
-        advance(int(g.c_end[w]))
-        if ge2[op] == NEVER:
+    # per wait, in replay order: its operation, segment, offset in it, cost had it not waited, wake-up after its
+    # operation, and whether its chain goes on after it (a segment of its own)
+    w_op, w_seg, w_off = p.c_wait_op[order].tolist(), seg[order].tolist(), off[order].tolist()
+    w_dmin, w_tail, w_pc = p.c_dmin[order].tolist(), p.c_tail[order].tolist(), pc[order].tolist()
+    w_more = (order + 1 < chain_lo[1:][g.c_chain[order]]).tolist() if n_w else []
+    w_end = []
+    for i in range(n_w):
+        advance(i)
+        ge = end_of(w_op[i])
+        if ge == NEVER:
             raise ReplayError("a host wait's GPU operation was not yet placed")
+        sid = w_seg[i]
+        cs_w = corr_l[sid] + w_off[i] if anch_l[sid] else NEVER
         # a wait ends when its GPU work does (plus the recorded wake-up), or after the call's own cost
-        e = max(int(cs2[w]) + int(p.c_dmin[w]), int(ge2[op]) + int(p.c_tail[w]))
-        ce2[w] = e
-        c = int(g.c_chain[w])
-        hi = int(g.chain_lo[c + 1])
-        w2 = next_wait(w + 1, hi)
-        materialise(w + 1, hi if w2 < 0 else w2 + 1, e)
-        if w2 >= 0:
-            ce2[w2] = NEVER
-    advance(np.iinfo(np.int64).max)
+        e = max(cs_w + w_dmin[i], ge + w_tail[i])
+        w_end.append(e)
+        if w_more[i]:                                  # the next segment of its chain starts where it returned
+            corr_l[sid + 1] = e - w_pc[i]
+            anch_l[sid + 1] = True
+            corr_a[sid + 1] = corr_l[sid + 1]
+            anch_a[sid + 1] = True
+    advance(n_steps - 1)
+    placed_upto[0] = len(flat)
+    flush()
+    gs2[flat] = np.frombuffer(f_start, np.int64)
+    placed = anch_a[seg]
+    cs2 = np.where(placed, corr_a[seg] + off, NEVER)
+    ce2 = np.where(placed, cs2 + p.c_dur, NEVER)
+    ce2[order] = w_end
     return cs2, ce2, gs2, ge2
 
 
@@ -404,7 +538,8 @@ def _apply(g: Graph, trace: Trace, reqs: Requests | None, ch: Change) -> _Params
         p.c_dur[sel] = 0
         # a call that is not a node of its own is CPU time before the next node of its thread: take it from there
         tab = trace.table(t)
-        rest = np.setdiff1d(rows, g.c_row[g.c_kind == kind])
+        # np.setdiff1d's np.unique takes numpy's slow hash path (model/arrays.py): a membership mask, then uniq
+        rest = uniq(rows[~id_mask(rows, g.c_row[g.c_kind == kind])])
         if len(rest):
             k = g.node_at(tab["tid"][rest], tab["start_ns"][rest])
             nxt = k + 1
