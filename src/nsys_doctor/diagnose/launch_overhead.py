@@ -13,10 +13,10 @@ import numpy as np
 
 from ..model.activity import hot_functions
 from ..model.api_names import base_name
-from ..model.arrays import distinct_ids, group_sums, id_mask, lexsort2, lut_fits, median, sort_order
+from ..model.arrays import distinct_ids, group_sums, id_mask, lexsort2, lut_fits, median
 from ..model.changes import GraphLaunches
 from ..model.intervals import group_running_max
-from ..model.projection import GPU_TABLES, api_corr_key, gpu_corr_key
+from ..model.projection import GPU_TABLES, launching_calls
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, host_waits, instance, make_finding
@@ -84,9 +84,6 @@ def _request_gpu_rows(ctx):
     api_calls row that launched it (-1: none found), is a kernel, replayed from a graph. None when there is none."""
     trace, rq = ctx.trace, ctx.requests
     W = rq.warmup
-    akey = api_corr_key(trace)          # cached, read-only: shared with the request projection
-    ao = sort_order(akey)
-    ak = akey if ao is None else akey[ao]
     cols = {k: [] for k in ("req", "s", "e", "call", "kernel", "graphed")}
     for t in GPU_TABLES:
         g, r = trace.table(t), rq.gpu_request.get(t, np.zeros(0, np.int64))
@@ -95,13 +92,7 @@ def _request_gpu_rows(ctx):
         m = r >= W
         n_m = int(np.count_nonzero(m))
         sel = slice(None) if n_m == len(m) else np.flatnonzero(m)   # a view when every row is measured
-        key = gpu_corr_key(trace, t)[sel]      # cached, shared with the request projection
-        pos = np.searchsorted(ak, key)
-        np.minimum(pos, len(ak) - 1, out=pos)
-        hit = ak[pos] == key
-        del key
-        call = pos if ao is None else ao[pos]
-        call[~hit] = -1
+        call = launching_calls(trace, t)[sel]      # cached, read-only: shared with the request projection
         cols["req"].append(r[sel])
         cols["s"].append(g["start_ns"][sel])
         cols["e"].append(g["end_ns"][sel])

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..model.arrays import dense_groups, median, uniq
 from ..model.changes import FuseKernels, ScaleGpuWork
-from ..model.gpu_metrics import metric_ids, per_name, running_at, unmixed_per_name
+from ..model.gpu_metrics import metric_ids, per_name, running_at, unmixed_per_names
 from ..model.kernel_classes import MATMUL, classify
 from ..model.projection import issuing_calls
 from ..model.replay import GRAPH_DISPATCH_MAX_NS
@@ -159,12 +159,14 @@ def _name_rates(ctx) -> NameRates | str:
         issue_n = np.full(len(order), np.nan)
     # one device: each name's own rate unmixed from the windows (the samples' GPU and the kernels' then agree)
     unmixed = None
-    if len(uniq(k["device"])) == 1:
-        unmixed = unmixed_per_name(k["start_ns"], k["end_ns"], group, len(order), ts_rd, dram, period)
+    if len(uniq(k["device"])) == 1:        # both metrics at once: each name's union of kernels built once
+        fits = unmixed_per_names(k["start_ns"], k["end_ns"], group, len(order),
+                                 [(ts_rd, dram)] + ([issue] if len(issue[0]) else []), period)
+        unmixed = fits[0]
     if unmixed is not None:
         dram_n = unmixed["rate"]
         if len(issue[0]):
-            iu = unmixed_per_name(k["start_ns"], k["end_ns"], group, len(order), issue[0], issue[1], period)
+            iu = fits[1]
             issue_n = iu["rate"] if iu is not None else issue_n
         # judged (and shown by name) where the estimate is precise
         judged = (unmixed["se"] <= MAX_RATE_SE_PCT) & (unmixed["windows"] >= MIN_NAME_WINDOWS)

@@ -90,15 +90,35 @@ def unmixed_per_name(start: np.ndarray, end: np.ndarray, group: np.ndarray, n_gr
     neighbours and the idle gap. Returns {'rate', 'se' (standard error from the residual), 'windows' (sample
     periods of the group's own run time inside the samples used), 'rms' (residual), 'samples'} per group (arrays),
     or None when the fit is undetermined (fewer samples than columns)."""
-    if len(ts) == 0 or period <= 0:
-        return None
-    lo, hi = ts.astype(np.int64), (ts + period).astype(np.int64)
-    cols = []
-    for j in list(range(n_groups)) + [-1]:
-        sel = group == j if j >= 0 else group < 0
-        cols.append(covered(*union(start[sel], end[sel]), lo, hi) / period)
-    busy = covered(*union(start, end), lo, hi) / period
-    cols.append(np.clip(1.0 - busy, 0.0, 1.0))
+    return unmixed_per_names(start, end, group, n_groups, [(ts, values)], period)[0]
+
+
+def unmixed_per_names(start: np.ndarray, end: np.ndarray, group: np.ndarray, n_groups: int, series: list,
+                      period: float) -> list:
+    """unmixed_per_name of several metrics' samples (ts, values) over the same kernels, one result each: each
+    group's union is built once, measured against every metric's windows and dropped (launch_bound x40, 4.9M
+    kernels: 0.1-0.2 s less per metric than a union per metric, and no more unions held at once)."""
+    windows = [(ts.astype(np.int64), (ts + period).astype(np.int64)) if len(ts) and period > 0 else None
+               for ts, _ in series]
+    cols: list[list] = [[] for _ in series]
+    if any(w is not None for w in windows):
+        for j in list(range(n_groups)) + [-1, None]:      # the names, the rest, then all kernels (busy)
+            if j is None:
+                u = union(start, end)
+            else:
+                sel = group == j if j >= 0 else group < 0
+                u = union(start[sel], end[sel])
+            for c, w in zip(cols, windows):
+                if w is not None:
+                    c.append(covered(*u, *w) / period)
+            del u
+    return [None if w is None else _unmix(c[:-1], c[-1], values, n_groups)
+            for c, w, (_, values) in zip(cols, windows, series)]
+
+
+def _unmix(cols: list, busy: np.ndarray, values: np.ndarray, n_groups: int) -> dict | None:
+    """unmixed_per_name's least squares, from each group's share of each sample window and the busy share."""
+    cols = cols + [np.clip(1.0 - busy, 0.0, 1.0)]
     a = np.array(cols).T
     use = busy > 0
     a, v = a[use], values[use].astype(np.float64)

@@ -83,8 +83,10 @@ def group_running_max(group: np.ndarray, v: np.ndarray) -> np.ndarray:
     v = v.astype(np.int64, copy=False)
     if len(v) == 0:
         return np.zeros(0, np.int64)
-    lo, span = int(v.min()), int(v.max()) - int(v.min()) + 1
-    g0, groups = int(group.min()), int(group.max()) - int(group.min()) + 1
+    lo = int(v.min())
+    span = int(v.max()) - lo + 1
+    g0 = int(group.min())
+    groups = int(group.max()) - g0 + 1
     if span * groups < 2 ** 62:                      # real profiles: shift the values themselves (no sort)
         off = group.astype(np.int64)                 # a copy: scaled in place
         if g0:

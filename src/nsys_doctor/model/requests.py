@@ -17,7 +17,7 @@ from . import activity
 from .arrays import id_mask, median, uniq
 from .intervals import covered, group_union_length, union
 from .projection import (GPU_TABLES, api_corr_key, assign_calls, gpu_busy_union, gpu_corr_key, is_sorted,
-                         launch_calls, pid_of, sync_name_ids)
+                         launch_calls, launching_calls, pid_of, sync_name_ids)
 from .ranges import outermost, rank_ranges, sibling_steps, top_names
 from .trace import Table, Trace, table_len, take
 
@@ -135,7 +135,9 @@ def _measure(trace: Trace, inst: Table, name: str, domain: str, reason: str, inf
     all_sel = bool(sel.all())
     k_sel = key_api if all_sel else key_api[sel]
     r_sel = api_req if all_sel else api_req[sel]
-    if is_sorted(k_sel):            # api calls are in time order, and so are their correlation ids: no sort
+    if all_sel or not len(k_sel):
+        k_sorted = k_sel
+    elif is_sorted(k_sel):            # api calls are in time order, and so are their correlation ids: no sort
         k_sorted, r_sorted = k_sel, r_sel
     else:
         k_sorted_idx = np.argsort(k_sel, kind="stable")
@@ -148,6 +150,12 @@ def _measure(trace: Trace, inst: Table, name: str, domain: str, reason: str, inf
             continue
         if not len(k_sorted):
             gpu_req[t] = np.full(table_len(g), -1, np.int64)
+            continue
+        if all_sel:     # every call is in a request: the search for each row's launch call, shared (cached)
+            call = launching_calls(trace, t)
+            r = api_req[np.maximum(call, 0)]
+            r[call < 0] = -1
+            gpu_req[t] = r.astype(np.int64, copy=False)
             continue
         key = gpu_corr_key(trace, t)
         pos = np.searchsorted(k_sorted, key)

@@ -454,9 +454,11 @@ class _Reader:
     def _os_calls(self):
         t = "OSRT_API"
         c = lambda col, d="-1": self.col(t, col, d)  # noqa: E731
-        cols = [("start_ns", c("start")), ("end_ns", c("end")), ("tid", c("globalTid")), ("name_id", c("nameId")),
-                ("callchain", f"coalesce({c('callchainId')}, -1)")]
-        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"', [n for n, _ in cols], table=t)
+        cols = [("start_ns", c("start")), ("end_ns", c("end")), ("tid", c("globalTid")), ("name_id", c("nameId"))]
+        # backtrace ids on first use only: no diagnosis reads them (launch_bound x40: 1.6M calls, 12 MB)
+        lazy = {"callchain": f"coalesce({c('callchainId')}, -1)"}
+        return self.fetch("SELECT " + ", ".join(e for _, e in cols) + f' FROM "{t}"', [n for n, _ in cols],
+                          lazy=lazy, table=t)
 
     def _sched(self):
         t = "SCHED_EVENTS"
