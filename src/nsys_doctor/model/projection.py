@@ -63,28 +63,18 @@ def api_corr_key(trace: Trace) -> np.ndarray:
 
 def issuing_calls(trace: Trace, table: str, rows=None) -> np.ndarray:
     """Per row of a GPU table (every row, or those in `rows`): the api_calls row that launched it (same process and
-    correlation id), -1 where none was traced. The sorted api_calls keys are computed once per trace."""
-    gk = gpu_corr_key(trace, table)
-    if rows is not None:
-        gk = gk[np.asarray(rows, np.int64)]
-    key = api_corr_key(trace)
-    if len(key) == 0 or len(gk) == 0:
-        return np.full(len(gk), -1, np.int64)
-    cached = trace._cache.get("_api_corr_order")
-    if cached is None:
-        o = np.argsort(key, kind="stable")
-        cached = trace._cache["_api_corr_order"] = (o, key[o])
-    o, sk = cached
-    at = np.clip(np.searchsorted(sk, gk), 0, len(sk) - 1)
-    return np.where(sk[at] == gk, o[at], -1).astype(np.int64)
+    correlation id), -1 where none was traced, as int64 (a copy: the caller may change it). launching_calls' one
+    search per trace and table, which this reads."""
+    call = launching_calls(trace, table)
+    return (call if rows is None else call[np.asarray(rows, np.int64)]).astype(np.int64)
 
 
 def launching_calls(trace: Trace, table: str) -> np.ndarray:
     """Per row of a GPU table: the api_calls row that launched it (same process and correlation id; of several
     calls with one key, the first in time order), -1 where none was traced; int32 while the call rows fit (the
     array is held to the end: 20 MB for 4.9M kernels, not 39). Computed once per trace and table, read-only: the
-    request projection and launch_overhead ask for the same search (launch_bound x40: 4.9M kernels searched among
-    9.8M calls, 0.1 s each time)."""
+    request projection, launch_overhead and every issuing_calls ask for the same search (launch_bound x40: 4.9M
+    kernels searched among 9.8M calls, 0.1 s each time)."""
     return trace.once(("_launching_calls", table), lambda: _launching_calls(trace, table))
 
 
@@ -105,6 +95,23 @@ def _launching_calls(trace: Trace, table: str) -> np.ndarray:
         call[~hit] = -1
     call.flags.writeable = False
     return call
+
+
+def rows_for_calls(trace: Trace, table: str, api_rows: np.ndarray) -> np.ndarray:
+    """The other way round: per api_calls row in `api_rows`, the row of `table` (a GPU table, or CUPTI's syncs or
+    event_records) with the same process and correlation id (of several, the first), -1 where it has none."""
+    api_rows = np.asarray(api_rows, np.int64)
+    out = np.full(len(api_rows), -1, np.int64)
+    if not trace.has(table) or table_len(trace.table(table)) == 0 or len(api_rows) == 0:
+        return out
+    gk = gpu_corr_key(trace, table)
+    order = sort_order(gk)
+    sk = gk if order is None else gk[order]
+    want = api_corr_key(trace)[api_rows]
+    pos = np.minimum(np.searchsorted(sk, want), len(sk) - 1)
+    hit = sk[pos] == want
+    out[hit] = (pos if order is None else order[pos])[hit]
+    return out
 
 
 def gpu_corr_key(trace: Trace, table: str) -> np.ndarray:
