@@ -19,7 +19,7 @@ from ..model.arrays import dense_groups, distinct_ids, id_mask, uniq
 from ..model.changes import RemoveCpuTime, RemoveHostWaits, ScaleGpuWork
 from ..model.host_waits import ASYNC_COPY, COPY, FREE_WAIT, POLL, REFILL_MAX_NS, SYNC, read_calls, select
 from ..model.replay import GRAPH_DISPATCH_MAX_NS
-from ..model.projection import api_corr_key, corr_key, gpu_corr_key, launch_calls
+from ..model.projection import corr_key, launch_calls, rows_for_calls
 from ..model.trace import table_len
 from ..report import Evidence
 from .common import WORST, host_waits, instance, make_finding, per_request_mean
@@ -168,18 +168,10 @@ def _asks_its_record(trace, waits: dict, queries: np.ndarray, records: np.ndarra
 def _event_of(trace, table: str, rows: np.ndarray) -> np.ndarray:
     """The CUPTI event id that table (syncs: a query's or sync's record; event_records: a record call's) holds
     for these api_calls rows, by (process, correlation id); -1 where it has none."""
-    out = np.full(len(rows), -1, np.int64)
-    if not trace.has(table) or table_len(trace.table(table)) == 0 or "event" not in trace.table(table):
-        return out
-    t = trace.table(table)
-    key = gpu_corr_key(trace, table)
-    ev = np.asarray(t["event"]).astype(np.int64)
-    o = np.argsort(key, kind="stable")
-    want = api_corr_key(trace)[rows]
-    i = np.minimum(np.searchsorted(key[o], want), len(o) - 1)
-    hit = key[o][i] == want
-    out[hit] = ev[o][i][hit]
-    return out
+    at = rows_for_calls(trace, table, rows)
+    if not (at >= 0).any() or "event" not in trace.table(table):
+        return np.full(len(rows), -1, np.int64)
+    return np.where(at >= 0, np.asarray(trace.table(table)["event"]).astype(np.int64)[np.maximum(at, 0)], -1)
 
 
 def event_waits(trace, waits: dict) -> np.ndarray:

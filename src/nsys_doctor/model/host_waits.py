@@ -21,7 +21,8 @@ from .api_names import FREE_WAIT_CALLS, QUERY_CALLS, SYNC_CALLS, base_name
 from . import activity
 from .arrays import distinct_ids, uniq
 from .intervals import covered, union
-from .projection import GPU_TABLES, api_corr_key, corr_key, device_busy_unions, gpu_corr_key, launch_calls
+from .projection import (GPU_TABLES, api_corr_key, device_busy_unions, gpu_corr_key, launch_calls,
+                         rows_for_calls)
 from .requests import Requests
 from .trace import Trace, table_len
 
@@ -76,7 +77,7 @@ def _classify(trace, name_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _copy_of_call(trace, api_rows: np.ndarray):
     """For API rows: (found, copy start, copy kind, dst mem kind) of the copy they launched (by correlation id)."""
-    api, c = trace.table("api_calls"), trace.table("copies")
+    c = trace.table("copies")
     n = len(api_rows)
     found = np.zeros(n, bool)
     start = np.zeros(n, np.int64)
@@ -84,13 +85,9 @@ def _copy_of_call(trace, api_rows: np.ndarray):
     dst = np.full(n, -1, np.int64)
     if table_len(c) == 0 or n == 0:
         return found, start, kind, dst
-    ck = gpu_corr_key(trace, "copies")
-    o = np.argsort(ck, kind="stable")
-    ck = ck[o]
-    key = corr_key(trace, trace.ids.process_of(api["tid"][api_rows]), api["correlation"][api_rows])
-    pos = np.clip(np.searchsorted(ck, key), 0, len(ck) - 1)
-    found = ck[pos] == key
-    row = o[pos]
+    row = rows_for_calls(trace, "copies", api_rows)
+    found = row >= 0
+    row = np.maximum(row, 0)
     start = np.where(found, c["start_ns"][row], 0)
     kind = np.where(found, c["kind"][row], -1)
     dst = np.where(found, c["dst_kind"][row], -1)
