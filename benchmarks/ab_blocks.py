@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import lzma
 import pathlib
 import re
 import shutil
@@ -28,15 +27,24 @@ import sys
 import tempfile
 
 HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+from nsys_doctor.read import sniff   # noqa: E402  (an .xz expanded once into nsys-doctor's cache)
 BLOCK = re.compile(r"^ab (slow|fixed) (\d+)$")
 
 
-def plain_copy(src: pathlib.Path, dst: pathlib.Path) -> None:
-    if src.suffix == ".xz":
-        with lzma.open(src) as f, open(dst, "wb") as g:
-            shutil.copyfileobj(f, g, 1 << 20)
-    else:
-        shutil.copyfile(src, dst)
+def plain(src: pathlib.Path) -> pathlib.Path:
+    """The plain SQLite file of an export (an .xz's expanded copy in nsys-doctor's own cache, made once, shared with
+    analyze): read-only; cut() and store() write copies of it."""
+    return sniff(pathlib.Path(src))[1]
+
+
+def timed_tables(db: sqlite3.Connection) -> list[tuple[str, str | None]]:
+    """Every table and its time column ("start", else "timestamp"; None: not timed)."""
+    out = []
+    for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall():
+        cols = {r[1] for r in db.execute(f"PRAGMA table_info('{t}')")}
+        out.append((t, "start" if "start" in cols else "timestamp" if "timestamp" in cols else None))
+    return out
 
 
 def blocks(db: sqlite3.Connection) -> list[dict]:
@@ -57,13 +65,11 @@ def cut(src: pathlib.Path, dst: pathlib.Path, start: int, end: int) -> None:
     """dst: the plain export src with only the rows that begin in [start, end] in its timed tables."""
     shutil.copyfile(src, dst)
     db = sqlite3.connect(dst)
-    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-    for t in tables:
-        cols = {r[1] for r in db.execute(f"PRAGMA table_info('{t}')")}
-        col = "start" if "start" in cols else "timestamp" if "timestamp" in cols else None
+    tables = timed_tables(db)
+    for t, col in tables:
         if col:
             db.execute(f"DELETE FROM '{t}' WHERE {col} < ? OR {col} > ?", (start, end))
-    if "ANALYSIS_DETAILS" in tables:
+    if "ANALYSIS_DETAILS" in dict(tables):
         db.execute("UPDATE ANALYSIS_DETAILS SET startTime = ?, stopTime = ?, duration = ?", (start, end, end - start))
     db.commit()
     db.execute("VACUUM")
@@ -80,22 +86,15 @@ def store(src: pathlib.Path, dst: pathlib.Path) -> None:
     """dst (plain SQLite): src with only what calibration reads: the rows that begin inside a slow block (every
     table with a `start` or `timestamp` column), every NVTX range (the fixed blocks' ranges and their requests give
     their ms/request), and no rows in the UNREAD tables. tests/data keeps the --ab exports in this form (tree size)."""
-    plain_copy(src, dst)
+    shutil.copyfile(plain(src), dst)
     db = sqlite3.connect(dst)
     spans = [(b["start"], b["end"]) for b in blocks(db) if b["variant"] == "slow"]
     inside = " OR ".join(f"({{c}} BETWEEN {a} AND {b})" for a, b in spans) or "0"
-    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-    for t in tables:
+    for t, col in timed_tables(db):
         if t in UNREAD:
             db.execute(f"DELETE FROM '{t}'")
-            continue
-        cols = {r[1] for r in db.execute(f"PRAGMA table_info('{t}')")}
-        col = "start" if "start" in cols else "timestamp" if "timestamp" in cols else None
-        if col is None:
-            continue
-        if t == "NVTX_EVENTS":       # all ranges stay (a few hundred rows): the fixed blocks' and their requests'
-            continue
-        db.execute(f"DELETE FROM '{t}' WHERE NOT ({inside.format(c=col)})")
+        elif col and t != "NVTX_EVENTS":    # all ranges stay (a few hundred rows): the fixed blocks' and their requests'
+            db.execute(f"DELETE FROM '{t}' WHERE NOT ({inside.format(c=col)})")
     db.commit()
     db.execute("VACUUM")
     db.close()
@@ -117,31 +116,29 @@ def predicted(path: pathlib.Path) -> tuple[float | None, str]:
 def rounds(src: pathlib.Path, work: pathlib.Path, predict) -> list[dict]:
     """Per round of the --ab export src: its slow and fixed blocks' ms/request, the measured saving, and
     predict(cut) -> (predicted ms, severity) on the slow block's cut (made in `work`, removed after)."""
-    plain = work / (src.name.removesuffix(".xz"))
-    plain_copy(src, plain)
+    src_plain = plain(src)
+    db = sqlite3.connect(f"file:{src_plain}?mode=ro", uri=True)
     try:
-        db = sqlite3.connect(f"file:{plain}?mode=ro", uri=True)
         bl = blocks(db)
-        db.close()
-        out = []
-        for r in sorted({b["round"] for b in bl}):
-            slow = [b for b in bl if b["round"] == r and b["variant"] == "slow"]
-            fixed = [b for b in bl if b["round"] == r and b["variant"] == "fixed"]
-            if not slow or not fixed or not slow[0]["requests"] or not fixed[0]["requests"]:
-                continue
-            s, f = slow[0], fixed[0]
-            c = work / f"{plain.stem}.slow{r}.sqlite"
-            cut(plain, c, s["start"], s["end"])
-            try:
-                pred, sev = predict(c)
-            finally:
-                c.unlink()
-            out.append({"round": r, "slow_ms": s["ms_per_request"], "fixed_ms": f["ms_per_request"],
-                        "measured_ms": s["ms_per_request"] - f["ms_per_request"], "predicted_ms": pred,
-                        "severity": sev, "requests": s["requests"]})
-        return out
     finally:
-        plain.unlink()
+        db.close()
+    out = []
+    for r in sorted({b["round"] for b in bl}):
+        slow = [b for b in bl if b["round"] == r and b["variant"] == "slow"]
+        fixed = [b for b in bl if b["round"] == r and b["variant"] == "fixed"]
+        if not slow or not fixed or not slow[0]["requests"] or not fixed[0]["requests"]:
+            continue
+        s, f = slow[0], fixed[0]
+        c = work / f"{src.name.removesuffix('.xz').removesuffix('.sqlite')}.slow{r}.sqlite"
+        cut(src_plain, c, s["start"], s["end"])
+        try:
+            pred, sev = predict(c)
+        finally:
+            c.unlink()
+        out.append({"round": r, "slow_ms": s["ms_per_request"], "fixed_ms": f["ms_per_request"],
+                    "measured_ms": s["ms_per_request"] - f["ms_per_request"], "predicted_ms": pred,
+                    "severity": sev, "requests": s["requests"]})
+    return out
 
 
 def one(src: pathlib.Path, work: pathlib.Path) -> dict:

@@ -259,9 +259,8 @@ def test_the_one_process_blocks_are_the_programs_own(name, file, tmp_path):
     # program printed with its own clock (pairs.json abtrace.program_blocks_ms), and each block's cut holds that
     # block's requests and nothing of the others
     ab = {**PAIRS, **ONE_PROCESS}[name]["abtrace"]
-    plain = tmp_path / "ab.sqlite"
-    calibrate.ab_blocks.plain_copy(DATA / file, plain)
-    db = sqlite3.connect(plain)
+    plain = calibrate.ab_blocks.plain(DATA / file)
+    db = sqlite3.connect(f"file:{plain}?mode=ro", uri=True)
     blocks = calibrate.ab_blocks.blocks(db)
     db.close()
     printed = ab["program_blocks_ms"][file]

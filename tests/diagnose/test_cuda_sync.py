@@ -262,9 +262,8 @@ def test_polling_code_that_never_waits_is_found_by_its_checks(tmp_path):
     from tests.conftest import DATA, ROOT
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import ab_blocks
-    plain = tmp_path / "ab.sqlite"
-    ab_blocks.plain_copy(DATA / "ex_pollsmall_abt_r2.sqlite.xz", plain)
-    db = sqlite3.connect(plain)
+    plain = ab_blocks.plain(DATA / "ex_pollsmall_abt_r2.sqlite.xz")
+    db = sqlite3.connect(f"file:{plain}?mode=ro", uri=True)
     block = next(b for b in ab_blocks.blocks(db) if b["variant"] == "slow" and b["round"] == 1)
     db.close()
     cut = tmp_path / "slow1.sqlite"
