@@ -173,6 +173,29 @@ def passes_null(f: dict | None) -> bool:
     return f is None or f.get("severity") == "low"
 
 
+def round_severity(rounds: list[dict]) -> str | None:
+    """The severity most of the one-process rounds' slow blocks reported (ties: the first in name order)."""
+    sev = [r["severity"] for r in rounds]
+    return max(sorted(set(sev), key=str), key=sev.count)
+
+
+def row(p: dict, judged_: tuple, basis: str | None, before: dict | None, seconds: float, **cols) -> dict:
+    """One line of the table: the pair, how calibrate.judged judged it, and the columns only some pairs have
+    (`cols`: separate runs, trace, replay, from before run, after; None where the pair has none)."""
+    pred, saving, how, null, abt = judged_
+    sev = round_severity(abt) if abt else (before or {}).get("severity")
+    shown = None if pred is None else {"severity": sev}
+    out = {"pair": p["name"], "category": p["category"], "measured_ms": round(saving, 3), "measured_how": how,
+           "null": null, "null_passes": passes_null(shown) if null else None, "separate_runs_ms": None,
+           "measured_trace_ms": None, "predicted_ms": pred, "predicted_severity": sev if pred is not None else None,
+           "basis": basis, "impact_ms": (before or {}).get("impact_ms"),
+           "ratio": round(pred / saving, 3) if pred is not None and saving > 0 and not null else None,
+           "replay_ms": None, "from_before_ms": None, "abtrace_rounds": abt, "after_finding": None,
+           "seconds": round(seconds, 1)}
+    out.update(cols)
+    return out
+
+
 def calibrate(pairs_path: pathlib.Path) -> dict:
     spec = json.loads(pairs_path.read_text())
     data = pairs_path.parent
@@ -187,39 +210,20 @@ def calibrate(pairs_path: pathlib.Path) -> dict:
         ib, ia = trace_interval_ms(rb), trace_interval_ms(ra)
         fnd = finding_of(rb, p["category"])
         from_before, basis = predicted_ms(fnd)
-        pred, saving, how, null, abt = judged(p, data, fnd)
-        if abt:
-            sev = [r["severity"] for r in abt]
-            fnd = None if pred is None else dict(fnd or {}, severity=max(sorted(set(sev), key=str), key=sev.count))
         left = finding_of(ra, p["category"])
-        rows.append({"pair": p["name"], "category": p["category"], "measured_ms": round(saving, 3),
-                     "measured_how": how, "null": null, "null_passes": passes_null(fnd) if null else None,
-                     "separate_runs_ms": round(separate_runs_ms(p), 3),
-                     "measured_trace_ms": round(ib - ia, 3) if ib is not None and ia is not None else None,
-                     "predicted_ms": pred, "predicted_severity": fnd["severity"] if fnd else None,
-                     "basis": basis, "impact_ms": fnd["impact_ms"] if fnd else None,
-                     "ratio": round(pred / saving, 3) if pred is not None and saving > 0 and not null else None,
-                     "replay_ms": replay_ms(finding_of(rb, p["category"])), "from_before_ms": from_before,
-                     "abtrace_rounds": abt,
-                     "after_finding": (f"{left['severity']} {left['impact_ms']:.2f} ms" if left else None),
-                     "seconds": round(time.perf_counter() - t, 1)})
+        rows.append(row(p, judged(p, data, fnd), basis, fnd, time.perf_counter() - t,
+                        separate_runs_ms=round(separate_runs_ms(p), 3),
+                        measured_trace_ms=round(ib - ia, 3) if ib is not None and ia is not None else None,
+                        replay_ms=replay_ms(fnd), from_before_ms=from_before,
+                        after_finding=f"{left['severity']} {left['impact_ms']:.2f} ms" if left else None))
     for p in spec.get("one_process", []):
         # programs recorded only as one-process --ab profiles (no separate before/after runs): judged by them alone
         t = time.perf_counter()
-        pred, saving, how, null, abt = judged(p, data, None)
-        if abt is None:
+        j = judged(p, data, None)
+        if j[4] is None:
             missing.append(p["name"])
             continue
-        sev = [r["severity"] for r in abt]
-        rows.append({"pair": p["name"], "category": p["category"], "measured_ms": round(saving, 3),
-                     "measured_how": how, "null": null, "null_passes": None,
-                     "separate_runs_ms": None, "measured_trace_ms": None, "predicted_ms": pred,
-                     "predicted_severity": max(sorted(set(sev), key=str), key=sev.count), "basis": "replay",
-                     "impact_ms": None, "replay_ms": None, "from_before_ms": None, "abtrace_rounds": abt,
-                     "ratio": round(pred / saving, 3) if pred is not None and saving > 0 and not null else None,
-                     "after_finding": None, "seconds": round(time.perf_counter() - t, 1)})
-        if null:
-            rows[-1]["null_passes"] = all(r["severity"] in (None, "low") for r in abt)
+        rows.append(row(p, j, "replay", None, time.perf_counter() - t))
     n = len(rows)
     tight = sum(r["null_passes"] if r["null"] else within(r["ratio"], TIGHT) for r in rows)
     loose = sum(r["null_passes"] if r["null"] else within(r["ratio"], LOOSE) for r in rows)
