@@ -14,15 +14,13 @@ The machine's other work moves every number: compare ratios from one run.
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
-import subprocess
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from bench_analyze import raw_scan, run_analyze  # noqa: E402  (the same child process and the same baseline)
+from bench_analyze import against_scan, large  # noqa: E402  (the same child process and the same baseline)
 
 
 def main(argv=None) -> int:
@@ -34,20 +32,9 @@ def main(argv=None) -> int:
     work = pathlib.Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     src = ROOT / "tests" / "data" / "ex_polling_before.sqlite.xz"
-    big = work / f"ex_polling_before_x{a.times}.sqlite"
-    if not big.exists():
-        subprocess.run([sys.executable, str(HERE / "make_large.py"), str(src), str(big), "--times", str(a.times)],
-                       check=True)
+    big = large(src, work / f"ex_polling_before_x{a.times}.sqlite", a.times)
     print(f"polling-heavy profile: {big.name}")
-    runs = [run_analyze(big) for _ in range(a.repeat)]
-    best = min(runs, key=lambda r: r["seconds"])
-    scan = min(raw_scan(big, best["queries"]) for _ in range(a.repeat))
-    print(f"   {best['kernels']:,} kernels, {best['api_calls']:,} API calls, {best['requests']:,} requests")
-    print(f"   analyze            {best['seconds']:7.2f} s   peak {max(r['peak_mb'] for r in runs):,.0f} MB   "
-          f"(CPU {best['cpu_seconds']:.2f} s on {os.cpu_count()} cores, imports included)")
-    print(f"   raw SQLite scan    {scan:7.2f} s   ({len(best['queries'])} queries, same columns, one thread)")
-    print(f"   ratio analyze/scan {best['seconds'] / scan:7.2f}x")
-    print(f"   CPU time / scan    {best['cpu_seconds'] / scan:7.2f}x   (analyze reads large tables on several threads)")
+    against_scan(big, a.repeat)
     return 0
 
 
