@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import lzma
 import os
 import pathlib
-import shutil
 import sqlite3
 import sys
 import tempfile
@@ -30,23 +28,18 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "src"))
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from nsys_doctor.model.intervals import union          # noqa: E402
+from nsys_doctor.model.intervals import covered, union  # noqa: E402
 from nsys_doctor.model.requests import find_requests   # noqa: E402
-from nsys_doctor.read import open_trace                 # noqa: E402
+from nsys_doctor.read import open_trace, sniff          # noqa: E402
 
 BUSY_SAMPLE_PCT = 50     # a GPU_METRICS sample counts as 'busy' when GR Active (the share of its period the graphics
                          # engine had work) is at least half
 
 
-def plain(path: pathlib.Path, tmp: pathlib.Path) -> pathlib.Path:
-    """An uncompressed copy of a .sqlite.xz (sqlite3 reads plain files only)."""
-    if path.suffix != ".xz":
-        return path
-    out = tmp / path.stem
-    if not out.exists():
-        with lzma.open(path) as src, open(out, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    return out
+def plain(path: pathlib.Path, tmp: pathlib.Path | None = None) -> pathlib.Path:
+    """The plain SQLite file of an export (sqlite3 reads plain files only): an .xz's copy expanded once into
+    nsys-doctor's own cache (read.sniff), shared with the analyses. `tmp` is not used any more."""
+    return sniff(pathlib.Path(path))[1]
 
 
 def window(path: pathlib.Path) -> tuple[int, int, np.ndarray, np.ndarray]:
@@ -99,8 +92,8 @@ def busy_intervals(db: sqlite3.Connection) -> tuple[np.ndarray, np.ndarray]:
 
 
 def clipped(us, ue, lo, hi) -> int:
-    s, e = np.clip(us, lo, hi), np.clip(ue, lo, hi)
-    return int((e - s).sum())
+    """ns of the disjoint intervals (us, ue) inside [lo, hi)."""
+    return int(covered(us, ue, np.array([lo], np.int64), np.array([hi], np.int64))[0])
 
 
 def profile(path: pathlib.Path, tmp: pathlib.Path) -> dict:
