@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..model.api_names import EVENT_RECORD_CALLS, EVENT_SYNC_CALLS, QUERY_CALLS, base_name, name_ids
-from ..model.arrays import dense_groups, distinct_ids, id_mask, uniq
+from ..model.arrays import dense_groups, distinct_ids, id_mask, is_sorted, uniq
 from ..model.changes import RemoveCpuTime, RemoveHostWaits, ScaleGpuWork
 from ..model.host_waits import ASYNC_COPY, COPY, FREE_WAIT, POLL, REFILL_MAX_NS, SYNC, read_calls, select
 from ..model.replay import GRAPH_DISPATCH_MAX_NS
@@ -123,8 +123,10 @@ def completion_checks(trace, rq, waits: dict) -> np.ndarray:
     pos = np.arange(len(o))
     last_rec = np.maximum.accumulate(np.where(rec, pos, -1))
     last_stop = np.maximum.accumulate(np.where(stop, pos, -1))
-    at = np.searchsorted(o, cand) if bool(np.all(o[1:] > o[:-1])) else None
-    if at is None:
+    # each candidate's position in that order: a search where the rows are in time order already (the usual case)
+    if is_sorted(o):
+        at = np.searchsorted(o, cand)
+    else:
         inv = np.empty(table_len(api), np.int64)
         inv[o] = pos
         at = inv[cand]
