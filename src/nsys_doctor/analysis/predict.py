@@ -20,8 +20,8 @@ from ..diagnose.common import HIGH_PCT, MEDIUM_PCT
 from ..model import changes as C
 from ..model import replay as R
 from ..model import window as W
-from ..model.arrays import median, uniq
-from ..model.api_names import base_name
+from ..model.arrays import distinct_ids, id_mask, median
+from ..model.api_names import GRAPH_LAUNCH_CALLS, name_ids
 from ..model.projection import issuing_calls
 from ..model.trace import on_own_thread
 from ..report import Finding, severity_for
@@ -37,7 +37,6 @@ MAX_REPLAY_EVENTS = 2_000_000
 # ~270 of its 8,120 requests, ~0.4 s of analyze's ~7 s there. Windowed predictions of a window of half the requests
 # match the whole replay on every profile small enough to replay whole (tests/test_predict.py).
 REPLAY_WINDOW_EVENTS = 500_000
-GRAPH_LAUNCH_CALLS = ("cudaGraphLaunch", "cuGraphLaunch")
 # The categories whose replayed fix matched the real fix on before/after pairs (benchmarks/calibrate.py over
 # tests/data/pairs.json: predicted / measured within [0.75, 1.33]); their impact_ms is the replay's prediction. The
 # others carry the replay's `whatif` too, but keep their diagnosis's estimate as impact_ms until pairs validate them.
@@ -62,20 +61,19 @@ CALIBRATED_SOURCES = ("nsys-sqlite",)
 def median_graph_launch_ns(trace) -> int | None:
     """The median cudaGraphLaunch of this profile, None when it has none (cli/whatif.py's --graph uses it too).
     Computed once per trace: every finding's fix and the combined one ask (0.15 s each on launch_bound x40)."""
-    if "_median_graph_launch" in trace._cache:
-        return trace._cache["_median_graph_launch"]
+    return trace.once("_median_graph_launch", lambda: _median_graph_launch_ns(trace))
+
+
+def _median_graph_launch_ns(trace) -> int | None:
     api = trace.table("api_calls")
-    out = None
-    if len(api["name_id"]):
-        names = api["name_id"]
-        # the distinct name ids: a count per id (ids are small ints) instead of a sort of every call
-        ids = np.flatnonzero(np.bincount(names)) if int(names.min()) >= 0 else uniq(names)
-        gl = [i for i in ids if base_name(trace.name(int(i))) in GRAPH_LAUNCH_CALLS]
-        if gl:
-            sel = np.isin(api["name_id"], gl)
-            out = int(median(api["end_ns"][sel] - api["start_ns"][sel]))
-    trace._cache["_median_graph_launch"] = out
-    return out
+    if not len(api["name_id"]):
+        return None
+    # each distinct name judged once (a count per id, not a sort of every call)
+    gl = name_ids(trace, distinct_ids(api["name_id"]), lambda n: n in GRAPH_LAUNCH_CALLS)
+    if not len(gl):
+        return None
+    sel = id_mask(api["name_id"], gl)
+    return int(median(api["end_ns"][sel] - api["start_ns"][sel]))
 
 
 def graph_launch_cost_ns(trace) -> tuple[int, str]:

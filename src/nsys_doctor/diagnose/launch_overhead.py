@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..model.activity import hot_functions
-from ..model.api_names import base_name
+from ..model.api_names import GRAPH_LAUNCH_CALLS, base_name
 from ..model.arrays import distinct_ids, group_sums, id_mask, lexsort2, lut_fits, median
 from ..model.changes import GraphLaunches
 from ..model.intervals import group_running_max
@@ -26,7 +26,6 @@ from .common import no_data, not_evaluated
 LAUNCH_CALLS = ("cudaLaunchKernel", "cudaLaunchCooperativeKernel", "cuLaunchKernel", "cuLaunchCooperativeKernel",
                 "cuLaunchGrid", "cudaLaunch")
 NOT_LAUNCH = ("cudaLaunchHostFunc", "cuLaunchHostFunc")
-GRAPH_LAUNCH_CALLS = ("cudaGraphLaunch", "cuGraphLaunch")
 MIN_REPORT_PCT = 2.0           # under 2% of latency the launch waits are not worth a line (cpu_postproc 0.6%,
                                # healthy 0: its launches run far ahead of the GPU)
 MIN_LAUNCHES_PER_REQUEST = 10  # fewer launches per request cannot add up to launch-bound latency (membw_bound: 6,

@@ -30,6 +30,8 @@ EVENT_SYNC_CALLS = ("cudaEventSynchronize", "cuEventSynchronize")
 # Non-blocking completion checks: a loop of them (torch.cuda.Event.query() spun until True) is a host wait.
 QUERY_CALLS = ("cudaEventQuery", "cudaStreamQuery", "cuEventQuery", "cuStreamQuery")
 EVENT_RECORD_CALLS = ("cudaEventRecord", "cuEventRecord")   # base names by prefix (cudaEventRecordWithFlags too)
+# A CUDA graph replayed with one call (launch_overhead counts them; the replay takes their median as a graph's cost).
+GRAPH_LAUNCH_CALLS = ("cudaGraphLaunch", "cuGraphLaunch")
 
 _SUFFIX = re.compile(r"(_v\d+)?(_ptsz|_ptds)?(_v\d+)?$")
 
