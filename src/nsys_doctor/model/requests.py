@@ -16,8 +16,8 @@ from . import activity
 
 from .arrays import id_mask, median, uniq
 from .intervals import covered, group_union_length, union
-from .projection import (GPU_TABLES, api_corr_key, assign_calls, gpu_busy_union, gpu_corr_key, is_sorted,
-                         launch_calls, launching_calls, pid_of, sync_name_ids)
+from .projection import (GPU_TABLES, assign_calls, gpu_busy_union, launch_calls, launching_calls, pid_of,
+                         sync_name_ids)
 from .ranges import outermost, rank_ranges, sibling_steps, top_names
 from .trace import Table, Trace, table_len, take
 
@@ -128,40 +128,17 @@ def _measure(trace: Trace, inst: Table, name: str, domain: str, reason: str, inf
     tab["cpu_ns"] = tab["end_ns"] - tab["start_ns"]
     tab["launches"] = np.bincount(api_req[launch & (api_req >= 0)], minlength=n).astype(np.int64)
 
-    # correlation ids -> request, per process (correlation ids are unique within a process)
+    # GPU row -> the call that launched it (projection.launching_calls: one cached search by process and
+    # correlation id, shared with launch_overhead and issuing_calls) -> that call's request
     gpu_req = {}
-    key_api = api_corr_key(trace)
-    sel = api_req >= 0
-    all_sel = bool(sel.all())
-    k_sel = key_api if all_sel else key_api[sel]
-    r_sel = api_req if all_sel else api_req[sel]
-    if all_sel or not len(k_sel):
-        k_sorted = k_sel
-    elif is_sorted(k_sel):            # api calls are in time order, and so are their correlation ids: no sort
-        k_sorted, r_sorted = k_sel, r_sel
-    else:
-        k_sorted_idx = np.argsort(k_sel, kind="stable")
-        k_sorted = k_sel[k_sorted_idx]
-        r_sorted = r_sel[k_sorted_idx]
     for t in GPU_TABLES:
         g = trace.table(t)
         if table_len(g) == 0:
             gpu_req[t] = np.zeros(0, np.int64)
             continue
-        if not len(k_sorted):
-            gpu_req[t] = np.full(table_len(g), -1, np.int64)
-            continue
-        if all_sel:     # every call is in a request: the search for each row's launch call, shared (cached)
-            call = launching_calls(trace, t)
-            r = api_req[np.maximum(call, 0)]
-            r[call < 0] = -1
-            gpu_req[t] = r.astype(np.int64, copy=False)
-            continue
-        key = gpu_corr_key(trace, t)
-        pos = np.searchsorted(k_sorted, key)
-        np.minimum(pos, len(k_sorted) - 1, out=pos)
-        r = r_sorted[pos]
-        r[k_sorted[pos] != key] = -1
+        call = launching_calls(trace, t)
+        r = api_req[np.maximum(call, 0)] if len(api_req) else np.full(len(call), -1, np.int64)
+        r[call < 0] = -1
         gpu_req[t] = r.astype(np.int64, copy=False)
 
     # first/last GPU activity of each request
