@@ -8,21 +8,19 @@ For every block this cuts the export to the block's time span (a copy: every tab
 column keeps only the rows that begin inside the block; the block starts and ends with a device synchronize, so no
 GPU work crosses its edges) and measures the block's time per request from its NVTX range (what the program's own
 clock times: the block from its first synchronize to its last, over its requests). Each slow block's cut is then
-analysed (`analyze --format json`): its cuda_sync finding's impact_ms is the predicted saving, made from that block
-alone. Measured saving of a round: its slow block's ms/request minus its fixed block's (neighbours in time, one
+analysed in this process (calibrate.block_predictor, the prediction the calibration table uses: the replayed drop
+in the request interval where the report uses the replay): the cuda_sync saving predicted from that block alone. Measured saving of a round: its slow block's ms/request minus its fixed block's (neighbours in time, one
 process: the same CPU and GPU state, tests/data/README.md "Repeated runs"). Prints one row per round and the medians.
 Asserts nothing; the input files are only read.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import re
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 
@@ -100,19 +98,6 @@ def store(src: pathlib.Path, dst: pathlib.Path) -> None:
     db.close()
 
 
-def predicted(path: pathlib.Path) -> tuple[float | None, str]:
-    """The cuda_sync finding's impact_ms (and its severity) on one block's cut, by the installed nsys-doctor."""
-    out = subprocess.run([sys.executable, "-m", "nsys_doctor", "analyze", str(path), "--format", "json"],
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        return None, out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"
-    rep = json.loads(out.stdout)
-    for f in rep.get("findings", []):
-        if f.get("category") == "cuda_sync":
-            return float(f["impact_ms"]), f.get("severity", "?")
-    return 0.0, "no finding"
-
-
 def rounds(src: pathlib.Path, work: pathlib.Path, predict) -> list[dict]:
     """Per round of the --ab export src: its slow and fixed blocks' ms/request, the measured saving, and
     predict(cut) -> (predicted ms, severity) on the slow block's cut (made in `work`, removed after)."""
@@ -142,7 +127,8 @@ def rounds(src: pathlib.Path, work: pathlib.Path, predict) -> list[dict]:
 
 
 def one(src: pathlib.Path, work: pathlib.Path) -> dict:
-    return {"file": src.name, "rounds": rounds(src, work, predicted)}
+    import calibrate    # its prediction of a block, the one the calibration table uses (calibrate imports this file)
+    return {"file": src.name, "rounds": rounds(src, work, calibrate.block_predictor("cuda_sync"))}
 
 
 def main() -> int:
@@ -170,7 +156,7 @@ def main() -> int:
         for r in res["rounds"]:
             ratio = (f"{r['predicted_ms'] / r['measured_ms']:.2f}" if r["predicted_ms"] is not None
                      and r["measured_ms"] > 0 else "-")
-            pred = "failed: " + r["severity"] if r["predicted_ms"] is None else \
+            pred = "none (no finding)" if r["predicted_ms"] is None else \
                 f"{r['predicted_ms']:.2f} ({r['severity']})"
             print(f"| {res['file']} | {r['round']} | {r['slow_ms']:.2f} | {r['fixed_ms']:.2f} | "
                   f"{r['measured_ms']:.2f} | {pred} | {ratio} |")

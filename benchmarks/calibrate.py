@@ -131,17 +131,22 @@ def measured(p: dict) -> tuple[float, str, bool]:
     return separate_runs_ms(p), f"runs {n[0]}+{n[1]}", False
 
 
+def block_predictor(category: str):
+    """predict(cut) -> (predicted ms, severity) for ab_blocks.rounds: what the report on one block's cut says fixing
+    `category` saves (predicted_ms), (None, None) without such a finding."""
+    def predict(cut: pathlib.Path):
+        f = finding_of(analyze(cut), category)
+        return predicted_ms(f)[0], (f["severity"] if f else None)
+    return predict
+
+
 def abtrace_rounds(p: dict, data: pathlib.Path) -> list[dict] | None:
     """The pair's 'abtrace' rounds (ab_blocks.rounds over each export), each slow block's prediction by
     predicted_ms on its cut; None without 'abtrace' or when one of its files is missing."""
     files = [data / f for f in (p.get("abtrace") or {}).get("files", [])]
     if not files or not all(f.exists() for f in files):
         return None
-
-    def predict(cut: pathlib.Path):
-        f = finding_of(analyze(cut), p["category"])
-        return predicted_ms(f)[0], (f["severity"] if f else None)
-
+    predict = block_predictor(p["category"])
     out = []
     work = pathlib.Path(tempfile.mkdtemp(prefix="nsd-calibrate-"))
     try:
