@@ -3,7 +3,7 @@
 #
 #   NSYS=/path/to/nsys OUTDIR=out bash examples/record_examples.sh [JOB...]      (default: every job)
 #
-# JOB is one of (or a set: "new" the second, "third" the third, "repeats", "ab", "ab2", "ab3"): sync_before sync_after sync_after_run2 sync_after_run3 graph_before graph_after
+# JOB is one of (or a set: "new" the second, "third" the third, "repeats", "ab", "ab2", "ab3", "blind"): sync_before sync_after sync_after_run2 sync_after_run3 graph_before graph_after
 #   pinned_before pinned_after gpupre_before gpupre_after mixed_before mixed_after demo
 #   dataload_before dataload_after postproc_before postproc_after contention_before contention_after
 #   alloc_before alloc_after reload_before reload_after polling_before polling_after rowwise_before rowwise_after
@@ -13,6 +13,8 @@
 #   laysync_before laysync_after, and exit_ab polling_ab sleep_ab sync_ab laysync_ab  ("ab", H200)
 #   laysyncgpu_before laysyncgpu_after laysyncgpu_ab                               ("ab2", H200)
 #   sync2_before sync2_after sync2_ab                                              ("ab3", H200)
+#   mobgraph_* encfp32_* emptycache_* tokworkers_* (_before, _after)                ("blind", H200)
+#   emptycache_ab tokworkers_ab                                                    ("blindab", H200)
 # Each job profiles one example (`--fixed` for *_after*), exports `ex_NAME.sqlite` (or `demo.sqlite`), xz's it and
 # appends it to OUTDIR/GROUP.tar (tar -xf to unpack). DEADLINE (epoch seconds) stops starting new jobs after it.
 # The export of one job runs in the background while the next job is profiled. XZ (default -6) sets xz's preset.
@@ -113,6 +115,16 @@ spec() {  # job -> "output-name group flags-kind script args..."
     exit_abt)          echo "ex_exit_abt abt FULLCAP early_exit_sync.py --ab 4 --requests 20";;
     laysync_abt)       echo "ex_laysync_abt abt FULLCAP layer_timing_sync.py --ab 4 --requests 20";;
     pollsmall_abt)     echo "ex_pollsmall_abt abt FULL polling_wait.py --tokens 1024 --ab 4 --requests 20";;
+    mobgraph_before)   echo "ex_mobgraph_before blind FULLCAP mobilenet_graph.py";;
+    mobgraph_after)    echo "ex_mobgraph_after blind FULLCAP mobilenet_graph.py --fixed";;
+    encfp32_before)    echo "ex_encfp32_before blind FULLCAP encoder_fp32.py";;
+    encfp32_after)     echo "ex_encfp32_after blind FULLCAP encoder_fp32.py --fixed";;
+    emptycache_before) echo "ex_emptycache_before blind FULLCAP empty_cache.py";;
+    emptycache_after)  echo "ex_emptycache_after blind FULLCAP empty_cache.py --fixed";;
+    tokworkers_before) echo "ex_tokworkers_before blind FULLCAP tokenize_workers.py";;
+    tokworkers_after)  echo "ex_tokworkers_after blind FULLCAP tokenize_workers.py --fixed";;
+    emptycache_ab)     echo "ex_emptycache_ab ab FULLCAP empty_cache.py --ab 5";;
+    tokworkers_ab)     echo "ex_tokworkers_ab ab FULLCAP tokenize_workers.py --ab 5";;
     *) return 1;;
   esac
 }
@@ -158,6 +170,13 @@ JOBS=${*:-$ALL}; [ "$JOBS" = new ] && JOBS=$NEW      # "new": the second set onl
 [ "$JOBS" = ab2 ] && { JOBS=$AB2; SERIAL=1; }          # "ab2": the GPU-bound per-layer sync pair and its --ab runs
 [ "$JOBS" = ab3 ] && { JOBS=$AB3; SERIAL=1; }          # "ab3": sync_per_layer on the H200 (FULLCAP) and its --ab runs
 [ "$JOBS" = abtrace ] && { JOBS=$ABTRACE; SERIAL=1; }  # "abtrace": --ab runs of the sync programs, exported
+# "blind" (session 7, pre-registered in the closing note): four new programs, before and after, then a second run
+# of each side (JOB:r2), alternating; all exported at the end (SERIAL=1)
+BLIND=""
+for r in "" :r2; do for p in mobgraph encfp32 emptycache tokworkers; do BLIND="$BLIND ${p}_before$r ${p}_after$r"; done; done
+[ "$JOBS" = blind ] && { JOBS=$BLIND; SERIAL=1; }
+# "blindab": three --ab 5 processes each of the two blind programs whose two separate runs disagreed by 1 ms or more
+[ "$JOBS" = blindab ] && { JOBS="emptycache_ab:r1 tokworkers_ab:r1 emptycache_ab:r2 tokworkers_ab:r2 emptycache_ab:r3 tokworkers_ab:r3"; SERIAL=1; }
 [ "$JOBS" = abtrace2 ] && { JOBS="pollsmall_abt:r1 pollsmall_abt:r2"; SERIAL=1; }  # polling_wait at 1024 tokens
 SERIAL=${SERIAL:-0}
 DEFERRED=""
