@@ -54,15 +54,45 @@ class Measurement:
     end_ns: np.ndarray
     setup_calls: int = 0    # calls left out as context creation (SETUP_CALL_NS)
     gaps: tuple = ()        # _gaps_between: the CPU time between two allocation calls (tid, start_ns, end_ns)
+    between: np.ndarray | None = None    # per row: a call of the serving loop between two requests (_alloc_rows)
 
 
-def _alloc_rows(ctx) -> np.ndarray:
+def _alloc_rows(ctx) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The allocation calls (api_calls rows) of the request path and the request each belongs to: those inside a
+    measured request, and those of the serving loop between two measured requests on a request's thread (a cache
+    emptied or a buffer freed after each request: they delay the next one, so they are in the request interval
+    though in no range) -> (rows, request, between: True for the latter, each counted with the request before)."""
     trace, rq = ctx.trace, ctx.requests
     api = trace.table("api_calls")
-    inreq = np.flatnonzero(rq.api_request >= rq.warmup)
-    ids = distinct_ids(api["name_id"][inreq])
+    req = rq.api_request
+    t = rq.table
+    measured_tids = np.unique(t["tid"][rq.warmup:])
+    cand = np.flatnonzero((req >= rq.warmup) | ((req < 0) & np.isin(api["tid"], measured_tids)))
+    ids = distinct_ids(api["name_id"][cand])
     alloc = np.array([i for i in ids if base_name(trace.name(i)).startswith(ALLOC_CALLS)], np.int64)
-    return inreq[np.isin(api["name_id"][inreq], alloc)] if len(alloc) else np.zeros(0, np.int64)
+    none = np.zeros(0, np.int64)
+    if not len(alloc):
+        return none, none, np.zeros(0, bool)
+    rows = cand[np.isin(api["name_id"][cand], alloc)]
+    inside = req[rows] >= rq.warmup
+    owner = req[rows].copy()
+    out = rows[~inside]
+    if len(out):
+        # per thread, the measured request that ended last before the call, if the thread starts another after it
+        follows = np.full(len(out), -1, np.int64)
+        for tid in np.unique(api["tid"][out]):
+            mine = np.flatnonzero(api["tid"][out] == tid)
+            r = np.flatnonzero(t["tid"] == tid)
+            r = r[r >= rq.warmup]
+            r = r[np.argsort(t["start_ns"][r], kind="stable")]
+            s = api["start_ns"][out[mine]]
+            k = np.searchsorted(t["end_ns"][r], s, side="right") - 1      # ranges on one thread do not overlap
+            ok = (k >= 0) & (k + 1 < len(r))
+            ok[ok] &= s[ok] < t["start_ns"][r[k[ok] + 1]]
+            follows[mine[ok]] = r[k[ok]]
+        owner[~inside] = follows
+    keep = owner >= 0
+    return rows[keep], owner[keep], ~inside[keep]
 
 
 def _claimed(req: np.ndarray, s: np.ndarray, e: np.ndarray, n: int) -> np.ndarray:
@@ -84,27 +114,37 @@ def measure(ctx) -> Measurement | None:
     if "api_calls" in trace.absent or ctx.mean_latency_ns <= 0 or table_len(api) == 0 or len(ctx.measured) == 0 \
             or len(rq.api_request) != table_len(api):
         return None
-    rows = _alloc_rows(ctx)
+    rows, req, between = _alloc_rows(ctx)
     setup = (api["end_ns"][rows] - api["start_ns"][rows]) > SETUP_CALL_NS
-    setup_calls, rows = int(setup.sum()), rows[~setup]
+    setup_calls, rows, req, between = int(setup.sum()), rows[~setup], req[~setup], between[~setup]
     if len(rows) == 0:
         return None
     sc = host_waits(ctx)
-    waits = select(sc, (sc["kind"] == FREE_WAIT) & np.isin(sc["row"], rows))
+    inside = rows[~between]
+    waits = select(sc, (sc["kind"] == FREE_WAIT) & np.isin(sc["row"], inside))
     avoid = ~waits["last"]
-    req = rq.api_request[rows]
     # the calls themselves, and the GPU idle from each waiting free's return until the device runs again
-    s = np.r_[api["start_ns"][rows], waits["end_ns"][avoid]]
-    e = np.r_[api["end_ns"][rows], waits["end_ns"][avoid] + waits["refill_ns"][avoid]]
-    per_req = _claimed(np.r_[req, waits["request"][avoid]], s, e, rq.count)
+    s = np.r_[api["start_ns"][inside], waits["end_ns"][avoid]]
+    e = np.r_[api["end_ns"][inside], waits["end_ns"][avoid] + waits["refill_ns"][avoid]]
+    per_req = _claimed(np.r_[req[~between], waits["request"][avoid]], s, e, rq.count)
     t = rq.table
     per_req = np.minimum(per_req, np.maximum(t["latency_ns"] - t["busy_ns"], 0))   # not below its own GPU work
-    impact_ns = float(per_req[rq.warmup:].mean())
-    if 100.0 * impact_ns / ctx.mean_latency_ns < MIN_REPORT_PCT:
+    # the serving loop's calls between requests add to the interval whole: no GPU work of the request overlaps them;
+    # they count where they are MIN_REPORT_PCT of the time from one request's start to the next's
+    per_between = _claimed(req[between], api["start_ns"][rows[between]], api["end_ns"][rows[between]], rq.count)
+    starts = t["start_ns"][rq.warmup:]
+    spacing = float(starts.max() - starts.min()) / (len(starts) - 1) if len(starts) > 1 else 0.0
+    if between.any() and not (spacing > 0 and 100.0 * per_between[rq.warmup:].mean() / spacing >= MIN_REPORT_PCT):
+        keep = ~between
+        rows, req, between, per_between = rows[keep], req[keep], between[keep], np.zeros_like(per_between)
+    if len(rows) == 0 or (100.0 * per_req[rq.warmup:].mean() / ctx.mean_latency_ns < MIN_REPORT_PCT
+                          and not between.any()):
         return None
+    per_req = per_req + per_between
+    impact_ns = float(per_req[rq.warmup:].mean())
     return Measurement(impact_ns=impact_ns, rows=rows, request=req, waits=waits, avoid=avoid, per_request=per_req,
                        tid=api["tid"][rows], start_ns=api["start_ns"][rows], end_ns=api["end_ns"][rows],
-                       setup_calls=setup_calls, gaps=_gaps_between(ctx, rows))
+                       setup_calls=setup_calls, gaps=_gaps_between(ctx, rows, req), between=between)
 
 
 def change(m: Measurement) -> list:
@@ -115,14 +155,19 @@ def change(m: Measurement) -> list:
             RemoveCpuTime(tid=np.r_[m.tid, gt], start_ns=np.r_[m.start_ns, gs], end_ns=np.r_[m.end_ns, ge])]
 
 
-def _gaps_between(ctx, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The CPU time between two of these allocation calls (api_calls rows) that follow each other on their thread
-    inside one request with no other CUDA call between, up to ALLOC_GAP_MAX_NS: (tid, start_ns, end_ns)."""
+def _gaps_between(ctx, rows: np.ndarray, req: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The CPU time between two of these allocation calls (api_calls rows, of request `req` each) that follow each
+    other on their thread, both inside one request or both between the same two requests, with no other CUDA call
+    between, up to ALLOC_GAP_MAX_NS: (tid, start_ns, end_ns)."""
     api, rq = ctx.trace.table("api_calls"), ctx.requests
-    mine = np.flatnonzero(np.isin(api["tid"], np.unique(api["tid"][rows])) & (rq.api_request >= rq.warmup))
+    owner = rq.api_request.copy()
+    outside = owner < 0
+    owner[outside] = -2          # calls outside requests that are not the request path's never pair
+    owner[rows[rq.api_request[rows] < 0]] = -3 - req[rq.api_request[rows] < 0]    # between requests: by request
+    mine = np.flatnonzero(np.isin(api["tid"], np.unique(api["tid"][rows])) & ((owner >= rq.warmup) | (owner <= -3)))
     o = mine[np.lexsort((api["start_ns"][mine], api["tid"][mine]))]
     is_alloc = np.isin(o, rows)
-    tid, s, e, r = api["tid"][o], api["start_ns"][o], api["end_ns"][o], rq.api_request[o]
+    tid, s, e, r = api["tid"][o], api["start_ns"][o], api["end_ns"][o], owner[o]
     # a call nested in the one before it (starting before that one ended) makes no gap
     pair = is_alloc[1:] & is_alloc[:-1] & (tid[1:] == tid[:-1]) & (r[1:] == r[:-1])
     lo, hi = e[:-1], s[1:]
@@ -143,8 +188,11 @@ def finding(ctx, m: Measurement) -> list:
     dur = (api["end_ns"][m.rows] - api["start_ns"][m.rows]).astype(np.float64)
     w = m.waits
     calls_only = _claimed(m.request, m.start_ns, m.end_ns, ctx.requests.count)[ctx.requests.warmup:]
+    between = m.between if m.between is not None else np.zeros(len(m.rows), bool)
     numbers = {
         "allocation_calls_per_request": round(len(m.rows) / n_req, 2),
+        # of them: the serving loop's, after a request's range and before the next one's, on its thread
+        "between_requests_calls_per_request": round(int(between.sum()) / n_req, 2),
         "allocation_calls_by_name_per_request": by_call,
         "allocation_api_ms_per_request": round(float(dur.sum()) / n_req / 1e6, 3),
         "waiting_frees_per_request": round(len(w["row"]) / n_req, 2),
@@ -162,24 +210,33 @@ def finding(ctx, m: Measurement) -> list:
     t = ctx.requests.table
     for r in np.argsort(-m.per_request[ctx.requests.warmup:])[:WORST] + ctx.requests.warmup:
         mine = m.request == r
+        after = int((mine & between).sum())
         worst.append(instance(ctx, int(r), t["start_ns"][r], t["start_ns"][r] + t["latency_ns"][r],
-                              f"{int(mine.sum())} allocation calls ({dur[mine].sum() / 1e6:.2f} ms), "
-                              f"{m.per_request[r] / 1e6:.2f} ms with the GPU idle after frees",
+                              f"{int(mine.sum())} allocation calls ({dur[mine].sum() / 1e6:.2f} ms"
+                              + (f"; {after} of them after the request, before the next" if after else "")
+                              + f"), {m.per_request[r] / 1e6:.2f} ms with the GPU idle after frees",
                               tid=int(t["tid"][r])))
     top = next(iter(by_call))
     title = (f"{numbers['allocation_calls_per_request']:g} memory allocation calls per request ({by_call[top]:g}x "
              f"{top}), {numbers['allocation_api_ms_per_request']:.2f} ms of API time; "
-             f"{numbers['waiting_frees_per_request']:g} frees wait for the GPU")
+             f"{numbers['waiting_frees_per_request']:g} frees wait for the GPU"
+             + (f"; {numbers['between_requests_calls_per_request']:g} of the calls between requests"
+                if between.any() else ""))
     estimate = ("per request: the union of the allocation calls' own time and, after each free that waited for the "
                 f"device and was followed by more GPU work, the GPU idle until the device ran again (each up to "
                 f"{REFILL_MAX_NS / 1e6:g} ms), bounded by latency minus the request's own GPU busy time; mean over "
-                "measured requests. An upper bound where the CPU, not the allocation, paces the launches")
+                "measured requests" + ("; the calls between two requests on the request's thread (after its range, "
+                                       "before the next) added whole" if between.any() else "")
+                + ". An upper bound where the CPU, not the allocation, paces the launches")
     fix = ("Allocate once, not per request: keep a caching allocator or a memory pool in front of cudaMalloc. "
            "PyTorch: do not set PYTORCH_NO_CUDA_MEMORY_CACHING (its caching allocator reuses freed blocks); CuPy: "
            "use its memory pool (cupy.cuda.MemoryPool, the default) and a pinned memory pool; TensorRT: give the "
            "execution context a preallocated workspace (or an IGpuAllocator that reuses memory); own code: "
            "preallocate buffers at start-up, or cudaMallocAsync/cudaFreeAsync from a pool whose release threshold "
-           "keeps the memory (cudaMemPoolAttrReleaseThreshold).")
+           "keeps the memory (cudaMemPoolAttrReleaseThreshold)."
+           + (" The calls between requests hand memory back for the next request to allocate again: do not empty the "
+              "cache or free buffers after each request (PyTorch: no torch.cuda.empty_cache() in the serving loop; "
+              "cap memory with PYTORCH_CUDA_ALLOC_CONF instead)." if between.any() else ""))
     why = ("cudaMalloc and cudaFree are driver calls of tens of microseconds each, and cudaFree (and cudaFreeHost) "
            "waits until the device has finished all its work: every free empties the GPU queue, and the GPU idles "
            "while the CPU allocates and launches again. A caching allocator pays that once, at start-up.")
