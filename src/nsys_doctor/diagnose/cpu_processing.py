@@ -47,10 +47,41 @@ def _request_windows(ctx) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         np.minimum.at(first, req.api_request[launch], api["start_ns"][launch])
     first = np.where(first == np.iinfo(np.int64).max, np.where(t["gpu_start_ns"] >= 0, t["gpu_start_ns"], t["end_ns"]),
                      first)
-    pre = (t["start_ns"], np.clip(first, t["start_ns"], t["end_ns"]))
+    first = np.clip(first, t["start_ns"], t["end_ns"])
+    pre = (t["start_ns"], _before_gpu_stage(ctx, first))
     post_lo = np.where(t["gpu_end_ns"] >= 0, t["gpu_end_ns"], t["end_ns"])
     post = (np.clip(post_lo, t["start_ns"], t["end_ns"]), t["end_ns"])
     return {"cpu_preprocessing": pre, "cpu_postprocessing": post}
+
+
+def _before_gpu_stage(ctx, first: np.ndarray) -> np.ndarray:
+    """Per request: where its pre-processing ends. At its first launch, unless the user's NVTX ranges split the
+    request into stages and the first launch lies in a later one (a range that starts after another nested range
+    of the request has ended: "tokenize" then "model"): then at that stage's start. The stage's own CPU work before
+    its first launch (building the input tensor from the ids) goes with it; moving the pre-processing to a worker
+    leaves it on the request thread (ex_tokworkers_before: 'tokenize' 5.2 ms, then 1.0 ms in 'model' before its
+    first launch; the fixed program's 'model' range still spends it)."""
+    t, req = ctx.requests.table, ctx.requests
+    r = ctx.trace.table("ranges")
+    if len(r.get("start_ns", [])) == 0 or req.count == 0:
+        return first
+    own = assign_calls({"tid": t["tid"], "start_ns": t["start_ns"], "end_ns": t["end_ns"]}, r["tid"], r["start_ns"])
+    k = np.clip(own, 0, None)
+    nested = (own >= 0) & (r["end_ns"] <= t["end_ns"][k]) & (r["start_ns"] > t["start_ns"][k]) & \
+        (r["name"] != req.range_name)
+    if not nested.any():
+        return first
+    idx = np.flatnonzero(nested)
+    k = own[idx]
+    rs, re = r["start_ns"][idx], r["end_ns"][idx]
+    # the innermost nested range holding the first launch (the latest start), and the earliest end of any
+    holds = (rs <= first[k]) & (first[k] <= re)
+    stage = np.full(req.count, np.iinfo(np.int64).min)
+    np.maximum.at(stage, k[holds], rs[holds])
+    earliest_end = np.full(req.count, np.iinfo(np.int64).max)
+    np.minimum.at(earliest_end, k, re)
+    split = (stage > np.iinfo(np.int64).min) & (earliest_end <= stage)
+    return np.where(split, stage, first)
 
 
 def window_causes(ctx, lo: np.ndarray, hi: np.ndarray, idle_only: bool) -> dict[str, np.ndarray]:
