@@ -128,6 +128,7 @@ spec() {  # job -> "output-name group flags-kind script args..."
     fcopies_after)     echo "ex_fcopies_after blind2 FULLCAP feature_copies.py --fixed";;
     sockfetch_before)  echo "ex_sockfetch_before blind2 FULLCAP socket_fetch.py";;
     sockfetch_after)   echo "ex_sockfetch_after blind2 FULLCAP socket_fetch.py --fixed";;
+    emptycache_abt)    echo "ex_emptycache_abt abt FULLCAP empty_cache.py --ab 4 --requests 20";;
     emptycache_ab)     echo "ex_emptycache_ab ab FULLCAP empty_cache.py --ab 5";;
     tokworkers_ab)     echo "ex_tokworkers_ab ab FULLCAP tokenize_workers.py --ab 5";;
     *) return 1;;
@@ -180,8 +181,9 @@ JOBS=${*:-$ALL}; [ "$JOBS" = new ] && JOBS=$NEW      # "new": the second set onl
 BLIND=""
 for r in "" :r2; do for p in mobgraph encfp32 emptycache tokworkers; do BLIND="$BLIND ${p}_before$r ${p}_after$r"; done; done
 [ "$JOBS" = blind ] && { JOBS=$BLIND; SERIAL=1; }
-# "blind2": the second blind round (two programs), before and after, then a second run of each side
-[ "$JOBS" = blind2 ] && { JOBS="fcopies_before fcopies_after sockfetch_before sockfetch_after fcopies_before:r2 fcopies_after:r2 sockfetch_before:r2 sockfetch_after:r2"; SERIAL=1; }
+# "blind2": the second blind round (two programs), before and after, then a second run of each side; and two
+# profiled --ab 4 runs of empty_cache.py (its one-process profiles, like "abtrace")
+[ "$JOBS" = blind2 ] && { JOBS="fcopies_before fcopies_after sockfetch_before sockfetch_after fcopies_before:r2 fcopies_after:r2 sockfetch_before:r2 sockfetch_after:r2 emptycache_abt:r1 emptycache_abt:r2"; SERIAL=1; }
 # "blindab": three --ab 5 processes each of the two blind programs whose two separate runs disagreed by 1 ms or more
 [ "$JOBS" = blindab ] && { JOBS="emptycache_ab:r1 tokworkers_ab:r1 emptycache_ab:r2 tokworkers_ab:r2 emptycache_ab:r3 tokworkers_ab:r3"; SERIAL=1; }
 [ "$JOBS" = abtrace2 ] && { JOBS="pollsmall_abt:r1 pollsmall_abt:r2"; SERIAL=1; }  # polling_wait at 1024 tokens
