@@ -17,7 +17,7 @@ import numpy as np
 from ..model.api_names import EVENT_RECORD_CALLS, EVENT_SYNC_CALLS, QUERY_CALLS, base_name, name_ids
 from ..model.arrays import dense_groups, distinct_ids, id_mask, is_sorted, uniq
 from ..model.changes import RemoveCpuTime, RemoveHostWaits, ScaleGpuWork
-from ..model.host_waits import ASYNC_COPY, COPY, FREE_WAIT, POLL, REFILL_MAX_NS, SYNC, read_calls, select
+from ..model.host_waits import ASYNC_COPY, COPY, COPY_WAIT, FREE_WAIT, POLL, REFILL_MAX_NS, SYNC, read_calls, select
 from ..model.replay import GRAPH_DISPATCH_MAX_NS
 from ..model.projection import corr_key, launch_calls, rows_for_calls
 from ..model.trace import table_len
@@ -50,7 +50,7 @@ def measure(ctx) -> Measurement | None:
     if ctx.mean_latency_ns <= 0:
         return None
     sc = host_waits(ctx)
-    sc = select(sc, sc["kind"] != FREE_WAIT)     # memory_allocation's (see the module's docstring)
+    sc = select(sc, (sc["kind"] != FREE_WAIT) & (sc["kind"] != COPY_WAIT))  # memory_allocation's, memory_transfer's
     checks = completion_checks(trace, rq, sc)
     if len(sc["row"]) == 0 and len(checks) == 0:
         return None

@@ -8,12 +8,14 @@ import numpy as np
 
 from ..model.arrays import distinct_ids, id_mask, uniq
 from ..model.device import pinned_link_gbps
-from ..model.changes import CopiesAtRate
+from ..model.changes import CopiesAtRate, RemoveHostWaits
+from ..model.host_waits import COPY_WAIT, select
+from ..model.projection import launch_calls
 from ..model.intervals import covered, union
 from ..model.projection import issuing_calls
 from ..model.trace import table_len
 from ..report import Evidence
-from .common import WORST, instance, make_finding, per_request_mean
+from .common import WORST, host_waits, instance, make_finding, per_request_mean
 from .common import no_data, not_evaluated
 
 MIN_MEASURE_BYTES = 1 << 20        # below 1 MiB a copy's time is mostly fixed latency, its GB/s means nothing
@@ -23,6 +25,8 @@ MIN_SHARE_PCT = 1.0                # under 1% of request latency the copies are 
 HOST_KINDS = {1: "HtoD", 2: "DtoH"}  # ENUM_CUDA_MEMCPY_OPER values used when the profile has no enum table
 PAGEABLE = 0                       # ENUM_CUDA_MEM_KIND value of pageable host memory (fallback for the enum label)
 
+ENQUEUE_FALLBACK_NS = 5_000       # a launch call's CPU cost where the profile launched no kernel in a request (5-9 us
+                                   # median cudaLaunchKernel on the H100/H200 recordings in tests/data)
 PAGEABLE_TITLE_SHARE = 0.5        # the finding is about pageable memory when half the copy time or more is pageable
 CATEGORIES = ("memory_transfer",)
 NEEDS = ("copies", "kernels", "api_calls")
@@ -64,6 +68,9 @@ class Measurement:
     cost: np.ndarray          # per copy: what the fix saves on it
     link_gbps: float | None = None   # the GPU's documented pinned host link rate (model/device.py), None: unknown
     staged_tail_ns: float = 0.0      # mean per measured request: CPU time in pageable copy calls after their copy ended
+    staged_small_ns: float = 0.0     # mean per measured request: small pageable copies' calls beyond an enqueue
+    upload_waits: dict | None = None  # model.host_waits of kind COPY_WAIT: the syncs after pageable uploads
+    upload_wait_ns: float = 0.0      # mean per measured request: their time blocked and the GPU refill after them
 
 
 def _reference_rates(direction, big, rate):
@@ -82,6 +89,28 @@ def _call_end(trace, c) -> np.ndarray:
     if not len(call):
         return np.full(table_len(c), -1, np.int64)
     return np.where(call >= 0, trace.table("api_calls")["end_ns"][np.maximum(call, 0)], -1).astype(np.int64)
+
+
+def _call_ns(trace, c) -> np.ndarray:
+    """Per copy: the duration of the API call that launched it (by correlation id), 0 when none was traced."""
+    call = issuing_calls(trace, "copies")
+    if not len(call):
+        return np.zeros(table_len(c))
+    api = trace.table("api_calls")
+    i = np.maximum(call, 0)
+    return np.where(call >= 0, api["end_ns"][i] - api["start_ns"][i], 0).astype(np.float64)
+
+
+def _enqueue_ns(ctx) -> float:
+    """What a call that only enqueues costs in this profile: the median kernel launch call inside the measured
+    requests (ex_fcopies_before: 8.4 us), else ENQUEUE_FALLBACK_NS."""
+    api, rq = ctx.trace.table("api_calls"), ctx.requests
+    if not len(rq.api_request):
+        return ENQUEUE_FALLBACK_NS
+    sel = launch_calls(ctx.trace) & (rq.api_request >= rq.warmup)
+    if not sel.any():
+        return ENQUEUE_FALLBACK_NS
+    return float(np.median(api["end_ns"][sel] - api["start_ns"][sel]))
 
 
 def _rates(trace, c):
@@ -172,13 +201,29 @@ def measure(ctx) -> Measurement | None:
     # call's end after the copy is the thread's wake-up, not staging
     tail = np.where(inreq & pageable & big, np.clip(_call_end(trace, c) - c["end_ns"], 0, None), 0).astype(np.float64)
     staged_tail = per_request_mean(tail, np.where(inreq, req, -1), ctx)
-    impact = slow_mean + overlap_ns + staged_tail
+    # 4) a small pageable upload (no rate to measure) costs its call: the driver copies the bytes into its bounce
+    # buffer on the CPU before the DMA, so the call takes far longer than an enqueue (ex_fcopies_before: 48 copies
+    # of 32-512 KB per request, 35 us per call against a 6 us copy); pinned, the call only enqueues
+    call_ns = _call_ns(trace, c)
+    enqueue = _enqueue_ns(ctx)
+    # (uploads only: a small read-back's call mostly waits for the GPU work before it, cuda_sync's or the final wait)
+    small = inreq & pageable & ~big & (call_ns > 0) & (direction == "HtoD")
+    staged_small = per_request_mean(np.where(small, np.clip(call_ns - enqueue, 0, None), 0.0),
+                                    np.where(inreq, req, -1), ctx)
+    # 5) the framework's sync after each pageable upload (host_waits COPY_WAIT) goes with it
+    sc = host_waits(ctx)
+    waits = select(sc, sc["kind"] == COPY_WAIT)
+    avoid = ~waits["last"]
+    n_meas = max(len(ctx.measured), 1)
+    upload_wait = float(((waits["blocked_ns"] + waits["refill_ns"]) * avoid).sum()) / n_meas
+    impact = slow_mean + overlap_ns + staged_tail + staged_small + upload_wait
     if 100.0 * impact / ctx.mean_latency_ns < MIN_SHARE_PCT:
         return None
     return Measurement(impact_ns=impact, slow_ns=slow_mean, overlap_ns=overlap_ns, direction=direction,
                        pageable=pageable, inreq=inreq, big=big, rate=rate, ref=ref, ref_rate=ref_rate,
                        exposed=exposed, cost=slow_ns + exposed_after + tail, link_gbps=link,
-                       staged_tail_ns=staged_tail)
+                       staged_tail_ns=staged_tail, staged_small_ns=staged_small, upload_waits=waits,
+                       upload_wait_ns=upload_wait)
 
 
 def change(m: Measurement) -> list:
@@ -186,7 +231,10 @@ def change(m: Measurement) -> list:
     at the GPU's documented pinned link rate), on a side stream; their calls only enqueue, and a read-back is waited
     for once (model/replay.py)."""
     rows = np.flatnonzero(m.inreq)
-    return [CopiesAtRate(rows=rows, gbps=m.ref_rate[rows], overlap=True)]
+    out = [CopiesAtRate(rows=rows, gbps=m.ref_rate[rows], overlap=True)]
+    if m.upload_waits is not None and len(m.upload_waits["row"]):     # the framework's syncs after the uploads
+        out.append(RemoveHostWaits(api_rows=m.upload_waits["row"]))
+    return out
 
 
 def _numbers(ctx, m: Measurement, c) -> dict:
@@ -205,6 +253,11 @@ def _numbers(ctx, m: Measurement, c) -> dict:
         "gpu_waits_on_copy_ms_per_request": round(per_request_mean(m.exposed, rq_of, ctx) / 1e6, 3),
         "hideable_by_overlap_ms_per_request": round(m.overlap_ns / 1e6, 3),
         "staged_copy_cpu_after_copy_ms_per_request": round(m.staged_tail_ns / 1e6, 3),
+        # small pageable copies: their calls' time beyond what an enqueue costs (the driver's staging on the CPU)
+        "small_pageable_call_ms_per_request": round(m.staged_small_ns / 1e6, 3),
+        # the framework's syncs right after pageable uploads (host_waits COPY_WAIT) and what they cost
+        "upload_syncs_per_request": round(len((m.upload_waits or {}).get("row", [])) / max(len(ctx.measured), 1), 2),
+        "upload_sync_ms_per_request": round(m.upload_wait_ns / 1e6, 3),
     }
     for d in ("HtoD", "DtoH"):
         dm = inreq & (m.direction == d) & m.big
@@ -240,6 +293,13 @@ def finding(ctx, m: Measurement) -> list:
     pag_share = pag_ms / copy_ms if copy_ms > 0 else 0.0
     if pag_share >= PAGEABLE_TITLE_SHARE:
         title = f"Pageable host copies take {copy_ms:.1f} ms per request"
+        if m.staged_small_ns + m.upload_wait_ns > 0.1 * m.impact_ns:     # the calls, not the copies, are the cost
+            parts = ([f"their calls take {m.staged_small_ns / 1e6:.2f} ms beyond an enqueue"]
+                     if m.staged_small_ns >= 10_000 else []) + \
+                ([f"{numbers['upload_syncs_per_request']:g} syncs after them"] if m.upload_wait_ns else [])
+            title = (f"{numbers['copies_per_request']:g} pageable host copies per request"
+                     + (f" ({', '.join(parts)})" if parts else "")
+                     + f"; the copies themselves take {copy_ms:.2f} ms")
         fix = ("Copy from/to pinned (page-locked) host buffers allocated once: torch `tensor.pin_memory()` / "
                "`torch.empty(..., pin_memory=True)` reused across requests, `cudaHostAlloc`/`cudaHostRegister`, then "
                "`.to(device, non_blocking=True)` / cudaMemcpyAsync on a side stream so the next request's input "
@@ -258,7 +318,9 @@ def finding(ctx, m: Measurement) -> list:
                 f"would save) + copy time with no kernel running between the request's first and last kernel, which a side stream "
                 f"could overlap with its compute, at most the request's compute time ({m.overlap_ns / 1e6:.2f} ms) "
                 f"+ CPU time in pageable copy calls after their copy ended, the staging a pinned copy does not do "
-                f"({m.staged_tail_ns / 1e6:.2f} ms)")
+                f"({m.staged_tail_ns / 1e6:.2f} ms) + the calls of pageable uploads under 1 MiB beyond an enqueue "
+                f"({m.staged_small_ns / 1e6:.2f} ms) + the syncs a framework makes after each pageable upload, "
+                f"blocked and the GPU's refill after them ({m.upload_wait_ns / 1e6:.2f} ms)")
     return [make_finding(ctx, "memory_transfer", title, m.impact_ns, estimate,
                          Evidence(numbers=numbers, worst=worst, notes=notes), fix, why)]
 

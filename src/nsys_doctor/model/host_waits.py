@@ -10,8 +10,9 @@ frees that synchronise the device (cudaFree, cudaFreeHost, cuMemFree). A run of 
 wait from its first to its last query (query_runs; model/graph.py folds the run into one host wait the same way).
 
 Who claims which wait (each millisecond has one owner): a free's wait (kind FREE_WAIT) is memory_allocation's, which
-counts the whole allocation call plus the GPU idle after it; cuda_sync counts every other kind and leaves the frees
-out. launch_overhead leaves the gap after any of them to its owner.
+counts the whole allocation call plus the GPU idle after it; a sync right after an upload from pageable memory
+(kind COPY_WAIT: a framework's blocking `.to("cuda")`) is memory_transfer's, whose fix (pinned, non-blocking) removes
+it; cuda_sync counts every other kind and leaves those out. launch_overhead leaves the gap after any of them to its owner.
 """
 from __future__ import annotations
 
@@ -31,9 +32,10 @@ SYNC_COPY_CALLS = ("cudaMemcpy", "cudaMemcpy2D", "cudaMemcpy3D", "cudaMemcpyToSy
                    "cuMemcpy", "cuMemcpyDtoH", "cuMemcpyHtoD", "cuMemcpy2D", "cuMemcpy3D")
 ASYNC_COPY_PREFIXES = ("cudaMemcpy", "cuMemcpy")   # ...Async forms: synchronous only into pageable host memory
 DTOH = 2                       # ENUM_CUDA_MEMCPY_OPER device-to-host (fallback when the profile has no enum)
+HTOD = 1                       # ENUM_CUDA_MEMCPY_OPER host-to-device
 DTOD = 8                       # device-to-device copies never block the host
 PAGEABLE = 0                   # ENUM_CUDA_MEM_KIND pageable
-SYNC, COPY, ASYNC_COPY, FREE_WAIT, POLL = 1, 2, 3, 4, 5   # kinds of host wait
+SYNC, COPY, ASYNC_COPY, FREE_WAIT, POLL, COPY_WAIT = 1, 2, 3, 4, 5, 6   # kinds of host wait
 SETUP_CALL_NS = 50_000_000     # an allocation call over 50 ms is CUDA context creation (the cudaFree(0) idiom, or the
                                # first CUDA call of a process), set-up rather than a free waiting for the device:
                                # nvbitfi darknet1img_tiny's first cudaFree takes 655 ms, hta alexnet's first cudaMalloc
@@ -132,6 +134,7 @@ def host_waits(trace: Trace, rq: Requests) -> dict:
     free = (k == FREE_WAIT) & (api["end_ns"][rows] - api["start_ns"][rows] <= SETUP_CALL_NS)
     blocking = (k == SYNC) | free | ((k == COPY) & ~dtod) | ((k == ASYNC_COPY) & found & dtoh & pageable)
     rows, k, found, c_start = rows[blocking], k[blocking], found[blocking], c_start[blocking]
+    k = np.where((k == SYNC) & _after_pageable_upload(trace, rq, rows), COPY_WAIT, k).astype(np.int8)
     s, e = api["start_ns"][rows], api["end_ns"][rows]
     copy = (k == COPY) | (k == ASYNC_COPY)
     blocked = np.where(copy, np.clip(np.where(found, c_start, s) - s, 0, e - s), e - s)
@@ -151,6 +154,32 @@ def host_waits(trace: Trace, rq: Requests) -> dict:
     last = _final(trace, rq, req, s, e, k != FREE_WAIT)
     out.update(row=rows, request=req, start_ns=s, end_ns=e, blocked_ns=blocked, refill_ns=refill, idle_ns=idle,
                last=last, kind=k)
+    return out
+
+
+def _after_pageable_upload(trace: Trace, rq: Requests, rows: np.ndarray) -> np.ndarray:
+    """Per api_calls row: its thread's CUDA call just before it (in the same request) launched a host-to-device copy
+    from pageable memory. That is a framework's blocking upload of pageable memory (PyTorch's tensor.to("cuda") of
+    a pageable tensor: cudaMemcpyAsync, then cudaStreamSynchronize so the host buffer may be reused): the wait goes
+    when the memory is pinned and the copy non-blocking (memory_transfer's fix), not by dropping a sync."""
+    api, c = trace.table("api_calls"), trace.table("copies")
+    out = np.zeros(len(rows), bool)
+    if len(rows) == 0 or table_len(c) == 0:
+        return out
+    mine = np.flatnonzero(np.isin(rq.api_request, np.unique(rq.api_request[rows])) & (rq.api_request >= 0))
+    o = mine[np.lexsort((api["start_ns"][mine], api["tid"][mine]))]      # the requests' calls in thread order
+    by_row = np.argsort(o, kind="stable")
+    pos = by_row[np.searchsorted(o[by_row], rows)]                        # each row's place in that order
+    has_prev = pos > 0
+    prev = o[np.maximum(pos - 1, 0)]
+    has_prev &= (api["tid"][prev] == api["tid"][rows]) & (rq.api_request[prev] == rq.api_request[rows])
+    cand = prev[has_prev]
+    row = rows_for_calls(trace, "copies", cand)
+    ok = row >= 0
+    r = np.maximum(row, 0)
+    htod = np.isin(c["kind"][r], _enum_values(trace, "CUDA_MEMCPY_OPER", "host-to-device", HTOD))
+    pag = np.isin(c["src_kind"][r], _enum_values(trace, "CUDA_MEM_KIND", "pageable", PAGEABLE))
+    out[np.flatnonzero(has_prev)] = ok & htod & pag
     return out
 
 
