@@ -191,6 +191,8 @@ for r in "" :r2; do for p in mobgraph encfp32 emptycache tokworkers; do BLIND="$
 [ "$JOBS" = blind2 ] && { JOBS="fcopies_before fcopies_after sockfetch_before sockfetch_after fcopies_before:r2 fcopies_after:r2 sockfetch_before:r2 sockfetch_after:r2 emptycache_abt:r1 emptycache_abt:r2"; SERIAL=1; }
 # "blind3": the third blind round (two programs), alternating, two runs of each side
 [ "$JOBS" = blind3 ] && { JOBS="dlog_before dlog_after gmlp_before gmlp_after dlog_before:r2 dlog_after:r2 gmlp_before:r2 gmlp_after:r2 dlog_before:r3 dlog_after:r3"; SERIAL=1; }
+# "blind4": debug_logging.py again (its first recording planted no sync), three runs of each side, alternating
+[ "$JOBS" = blind4 ] && { JOBS="dlog_before dlog_after dlog_before:r2 dlog_after:r2 dlog_before:r3 dlog_after:r3"; SERIAL=1; }
 # "blindab": three --ab 5 processes each of the two blind programs whose two separate runs disagreed by 1 ms or more
 [ "$JOBS" = blindab ] && { JOBS="emptycache_ab:r1 tokworkers_ab:r1 emptycache_ab:r2 tokworkers_ab:r2 emptycache_ab:r3 tokworkers_ab:r3"; SERIAL=1; }
 [ "$JOBS" = abtrace2 ] && { JOBS="pollsmall_abt:r1 pollsmall_abt:r2"; SERIAL=1; }  # polling_wait at 1024 tokens
