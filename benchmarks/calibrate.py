@@ -121,14 +121,18 @@ def separate_runs_ms(p: dict) -> float:
 
 def measured(p: dict) -> tuple[float, str, bool]:
     """The pair's measured saving (ms/request), how it was measured, and whether it is indistinguishable from none
-    (its one-process A/B runs disagree in sign)."""
+    (its one-process A/B runs disagree in sign, or its alternating separate runs do)."""
     ab = p.get("ab")
     if ab and ab.get("saving_ms"):
         s = list(ab["saving_ms"])
         return median(s), f"ab x{len(s)}", min(s) < 0 < max(s)
     rep = p.get("repeats") or {}
-    n = 1 + len(rep.get("before_ms", [])), 1 + len(rep.get("after_ms", []))
-    return separate_runs_ms(p), f"runs {n[0]}+{n[1]}", False
+    before = [p["before"]["ms_per_request"]] + list(rep.get("before_ms", []))
+    after = [p["after"]["ms_per_request"]] + list(rep.get("after_ms", []))
+    # runs recorded in before/after pairs (alternating, the same count a side): the pairs' differences disagreeing in
+    # sign are no measurable saving, as for one-process runs
+    diffs = [b - a for b, a in zip(before, after)] if len(before) == len(after) > 1 else []
+    return separate_runs_ms(p), f"runs {len(before)}+{len(after)}", bool(diffs) and min(diffs) < 0 < max(diffs)
 
 
 def block_predictor(category: str):

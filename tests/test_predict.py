@@ -34,6 +34,13 @@ PREDICTED = ("ex_graph", "ex_pinned", "ex_gpupre", "ex_mixed", "ex_dataload", "e
 MISS_TIGHT = {
     "ex_sync": "H100, no one-process runs: 0.86 ms predicted against 0.55 (6.72 ms/request before, median of three "
                "fixed runs 6.17; 0.27-0.61 by run): 1.56",
+    # the blind pairs (session 7) that stay outside after the mechanisms they led to (tests/data/README.md)
+    "ex_emptycache": "blind pair: memory_allocation 1.05 ms predicted from the separate before run against 1.80 "
+                     "(median of three --ab processes: 1.20, 1.80, 2.89): 0.58; the allocator's CPU around each "
+                     "cudaMalloc is not in the calls the fix removes",
+    "ex_sockfetch": "blind pair: gpu_underutilization 4.31 ms predicted against 3.21 (medians of two runs a side; "
+                    "2.49 and 3.93 by run): 1.34; a prefetch of depth one is bound by the fetch, as long as the GPU "
+                    "work, and their jitter",
 }
 MISS_LOOSE: dict = {}
 
