@@ -45,17 +45,22 @@ def timed_tables(db: sqlite3.Connection) -> list[tuple[str, str | None]]:
     return out
 
 
-def blocks(db: sqlite3.Connection) -> list[dict]:
-    """The --ab blocks (variant, round, start, end) and each one's requests (NVTX "Inference" ranges inside it)."""
+def blocks(db: sqlite3.Connection, range_name: str = "Inference", untimed: int = 0) -> list[dict]:
+    """The --ab blocks (variant, round, start, end) and each one's requests (NVTX `range_name` ranges inside it).
+    `untimed`: each block serves that many requests before its clock starts (empty_cache.py's one request that
+    leaves the cache as its variant does): the block is measured from its first timed request's start."""
     rows = db.execute("SELECT e.start, e.end, coalesce(e.text, s.value) FROM NVTX_EVENTS e LEFT JOIN StringIds s "
                       "ON e.textId = s.id WHERE e.end IS NOT NULL").fetchall()
     out = []
     for start, end, text in rows:
         m = BLOCK.match(text or "")
         if m:
-            n = sum(1 for s, e, t in rows if t == "Inference" and start <= s and e <= end)
-            out.append({"variant": m.group(1), "round": int(m.group(2)), "start": start, "end": end, "requests": n,
-                        "ms_per_request": (end - start) / 1e6 / max(n, 1)})
+            reqs = sorted(s for s, e, t in rows if t == range_name and start <= s and e <= end)
+            timed = reqs[untimed:]
+            begin = timed[0] if untimed and timed else start
+            n = len(timed)
+            out.append({"variant": m.group(1), "round": int(m.group(2)), "start": begin, "end": end, "requests": n,
+                        "ms_per_request": (end - begin) / 1e6 / max(n, 1)})
     return sorted(out, key=lambda b: b["start"])
 
 
@@ -80,13 +85,13 @@ def cut(src: pathlib.Path, dst: pathlib.Path, start: int, end: int) -> None:
 UNREAD = ("SAMPLING_CALLCHAINS", "OSRT_CALLCHAINS", "GPU_METRICS", "COMPOSITE_EVENTS")
 
 
-def store(src: pathlib.Path, dst: pathlib.Path) -> None:
+def store(src: pathlib.Path, dst: pathlib.Path, range_name: str = "Inference", untimed: int = 0) -> None:
     """dst (plain SQLite): src with only what calibration reads: the rows that begin inside a slow block (every
     table with a `start` or `timestamp` column), every NVTX range (the fixed blocks' ranges and their requests give
     their ms/request), and no rows in the UNREAD tables. tests/data keeps the --ab exports in this form (tree size)."""
     shutil.copyfile(plain(src), dst)
     db = sqlite3.connect(dst)
-    spans = [(b["start"], b["end"]) for b in blocks(db) if b["variant"] == "slow"]
+    spans = [(b["start"], b["end"]) for b in blocks(db, range_name, untimed) if b["variant"] == "slow"]
     inside = " OR ".join(f"({{c}} BETWEEN {a} AND {b})" for a, b in spans) or "0"
     for t, col in timed_tables(db):
         if t in UNREAD:
@@ -98,13 +103,14 @@ def store(src: pathlib.Path, dst: pathlib.Path) -> None:
     db.close()
 
 
-def rounds(src: pathlib.Path, work: pathlib.Path, predict) -> list[dict]:
+def rounds(src: pathlib.Path, work: pathlib.Path, predict, range_name: str = "Inference",
+           untimed: int = 0) -> list[dict]:
     """Per round of the --ab export src: its slow and fixed blocks' ms/request, the measured saving, and
     predict(cut) -> (predicted ms, severity) on the slow block's cut (made in `work`, removed after)."""
     src_plain = plain(src)
     db = sqlite3.connect(f"file:{src_plain}?mode=ro", uri=True)
     try:
-        bl = blocks(db)
+        bl = blocks(db, range_name, untimed)
     finally:
         db.close()
     out = []

@@ -147,7 +147,8 @@ def block_predictor(category: str):
 def abtrace_rounds(p: dict, data: pathlib.Path) -> list[dict] | None:
     """The pair's 'abtrace' rounds (ab_blocks.rounds over each export), each slow block's prediction by
     predicted_ms on its cut; None without 'abtrace' or when one of its files is missing."""
-    files = [data / f for f in (p.get("abtrace") or {}).get("files", [])]
+    abt = p.get("abtrace") or {}
+    files = [data / f for f in abt.get("files", [])]
     if not files or not all(f.exists() for f in files):
         return None
     predict = block_predictor(p["category"])
@@ -155,7 +156,8 @@ def abtrace_rounds(p: dict, data: pathlib.Path) -> list[dict] | None:
     work = pathlib.Path(tempfile.mkdtemp(prefix="nsd-calibrate-"))
     try:
         for f in files:
-            out += [dict(r, file=f.name) for r in ab_blocks.rounds(f, work, predict)]
+            out += [dict(r, file=f.name) for r in ab_blocks.rounds(f, work, predict, abt.get("range", "Inference"),
+                                                                    abt.get("untimed", 0))]
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out

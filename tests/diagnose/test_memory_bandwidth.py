@@ -54,7 +54,9 @@ def test_healthy_batchnorm_relu_chains_fused():
     # the prediction is below the real saving, not above it.
     f = _finding(zoo_report("healthy"), "memory_bandwidth")
     assert f is not None and f.whatif["used"]
-    assert all(("elementwise" in (w.name or "")) or ("batch_norm" in (w.name or "")) for w in f.evidence.worst)
+    # (and its max pooling, at 32% of DRAM peak with its issue slots busy on window indices: a chain core as
+    # memory-class work bound by index arithmetic, memory_bandwidth.SM_ISSUE_MAX_PCT)
+    assert all(any(w in (x.name or "") for w in ("elementwise", "batch_norm", "pool")) for x in f.evidence.worst)
     n = f.evidence.numbers
     # per chain: the BatchNorm, the ReLU / residual add passes and, since a chain also takes the memory-class
     # kernels around its DRAM-bound ones, the `unrolled_elementwise_kernel` pass beside them (53 per request, one

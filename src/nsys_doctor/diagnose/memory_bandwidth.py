@@ -397,9 +397,9 @@ def finding(ctx, m: Measurement) -> list:
     n_dram = len(flagged) - n_index
     if n_index:
         title = ((f"{n_dram} kernel(s) at the DRAM bandwidth limit and " if n_dram else "")
-                 + f"{n_index} element-wise kernel(s) bound by index arithmetic, in fusable chains: {bound_ms:.1f} ms "
+                 + f"{n_index} memory-class kernel(s) bound by index arithmetic, in fusable chains: {bound_ms:.1f} ms "
                  f"of {own_ms:.1f} ms GPU per request")
-        notes.append("index-bound: element-wise or reduction kernels by name whose SM issue slots are over "
+        notes.append("index-bound: element-wise, reduction or pooling kernels by name whose SM issue slots are over "
                      f"{SM_ISSUE_MAX_PCT:g}% busy at under {DRAM_BOUND_PCT:g}% of DRAM peak (non-contiguous or "
                      "broadcast operands); they count only inside a fusable chain")
     else:
