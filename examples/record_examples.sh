@@ -16,7 +16,8 @@
 #   mobgraph_* encfp32_* emptycache_* tokworkers_* (_before, _after)                ("blind", H200)
 #   emptycache_ab tokworkers_ab                                                    ("blindab", H200)
 #   fcopies_before fcopies_after sockfetch_before sockfetch_after                  ("blind2", H200)
-#   dlog_before dlog_after gmlp_before gmlp_after                                  ("blind3", H200)
+#   dlog_before dlog_after gmlp_before gmlp_after                                  ("blind3", "blind4": dlog)
+#   jsonresp_before jsonresp_after jitreload_before jitreload_after                ("blind5", H200)
 # Each job profiles one example (`--fixed` for *_after*), exports `ex_NAME.sqlite` (or `demo.sqlite`), xz's it and
 # appends it to OUTDIR/GROUP.tar (tar -xf to unpack). DEADLINE (epoch seconds) stops starting new jobs after it.
 # The export of one job runs in the background while the next job is profiled. XZ (default -6) sets xz's preset.
@@ -133,6 +134,10 @@ spec() {  # job -> "output-name group flags-kind script args..."
     dlog_after)        echo "ex_dlog_after blind3 FULLCAP debug_logging.py --fixed";;
     gmlp_before)       echo "ex_gmlp_before blind3 FULLCAP gated_mlp_fusion.py";;
     gmlp_after)        echo "ex_gmlp_after blind3 FULLCAP gated_mlp_fusion.py --fixed";;
+    jsonresp_before)   echo "ex_jsonresp_before blind5 FULLCAP json_response.py";;
+    jsonresp_after)    echo "ex_jsonresp_after blind5 FULLCAP json_response.py --fixed";;
+    jitreload_before)  echo "ex_jitreload_before blind5 FULLCAP jit_reload.py";;
+    jitreload_after)   echo "ex_jitreload_after blind5 FULLCAP jit_reload.py --fixed";;
     emptycache_abt)    echo "ex_emptycache_abt abt FULLCAP empty_cache.py --ab 4 --requests 20";;
     emptycache_ab)     echo "ex_emptycache_ab ab FULLCAP empty_cache.py --ab 5";;
     tokworkers_ab)     echo "ex_tokworkers_ab ab FULLCAP tokenize_workers.py --ab 5";;
@@ -193,6 +198,8 @@ for r in "" :r2; do for p in mobgraph encfp32 emptycache tokworkers; do BLIND="$
 [ "$JOBS" = blind3 ] && { JOBS="dlog_before dlog_after gmlp_before gmlp_after dlog_before:r2 dlog_after:r2 gmlp_before:r2 gmlp_after:r2 dlog_before:r3 dlog_after:r3"; SERIAL=1; }
 # "blind4": debug_logging.py again (its first recording planted no sync), three runs of each side, alternating
 [ "$JOBS" = blind4 ] && { JOBS="dlog_before dlog_after dlog_before:r2 dlog_after:r2 dlog_before:r3 dlog_after:r3"; SERIAL=1; }
+# "blind5": the fifth blind round (two programs), alternating, two runs of each side
+[ "$JOBS" = blind5 ] && { JOBS="jsonresp_before jsonresp_after jitreload_before jitreload_after jsonresp_before:r2 jsonresp_after:r2 jitreload_before:r2 jitreload_after:r2"; SERIAL=1; }
 # "blindab": three --ab 5 processes each of the two blind programs whose two separate runs disagreed by 1 ms or more
 [ "$JOBS" = blindab ] && { JOBS="emptycache_ab:r1 tokworkers_ab:r1 emptycache_ab:r2 tokworkers_ab:r2 emptycache_ab:r3 tokworkers_ab:r3"; SERIAL=1; }
 [ "$JOBS" = abtrace2 ] && { JOBS="pollsmall_abt:r1 pollsmall_abt:r2"; SERIAL=1; }  # polling_wait at 1024 tokens
