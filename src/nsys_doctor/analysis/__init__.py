@@ -11,7 +11,7 @@ from ..model import tensorrt
 from ..model.requests import NEEDS as REQUEST_NEEDS
 from ..model.queueing import measure_queue, queue_sentence, run_load
 from ..model.requests import Requests, find_requests
-from ..model.projection import GPU_TABLES, gpu_busy_union
+from ..model.projection import GPU_TABLES, gpu_busy_union, launching_calls
 from .impact import rebase
 from . import gpu_bound
 from .predict import combined as predict_combined, predict as predict_findings, start as predict_start
@@ -84,6 +84,12 @@ def _gpu_busy_ahead(trace: Trace):
             for name in GPU_TABLES:        # in the order prefetch() reads them, never ahead of the API calls
                 trace.table(name, in_turn=True)
             gpu_busy_union(trace)
+            # then each GPU row's launch call (cached: find_requests asks next), searched here while the main
+            # thread assigns the calls to requests
+            trace.table("api_calls", in_turn=True)
+            for name in GPU_TABLES:
+                if trace.has(name):
+                    launching_calls(trace, name)
         except Exception:                  # raised again where the analysis needs the union
             pass
     return on_own_thread(compute, "busy")

@@ -51,14 +51,13 @@ def launch_calls(trace: Trace) -> np.ndarray:
 def api_corr_key(trace: Trace) -> np.ndarray:
     """corr_key of (the calling thread's process, correlation id) over api_calls, computed once per trace.
     Read-only: shared by every caller."""
-    cached = trace._cache.get("_api_corr_key")
-    if cached is not None:
-        return cached
-    api = trace.table("api_calls")
-    key = corr_key(trace, trace.ids.process_of(api["tid"]), api["correlation"])
-    key.flags.writeable = False
-    trace._cache["_api_corr_key"] = key
-    return key
+    return trace.once("_api_corr_key", lambda: _readonly(corr_key(trace, trace.ids.process_of(
+        trace.table("api_calls")["tid"]), trace.table("api_calls")["correlation"])))
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
 
 
 def issuing_calls(trace: Trace, table: str, rows=None) -> np.ndarray:
@@ -116,15 +115,8 @@ def rows_for_calls(trace: Trace, table: str, api_rows: np.ndarray) -> np.ndarray
 
 def gpu_corr_key(trace: Trace, table: str) -> np.ndarray:
     """corr_key(pid, correlation) of a GPU activity table, computed once per trace. Read-only."""
-    ck = ("_gpu_corr_key", table)
-    cached = trace._cache.get(ck)
-    if cached is not None:
-        return cached
-    g = trace.table(table)
-    key = corr_key(trace, g["pid"], g["correlation"])
-    key.flags.writeable = False
-    trace._cache[ck] = key
-    return key
+    return trace.once(("_gpu_corr_key", table), lambda: _readonly(corr_key(trace, trace.table(table)["pid"],
+                                                                           trace.table(table)["correlation"])))
 
 
 def gpu_busy_union(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
