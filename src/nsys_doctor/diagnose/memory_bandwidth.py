@@ -416,11 +416,15 @@ def finding(ctx, m: Measurement) -> list:
                                  "halve them; " if fp32 else "") +
          "fuse elementwise/normalisation chains into one kernel (torch.compile, TensorRT, fused LayerNorm/GELU/"
          "softmax kernels) so intermediates stay in registers instead of round-tripping through DRAM."),
-        (("These kernels already stream data at close to the GPU memory's peak rate while the SMs mostly wait on "
-          "loads; their time is bytes / bandwidth, so more threads or a faster GPU core will not help, fewer bytes "
-          "will." if n_dram else "") + ((" " if n_dram else "") + "The index-bound ones spend their issue slots computing addresses of strided or broadcast "
-                    "operands for trivial arithmetic; a fused kernel reads each input once, contiguous where it can, "
-                    "and writes no intermediates." if n_index else "")))]
+        " ".join(w for w in (DRAM_WHY if n_dram else "", INDEX_WHY if n_index else "") if w))]
+
+
+DRAM_WHY = ("These kernels already stream data at close to the GPU memory's peak rate while the SMs mostly wait on "
+            "loads; their time is bytes / bandwidth, so more threads or a faster GPU core will not help, fewer bytes "
+            "will.")
+INDEX_WHY = ("The index-bound ones spend their issue slots computing addresses of strided or broadcast operands for "
+             "trivial arithmetic; a fused kernel reads each input once, contiguous where it can, and writes no "
+             "intermediates.")
 
 
 def diagnose(ctx) -> list:

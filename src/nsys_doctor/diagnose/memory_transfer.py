@@ -83,22 +83,16 @@ def _reference_rates(direction, big, rate):
                                                                       PINNED_FLOOR_GBPS))
 
 
-def _call_end(trace, c) -> np.ndarray:
-    """Per copy: the end of the API call that launched it (by correlation id), -1 when none was traced."""
+def _calls(trace, c) -> tuple[np.ndarray, np.ndarray]:
+    """Per copy: the start and end of the API call that launched it (by correlation id), -1 when none was traced."""
     call = issuing_calls(trace, "copies")
     if not len(call):
-        return np.full(table_len(c), -1, np.int64)
-    return np.where(call >= 0, trace.table("api_calls")["end_ns"][np.maximum(call, 0)], -1).astype(np.int64)
-
-
-def _call_ns(trace, c) -> np.ndarray:
-    """Per copy: the duration of the API call that launched it (by correlation id), 0 when none was traced."""
-    call = issuing_calls(trace, "copies")
-    if not len(call):
-        return np.zeros(table_len(c))
+        none = np.full(table_len(c), -1, np.int64)
+        return none, none
     api = trace.table("api_calls")
     i = np.maximum(call, 0)
-    return np.where(call >= 0, api["end_ns"][i] - api["start_ns"][i], 0).astype(np.float64)
+    return (np.where(call >= 0, api["start_ns"][i], -1).astype(np.int64),
+            np.where(call >= 0, api["end_ns"][i], -1).astype(np.int64))
 
 
 def _enqueue_ns(ctx) -> float:
@@ -199,12 +193,13 @@ def measure(ctx) -> Measurement | None:
     # 3) a pageable copy's call goes on after its copy ends: the CPU finishing the staged copy (out of the driver's
     # bounce buffer, page faults of fresh host memory); a pinned copy has no such step. Under MIN_MEASURE_BYTES the
     # call's end after the copy is the thread's wake-up, not staging
-    tail = np.where(inreq & pageable & big, np.clip(_call_end(trace, c) - c["end_ns"], 0, None), 0).astype(np.float64)
+    call_start, call_end = _calls(trace, c)
+    tail = np.where(inreq & pageable & big, np.clip(call_end - c["end_ns"], 0, None), 0).astype(np.float64)
     staged_tail = per_request_mean(tail, np.where(inreq, req, -1), ctx)
     # 4) a small pageable upload (no rate to measure) costs its call: the driver copies the bytes into its bounce
     # buffer on the CPU before the DMA, so the call takes far longer than an enqueue (ex_fcopies_before: 48 copies
     # of 32-512 KB per request, 35 us per call against a 6 us copy); pinned, the call only enqueues
-    call_ns = _call_ns(trace, c)
+    call_ns = np.where(call_start >= 0, call_end - call_start, 0).astype(np.float64)
     enqueue = _enqueue_ns(ctx)
     # (uploads only: a small read-back's call mostly waits for the GPU work before it, cuda_sync's or the final wait)
     small = inreq & pageable & ~big & (call_ns > 0) & (direction == "HtoD")
