@@ -166,21 +166,29 @@ def _after_pageable_upload(trace: Trace, rq: Requests, rows: np.ndarray) -> np.n
     out = np.zeros(len(rows), bool)
     if len(rows) == 0 or table_len(c) == 0:
         return out
-    mine = np.flatnonzero(np.isin(rq.api_request, np.unique(rq.api_request[rows])) & (rq.api_request >= 0))
-    o = mine[np.lexsort((api["start_ns"][mine], api["tid"][mine]))]      # the requests' calls in thread order
-    by_row = np.argsort(o, kind="stable")
-    pos = by_row[np.searchsorted(o[by_row], rows)]                        # each row's place in that order
-    has_prev = pos > 0
-    prev = o[np.maximum(pos - 1, 0)]
-    has_prev &= (api["tid"][prev] == api["tid"][rows]) & (rq.api_request[prev] == rq.api_request[rows])
-    cand = prev[has_prev]
-    row = rows_for_calls(trace, "copies", cand)
-    ok = row >= 0
-    r = np.maximum(row, 0)
-    htod = np.isin(c["kind"][r], _enum_values(trace, "CUDA_MEMCPY_OPER", "host-to-device", HTOD))
-    pag = np.isin(c["src_kind"][r], _enum_values(trace, "CUDA_MEM_KIND", "pageable", PAGEABLE))
-    out[np.flatnonzero(has_prev)] = ok & htod & pag
+    htod = np.isin(c["kind"], _enum_values(trace, "CUDA_MEMCPY_OPER", "host-to-device", HTOD))
+    upload = htod & np.isin(c["src_kind"], _enum_values(trace, "CUDA_MEM_KIND", "pageable", PAGEABLE))
+    if not upload.any():        # no pageable upload in the profile: no thread order to build
+        return out
+    o, pos = thread_order(trace)
+    k = pos[rows]
+    prev = o[np.maximum(k - 1, 0)]
+    has_prev = (k > 0) & (api["tid"][prev] == api["tid"][rows]) & (rq.api_request[prev] == rq.api_request[rows])
+    row = rows_for_calls(trace, "copies", prev[has_prev])
+    out[np.flatnonzero(has_prev)] = (row >= 0) & upload[np.maximum(row, 0)]
     return out
+
+
+def thread_order(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
+    """The api_calls rows in thread order (by thread, then start), and each row's place in it: computed once per
+    trace (read_calls and _after_pageable_upload walk the calls of a thread before a given one)."""
+    def compute():
+        api = trace.table("api_calls")
+        o = np.lexsort((api["start_ns"], api["tid"]))
+        pos = np.empty(len(o), np.int64)
+        pos[o] = np.arange(len(o))
+        return o, pos
+    return trace.once("api_thread_order", compute)
 
 
 def select(waits: dict, keep: np.ndarray) -> dict:
@@ -337,12 +345,10 @@ def read_calls(trace: Trace, waits: dict, keep: np.ndarray, max_cpu_ns: int) -> 
     stop = launched & ~dtoh                      # a call that launched other GPU work ends the read's stretch,
     stop[waits["row"]] = True                    # and so does another wait
     stop[waits["poll_rows"]] = True
-    o = np.lexsort((api["start_ns"], api["tid"]))
+    o, pos = thread_order(trace)
     tid_o, s_o, e_o = api["tid"][o], api["start_ns"][o], api["end_ns"][o]
     last_stop = np.maximum.accumulate(np.where(stop[o], np.arange(len(o)), -1))
     # the wait's first call (a polling loop's first query) in that order, and the stop call before it
-    pos = np.empty(len(o), np.int64)
-    pos[o] = np.arange(len(o))
     k = pos[rows]
     # the call that starts the wait (a loop's first query starts at waits.start_ns): the first of its thread's calls
     # (in start order) starting at or after it, never after the wait's own row; lo: its thread's first
