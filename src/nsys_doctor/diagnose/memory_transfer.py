@@ -200,11 +200,10 @@ def measure(ctx) -> Measurement | None:
     # buffer on the CPU before the DMA, so the call takes far longer than an enqueue (ex_fcopies_before: 48 copies
     # of 32-512 KB per request, 35 us per call against a 6 us copy); pinned, the call only enqueues
     call_ns = np.where(call_start >= 0, call_end - call_start, 0).astype(np.float64)
-    enqueue = _enqueue_ns(ctx)
     # (uploads only: a small read-back's call mostly waits for the GPU work before it, cuda_sync's or the final wait)
     small = inreq & pageable & ~big & (call_ns > 0) & (direction == "HtoD")
-    staged_small = per_request_mean(np.where(small, np.clip(call_ns - enqueue, 0, None), 0.0),
-                                    np.where(inreq, req, -1), ctx)
+    staged_small = per_request_mean(np.where(small, np.clip(call_ns - _enqueue_ns(ctx), 0, None), 0.0),
+                                    np.where(inreq, req, -1), ctx) if small.any() else 0.0
     # 5) the framework's sync after each pageable upload (host_waits COPY_WAIT) goes with it
     sc = host_waits(ctx)
     waits = select(sc, sc["kind"] == COPY_WAIT)
