@@ -160,11 +160,12 @@ def _gaps_between(ctx, rows: np.ndarray, req: np.ndarray) -> tuple[np.ndarray, n
     other on their thread, both inside one request or both between the same two requests, with no other CUDA call
     between, up to ALLOC_GAP_MAX_NS: (tid, start_ns, end_ns)."""
     api, rq = ctx.trace.table("api_calls"), ctx.requests
+    # pairs form within one owner: a measured request, or the stretch after one (key count + request; other calls
+    # outside requests have none)
     owner = rq.api_request.copy()
-    outside = owner < 0
-    owner[outside] = -2          # calls outside requests that are not the request path's never pair
-    owner[rows[rq.api_request[rows] < 0]] = -3 - req[rq.api_request[rows] < 0]    # between requests: by request
-    mine = np.flatnonzero(np.isin(api["tid"], np.unique(api["tid"][rows])) & ((owner >= rq.warmup) | (owner <= -3)))
+    out_rows = rq.api_request[rows] < 0
+    owner[rows[out_rows]] = rq.count + req[out_rows]
+    mine = np.flatnonzero(np.isin(api["tid"], np.unique(api["tid"][rows])) & (owner >= rq.warmup))
     o = mine[np.lexsort((api["start_ns"][mine], api["tid"][mine]))]
     is_alloc = np.isin(o, rows)
     tid, s, e, r = api["tid"][o], api["start_ns"][o], api["end_ns"][o], owner[o]
