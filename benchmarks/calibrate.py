@@ -111,11 +111,16 @@ def within(r: float | None, lo_hi: tuple[float, float]) -> bool:
     return r is not None and lo_hi[0] <= r <= lo_hi[1]
 
 
+def runs_ms(p: dict) -> tuple[list[float], list[float]]:
+    """ms/request of the pair's separate runs by the programs' clocks: (before runs, after runs), its own first."""
+    rep = p.get("repeats") or {}
+    return ([p["before"]["ms_per_request"]] + list(rep.get("before_ms", [])),
+            [p["after"]["ms_per_request"]] + list(rep.get("after_ms", [])))
+
+
 def separate_runs_ms(p: dict) -> float:
     """Median of the `before` runs minus median of the `after` runs, by the programs' clocks."""
-    rep = p.get("repeats") or {}
-    before = [p["before"]["ms_per_request"]] + list(rep.get("before_ms", []))
-    after = [p["after"]["ms_per_request"]] + list(rep.get("after_ms", []))
+    before, after = runs_ms(p)
     return median(before) - median(after)
 
 
@@ -126,9 +131,7 @@ def measured(p: dict) -> tuple[float, str, bool]:
     if ab and ab.get("saving_ms"):
         s = list(ab["saving_ms"])
         return median(s), f"ab x{len(s)}", min(s) < 0 < max(s)
-    rep = p.get("repeats") or {}
-    before = [p["before"]["ms_per_request"]] + list(rep.get("before_ms", []))
-    after = [p["after"]["ms_per_request"]] + list(rep.get("after_ms", []))
+    before, after = runs_ms(p)
     # runs recorded in before/after pairs (alternating, the same count a side): the pairs' differences disagreeing in
     # sign are no measurable saving, as for one-process runs
     diffs = [b - a for b, a in zip(before, after)] if len(before) == len(after) > 1 else []
