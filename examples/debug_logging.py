@@ -27,12 +27,13 @@ import time
 _T_START = time.perf_counter()
 
 import argparse
-import contextlib
 import logging
 import os
 
 import torch
 import torch.nn as nn
+
+from serving import nvtx, serve_timed    # shared scaffolding (examples/serving.py)
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPE = torch.half if DEV == "cuda" else torch.float32
@@ -40,17 +41,6 @@ SMOKE = os.environ.get("EXAMPLES_SMOKE") == "1"
 BATCH, HW, PATCH, D, HEADS, LAYERS = (32, 224, 16, 768, 12, 12) if not SMOKE else (1, 32, 16, 32, 4, 2)
 
 log = logging.getLogger("encoder")
-
-
-@contextlib.contextmanager
-def nvtx(name):
-    if DEV == "cuda":
-        torch.cuda.nvtx.range_push(name)
-    try:
-        yield
-    finally:
-        if DEV == "cuda":
-            torch.cuda.nvtx.range_pop()
 
 
 class Encoder(nn.Module):
@@ -102,20 +92,7 @@ def main():
     if DEV == "cuda":
         inputs = [x.pin_memory() for x in inputs]
     with torch.inference_mode():
-        if DEV == "cuda":
-            torch.cuda.profiler.start()      # nsys --capture-range=cudaProfilerApi records from here (warm-up on)
-        for i in range(args.warmup):
-            serve(model, inputs[i % 2], args.fixed)
-        if DEV == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for i in range(args.requests):
-            serve(model, inputs[i % 2], args.fixed)
-        if DEV == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        if DEV == "cuda":
-            torch.cuda.profiler.stop()       # ... to here: the served requests, not start-up and exit
+        dt = serve_timed(lambda i: serve(model, inputs[i % 2], args.fixed), args.warmup, args.requests)
     variant = "fixed" if args.fixed else "slow"
     print(f"debug_logging [{variant}]: {args.requests} requests in {dt:.3f}s "
           f"({dt / args.requests * 1e3:.2f} ms/request); program wall time {time.perf_counter() - _T_START:.2f}s",

@@ -31,30 +31,19 @@ import time
 _T_START = time.perf_counter()
 
 import argparse
-import contextlib
 import os
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from serving import nvtx    # shared scaffolding (examples/serving.py)
 from ab import ab_line, ab_rounds    # --ab: both variants in one process (examples/ab.py)
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPE = torch.half if DEV == "cuda" else torch.float32     # fp16 on the GPU
 SMOKE = os.environ.get("EXAMPLES_SMOKE") == "1"
 BATCH, HW, WIDTH = (8, 256, 32) if not SMOKE else (1, 32, 4)
-
-
-@contextlib.contextmanager
-def nvtx(name):
-    if DEV == "cuda":
-        torch.cuda.nvtx.range_push(name)
-    try:
-        yield
-    finally:
-        if DEV == "cuda":
-            torch.cuda.nvtx.range_pop()
 
 
 def block(cin, cout):

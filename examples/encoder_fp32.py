@@ -25,26 +25,16 @@ import time
 _T_START = time.perf_counter()
 
 import argparse
-import contextlib
 import os
 
 import torch
 import torch.nn as nn
 
+from serving import nvtx, serve_timed    # shared scaffolding (examples/serving.py)
+
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 SMOKE = os.environ.get("EXAMPLES_SMOKE") == "1"
 BATCH, SEQ, D, HEADS, FF, LAYERS = (16, 256, 1024, 16, 4096, 6) if not SMOKE else (2, 8, 32, 4, 64, 2)
-
-
-@contextlib.contextmanager
-def nvtx(name):
-    if DEV == "cuda":
-        torch.cuda.nvtx.range_push(name)
-    try:
-        yield
-    finally:
-        if DEV == "cuda":
-            torch.cuda.nvtx.range_pop()
 
 
 class Classifier(nn.Module):
@@ -89,20 +79,7 @@ def main():
             low = model(inputs[0][:2].to(DEV).to(dtype)).float()
             rel = ((low - ref).norm() / ref.norm()).item()
             print(f"encoder_fp32: bf16 logits vs fp32, relative difference {rel:.4f}", flush=True)
-        if DEV == "cuda":
-            torch.cuda.profiler.start()      # nsys --capture-range=cudaProfilerApi records from here (warm-up on)
-        for i in range(args.warmup):
-            serve(model, inputs[i % 2], dtype)
-        if DEV == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for i in range(args.requests):
-            serve(model, inputs[i % 2], dtype)
-        if DEV == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        if DEV == "cuda":
-            torch.cuda.profiler.stop()       # ... to here: the served requests, not start-up and exit
+        dt = serve_timed(lambda i: serve(model, inputs[i % 2], dtype), args.warmup, args.requests)
     variant = "fixed" if args.fixed else "slow"
     print(f"encoder_fp32 [{variant}]: {args.requests} requests in {dt:.3f}s "
           f"({dt / args.requests * 1e3:.2f} ms/request); program wall time {time.perf_counter() - _T_START:.2f}s",

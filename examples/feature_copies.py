@@ -26,29 +26,19 @@ import time
 _T_START = time.perf_counter()
 
 import argparse
-import contextlib
 import os
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from serving import nvtx, serve_timed    # shared scaffolding (examples/serving.py)
+
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPE = torch.half if DEV == "cuda" else torch.float32
 SMOKE = os.environ.get("EXAMPLES_SMOKE") == "1"
 CANDIDATES = 512 if not SMOKE else 4
 WIDTHS = [16, 32, 64, 128, 256, 64] * 8 if not SMOKE else [2, 3]       # 48 features, 3.6k floats per candidate
-
-
-@contextlib.contextmanager
-def nvtx(name):
-    if DEV == "cuda":
-        torch.cuda.nvtx.range_push(name)
-    try:
-        yield
-    finally:
-        if DEV == "cuda":
-            torch.cuda.nvtx.range_pop()
 
 
 class Ranker(nn.Module):
@@ -108,20 +98,7 @@ def main():
     features = [make_features(i) for i in range(4)]
     packed = Packed() if args.fixed else None
     with torch.inference_mode():
-        if DEV == "cuda":
-            torch.cuda.profiler.start()      # nsys --capture-range=cudaProfilerApi records from here (warm-up on)
-        for i in range(args.warmup):
-            serve(model, features[i % 4], packed)
-        if DEV == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for i in range(args.requests):
-            serve(model, features[i % 4], packed)
-        if DEV == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        if DEV == "cuda":
-            torch.cuda.profiler.stop()       # ... to here: the served requests, not start-up and exit
+        dt = serve_timed(lambda i: serve(model, features[i % 4], packed), args.warmup, args.requests)
     variant = "fixed" if args.fixed else "slow"
     print(f"feature_copies [{variant}]: {args.requests} requests in {dt:.3f}s "
           f"({dt / args.requests * 1e3:.2f} ms/request); program wall time {time.perf_counter() - _T_START:.2f}s",

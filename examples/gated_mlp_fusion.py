@@ -26,7 +26,6 @@ import time
 _T_START = time.perf_counter()
 
 import argparse
-import contextlib
 import os
 
 os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")   # compile in-process: no worker processes at exit
@@ -35,21 +34,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from serving import nvtx, serve_timed    # shared scaffolding (examples/serving.py)
+
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPE = torch.bfloat16 if DEV == "cuda" else torch.float32
 SMOKE = os.environ.get("EXAMPLES_SMOKE") == "1"
 TOKENS, D, H, DEPTH = (16384, 2048, 5632, 4) if not SMOKE else (8, 16, 24, 1)
-
-
-@contextlib.contextmanager
-def nvtx(name):
-    if DEV == "cuda":
-        torch.cuda.nvtx.range_push(name)
-    try:
-        yield
-    finally:
-        if DEV == "cuda":
-            torch.cuda.nvtx.range_pop()
 
 
 class Block(nn.Module):
@@ -101,19 +91,8 @@ def main():
             serve(inputs[i % 2])
         if DEV == "cuda":
             torch.cuda.synchronize()
-            torch.cuda.profiler.start()      # nsys --capture-range=cudaProfilerApi records from here (compiled)
-        for i in range(2):                   # two more warm-up requests inside the capture
-            serve(inputs[i % 2])
-        if DEV == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for i in range(args.requests):
-            serve(inputs[i % 2])
-        if DEV == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        if DEV == "cuda":
-            torch.cuda.profiler.stop()       # ... to here: the served requests, not start-up and exit
+        # the capture range from here (compiled), with two more warm-up requests inside it
+        dt = serve_timed(lambda i: serve(inputs[i % 2]), 2, args.requests)
     variant = "fixed" if args.fixed else "slow"
     print(f"gated_mlp_fusion [{variant}]: {args.requests} requests in {dt:.3f}s "
           f"({dt / args.requests * 1e3:.2f} ms/request); program wall time {time.perf_counter() - _T_START:.2f}s",

@@ -23,7 +23,6 @@ import time
 _T_START = time.perf_counter()
 
 import argparse
-import contextlib
 import os
 import tempfile
 
@@ -31,21 +30,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from serving import nvtx, serve_timed    # shared scaffolding (examples/serving.py)
+
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPE = torch.half if DEV == "cuda" else torch.float32
 SMOKE = os.environ.get("EXAMPLES_SMOKE") == "1"
 ROWS, D, DEPTH = (256, 2048, 6) if not SMOKE else (2, 16, 1)
-
-
-@contextlib.contextmanager
-def nvtx(name):
-    if DEV == "cuda":
-        torch.cuda.nvtx.range_push(name)
-    try:
-        yield
-    finally:
-        if DEV == "cuda":
-            torch.cuda.nvtx.range_pop()
 
 
 class Block(nn.Module):
@@ -93,20 +83,7 @@ def main():
                 return model(x_host.to(DEV, non_blocking=True).to(DTYPE)).float().topk(min(8, ROWS)).indices.cpu()
 
     with torch.inference_mode():
-        if DEV == "cuda":
-            torch.cuda.profiler.start()      # nsys --capture-range=cudaProfilerApi records from here (warm-up on)
-        for i in range(args.warmup):
-            serve(inputs[i % 2])
-        if DEV == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for i in range(args.requests):
-            serve(inputs[i % 2])
-        if DEV == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        if DEV == "cuda":
-            torch.cuda.profiler.stop()       # ... to here: the served requests, not start-up and exit
+        dt = serve_timed(lambda i: serve(inputs[i % 2]), args.warmup, args.requests)
     os.remove(path)
     os.rmdir(work)
     variant = "fixed" if args.fixed else "slow"

@@ -26,7 +26,6 @@ import time
 _T_START = time.perf_counter()
 
 import argparse
-import contextlib
 import json
 import os
 
@@ -34,22 +33,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from serving import nvtx, serve_timed    # shared scaffolding (examples/serving.py)
+
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPE = torch.half if DEV == "cuda" else torch.float32
 SMOKE = os.environ.get("EXAMPLES_SMOKE") == "1"
 BATCH, HW, BOXES, CLASSES = (4, 512, 20000, 80) if not SMOKE else (1, 32, 50, 4)
 THRESHOLD = 0.6
-
-
-@contextlib.contextmanager
-def nvtx(name):
-    if DEV == "cuda":
-        torch.cuda.nvtx.range_push(name)
-    try:
-        yield
-    finally:
-        if DEV == "cuda":
-            torch.cuda.nvtx.range_pop()
 
 
 class Detector(nn.Module):
@@ -116,20 +106,7 @@ def main():
         same = respond_slow(model(inputs[0].to(DEV).to(DTYPE)).float().cpu().numpy()) == \
             respond_fast(model(inputs[0].to(DEV).to(DTYPE)).float().cpu().numpy())
         print(f"json_response: both variants give the same JSON: {same}", flush=True)
-        if DEV == "cuda":
-            torch.cuda.profiler.start()      # nsys --capture-range=cudaProfilerApi records from here (warm-up on)
-        for i in range(args.warmup):
-            serve(model, inputs[i % 2], args.fixed)
-        if DEV == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for i in range(args.requests):
-            serve(model, inputs[i % 2], args.fixed)
-        if DEV == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        if DEV == "cuda":
-            torch.cuda.profiler.stop()       # ... to here: the served requests, not start-up and exit
+        dt = serve_timed(lambda i: serve(model, inputs[i % 2], args.fixed), args.warmup, args.requests)
     variant = "fixed" if args.fixed else "slow"
     print(f"json_response [{variant}]: {args.requests} requests in {dt:.3f}s "
           f"({dt / args.requests * 1e3:.2f} ms/request); program wall time {time.perf_counter() - _T_START:.2f}s",

@@ -27,11 +27,12 @@ import time
 _T_START = time.perf_counter()
 
 import argparse
-import contextlib
 import os
 
 import torch
 import torch.nn as nn
+
+from serving import nvtx, serve_timed    # shared scaffolding (examples/serving.py)
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPE = torch.half if DEV == "cuda" else torch.float32     # fp16 on the GPU
@@ -39,17 +40,6 @@ SMOKE = os.environ.get("EXAMPLES_SMOKE") == "1"
 HW = 160 if not SMOKE else 32
 # (expansion, output channels, repeats, stride) per stage, as in MobileNetV2
 STAGES = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
-
-
-@contextlib.contextmanager
-def nvtx(name):
-    if DEV == "cuda":
-        torch.cuda.nvtx.range_push(name)
-    try:
-        yield
-    finally:
-        if DEV == "cuda":
-            torch.cuda.nvtx.range_pop()
 
 
 def conv_bn(cin, cout, k, stride, groups=1, act=True):
@@ -136,20 +126,7 @@ def main():
         inputs = [x.pin_memory() for x in inputs]
     with torch.inference_mode():
         serve = make_server(model, args.fixed)
-        if DEV == "cuda":
-            torch.cuda.profiler.start()      # nsys --capture-range=cudaProfilerApi records from here (warm-up on)
-        for i in range(args.warmup):
-            serve(inputs[i % 4])
-        if DEV == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for i in range(args.requests):
-            serve(inputs[i % 4])
-        if DEV == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-        if DEV == "cuda":
-            torch.cuda.profiler.stop()       # ... to here: the served requests, not start-up and exit
+        dt = serve_timed(lambda i: serve(inputs[i % 4]), args.warmup, args.requests)
     variant = "fixed" if args.fixed else "slow"
     print(f"mobilenet_graph [{variant}]: {args.requests} requests in {dt:.3f}s "
           f"({dt / args.requests * 1e3:.2f} ms/request); program wall time {time.perf_counter() - _T_START:.2f}s",

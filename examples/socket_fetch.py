@@ -24,7 +24,6 @@ import time
 _T_START = time.perf_counter()
 
 import argparse
-import contextlib
 import os
 import queue
 import socket
@@ -36,22 +35,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from serving import nvtx    # shared scaffolding (examples/serving.py)
+
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPE = torch.half if DEV == "cuda" else torch.float32
 SMOKE = os.environ.get("EXAMPLES_SMOKE") == "1"
 ROWS, D, DEPTH, VIEWS = (64, 1024, 24, 32) if not SMOKE else (2, 16, 1, 2)
 LOOKUP_S = 0.004            # the store's lookup time per query
-
-
-@contextlib.contextmanager
-def nvtx(name):
-    if DEV == "cuda":
-        torch.cuda.nvtx.range_push(name)
-    try:
-        yield
-    finally:
-        if DEV == "cuda":
-            torch.cuda.nvtx.range_pop()
 
 
 def _recv_exact(conn, n):

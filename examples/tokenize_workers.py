@@ -33,7 +33,6 @@ import time
 _T_START = time.perf_counter()
 
 import argparse
-import contextlib
 import multiprocessing as mp
 import os
 import random
@@ -42,6 +41,7 @@ import string
 import torch
 import torch.nn as nn
 
+from serving import nvtx    # shared scaffolding (examples/serving.py)
 from ab import ab_line, ab_rounds    # --ab: both variants in one process (examples/ab.py)
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -50,17 +50,6 @@ DOCS, WORDS, SEQ, D, LAYERS = (64, 120, 128, 512, 4) if not SMOKE else (2, 10, 1
 VOCAB = 30000
 WORKERS = 6      # worker processes in the fixed variant: enough that tokenizing keeps ahead of the model
 PUNCT = str.maketrans("", "", string.punctuation)
-
-
-@contextlib.contextmanager
-def nvtx(name):
-    if DEV == "cuda":
-        torch.cuda.nvtx.range_push(name)
-    try:
-        yield
-    finally:
-        if DEV == "cuda":
-            torch.cuda.nvtx.range_pop()
 
 
 def make_vocab():
