@@ -18,6 +18,8 @@
 #   fcopies_before fcopies_after sockfetch_before sockfetch_after                  ("blind2", H200)
 #   dlog_before dlog_after gmlp_before gmlp_after                                  ("blind3", "blind4": dlog)
 #   jsonresp_before jsonresp_after jitreload_before jitreload_after                ("blind5", H200)
+#   tsync_before tsync_after tgraph_after tsync_ab                                 ("zoosync", H200)
+#   fres_before fres_after fgraph_after fres_ab tgraph_abt                         ("zoofetch", H200)
 # Each job profiles one example (`--fixed` for *_after*), exports `ex_NAME.sqlite` (or `demo.sqlite`), xz's it and
 # appends it to OUTDIR/GROUP.tar (tar -xf to unpack). DEADLINE (epoch seconds) stops starting new jobs after it.
 # The export of one job runs in the background while the next job is profiled. XZ (default -6) sets xz's preset.
@@ -141,6 +143,15 @@ spec() {  # job -> "output-name group flags-kind script args..."
     emptycache_abt)    echo "ex_emptycache_abt abt FULLCAP empty_cache.py --ab 4 --requests 20";;
     emptycache_ab)     echo "ex_emptycache_ab ab FULLCAP empty_cache.py --ab 5";;
     tokworkers_ab)     echo "ex_tokworkers_ab ab FULLCAP tokenize_workers.py --ab 5";;
+    tsync_before)      echo "ex_tsync_before zoosync FULLCAP transformer_sync.py";;
+    tsync_after)       echo "ex_tsync_after zoosync FULLCAP transformer_sync.py --fixed";;
+    tgraph_after)      echo "ex_tgraph_after zoosync FULLCAP transformer_sync.py --graph";;
+    tsync_ab)          echo "ex_tsync_ab ab FULLCAP transformer_sync.py --ab 6";;
+    tgraph_abt)        echo "ex_tgraph_abt abt FULLCAP transformer_sync.py --ab 4 --requests 30 --ab-fix graph";;
+    fres_before)       echo "ex_fres_before zoofetch FULLCAP fetch_resnet.py";;
+    fres_after)        echo "ex_fres_after zoofetch FULLCAP fetch_resnet.py --fixed";;
+    fgraph_after)      echo "ex_fgraph_after zoofetch FULLCAP fetch_resnet.py --graph";;
+    fres_ab)           echo "ex_fres_ab ab FULLCAP fetch_resnet.py --ab 6 --requests 30";;
     *) return 1;;
   esac
 }
@@ -202,6 +213,13 @@ for r in "" :r2; do for p in mobgraph encfp32 emptycache tokworkers; do BLIND="$
 [ "$JOBS" = blind5 ] && { JOBS="jsonresp_before jsonresp_after jitreload_before jitreload_after jsonresp_before:r2 jsonresp_after:r2 jitreload_before:r2 jitreload_after:r2"; SERIAL=1; }
 # "blindab": three --ab 5 processes each of the two blind programs whose two separate runs disagreed by 1 ms or more
 [ "$JOBS" = blindab ] && { JOBS="emptycache_ab:r1 tokworkers_ab:r1 emptycache_ab:r2 tokworkers_ab:r2 emptycache_ab:r3 tokworkers_ab:r3"; SERIAL=1; }
+# "zoosync" (session 8): the zoo's sync_heavy program and its two fixes (--fixed: no per-layer sync; --graph: a CUDA
+# graph), alternating, two runs of each, then three --ab 6 processes (all three variants in one process)
+[ "$JOBS" = zoosync ] && { JOBS="tsync_before tsync_after tgraph_after tsync_before:r2 tsync_after:r2 tgraph_after:r2 tsync_ab:r1 tsync_ab:r2 tsync_ab:r3"; SERIAL=1; }
+# "zoofetch" (session 8): the zoo's dataload_starved program and its two fixes (--fixed: a loader thread; --graph:
+# the model in a CUDA graph), alternating, two runs of each, two --ab 6 processes, and two profiled --ab 4 runs of
+# transformer_sync.py's slow and graph variants (exports kept, as "abtrace")
+[ "$JOBS" = zoofetch ] && { JOBS="fres_before fres_after fgraph_after fres_before:r2 fres_after:r2 fgraph_after:r2 fres_ab:r1 fres_ab:r2 tgraph_abt:r1 tgraph_abt:r2"; SERIAL=1; }
 [ "$JOBS" = abtrace2 ] && { JOBS="pollsmall_abt:r1 pollsmall_abt:r2"; SERIAL=1; }  # polling_wait at 1024 tokens
 SERIAL=${SERIAL:-0}
 DEFERRED=""
