@@ -90,6 +90,18 @@ def finding_of(report: dict, category: str) -> dict | None:
     return max(fs, key=lambda f: f.get("impact_ms") or 0.0) if fs else None
 
 
+def as_applied(f: dict | None, form: str | None) -> dict | None:
+    """The finding as the pair's fix was applied: where the pair names the form its fix took ('fix_form', e.g.
+    layer_timing_sync's "events": its syncs became CUDA event records, not deleted) and the report predicted that
+    form too (whatif.alternatives), the finding with that form's prediction and severity in place of the main one."""
+    w = (f or {}).get("whatif") or {}
+    alt = next((a for a in w.get("alternatives", []) if a.get("form") == form), None) if form else None
+    if alt is None:
+        return f
+    return dict(f, severity=alt["severity"], whatif=dict(w, interval_ms=alt["interval_ms"],
+                                                         mean_latency_ms=alt["mean_latency_ms"]))
+
+
 def predicted_ms(f: dict | None) -> tuple[float | None, str | None]:
     """What the report tells the user the fix saves: the replay's drop in the request interval where the report
     uses it (whatif.used), else the finding's impact_ms (the diagnosis's estimate)."""
@@ -138,11 +150,12 @@ def measured(p: dict) -> tuple[float, str, bool]:
     return separate_runs_ms(p), f"runs {len(before)}+{len(after)}", bool(diffs) and min(diffs) < 0 < max(diffs)
 
 
-def block_predictor(category: str):
+def block_predictor(category: str, form: str | None = None):
     """predict(cut) -> (predicted ms, severity) for ab_blocks.rounds: what the report on one block's cut says fixing
-    `category` saves (predicted_ms), (None, None) without such a finding."""
+    `category` saves (predicted_ms; in the form `form` where it has one: as_applied), (None, None) without such a
+    finding."""
     def predict(cut: pathlib.Path):
-        f = finding_of(analyze(cut), category)
+        f = as_applied(finding_of(analyze(cut), category), form)
         return predicted_ms(f)[0], (f["severity"] if f else None)
     return predict
 
@@ -154,7 +167,7 @@ def abtrace_rounds(p: dict, data: pathlib.Path) -> list[dict] | None:
     files = [data / f for f in abt.get("files", [])]
     if not files or not all(f.exists() for f in files):
         return None
-    predict = block_predictor(p["category"])
+    predict = block_predictor(p["category"], p.get("fix_form"))
     out = []
     work = pathlib.Path(tempfile.mkdtemp(prefix="nsd-calibrate-"))
     try:
@@ -222,7 +235,7 @@ def calibrate(pairs_path: pathlib.Path) -> dict:
         t = time.perf_counter()
         rb, ra = analyze(fb), analyze(fa)
         ib, ia = trace_interval_ms(rb), trace_interval_ms(ra)
-        fnd = finding_of(rb, p["category"])
+        fnd = as_applied(finding_of(rb, p["category"]), p.get("fix_form"))
         from_before, basis = predicted_ms(fnd)
         left = finding_of(ra, p["category"])
         rows.append(row(p, judged(p, data, fnd), basis, fnd, time.perf_counter() - t,
