@@ -23,7 +23,8 @@ PAIRS = {p["name"]: p for p in json.loads((DATA / "pairs.json").read_text())["pa
 # a pair of a predict.CALIBRATED category must be within TIGHT with the replay's saving used as impact_ms
 PREDICTED = ("ex_graph", "ex_pinned", "ex_gpupre", "ex_mixed", "ex_dataload", "ex_postproc", "ex_contention",
              "ex_rowwise", "ex_sync", "ex_readback", "ex_polling", "ex_exit", "ex_sleep", "ex_alloc", "ex_reload",
-             "ex_fusion", "ex_lnfuse", "ex_sdreload", "ex_laysync", "ex_laysyncgpu", "ex_sync2")
+             "ex_fusion", "ex_lnfuse", "ex_sdreload", "ex_laysync", "ex_laysyncgpu", "ex_sync2", "ex_tsync",
+             "ex_tgraph", "ex_fres", "ex_fgraph")
 # Predicted and measured as calibrate.judged: where a pair has 'abtrace' exports (--ab processes profiled whole:
 # ex_polling, ex_sleep, ex_laysyncgpu, ex_sync2), the medians over their rounds of the prediction on each slow block
 # and of the slow block minus its round's fixed block; else the `before` export's prediction against
@@ -63,10 +64,17 @@ def report(name: str) -> dict:
 _JUDGED: dict = {}
 
 
+def finding(name: str) -> dict | None:
+    """The `before` report's finding of the pair's category, as its fix was applied (calibrate.as_applied: the
+    report's prediction of the form the fix took, where the pair names one: 'fix_form')."""
+    return calibrate.as_applied(calibrate.finding_of(report(name), PAIRS[name]["category"]),
+                                PAIRS[name].get("fix_form"))
+
+
 def judged(name: str) -> tuple:
     """calibrate.judged for the pair: (predicted, measured, how, no measurable saving, abtrace rounds)."""
     if name not in _JUDGED:
-        f = calibrate.finding_of(report(name), PAIRS[name]["category"])
+        f = finding(name)
         _JUDGED[name] = calibrate.judged(PAIRS[name], DATA, f)
     return _JUDGED[name]
 
@@ -81,7 +89,7 @@ def no_saving(name: str) -> bool:
 
 @pytest.mark.parametrize("name", _marked(sorted(PAIRS), MISS_TIGHT))
 def test_prediction_within_bounds_of_the_real_fix(name):
-    f = calibrate.finding_of(report(name), PAIRS[name]["category"])
+    f = finding(name)
     if f is None:
         assert name not in PREDICTED, f"{name}: no {PAIRS[name]['category']} finding any more"
         pytest.skip(f"no {PAIRS[name]['category']} finding on this branch yet")
@@ -107,7 +115,7 @@ def test_prediction_within_bounds_of_the_real_fix(name):
 def test_the_saving_the_report_states_is_within_2x_of_the_real_fix(name):
     # what a user reads (the replay's saving where the report uses it, else the diagnosis's estimate) against the
     # saving the fix made by the program's own clock
-    f = calibrate.finding_of(report(name), PAIRS[name]["category"])
+    f = finding(name)
     if no_saving(name):
         assert f is None or f["severity"] == "low", f"{name}: no measurable saving, the report says {f['severity']}"
         return

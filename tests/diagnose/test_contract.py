@@ -146,6 +146,11 @@ def test_measure_change_and_finding_on_real_profiles():
                     assert not isinstance(v, str) or v.isidentifier(), (mod.__name__, f.name, v)
                 for ch in mod.change(m):
                     _check_change(trace, ch)
+                # other forms of the fix (optional): named, worded, and in the same vocabulary
+                for form, words, changes in getattr(mod, "alternatives", lambda m: [])(m):
+                    assert form.isidentifier() and words and changes, (mod.__name__, form)
+                    for ch in changes:
+                        _check_change(trace, ch)
                 seen |= {f.category for f in found if f.impact_ms > 0}
                 ctx.cache["findings"].extend(found)
             threaded = [dataclasses.asdict(f) for f in diagnose.diagnose_all(diagnose.Context(trace, ctx.requests))]

@@ -297,6 +297,30 @@ def _whatif(words: list[str], how: list[str], base, out, basis: str) -> tuple[di
     return w, saved, before
 
 
+def _alternatives(ctx, rp, f: Finding, w: dict, basis: str) -> str:
+    """Replay the other forms of the finding's fix (a diagnosis's `alternatives`), in the same metric as the main
+    prediction; kept in whatif["alternatives"] (form, change, latency, interval, saving, severity) and returned as
+    words for the estimate."""
+    alts = ctx.cache.get("alternatives", {}).get(id(f)) or []
+    out_w, words = [], []
+    for form, said, changes in alts:
+        ch, _ = to_replay(ctx.trace, changes)
+        if ch.is_empty():
+            continue
+        out, err = rp.run(ch)
+        if out is None:
+            continue
+        a, saved, before = _whatif(ch.describe(), [], rp.base, out, basis)
+        pct = min(100.0, 100.0 * saved / before) if before > 0 else 0.0
+        out_w.append({"form": form, "change": [said], "mean_latency_ms": a["mean_latency_ms"],
+                      "interval_ms": a["interval_ms"], "saving_ms": a["saving_ms"], "saving_pct": round(pct, 1),
+                      "severity": severity_for(pct, HIGH_PCT, MEDIUM_PCT)})
+        words.append(f"{said}: {saved / 1e6:.3g} ms")
+    if out_w:
+        w["alternatives"] = out_w
+    return (" (another form of the fix, replayed the same way: " + "; ".join(words) + ")") if words else ""
+
+
 def start(ctx):
     """Build the replayer (the graph and the unchanged replay) on a thread of its own while the diagnoses run, which
     leave a core idle while they wait for tables (launch_bound: ~40 ms of the diagnoses' ~170); predict() takes it
@@ -349,6 +373,7 @@ def predict(ctx, findings: list[Finding], load: dict | None) -> tuple[list[Findi
         w, saved, before = _whatif(ch.describe(), how, rp.base, out, b)
         old = f.impact_ms
         f.whatif = w
+        alt_words = _alternatives(ctx, rp, f, w, b)
         if f.category not in CALIBRATED or ctx.trace.source not in CALIBRATED_SOURCES:
             w["used"] = False
             what = "fix" if f.category not in CALIBRATED else f"fix in a {ctx.trace.source} profile"
@@ -364,6 +389,7 @@ def predict(ctx, findings: list[Finding], load: dict | None) -> tuple[list[Findi
         f.estimate = (f"predicted by replaying the requests with the fix applied ({'; '.join(w['change'])}): "
                       f"{metric} {before / 1e6:.3g} -> {(before - saved) / 1e6:.3g} ms"
                       + (f" ({'; '.join(how)})" if how else "")
+                      + alt_words
                       + f"; the diagnosis's own estimate was {old:.3g} ms ({f.estimate})")
     findings.sort(key=lambda f: -f.impact_ms)
     return findings, notes

@@ -103,7 +103,8 @@ def run_one(mod, ctx: Context) -> list[Finding]:
     """One diagnosis: measure, then finding; each finding's fix (`change(measurement)`, model/changes.py) is kept
     in ctx.cache["changes"][id(finding)] for the replay's prediction (analysis/predict.py). A diagnosis emitting
     several categories (cpu_processing: one finding and one change per stage) pairs them in order when the counts
-    agree; otherwise every finding of the module gets all its changes."""
+    agree; otherwise every finding of the module gets all its changes. A module's optional `alternatives(m)`, other
+    forms of the same fix ([(form, words, changes)]), are kept in ctx.cache["alternatives"][id(finding)]."""
     m = mod.measure(ctx)
     if m is None:
         return []
@@ -113,6 +114,12 @@ def run_one(mod, ctx: Context) -> list[Finding]:
     paired = len(getattr(mod, "CATEGORIES", ())) > 1 and len(changes) == len(found) > 1
     for i, f in enumerate(found):
         store[id(f)] = [changes[i]] if paired else changes
+    # other forms of the fix, predicted beside it (optional `alternatives(m)`: [(form, words, changes)])
+    alts = list(getattr(mod, "alternatives", lambda m: [])(m) or [])
+    if alts and not paired:
+        other = ctx.cache.setdefault("alternatives", {})
+        for f in found:
+            other[id(f)] = alts
     return found
 
 

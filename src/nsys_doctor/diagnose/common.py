@@ -9,6 +9,8 @@ The contract of a diagnosis module (diagnose/__init__.py runs them; tests/diagno
   diagnosis does not apply (what it measured is under its reporting threshold), or `not_evaluated(...)` (also None)
   when the profile lacks the data it reads, so that the Report says so and `check --fail-on` cannot pass on it;
 - `change(measurement) -> list[Change]`: what its fix does to the trace, in model/changes.py's vocabulary;
+- optional `alternatives(measurement) -> list[(form, words, list[Change])]`: other forms of the same fix, replayed
+  beside it and reported in the finding's `whatif.alternatives` (cuda_sync: bare syncs replaced by CUDA events);
 - `finding(ctx, measurement) -> list[Finding]`: the wording (title, evidence, fix, why);
 - `diagnose(ctx) -> list[Finding]`: measure, then finding (none when measure gives None): what callers use;
 - optional, LAST only: `prepare(ctx)`, the part of measure that needs no other finding (cached through ctx.once),

@@ -17,7 +17,8 @@ import numpy as np
 from ..model.api_names import EVENT_RECORD_CALLS, EVENT_SYNC_CALLS, QUERY_CALLS, base_name, name_ids
 from ..model.arrays import dense_groups, distinct_ids, id_mask, is_sorted, uniq
 from ..model.changes import RemoveCpuTime, RemoveHostWaits, ScaleGpuWork
-from ..model.host_waits import ASYNC_COPY, COPY, COPY_WAIT, FREE_WAIT, POLL, REFILL_MAX_NS, SYNC, read_calls, select
+from ..model.host_waits import (ASYNC_COPY, COPY, COPY_WAIT, FREE_WAIT, POLL, REFILL_MAX_NS, SYNC, bare_syncs,
+                                read_calls, select)
 from ..model.replay import GRAPH_DISPATCH_MAX_NS
 from ..model.projection import corr_key, launch_calls, rows_for_calls
 from ..model.trace import table_len
@@ -39,6 +40,7 @@ class Measurement:
     avoid: np.ndarray       # per wait: avoidable (not a request's final wait for its result)
     cost: np.ndarray        # per wait: ns blocked plus the GPU refill after it, 0 when not avoidable
     reads: dict | None = None   # model.host_waits.read_calls of the avoidable waits: what the fix drops with them
+    reads_events: dict | None = None   # the same where bare synchronize calls become CUDA event records instead
     checks: np.ndarray | None = None      # completion_checks: api_calls rows of the polling code's one-query checks
     check_cost: np.ndarray | None = None  # per check: ns of CPU from its record's dispatch to the query's return
 
@@ -61,8 +63,14 @@ def measure(ctx) -> Measurement | None:
     api = trace.table("api_calls")
     ext = {"row": np.r_[sc["row"], checks], "poll_rows": sc["poll_rows"], "poll_wait": sc["poll_wait"],
            "start_ns": np.r_[sc["start_ns"], api["start_ns"][checks]].astype(np.int64)}
-    keep = np.r_[avoid & event_waits(trace, sc), np.ones(len(checks), bool)]
+    # a bare synchronize goes whole too (deleted with its framework call: BARE_SYNC_DISPATCH); replaced by CUDA
+    # event records (per-layer timing) it keeps that call: the alternative form of the fix (alternatives())
+    ev = event_waits(trace, sc)
+    bare = avoid & bare_syncs(trace, sc) & ~ev
+    keep = np.r_[avoid & (ev | bare), np.ones(len(checks), bool)]
     reads = read_calls(trace, ext, keep, GRAPH_DISPATCH_MAX_NS)
+    reads_events = read_calls(trace, ext, np.r_[avoid & ev, np.ones(len(checks), bool)], GRAPH_DISPATCH_MAX_NS) \
+        if bare.any() else None
     cost = (sc["blocked_ns"] + sc["refill_ns"]) * avoid
     # a check's cost: the CPU from the dispatch before its record to the query's return
     k = len(checks)
@@ -78,7 +86,7 @@ def measure(ctx) -> Measurement | None:
     if 100.0 * impact_ns / ctx.mean_latency_ns < MIN_REPORT_PCT:
         return None
     return Measurement(impact_ns=impact_ns, waits=sc, avoid=avoid, cost=cost, reads=reads, checks=checks,
-                       check_cost=check_cost)
+                       check_cost=check_cost, reads_events=reads_events)
 
 
 def completion_checks(trace, rq, waits: dict) -> np.ndarray:
@@ -196,27 +204,41 @@ def event_waits(trace, waits: dict) -> np.ndarray:
     return out
 
 
-def change(m: Measurement) -> list:
+def change(m: Measurement, reads: dict | None = None) -> list:
     """The avoidable host waits no longer block (a polling loop: all its queries), so the CPU queues the next GPU
-    work ahead. A wait on an event (event_waits) goes whole with the code that made it: the event's record and the
-    CPU dispatch right before it (host_waits.read_calls, up to GRAPH_DISPATCH_MAX_NS); a bare synchronize goes with
-    its call, and a value read keeps its copy call and the CPU time before it (see event_waits). The final wait a
-    request needs for its result stays."""
+    work ahead. A wait on an event (event_waits) or a bare synchronize (host_waits.bare_syncs) goes whole with the
+    code that made it: its calls (the event's record) and the CPU dispatch right before it (host_waits.read_calls,
+    up to GRAPH_DISPATCH_MAX_NS: the framework's `torch.cuda.synchronize()`, `event.record()`); a value read keeps
+    its copy call and the CPU time before it (see event_waits). The final wait a request needs for its result
+    stays. `reads`: another read_calls result in place of the measurement's (alternatives())."""
+    reads = m.reads if reads is None else reads
     rows = m.waits["row"][m.avoid]
     loops = m.waits["poll_rows"][np.isin(m.waits["poll_wait"], rows)]
     # a synchronize call goes with its wait (nothing is left to call); a copy that waited stays, as the op that
     # keeps its value on the GPU
     gone = m.waits["row"][m.avoid & (m.waits["kind"] == SYNC)]
-    if m.reads is not None:
-        gone = uniq(np.concatenate([gone, m.reads["call_rows"]]))
+    if reads is not None:
+        gone = uniq(np.concatenate([gone, reads["call_rows"]]))
     # np.union1d's np.unique takes numpy's slow hash path (model/arrays.py): uniq sorts
     out = [RemoveHostWaits(api_rows=uniq(np.concatenate([rows, loops])),
                            read_calls=gone if len(gone) else None)]
-    if m.reads is not None and len(m.reads["start_ns"]):
-        out.append(RemoveCpuTime(tid=m.reads["tid"], start_ns=m.reads["start_ns"], end_ns=m.reads["end_ns"]))
-        if len(m.reads["copy_rows"]):
-            out.append(ScaleGpuWork(table="copies", rows=m.reads["copy_rows"], factor=0.0))
+    if reads is not None and len(reads["start_ns"]):
+        out.append(RemoveCpuTime(tid=reads["tid"], start_ns=reads["start_ns"], end_ns=reads["end_ns"]))
+        if len(reads["copy_rows"]):
+            out.append(ScaleGpuWork(table="copies", rows=reads["copy_rows"], factor=0.0))
     return out
+
+
+def alternatives(m: Measurement) -> list:
+    """Another form of the fix, predicted beside the main one: where bare synchronize calls time the layers, they
+    become CUDA event records, whose `event.record()` costs the CPU about what the synchronize call did, so only the
+    wait goes. Measured (examples/*.py --ab, tests/data/pairs.json): layer_timing_sync's events fix saved -0.11
+    ms/request (per process 0.18, -1.00, -0.11; the wait alone predicts 0.12), the same layers' syncs deleted
+    (transformer_sync.py) saved 0.48 (0.36, 0.48, 0.89; deleted with their calls 0.58)."""
+    if m.reads_events is None:
+        return []
+    return [("events", "the bare synchronize calls replaced by CUDA event records (per-layer timing): only their "
+             "waits go", change(m, m.reads_events))]
 
 
 def _by_call(trace, rows_name_id: np.ndarray, n_req: int):

@@ -191,6 +191,24 @@ def thread_order(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
     return trace.once("api_thread_order", compute)
 
 
+def bare_syncs(trace: Trace, waits: dict) -> np.ndarray:
+    """Per host wait: is it a bare synchronize (`torch.cuda.synchronize()`): a SYNC whose previous call on its thread
+    did not copy anything device-to-host (that would make it a value read: `.item()`, `.cpu()`)?"""
+    out = waits["kind"] == SYNC
+    if not out.any():
+        return out
+    api = trace.table("api_calls")
+    o, pos = thread_order(trace)
+    rows = waits["row"][out]
+    k = pos[rows]
+    prev = o[np.maximum(k - 1, 0)]
+    has_prev = (k > 0) & (api["tid"][prev] == api["tid"][rows])
+    found, _, c_kind, _ = _copy_of_call(trace, prev)
+    dtoh = found & np.isin(c_kind, _enum_values(trace, "CUDA_MEMCPY_OPER", "device-to-host", DTOH))
+    out[out] = ~(has_prev & dtoh)
+    return out
+
+
 def select(waits: dict, keep: np.ndarray) -> dict:
     """The waits where `keep` holds (the parallel arrays cut; the queries of the polling runs kept follow them)."""
     out = {k: v[keep] for k, v in waits.items() if k not in ("poll_rows", "poll_wait")}
