@@ -38,10 +38,19 @@ GRAPH_NODE_GAP_NS = 200
 GRAPH_LAUNCH_FALLBACK_NS = 150_000
 # CPU time between two launches that a graph replay skips (the framework's dispatch of one op): up to 75 us. The
 # gaps between launches of the graphable examples are 12-15 us at the median and 38-42 us at p99 (tests/data
-# ex_graph_before, ex_rowwise_before); a longer gap is other CPU work that no graph captures (zoo sync_heavy: 100-300
-# us of Python between layers, CPU samples in the interpreter; dataload_starved's stalls). Chosen between those:
-# 50 us under-predicts ex_rowwise's fix (0.748), 100 us takes part of sync_heavy's layer code for dispatch.
+# ex_graph_before, ex_rowwise_before). The per-op bound other diagnoses use (cuda_sync's read dispatch, fusion,
+# allocation gaps).
 GRAPH_DISPATCH_MAX_NS = 75_000
+# The longest CPU stretch between two of a request's launches that a whole-request CUDA graph skips; a longer one is
+# other host work no capture holds (OS runtime calls never go: _os_time_in_gaps). 300 us: the framework code between
+# layers is longer than one op's dispatch. Measured: transformer_sync's layer boundaries (the zoo's sync_heavy
+# program: 143-340 us of TransformerEncoderLayer Python between layers, H200) went with its graph fix, which saved
+# 93% of the request; predicted per slow block in the same process (tests/data ex_tgraph abtrace) / measured: 0.62
+# with the 75 us bound, 0.74 at 150 us, 0.92 at 300 us (the same up to 1 ms). The 215 CPU samples inside
+# dataload_starved's 75 us-1 ms gaps are all framework code (python3.12, libtorch, CUPTI, cuBLASLt, libcuda), no
+# numpy or I/O. No pair in tests/data changes between 300 us and 1 ms; the bound stays finite for host work (numpy,
+# tokenizers) between two launches.
+GRAPH_CAPTURED_GAP_MAX_NS = 300_000
 # A stream segment of at most this many operations is placed by a loop over Python ints, a longer one by numpy
 # passes (the same integers either way). Best of 4 unchanged replays, CPU s, for 32 / 64 / 128 / 256 / 512: ex_polling
 # x40 (benchmarks/bench_polling.py) 0.167 / 0.150 / 0.139 / 0.146 / 0.152, zoo sync_heavy 0.0081 / 0.0047 / 0.0045 /
@@ -88,7 +97,7 @@ class Change:
     kernel_factor: [(regex over kernel names (case-insensitive when a str), or an array of kernels rows, factor)]: those kernels' GPU time x factor.
     graph_launch_ns: per request, its run of launch calls becomes one graph launch costing this much CPU time (one
         per stretch between two host waits that stay: a graph cannot hold a wait); the CPU time between those
-        launches goes too, up to GRAPH_DISPATCH_MAX_NS per gap and not OS runtime calls, and the kernels run back
+        launches goes too, up to GRAPH_CAPTURED_GAP_MAX_NS per gap and not OS runtime calls, and the kernels run back
         to back (GRAPH_NODE_GAP_NS apart).
     drop_phase: {NVTX range name: share of its CPU time removed (1.0 = all, 0.5 = half moved to other workers)}.
     pageable_rate: bytes/s for pageable copies (src or dst pageable), which also stop blocking the CPU and stop
@@ -792,7 +801,7 @@ def _graph(g: Graph, trace: Trace, reqs: Requests, p: _Params, cost: int, name_m
         # GRAPH_DISPATCH_MAX_NS; OS runtime calls (sleeps, reads) and longer own work stay: no graph captures them
         gap = p.c_gap[f + 1:l + 1]
         rest = np.maximum(gap - os_gap[f + 1:l + 1], 0)
-        stays = np.minimum(os_gap[f + 1:l + 1], gap) + np.where(rest > GRAPH_DISPATCH_MAX_NS, rest, 0)
+        stays = np.minimum(os_gap[f + 1:l + 1], gap) + np.where(rest > GRAPH_CAPTURED_GAP_MAX_NS, rest, 0)
         p.c_gap[f + 1:l + 1] = np.where(keep[1:] | keep[:-1], gap, stays)
         # a graph cannot hold a host wait: the launches between two waits are one graph each, one launch cost each
         seg = ~keep & np.r_[True, keep[:-1]]
