@@ -297,6 +297,11 @@ def _whatif(words: list[str], how: list[str], base, out, basis: str) -> tuple[di
     return w, saved, before
 
 
+def _share_pct(saved: float, before: float) -> float:
+    """A saving as a share of the metric before it, in percent (at most 100, 0.1 precision)."""
+    return round(min(100.0, 100.0 * saved / before) if before > 0 else 0.0, 1)
+
+
 def _alternatives(ctx, rp, f: Finding, w: dict, basis: str) -> str:
     """Replay the other forms of the finding's fix (a diagnosis's `alternatives`), in the same metric as the main
     prediction; kept in whatif["alternatives"] (form, change, latency, interval, saving, severity) and returned as
@@ -311,9 +316,9 @@ def _alternatives(ctx, rp, f: Finding, w: dict, basis: str) -> str:
         if out is None:
             continue
         a, saved, before = _whatif(ch.describe(), [], rp.base, out, basis)
-        pct = min(100.0, 100.0 * saved / before) if before > 0 else 0.0
+        pct = _share_pct(saved, before)
         out_w.append({"form": form, "change": [said], "mean_latency_ms": a["mean_latency_ms"],
-                      "interval_ms": a["interval_ms"], "saving_ms": a["saving_ms"], "saving_pct": round(pct, 1),
+                      "interval_ms": a["interval_ms"], "saving_ms": a["saving_ms"], "saving_pct": pct,
                       "severity": severity_for(pct, HIGH_PCT, MEDIUM_PCT)})
         words.append(f"{said}: {saved / 1e6:.3g} ms")
     if out_w:
@@ -383,7 +388,7 @@ def predict(ctx, findings: list[Finding], load: dict | None) -> tuple[list[Findi
         w["used"] = True
         f.impact_basis = b
         f.impact_ms = round(saved / 1e6, 3)
-        f.impact_pct = round(min(100.0, 100.0 * saved / before) if before > 0 else 0.0, 1)
+        f.impact_pct = _share_pct(saved, before)
         f.severity = severity_for(f.impact_pct, HIGH_PCT, MEDIUM_PCT)
         metric = "request interval" if b == "interval" else "mean latency"
         f.estimate = (f"predicted by replaying the requests with the fix applied ({'; '.join(w['change'])}): "

@@ -18,7 +18,7 @@ from ..model.api_names import EVENT_RECORD_CALLS, EVENT_SYNC_CALLS, QUERY_CALLS,
 from ..model.arrays import dense_groups, distinct_ids, id_mask, is_sorted, uniq
 from ..model.changes import RemoveCpuTime, RemoveHostWaits, ScaleGpuWork
 from ..model.host_waits import (ASYNC_COPY, COPY, COPY_WAIT, FREE_WAIT, POLL, REFILL_MAX_NS, SYNC, bare_syncs,
-                                read_calls, select)
+                                merge_reads, read_calls, select)
 from ..model.replay import GRAPH_DISPATCH_MAX_NS
 from ..model.projection import corr_key, launch_calls, rows_for_calls
 from ..model.trace import table_len
@@ -63,19 +63,22 @@ def measure(ctx) -> Measurement | None:
     api = trace.table("api_calls")
     ext = {"row": np.r_[sc["row"], checks], "poll_rows": sc["poll_rows"], "poll_wait": sc["poll_wait"],
            "start_ns": np.r_[sc["start_ns"], api["start_ns"][checks]].astype(np.int64)}
-    # a bare synchronize goes whole too (deleted with its framework call: BARE_SYNC_DISPATCH); replaced by CUDA
-    # event records (per-layer timing) it keeps that call: the alternative form of the fix (alternatives())
+    # a bare synchronize goes whole too, with the framework code before it (torch.cuda.synchronize()); replaced by
+    # CUDA event records (per-layer timing) that code stays: the alternative form of the fix (alternatives())
     ev = event_waits(trace, sc)
     bare = avoid & bare_syncs(trace, sc) & ~ev
-    keep = np.r_[avoid & (ev | bare), np.ones(len(checks), bool)]
-    reads = read_calls(trace, ext, keep, GRAPH_DISPATCH_MAX_NS)
-    reads_events = read_calls(trace, ext, np.r_[avoid & ev, np.ones(len(checks), bool)], GRAPH_DISPATCH_MAX_NS) \
-        if bare.any() else None
-    cost = (sc["blocked_ns"] + sc["refill_ns"]) * avoid
-    # a check's cost: the CPU from the dispatch before its record to the query's return
+    no_checks = np.zeros(len(checks), bool)
+    reads = read_calls(trace, ext, np.r_[avoid & ev, np.ones(len(checks), bool)], GRAPH_DISPATCH_MAX_NS)
+    # a check's cost: the CPU from the dispatch before its record to the query's return (its window is among the
+    # last k, after the waits')
     k = len(checks)
     check_cost = (api["end_ns"][checks] - reads["start_ns"][len(reads["start_ns"]) - k:]).astype(np.float64) \
         if k else np.zeros(0)
+    reads_events = None
+    if bare.any():
+        reads_events = reads
+        reads = merge_reads(reads, read_calls(trace, ext, np.r_[bare, no_checks], GRAPH_DISPATCH_MAX_NS))
+    cost = (sc["blocked_ns"] + sc["refill_ns"]) * avoid
     # fixing can't make a request faster than its own GPU work: bound per request by latency - own busy time
     per_req = np.bincount(np.r_[sc["request"], rq.api_request[checks]], weights=np.r_[cost, check_cost],
                           minlength=rq.count)

@@ -77,8 +77,8 @@ class Measurement:
     gap_lo: np.ndarray
     gap_hi: np.ndarray
     launch_mask: np.ndarray          # api_calls rows: kernel launch calls inside measured requests
-    waits: np.ndarray | None = None  # api_calls rows: the measured requests' host waits before more GPU work
-    bare_syncs: np.ndarray | None = None   # those of them that are synchronize calls (they go with their wait)
+    waits: np.ndarray | None = None  # api_calls rows: the host waits inside the measured requests' captured region
+    sync_calls: np.ndarray | None = None   # those of them that are synchronize calls (they go with their wait)
 
 
 def _request_gpu_rows(ctx):
@@ -197,9 +197,9 @@ def measure(ctx) -> Measurement | None:
     med_k = median(kd, overwrite=True) if len(kd) else 0.0       # both are fresh arrays: partitioned in place
     med_l = median(ld, overwrite=True) if len(ld) else 0.0
     # a host wait inside the captured region ends the capture with an error (CUDA programming guide, "Prohibited
-    # and Unhandled Operations"): the fix removes the requests' own waits before more GPU work first
+    # and Unhandled Operations"): the fix removes the waits inside the region first
     sc = host_waits(ctx)
-    before_more = np.zeros(len(sc["row"]), bool)
+    in_capture = np.zeros(len(sc["row"]), bool)
     if len(sc["row"]) and len(li_all := np.flatnonzero(is_launch)):
         # inside the captured region: after the request's first kernel launch and before its last
         req_of = rq.api_request[li_all]
@@ -208,23 +208,23 @@ def measure(ctx) -> Measurement | None:
         np.minimum.at(first, req_of, api["start_ns"][li_all])
         np.maximum.at(last, req_of, api["start_ns"][li_all])
         r = np.clip(sc["request"], 0, rq.count - 1)
-        before_more = (~sc["last"] & (sc["request"] >= W) & (sc["start_ns"] > first[r])
-                       & (sc["start_ns"] < last[r]))
+        in_capture = (~sc["last"] & (sc["request"] >= W) & (sc["start_ns"] > first[r])
+                      & (sc["start_ns"] < last[r]))
     return Measurement(impact_ns=impact_ns, launches=launches, graph_launches=graph_launches, own_kernels=n_own,
                        graphed_share=float(G.sum()) / max(len(G), 1), median_kernel_ns=med_k,
                        median_launch_ns=med_l,
                        shorter_share=float((kd < med_l).mean()) if len(kd) else 0.0, starved=len(idx),
                        saved=saved, per_req_wait=per_req_wait, per_req_gap=per_req_gap, gap_req=rn, gap_lo=lo_st,
-                       gap_hi=s_st, launch_mask=is_launch, waits=sc["row"][before_more],
-                       bare_syncs=sc["row"][before_more & (sc["kind"] == SYNC)])
+                       gap_hi=s_st, launch_mask=is_launch, waits=sc["row"][in_capture],
+                       sync_calls=sc["row"][in_capture & (sc["kind"] == SYNC)])
 
 
 def change(m: Measurement) -> list:
-    """CUDA graphs: the measured requests' launch calls become one graph launch per request, after their host waits
-    before more GPU work are gone (a capture cannot hold one; a synchronize call goes with its wait)."""
+    """CUDA graphs: the measured requests' launch calls become one graph launch per request, after the host waits
+    inside the captured region are gone (a capture cannot hold one; a synchronize call goes with its wait)."""
     out = [GraphLaunches(api_rows=np.flatnonzero(m.launch_mask))]
     if m.waits is not None and len(m.waits):
-        out.append(RemoveHostWaits(api_rows=m.waits, read_calls=m.bare_syncs if len(m.bare_syncs) else None))
+        out.append(RemoveHostWaits(api_rows=m.waits, read_calls=m.sync_calls if len(m.sync_calls) else None))
     return out
 
 

@@ -191,6 +191,14 @@ def thread_order(trace: Trace) -> tuple[np.ndarray, np.ndarray]:
     return trace.once("api_thread_order", compute)
 
 
+def merge_reads(a: dict, b: dict) -> dict:
+    """Two read_calls results of disjoint waits as one: their windows one after the other (the replay takes their
+    union), their call and copy rows together."""
+    out = {k: np.concatenate([a[k], b[k]]) for k in ("tid", "start_ns", "end_ns")}
+    out.update({k: uniq(np.concatenate([a[k], b[k]])) for k in ("call_rows", "copy_rows")})
+    return out
+
+
 def bare_syncs(trace: Trace, waits: dict) -> np.ndarray:
     """Per host wait: is it a bare synchronize (`torch.cuda.synchronize()`): a SYNC whose previous call on its thread
     did not copy anything device-to-host (that would make it a value read: `.item()`, `.cpu()`)?"""
