@@ -39,14 +39,13 @@ import argparse
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from statistics import median
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from ab import ab_line, ab_rounds          # the --ab line and rounds (examples/ab.py)
-from serving import CUDA, nvtx, serve_timed    # shared scaffolding (examples/serving.py)
+from ab import ab_compare                  # the --ab rounds and lines (examples/ab.py)
+from serving import CUDA, capture_graph, nvtx, serve_timed    # shared scaffolding (examples/serving.py)
 
 DEV = "cuda" if CUDA else "cpu"
 DTYPE = torch.half if CUDA else torch.float32
@@ -93,15 +92,7 @@ def make_server(model, path, variant):
     """-> serve() for the variant ('slow', 'fixed' or 'graph'), and a close() for its loader thread."""
     if variant == "graph" and CUDA:
         static_in = torch.zeros(BATCH, 3, HW, HW, device=DEV, dtype=DTYPE)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):       # warm-up on a side stream before capture, as torch.cuda.graph requires
-            for _ in range(3):
-                model(static_in)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            static_out = model(static_in).argmax(1)
+        graph, static_out = capture_graph(lambda: model(static_in).argmax(1))
 
         def serve():
             with nvtx("Inference"):
@@ -132,16 +123,6 @@ def make_server(model, path, variant):
             x = torch.from_numpy(load(path)).to(DEV)
             return model(x).argmax(1).cpu()
     return serve, lambda: None
-
-
-def block(serve, warmup, requests):
-    """ms/request of `requests` requests after `warmup` untimed ones."""
-    for _ in range(warmup):
-        serve()
-    t0 = time.perf_counter()
-    for _ in range(requests):
-        serve()
-    return (time.perf_counter() - t0) / requests * 1e3
 
 
 def main():
@@ -183,27 +164,15 @@ def run_ab(model, path, args):
     if CUDA:
         torch.cuda.profiler.start()
     try:
-        if args.ab_fix:
-            # slow vs one fix: ab.ab_rounds, whose NVTX block ranges benchmarks/ab_blocks.py cuts by
-            ms = ab_rounds(lambda fixed: block(servers[args.ab_fix if fixed else "slow"][0], args.warmup,
-                                               args.requests), args.ab, mark=nvtx)
-            ms = {"slow": ms[False], args.ab_fix: ms[True]}
-        else:
-            order = ["slow", "fixed", "graph"]
-            ms = {v: [] for v in order}
-            for r in range(args.ab):
-                for v in order[r % 3:] + order[:r % 3]:          # rotate which variant goes first
-                    with nvtx(f"ab {v} {r}"):
-                        ms[v].append(block(servers[v][0], args.warmup, args.requests))
+        lines = ab_compare("fetch_resnet", {v: serve for v, (serve, _) in servers.items()}, args.ab, args.warmup,
+                           args.requests, fix=args.ab_fix, mark=nvtx)
     finally:
         if CUDA:
             torch.cuda.profiler.stop()
         for _, close in servers.values():
             close()
-    for fix in fixes:
-        print(ab_line(f"fetch_resnet {fix}", args.ab, args.requests, {False: ms["slow"], True: ms[fix]}), flush=True)
-    print("fetch_resnet [ab]: median " + ", ".join(f"{v} {median(x):.2f}" for v, x in ms.items()) + " ms/request",
-          flush=True)
+    for line in lines:
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

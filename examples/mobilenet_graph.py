@@ -32,7 +32,7 @@ import os
 import torch
 import torch.nn as nn
 
-from serving import nvtx, serve_timed    # shared scaffolding (examples/serving.py)
+from serving import capture_graph, nvtx, serve_timed    # shared scaffolding (examples/serving.py)
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPE = torch.half if DEV == "cuda" else torch.float32     # fp16 on the GPU
@@ -89,15 +89,7 @@ def make_server(model, fixed):
                 return top.indices.cpu(), top.values.cpu()
         return serve
     static_in = torch.zeros(1, 3, HW, HW, device=DEV, dtype=DTYPE)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):       # warm-up on a side stream before capture, as torch.cuda.graph requires
-        for _ in range(3):
-            model(static_in)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = model(static_in)
+    graph, static_out = capture_graph(lambda: model(static_in))
 
     def serve(x_host):
         with nvtx("request"):

@@ -1,5 +1,5 @@
-"""Scaffolding shared by the newer examples, not part of any example's lesson: an NVTX range and the timed serving
-loop (Python finds this file in the script's own folder, as ab.py).
+"""Scaffolding shared by the newer examples, not part of any example's lesson: an NVTX range, the timed serving
+loop and a CUDA graph capture (Python finds this file in the script's own folder, as ab.py).
 
 serve_timed(serve, warmup, requests) is what those programs measure: nsys's capture range starts (cudaProfilerStart:
 recorded with `--capture-range=cudaProfilerApi`), `warmup` requests are served, the GPU drained, then `requests`
@@ -42,3 +42,18 @@ def serve_timed(serve, warmup: int, requests: int) -> float:
     if CUDA:
         torch.cuda.profiler.stop()       # ... to here: the served requests, not start-up and exit
     return dt
+
+
+def capture_graph(forward, warmup: int = 3):
+    """forward() captured once in a CUDA graph, after `warmup` runs on a side stream (torch.cuda.graph wants the
+    kernels' one-time set-up done first): (the graph, forward's output in the graph's static memory)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            forward()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = forward()
+    return graph, out

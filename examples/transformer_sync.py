@@ -37,13 +37,12 @@ _T_START = time.perf_counter()
 
 import argparse
 import os
-from statistics import median
 
 import torch
 import torch.nn as nn
 
-from ab import ab_line, ab_rounds         # the --ab line and rounds (examples/ab.py)
-from serving import CUDA, nvtx, serve_timed    # shared scaffolding (examples/serving.py)
+from ab import ab_compare                 # the --ab rounds and lines (examples/ab.py)
+from serving import CUDA, capture_graph, nvtx, serve_timed    # shared scaffolding (examples/serving.py)
 
 DEV = "cuda" if CUDA else "cpu"
 DTYPE = torch.half if CUDA else torch.float32
@@ -60,20 +59,12 @@ def sync():
 def make_server(layers, x0, variant):
     """-> serve() for the variant ('slow', 'fixed' or 'graph'): one request, its result read on the host."""
     if variant == "graph" and CUDA:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):       # warm-up on a side stream before capture, as torch.cuda.graph requires
-            for _ in range(3):
-                x = x0
-                for layer in layers:
-                    x = layer(x)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        def forward():
             x = x0
             for layer in layers:
                 x = layer(x)
-            static_out = x.float().abs().mean()
+            return x.float().abs().mean()
+        graph, static_out = capture_graph(forward)
 
         def serve():
             with nvtx("Inference"):
@@ -120,42 +111,17 @@ def main():
           flush=True)
 
 
-def block(serve, warmup, requests):
-    """ms/request of `requests` requests after `warmup` untimed ones, the GPU drained before and after."""
-    for _ in range(warmup):
-        serve()
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(requests):
-        serve()
-    sync()
-    return (time.perf_counter() - t0) / requests * 1e3
-
-
 def run_ab(layers, x0, args):
     fixes = (args.ab_fix,) if args.ab_fix else ("fixed", "graph")
     serves = {v: make_server(layers, x0, v) for v in ("slow",) + fixes}
     if CUDA:
         torch.cuda.profiler.start()
-    if args.ab_fix:
-        # slow vs one fix: ab.ab_rounds, whose NVTX block ranges benchmarks/ab_blocks.py cuts by
-        ms = ab_rounds(lambda fixed: block(serves[args.ab_fix if fixed else "slow"], args.warmup, args.requests),
-                       args.ab, mark=nvtx)
-        ms = {"slow": ms[False], args.ab_fix: ms[True]}
-    else:
-        order = ["slow", "fixed", "graph"]
-        ms = {v: [] for v in order}
-        for r in range(args.ab):
-            for v in order[r % 3:] + order[:r % 3]:          # rotate which variant goes first
-                with nvtx(f"ab {v} {r}"):
-                    ms[v].append(block(serves[v], args.warmup, args.requests))
+    lines = ab_compare("transformer_sync", serves, args.ab, args.warmup, args.requests, fix=args.ab_fix, drain=sync,
+                       mark=nvtx)
     if CUDA:
         torch.cuda.profiler.stop()
-    for fix in fixes:
-        print(ab_line(f"transformer_sync {fix}", args.ab, args.requests, {False: ms["slow"], True: ms[fix]}),
-              flush=True)
-    print("transformer_sync [ab]: median " + ", ".join(f"{v} {median(x):.2f}" for v, x in ms.items())
-          + " ms/request", flush=True)
+    for line in lines:
+        print(line, flush=True)
 
 
 if __name__ == "__main__":
